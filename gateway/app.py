@@ -1,0 +1,150 @@
+"""``create_app(settings)``: routes, middleware, and a lifespan that owns every client."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.config import Settings
+from gateway.demo import with_demo_defaults
+from gateway.emulator.server import EmbeddedEmulator
+from gateway.errors import BadRequest, GatewayError, NotFound
+from gateway.logs import LoggingSetup, configure_logging
+from gateway.metrics import Metrics, render_latest
+from gateway.middleware import RequestIdMiddleware
+from gateway.routes.common import error_response
+from gateway.routes.completions import chat_completions, completions
+from gateway.routes.health import healthz, readyz
+from gateway.routes.models import get_model, list_models
+from gateway.routes.unsupported import unsupported
+from gateway.runtime import Runtime
+
+logger = logging.getLogger("gateway")
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        error: GatewayError = BadRequest(
+            f"Method {request.method} is not allowed on {request.url.path}.",
+            code="method_not_allowed",
+        )
+        error.status_code = 405  # type: ignore[misc]
+        return error_response(error)
+    if exc.status_code == 404:
+        return error_response(
+            NotFound(f"Unknown endpoint: {request.url.path}.", code="unknown_url")
+        )
+    return error_response(BadRequest(str(exc.detail)))
+
+
+async def _gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    return error_response(exc)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(
+        _InternalError("The gateway failed to handle this request; it has been logged.")
+    )
+
+
+class _InternalError(GatewayError):
+    status_code = 500
+    error_type = "server_error"
+    default_code = "internal_error"
+
+
+def register_secrets(setup: LoggingSetup, settings: Settings) -> None:
+    """Mask every secret the config holds in every log line this process writes."""
+    setup.redactor.register_secrets(
+        [k.upstream_token for k in settings.keys]
+        + [k.key for k in settings.keys]
+        + [settings.admin.key, settings.emulator.token]
+    )
+
+
+async def _metrics(request: Request) -> Response:
+    body, content_type = render_latest(request.app.state.metrics)
+    return Response(body, media_type=content_type)
+
+
+def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
+    """The ASGI app. Nothing is started until the lifespan runs."""
+    app_metrics = metrics or Metrics.create()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            effective = settings
+            base_url = settings.upstream.base_url
+            if base_url is None:
+                emulator = EmbeddedEmulator.from_settings(settings.emulator)
+                await stack.enter_async_context(emulator)
+                base_url = emulator.base_url
+                effective = with_demo_defaults(settings, settings.emulator.token)
+                logger.warning(
+                    "no upstream configured: serving the embedded emulator at %s "
+                    "(demo key: %s; models: %s)",
+                    base_url,
+                    settings.emulator.demo_key,
+                    ", ".join(m.name for m in effective.models),
+                )
+            runtime = Runtime.build(effective, base_url, app_metrics)
+            stack.push_async_callback(runtime.aclose)
+            stack.callback(app_metrics.mark_process_dead)
+            app.state.runtime = runtime
+            yield
+
+    routes = [
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", get_model, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", _metrics, methods=["GET"]),
+        Route("/v1/{rest:path}", unsupported, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+    ]
+    middleware = [Middleware(RequestIdMiddleware)]
+    if settings.server.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.server.cors_origins),
+                allow_methods=["GET", "POST", "OPTIONS"],
+                allow_headers=["*"],
+                expose_headers=["x-request-id", "x-job-id"],
+            )
+        )
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={
+            HTTPException: _http_exception,
+            GatewayError: _gateway_error,
+            Exception: _unexpected,
+        },
+    )
+    app.state.metrics = app_metrics
+    return app
+
+
+def app_from_environment() -> Starlette:
+    """Factory for ``uvicorn --factory`` with several workers: config from $GATEWAY_CONFIG."""
+    from gateway.config import load_settings
+
+    settings = load_settings()
+    register_secrets(configure_logging(settings.logging), settings)
+    return create_app(settings)

@@ -1,0 +1,55 @@
+"""Gateway keys: who is calling, and which upstream token their requests use."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping, Sequence
+
+from gateway.config import KeySettings
+from gateway.errors import AuthenticationFailed
+
+
+def bearer_token(headers: Mapping[str, str]) -> str | None:
+    value = headers.get("authorization")
+    if value is None:
+        return None
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+class KeyRing:
+    """Checks presented keys against sha256 digests, comparing each in constant time.
+
+    Every configured digest is compared (no early exit), so the time taken says nothing
+    about which key, if any, nearly matched.
+    """
+
+    def __init__(self, keys: Sequence[KeySettings]) -> None:
+        self._entries = [(bytes.fromhex(k.digest), k) for k in keys]
+
+    def authenticate(self, headers: Mapping[str, str]) -> KeySettings:
+        presented = bearer_token(headers)
+        if presented is None:
+            raise AuthenticationFailed(
+                "Missing API key: send 'Authorization: Bearer <gateway key>'.",
+                code="missing_api_key",
+            )
+        digest = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
+        found: KeySettings | None = None
+        for expected, key in self._entries:
+            if hmac.compare_digest(digest, expected):
+                found = key
+        if found is None:
+            raise AuthenticationFailed("Incorrect API key provided.")
+        return found
+
+
+def account_names(keys: Sequence[KeySettings]) -> dict[str, str]:
+    """A printable name per upstream token (the first key using it), for logs and metrics."""
+    names: dict[str, str] = {}
+    for key in keys:
+        names.setdefault(key.upstream_token, key.name)
+    return names

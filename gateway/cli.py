@@ -1,0 +1,99 @@
+"""``gateway serve | emulator | keys | usage``."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import secrets
+import sys
+from collections.abc import Sequence
+
+from gateway.config import CONFIG_ENV, ConfigError, load_settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import os
+
+    import uvicorn
+
+    from gateway.app import create_app, register_secrets
+    from gateway.logs import configure_logging
+    from gateway.metrics import prepare_multiprocess_dir
+
+    if args.config:
+        os.environ[CONFIG_ENV] = args.config
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    setup = configure_logging(settings.logging)
+    register_secrets(setup, settings)
+    if multiproc_dir := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        prepare_multiprocess_dir(multiproc_dir)
+    host = args.host or settings.server.host
+    port = args.port if args.port is not None else settings.server.port
+    workers = args.workers or settings.server.workers
+    app: object = "gateway.app:app_from_environment" if workers > 1 else create_app(settings)
+    uvicorn.run(
+        app,  # type: ignore[arg-type]
+        factory=workers > 1,
+        workers=workers if workers > 1 else None,
+        host=host,
+        port=port,
+        log_config=setup.uvicorn_log_config,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.server.graceful_shutdown_seconds) or None,
+        lifespan="on",
+    )
+    return 0
+
+
+def _emulator(args: argparse.Namespace) -> int:
+    from gateway.emulator.server import config_from_args, run_emulator
+
+    run_emulator(args.host, args.port, config_from_args(args))
+    return 0
+
+
+def _keys_generate(args: argparse.Namespace) -> int:
+    key = "sk-gw-" + secrets.token_urlsafe(32)
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    print(f"key:        {key}")
+    print(f"key_sha256: {digest}")
+    print("Give the key to its user; put only key_sha256 in the config's keys entry.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from gateway.emulator.server import add_emulator_arguments
+
+    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the OpenAI-compatible gateway")
+    serve.add_argument("--config", help=f"YAML config file (default: ${CONFIG_ENV})")
+    serve.add_argument("--host", help="bind address (default: server.host)")
+    serve.add_argument("--port", type=int, help="port (default: server.port)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: server.workers)")
+    serve.set_defaults(func=_serve)
+
+    emulator = sub.add_parser("emulator", help="run the jobs-API emulator")
+    add_emulator_arguments(emulator)
+    emulator.set_defaults(func=_emulator)
+
+    keys = sub.add_parser("keys", help="manage gateway keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    generate = keys_sub.add_parser("generate", help="print a new key and its sha256")
+    generate.set_defaults(func=_keys_generate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""Settings: one YAML file, ``${ENV}`` interpolation, validated once at start-up.
+
+This module is the only reader of the environment. Everything else receives a frozen
+:class:`Settings` object, so a bad field is reported before the gateway serves anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CONFIG_ENV = "GATEWAY_CONFIG"
+_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+DEFAULT_FINISHED = ("completed", "complete", "finished", "done", "success", "succeeded", "ended")
+DEFAULT_FAILED = (
+    "failed",
+    "failure",
+    "error",
+    "errored",
+    "cancelled",
+    "canceled",
+    "aborted",
+    "killed",
+    "timeout",
+    "timedout",
+    "expired",
+    "rejected",
+)
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the bad field."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CircuitBreakerSettings(_Frozen):
+    failure_threshold: int = Field(5, ge=1)
+    reset_seconds: float = Field(10.0, gt=0)
+
+
+class UpstreamSettings(_Frozen):
+    base_url: str | None = None
+    app: str = "gridrepublic:text-inference"
+    poll_interval: float = Field(0.25, gt=0, le=60)
+    poll_backoff_max: float = Field(5.0, gt=0)
+    status_url_max_length: int = Field(8000, ge=256)
+    status_max_ids: int | None = Field(None, ge=1)
+    connect_timeout: float = Field(5.0, gt=0)
+    read_timeout: float = Field(30.0, gt=0)
+    max_connections: int = Field(100, ge=1)
+    hours: float | None = Field(None, gt=0)
+    inputs_field: str = "inputs"
+    finished_statuses: tuple[str, ...] = DEFAULT_FINISHED
+    failed_statuses: tuple[str, ...] = DEFAULT_FAILED
+    missing_job_ticks: int = Field(20, ge=1)
+    submit_retries: int = Field(2, ge=0)
+    max_jobs_per_token: int | None = Field(None, ge=1)
+    queue_size_per_token: int = Field(1000, ge=0)
+    strip_ansi: bool = True
+    circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_slash(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("finished_statuses", "failed_statuses")
+    @classmethod
+    def _lower(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(v.lower() for v in value)
+
+
+class ModelSettings(_Frozen):
+    name: str = Field(min_length=1)
+    tag: str = Field(min_length=1)
+    aliases: tuple[str, ...] = ()
+    description: str | None = None
+    owned_by: str = "distributed-llm-service"
+    template: str = "transcript"
+    template_jinja: str | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    deadline: float | None = Field(None, gt=0)
+    context_window: int | None = Field(None, ge=1)
+
+
+class KeySettings(_Frozen):
+    name: str = Field(min_length=1)
+    key: str | None = Field(None, min_length=8, repr=False)
+    key_sha256: str | None = None
+    upstream_token: str = Field(min_length=1, repr=False)
+    models: tuple[str, ...] | None = None
+    rpm: int | None = Field(None, ge=1)
+    tpm: int | None = Field(None, ge=1)
+    max_concurrent: int | None = Field(None, ge=1)
+    daily_tokens: int | None = Field(None, ge=1)
+    monthly_tokens: int | None = Field(None, ge=1)
+    expires_at: datetime | None = None
+    disabled: bool = False
+
+    @field_validator("key_sha256")
+    @classmethod
+    def _hex(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+            raise ValueError("must be 64 hex digits (a sha256 digest)")
+        return value.lower() if value else value
+
+    @model_validator(mode="after")
+    def _one_key(self) -> KeySettings:
+        if (self.key is None) == (self.key_sha256 is None):
+            raise ValueError("give exactly one of 'key' or 'key_sha256'")
+        return self
+
+    @property
+    def digest(self) -> str:
+        """The sha256 hex digest the gateway compares presented keys against."""
+        if self.key_sha256 is not None:
+            return self.key_sha256
+        assert self.key is not None
+        return hashlib.sha256(self.key.encode()).hexdigest()
+
+
+class LimitSettings(_Frozen):
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    max_json_depth: int = Field(32, ge=4)
+    max_n: int = Field(8, ge=1)
+    max_messages: int = Field(1000, ge=1)
+    max_prompt_chars: int = Field(400_000, ge=1)
+    max_tokens: int = Field(32_768, ge=1)
+    max_stop_sequences: int = Field(4, ge=1)
+    default_deadline: float = Field(600.0, gt=0)
+    max_deadline: float = Field(3600.0, gt=0)
+    keepalive_interval: float = Field(15.0, gt=0)
+
+
+class ServerSettings(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    workers: int = Field(1, ge=1)
+    graceful_shutdown_seconds: float = Field(30.0, ge=0)
+    cors_origins: tuple[str, ...] = ()
+    system_fingerprint: str = "fp_gateway"
+
+
+class RedisSettings(_Frozen):
+    url: str | None = None
+    prefix: str = "gateway:"
+    failure_policy: Literal["open", "closed"] = "open"
+    timeout: float = Field(0.5, gt=0)
+
+
+class LedgerSettings(_Frozen):
+    url: str = "sqlite:///gateway-usage.db"
+    log_prompts: bool = False
+    queue_size: int = Field(10_000, ge=1)
+
+
+class AdminSettings(_Frozen):
+    key: str | None = Field(None, min_length=8, repr=False)
+    key_sha256: str | None = None
+
+
+class LoggingSettings(_Frozen):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text", "auto"] = "auto"
+    log_prompts: bool = False
+
+
+class EmulatorSettings(_Frozen):
+    """The embedded jobs-API emulator, started when no upstream ``base_url`` is set."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, le=65535)
+    token: str = Field("demo-upstream-token", repr=False)
+    demo_key: str = Field("sk-gateway-demo", min_length=8, repr=False)
+    queue_seconds: float = Field(0.5, ge=0)
+    words_per_second: float = Field(20.0, gt=0)
+
+
+class Settings(_Frozen):
+    server: ServerSettings = ServerSettings()
+    upstream: UpstreamSettings = UpstreamSettings()
+    models: tuple[ModelSettings, ...] = ()
+    keys: tuple[KeySettings, ...] = ()
+    limits: LimitSettings = LimitSettings()
+    redis: RedisSettings = RedisSettings()
+    ledger: LedgerSettings = LedgerSettings()
+    admin: AdminSettings = AdminSettings()
+    logging: LoggingSettings = LoggingSettings()
+    emulator: EmulatorSettings = EmulatorSettings()
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Settings:
+        seen: set[str] = set()
+        for model in self.models:
+            for name in (model.name, *model.aliases):
+                if name in seen:
+                    raise ValueError(f"model name or alias {name!r} is used twice")
+                seen.add(name)
+        key_names = [k.name for k in self.keys]
+        if len(key_names) != len(set(key_names)):
+            raise ValueError("key names must be unique")
+        for key in self.keys:
+            for allowed in key.models or ():
+                if allowed not in seen:
+                    raise ValueError(f"key {key.name!r} allows unknown model {allowed!r}")
+        return self
+
+    @property
+    def embedded_emulator(self) -> bool:
+        """True when no upstream is configured: the gateway runs its own emulator."""
+        return self.upstream.base_url is None
+
+
+def interpolate(text: str, environ: dict[str, str] | os._Environ[str]) -> str:
+    """Replace ``${NAME}`` and ``${NAME:-default}``; an unset name without default is an error."""
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        value = environ.get(name)
+        if value is None:
+            if default is None:
+                raise ConfigError(f"environment variable {name} is not set (used as ${{{name}}})")
+            return default
+        return value
+
+    return _ENV_PATTERN.sub(replace, text)
+
+
+def interpolate_tree(value: Any, environ: dict[str, str] | os._Environ[str]) -> Any:
+    """Interpolate every string in parsed YAML (so comments and YAML syntax are left alone)."""
+    if isinstance(value, str):
+        return interpolate(value, environ)
+    if isinstance(value, list):
+        return [interpolate_tree(v, environ) for v in value]
+    if isinstance(value, dict):
+        return {k: interpolate_tree(v, environ) for k, v in value.items()}
+    return value
+
+
+def _format_validation_error(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"  {where}: {item['msg']}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def parse_settings(data: dict[str, Any]) -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc)) from None
+
+
+def load_settings(
+    path: str | Path | None = None, environ: dict[str, str] | None = None
+) -> Settings:
+    """Read the YAML file at ``path`` (or ``$GATEWAY_CONFIG``); no file means the demo setup."""
+    env: dict[str, str] | os._Environ[str] = environ if environ is not None else os.environ
+    if path is None:
+        path = env.get(CONFIG_ENV) or None
+    if path is None:
+        return parse_settings({})
+    try:
+        raw = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(raw) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return parse_settings(interpolate_tree(data, env))

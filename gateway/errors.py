@@ -1,0 +1,119 @@
+"""The error tree and OpenAI's error envelope.
+
+    GatewayError                      -> {"error": {"message", "type", "param", "code"}}
+    ├── BadRequest (400)              invalid_request_error
+    │   └── UnsupportedParameter      a field the upstream cannot honour
+    ├── PayloadTooLarge (413)
+    ├── AuthenticationFailed (401)
+    ├── PermissionDenied (403)
+    ├── NotFound (404)                unknown model or route
+    ├── RateLimited (429)             carries Retry-After
+    ├── ServiceUnavailable (503)      circuit open, shutting down
+    ├── UpstreamError (502)           the jobs API failed or a job failed
+    └── DeadlineExceeded (504)
+
+Every error carries what the client needs to act on it; nothing carries a secret.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+
+class GatewayError(Exception):
+    status_code: ClassVar[int] = 500
+    error_type: ClassVar[str] = "server_error"
+    default_code: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code if code is not None else self.default_code
+        self.headers = headers or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+
+class BadRequest(GatewayError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class UnsupportedParameter(BadRequest):
+    default_code = "unsupported_parameter"
+
+
+class PayloadTooLarge(GatewayError):
+    status_code = 413
+    error_type = "invalid_request_error"
+    default_code = "request_too_large"
+
+
+class AuthenticationFailed(GatewayError):
+    status_code = 401
+    error_type = "authentication_error"
+    default_code = "invalid_api_key"
+
+
+class PermissionDenied(GatewayError):
+    status_code = 403
+    error_type = "permission_error"
+
+
+class NotFound(GatewayError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    default_code = "not_found"
+
+
+class RateLimited(GatewayError):
+    status_code = 429
+    error_type = "rate_limit_error"
+    default_code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        if retry_after is not None:
+            self.headers.setdefault("retry-after", str(max(1, round(retry_after + 0.499))))
+
+
+class ServiceUnavailable(GatewayError):
+    status_code = 503
+    error_type = "server_error"
+    default_code = "service_unavailable"
+
+
+class UpstreamError(GatewayError):
+    status_code = 502
+    error_type = "upstream_error"
+    default_code = "upstream_error"
+
+
+class JobFailed(UpstreamError):
+    default_code = "job_failed"
+
+
+class DeadlineExceeded(GatewayError):
+    status_code = 504
+    error_type = "timeout_error"
+    default_code = "deadline_exceeded"

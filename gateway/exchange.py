@@ -1,0 +1,50 @@
+"""One request's record as it passes through the gateway: who, what, how long, how much.
+
+Routes fill it in; when the answer is complete (or the client left) the app's
+``on_finish`` hook turns it into a log line, metrics, a ledger row and a limit release.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class Exchange:
+    request_id: str
+    route: str
+    started: float = field(default_factory=time.perf_counter)
+    key_name: str | None = None
+    model: str | None = None
+    stream: bool = False
+    job_ids: list[str] = field(default_factory=list)
+    submitted_at: float | None = None
+    first_text_at: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    status: int = 200
+    outcome: str = "ok"
+    prompt_text: str | None = None
+    log_rewrites: int = 0
+    cleanups: list[Callable[[Exchange], Awaitable[None]]] = field(default_factory=list)
+
+    def mark_text(self) -> None:
+        if self.first_text_at is None:
+            self.first_text_at = time.perf_counter()
+
+    @property
+    def duration(self) -> float:
+        return time.perf_counter() - self.started
+
+    @property
+    def ttft(self) -> float | None:
+        return None if self.first_text_at is None else self.first_text_at - self.started
+
+    @property
+    def queue_wait(self) -> float | None:
+        """From submission until the job's log first showed text."""
+        if self.first_text_at is None or self.submitted_at is None:
+            return None
+        return self.first_text_at - self.submitted_at

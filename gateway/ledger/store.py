@@ -1,0 +1,125 @@
+"""The ledger's storage interface, and the SQL both databases share.
+
+One table, one row per request, created when missing::
+
+    request_id TEXT, time (UTC), key_name TEXT, model TEXT, endpoint TEXT, stream BOOLEAN,
+    prompt_tokens INTEGER, completion_tokens INTEGER, job_ids TEXT (a JSON array),
+    outcome TEXT, status_code INTEGER, duration_ms REAL, queue_ms REAL NULL,
+    ttft_ms REAL NULL, prompt_text TEXT NULL
+
+with an index on ``time`` and one on ``(key_name, time)``: reports select a time range, often
+for one key.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from gateway.ledger.record import UsageRecord, UsageRow
+
+DEFAULT_TABLE = "gateway_usage"
+
+COLUMNS = (
+    "request_id",
+    "time",
+    "key_name",
+    "model",
+    "endpoint",
+    "stream",
+    "prompt_tokens",
+    "completion_tokens",
+    "job_ids",
+    "outcome",
+    "status_code",
+    "duration_ms",
+    "queue_ms",
+    "ttft_ms",
+    "prompt_text",
+)
+
+_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+class LedgerStore(Protocol):
+    """A database holding usage records."""
+
+    async def open(self) -> None:
+        """Connect and create the table and its indexes if they are missing."""
+        ...
+
+    async def write_many(self, records: Sequence[UsageRecord]) -> None:
+        """Insert ``records`` in one transaction."""
+        ...
+
+    async def report(
+        self, since: datetime | None, until: datetime | None, key_name: str | None = None
+    ) -> list[UsageRow]:
+        """Usage grouped by key and model for ``since <= time < until`` (``None``: unbounded)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def check_table_name(table: str) -> str:
+    """Table names are spliced into SQL, so only plain identifiers are accepted."""
+    if not _TABLE_NAME.fullmatch(table):
+        raise ValueError(f"invalid ledger table name {table!r}: use letters, digits and _")
+    return table
+
+
+def as_utc(moment: datetime) -> datetime:
+    """An aware UTC datetime; a naive one is taken to be UTC already."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def encode_job_ids(job_ids: Sequence[str]) -> str:
+    return json.dumps(list(job_ids))
+
+
+def decode_job_ids(text: str) -> tuple[str, ...]:
+    return tuple(str(job) for job in json.loads(text)) if text else ()
+
+
+def report_query(
+    table: str,
+    since: Any,
+    until: Any,
+    key_name: str | None,
+    placeholder: Callable[[int], str],
+) -> tuple[str, list[Any]]:
+    """The grouped report as SQL and parameters; ``placeholder(n)`` spells the n-th parameter."""
+    where: list[str] = []
+    params: list[Any] = []
+    for clause, value in (('"time" >= ', since), ('"time" < ', until), ("key_name = ", key_name)):
+        if value is not None:
+            params.append(value)
+            where.append(clause + placeholder(len(params)))
+    sql = (
+        "SELECT key_name, model, COUNT(*), "
+        "SUM(CASE WHEN outcome = 'ok' THEN 0 ELSE 1 END), "
+        "COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), "
+        f"COALESCE(AVG(duration_ms), 0) FROM {table}"
+        + (" WHERE " + " AND ".join(where) if where else "")
+        + " GROUP BY key_name, model ORDER BY key_name, model"
+    )
+    return sql, params
+
+
+def row_from_result(values: Sequence[Any]) -> UsageRow:
+    key_name, model, requests, errors, prompt, completion, avg = values
+    return UsageRow(
+        key_name=str(key_name),
+        model=str(model),
+        requests=int(requests),
+        errors=int(errors or 0),
+        prompt_tokens=int(prompt),
+        completion_tokens=int(completion),
+        total_tokens=int(prompt) + int(completion),
+        avg_duration_ms=float(avg),
+    )

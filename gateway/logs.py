@@ -1,0 +1,279 @@
+"""Logging: JSON lines for machines, plain text for a terminal, secrets masked on the way out.
+
+:func:`configure_logging` installs one handler on the root logger with a :class:`SecretRedactor`
+filter, and routes uvicorn's loggers through it. uvicorn's access log is silenced: the gateway
+writes its own line per request with :func:`log_request`, which carries what an access log lacks
+(key name, model, job ids, durations, tokens).
+
+uvicorn: pass ``setup.uvicorn_log_config`` as ``log_config`` to ``uvicorn.run`` / ``uvicorn.Config``
+(and leave ``log_level`` unset). It only adjusts uvicorn's loggers, so it does not undo this
+module's handler. With ``--workers N`` uvicorn starts fresh interpreters, so each worker must call
+:func:`configure_logging` again (in the app factory) and register its secrets on the redactor it
+gets back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from gateway.config import LoggingSettings
+
+MASK = "***"
+_BEARER = re.compile(r"(?i)\b(bearer)(\s+)[A-Za-z0-9\-._~+/]+=*")
+_HANDLER_MARK = "_gateway_handler"
+_UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.asgi")
+_ACCESS_LOGGER = "uvicorn.access"
+
+#: Attributes every LogRecord has; anything else on a record is a structured field.
+_STANDARD_ATTRS = frozenset(vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None)))
+_STANDARD_ATTRS |= {"message", "asctime", "taskName"}
+#: Extras not worth writing: uvicorn's copy of its message with terminal colour codes.
+_DROPPED_EXTRAS = frozenset({"color_message"})
+
+#: The fields of the one line per request, in the order they are written.
+REQUEST_FIELDS = (
+    "request_id",
+    "key",
+    "model",
+    "route",
+    "job_ids",
+    "status",
+    "duration_ms",
+    "ttft_ms",
+    "queue_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "outcome",
+)
+
+
+class SecretRedactor(logging.Filter):
+    """Masks ``Bearer <value>`` and every registered secret in a record before it is written.
+
+    It rewrites the record itself (message, arguments, string fields, traceback text), so every
+    formatter downstream sees the masked version. Install it on a handler, not a logger: a
+    logger's filters do not see records propagated from child loggers.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._secrets: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+
+    def register_secret(self, secret: str | None) -> None:
+        """Mask ``secret`` from now on; empty values are ignored."""
+        if secret and secret not in self._secrets:
+            self._secrets.add(secret)
+            # Longest first, so a secret containing another is masked whole.
+            ordered = sorted(self._secrets, key=len, reverse=True)
+            self._pattern = re.compile("|".join(re.escape(s) for s in ordered))
+
+    def register_secrets(self, secrets: Iterable[str | None]) -> None:
+        for secret in secrets:
+            self.register_secret(secret)
+
+    def redact(self, text: str) -> str:
+        if self._pattern is not None:
+            text = self._pattern.sub(MASK, text)
+        return _BEARER.sub(rf"\1\2{MASK}", text)
+
+    def _redact_value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, list | tuple):
+            return type(value)(self._redact_value(v) for v in value)
+        if isinstance(value, dict):
+            return {k: self._redact_value(v) for k, v in value.items()}
+        return value
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # bad %-arguments: keep the line, show what was given
+            message = f"{record.msg} {record.args!r}"
+        record.msg = self.redact(message)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redact(record.stack_info)
+        for name, value in list(vars(record).items()):
+            if name not in _STANDARD_ATTRS:
+                setattr(record, name, self._redact_value(value))
+        return True
+
+
+def structured_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The ``extra=`` fields of a record, in the order they were given."""
+    return {
+        k: v
+        for k, v in vars(record).items()
+        if k not in _STANDARD_ATTRS and k not in _DROPPED_EXTRAS
+    }
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, then the structured fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name, value in structured_fields(record).items():
+            entry.setdefault(name, value)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """``time LEVEL logger: message key=value ...``, for a person at a terminal."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = " ".join(
+            f"{name}={_text_value(value)}"
+            for name, value in structured_fields(record).items()
+            if value is not None
+        )
+        if not fields:
+            return line
+        head, sep, tail = line.partition("\n")
+        return f"{head} {fields}{sep}{tail}"
+
+
+def _text_value(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value)
+    text = str(value)
+    return json.dumps(text) if (not text or any(c.isspace() for c in text)) else text
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingSetup:
+    """What :func:`configure_logging` installed."""
+
+    redactor: SecretRedactor
+    handler: logging.Handler
+    #: For ``uvicorn.run(..., log_config=...)``: routes uvicorn's loggers through ours.
+    uvicorn_log_config: dict[str, Any]
+
+
+def _wants_text(settings: LoggingSettings, stream: TextIO) -> bool:
+    if settings.format == "auto":
+        isatty = getattr(stream, "isatty", None)
+        return bool(isatty and isatty())
+    return settings.format == "text"
+
+
+def uvicorn_log_config(settings: LoggingSettings) -> dict[str, Any]:
+    """An incremental ``dictConfig``: uvicorn's loggers propagate to root; access log off.
+
+    Incremental, so applying it (uvicorn does, in every worker) leaves the root handler alone.
+    """
+    level = settings.level.upper()
+    loggers: dict[str, Any] = {
+        name: {"level": level, "propagate": True} for name in _UVICORN_LOGGERS
+    }
+    loggers[_ACCESS_LOGGER] = {"level": "WARNING", "propagate": False}
+    return {"version": 1, "incremental": True, "loggers": loggers}
+
+
+def configure_logging(settings: LoggingSettings, stream: TextIO | None = None) -> LoggingSetup:
+    """Install the gateway's handler on the root logger; safe to call again (it replaces it).
+
+    ``stream`` defaults to ``sys.stderr``; ``format: auto`` means text when it is a terminal.
+    Register secrets on the returned ``redactor`` as soon as they are known.
+    """
+    target = stream if stream is not None else sys.stderr
+    redactor = SecretRedactor()
+    handler = logging.StreamHandler(target)
+    handler.setFormatter(TextFormatter() if _wants_text(settings, target) else JsonFormatter())
+    handler.addFilter(redactor)
+    setattr(handler, _HANDLER_MARK, True)
+
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if getattr(old, _HANDLER_MARK, False):
+            root.removeHandler(old)
+    root.addHandler(handler)
+    level = logging.getLevelName(settings.level.upper())
+    root.setLevel(level)
+
+    for name in _UVICORN_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+        logger.setLevel(level)
+    access = logging.getLogger(_ACCESS_LOGGER)
+    access.handlers.clear()
+    access.propagate = False
+    access.setLevel(logging.WARNING)
+    return LoggingSetup(redactor, handler, uvicorn_log_config(settings))
+
+
+def log_request(
+    logger: logging.Logger,
+    *,
+    request_id: str,
+    route: str,
+    status: int,
+    duration_ms: float,
+    key: str | None = None,
+    model: str | None = None,
+    job_ids: Sequence[str] = (),
+    ttft_ms: float | None = None,
+    queue_ms: float | None = None,
+    prompt_tokens: int | None = None,
+    completion_tokens: int | None = None,
+    outcome: str = "ok",
+    **extra: Any,
+) -> None:
+    """Write the one structured line for a finished request (warning level for 5xx).
+
+    Every field of :data:`REQUEST_FIELDS` is present (``null`` when unknown). ``extra`` adds
+    fields; it must not reuse a LogRecord attribute name. No prompt or output belongs here.
+    """
+    clash = sorted(set(extra) & _STANDARD_ATTRS)
+    if clash:
+        raise ValueError(f"log_request: field names reserved by logging: {clash}")
+    fields: dict[str, Any] = {
+        "request_id": request_id,
+        "key": key,
+        "model": model,
+        "route": route,
+        "job_ids": list(job_ids),
+        "status": status,
+        "duration_ms": _round(duration_ms),
+        "ttft_ms": _round(ttft_ms),
+        "queue_ms": _round(queue_ms),
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "outcome": outcome,
+        **extra,
+    }
+    level = logging.WARNING if status >= 500 else logging.INFO
+    logger.log(level, "%s %s %s", route, status, outcome, extra=fields)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)

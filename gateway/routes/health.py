@@ -1,0 +1,22 @@
+"""``/healthz``: the process answers. ``/readyz``: it can do useful work right now."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gateway.routes.common import runtime
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    rt = runtime(request)
+    checks = await rt.readiness()
+    ready = all(checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "unready", "checks": checks},
+        status_code=200 if ready else 503,
+    )

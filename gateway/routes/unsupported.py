@@ -1,0 +1,47 @@
+"""OpenAI routes this service does not offer: a clear OpenAI-shaped answer, never a bare 404."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.errors import NotFound
+from gateway.routes.common import error_response
+
+UNSUPPORTED_PREFIXES = (
+    "embeddings",
+    "images",
+    "audio",
+    "moderations",
+    "files",
+    "fine_tuning",
+    "fine-tunes",
+    "batches",
+    "assistants",
+    "threads",
+    "vector_stores",
+    "uploads",
+    "responses",
+    "realtime",
+    "edits",
+    "engines",
+    "containers",
+    "evals",
+    "conversations",
+    "videos",
+)
+
+
+async def unsupported(request: Request) -> Response:
+    path = request.url.path
+    section = path.removeprefix("/v1/").split("/", 1)[0]
+    if section in UNSUPPORTED_PREFIXES:
+        message = (
+            f"The endpoint {request.method} {path} is not offered: the Distributed LLM Service "
+            "only generates text (use /v1/chat/completions or /v1/completions)."
+        )
+        code = "unsupported_endpoint"
+    else:
+        message = f"Unknown endpoint: {request.method} {path}."
+        code = "unknown_url"
+    return error_response(NotFound(message, code=code))

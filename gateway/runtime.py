@@ -1,0 +1,137 @@
+"""Everything a running gateway owns, built in the app's lifespan and closed with it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from gateway.auth import KeyRing, account_names
+from gateway.catalog import ModelCatalog
+from gateway.config import KeySettings, Settings
+from gateway.exchange import Exchange
+from gateway.logs import log_request
+from gateway.metrics import Metrics
+from gateway.service import Completions
+from gateway.upstream.client import JobsClient
+from gateway.upstream.errors import UpstreamFailure
+from gateway.upstream.poller import PollerHub
+
+access_log = logging.getLogger("gateway.access")
+
+#: How long a successful upstream call keeps /readyz green without a fresh probe.
+UPSTREAM_FRESH_SECONDS = 30.0
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    metrics: Metrics
+    catalog: ModelCatalog
+    keys: KeyRing
+    client: JobsClient
+    hub: PollerHub
+    completions: Completions
+    accounts: dict[str, str]
+    shutting_down: bool = False
+    last_upstream_ok: float = field(default=0.0)
+
+    @classmethod
+    def build(cls, settings: Settings, base_url: str, metrics: Metrics) -> Runtime:
+        accounts = account_names(settings.keys)
+        holder: list[Runtime] = []
+
+        def observe(kind: str, outcome: str, seconds: float) -> None:
+            metrics.observe_upstream(kind, outcome, seconds)  # type: ignore[arg-type]
+            if holder and outcome in ("ok", "rejected"):
+                holder[0].last_upstream_ok = time.monotonic()
+
+        def on_tick(account: str, jobs: int, chunk_sizes: Sequence[int]) -> None:
+            metrics.set_jobs_in_flight(account, jobs)
+            for size in chunk_sizes:
+                metrics.observe_status_ids(size)
+
+        client = JobsClient(
+            settings.upstream,
+            base_url,
+            observer=observe,
+            on_circuit_change=metrics.set_circuit_open,
+        )
+        hub = PollerHub(client, settings.upstream, base_url, on_tick=on_tick)
+        metrics.init_accounts(accounts.values())
+        runtime = cls(
+            settings=settings,
+            metrics=metrics,
+            catalog=ModelCatalog(settings.models),
+            keys=KeyRing(settings.keys),
+            client=client,
+            hub=hub,
+            completions=Completions(settings, client, hub),
+            accounts=accounts,
+        )
+        holder.append(runtime)
+        return runtime
+
+    def account(self, key: KeySettings) -> str:
+        return self.accounts.get(key.upstream_token, key.name)
+
+    async def finish(self, exchange: Exchange) -> None:
+        """The end of every request: cleanups (limits, ledger), metrics, the access log line."""
+        for cleanup in exchange.cleanups:
+            try:
+                await cleanup(exchange)
+            except Exception:
+                access_log.exception("request cleanup failed")
+        metrics = self.metrics
+        key = exchange.key_name or "-"
+        model = exchange.model or "-"
+        metrics.observe_request(exchange.route, model, key, exchange.status, exchange.duration)
+        if exchange.ttft is not None:
+            metrics.observe_ttft(model, exchange.ttft)
+        if exchange.queue_wait is not None:
+            metrics.observe_queue_wait(model, exchange.queue_wait)
+        if exchange.prompt_tokens or exchange.completion_tokens:
+            metrics.add_tokens(key, model, exchange.prompt_tokens, exchange.completion_tokens)
+        for _ in range(exchange.log_rewrites):
+            metrics.count_log_rewrite()
+        log_request(
+            access_log,
+            request_id=exchange.request_id,
+            route=exchange.route,
+            status=exchange.status,
+            duration_ms=exchange.duration * 1000,
+            key=exchange.key_name,
+            model=exchange.model,
+            job_ids=exchange.job_ids,
+            ttft_ms=None if exchange.ttft is None else exchange.ttft * 1000,
+            queue_ms=None if exchange.queue_wait is None else exchange.queue_wait * 1000,
+            prompt_tokens=exchange.prompt_tokens,
+            completion_tokens=exchange.completion_tokens,
+            outcome=exchange.outcome,
+            stream=exchange.stream,
+        )
+
+    async def readiness(self) -> dict[str, bool]:
+        """Config loaded, upstream reached recently (probed if not), not draining."""
+        checks = {"config": True, "accepting": not self.shutting_down}
+        upstream_ok = time.monotonic() - self.last_upstream_ok < UPSTREAM_FRESH_SECONDS
+        if not upstream_ok and self.accounts:
+            token = next(iter(self.accounts))
+            try:
+                async with asyncio.timeout(2.0):
+                    await self.client.status(token, ["0" * 32])
+                upstream_ok = True
+            except UpstreamFailure as failure:  # any deliberate answer means it is reachable
+                upstream_ok = failure.kind == "rejected" or (
+                    failure.kind == "http_error" and (failure.status_code or 500) < 500
+                )
+            except TimeoutError:
+                upstream_ok = False
+        checks["upstream"] = upstream_ok
+        return checks
+
+    async def aclose(self) -> None:
+        await self.hub.aclose()
+        await self.client.aclose()

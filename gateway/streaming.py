@@ -1,0 +1,103 @@
+"""Events -> answers: SSE chunks for ``stream: true``, one JSON object otherwise.
+
+Streams send the assistant role first, then content deltas as they come, a final chunk per
+choice carrying ``finish_reason``, the usage chunk only when ``stream_options.include_usage``
+asked for it (its empty ``choices`` breaks naive clients), and ``data: [DONE]``. An error
+after the stream began is sent as ``data: {"error": ...}`` and the stream ends: the openai
+SDK raises it as an APIError.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from gateway.answers import AnswerShape
+from gateway.errors import GatewayError
+from gateway.exchange import Exchange
+from gateway.service import ChoiceEnd, ChoiceState, Event, KeepAlive, Plan, TextDelta
+
+KEEPALIVE_COMMENT = b": ping\n\n"
+DONE = b"data: [DONE]\n\n"
+
+
+def sse(obj: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+
+
+def completion_tokens(choices: Sequence[ChoiceState]) -> int:
+    return sum(c.text.completion_tokens for c in choices)
+
+
+def settle(exchange: Exchange, choices: Sequence[ChoiceState]) -> None:
+    """Copy what the choices counted into the request's record."""
+    exchange.completion_tokens = completion_tokens(choices)
+    exchange.log_rewrites = sum(c.cursor.rewrites for c in choices)
+
+
+async def sse_stream(
+    shape: AnswerShape,
+    plan: Plan,
+    choices: Sequence[ChoiceState],
+    events: AsyncIterator[Event],
+    exchange: Exchange,
+) -> AsyncIterator[bytes]:
+    """The SSE body. The first item is produced only once the first event is known, so a
+    failure before any text can still be answered with a real status code."""
+    try:
+        first: Event | None = await anext(events)
+    except StopAsyncIteration:
+        first = None
+    if shape.chat:
+        yield b"".join(sse(shape.chunk(i, role=True)) for i in range(plan.n_choices))
+    echo = plan.echo_prompts
+    if echo is not None:
+        yield b"".join(sse(shape.chunk(i, echo[i])) for i in range(plan.n_choices))
+    try:
+        if first is not None:
+            yield _encode(shape, first, exchange)
+            async for event in events:
+                yield _encode(shape, event, exchange)
+    except GatewayError as error:
+        exchange.status, exchange.outcome = error.status_code, error.code or "error"
+        settle(exchange, choices)
+        yield sse(error.to_dict())
+        return
+    settle(exchange, choices)
+    if plan.include_usage:
+        yield sse(shape.usage_chunk(plan.prompt_tokens, exchange.completion_tokens))
+    yield DONE
+
+
+def _encode(shape: AnswerShape, event: Event, exchange: Exchange) -> bytes:
+    if isinstance(event, TextDelta):
+        exchange.mark_text()
+        return sse(shape.chunk(event.index, event.text))
+    if isinstance(event, ChoiceEnd):
+        return sse(shape.chunk(event.index, finish=event.reason))
+    assert isinstance(event, KeepAlive)
+    return KEEPALIVE_COMMENT
+
+
+async def collect(
+    shape: AnswerShape,
+    plan: Plan,
+    choices: Sequence[ChoiceState],
+    events: AsyncIterator[Event],
+    exchange: Exchange,
+) -> dict[str, Any]:
+    """The non-streamed answer: wait for every choice to end, then one JSON object."""
+    parts: list[list[str]] = [[] for _ in range(plan.n_choices)]
+    reasons = ["stop"] * plan.n_choices
+    async for event in events:
+        if isinstance(event, TextDelta):
+            exchange.mark_text()
+            parts[event.index].append(event.text)
+        elif isinstance(event, ChoiceEnd):
+            reasons[event.index] = event.reason
+    texts = ["".join(p) for p in parts]
+    if plan.echo_prompts is not None:
+        texts = [prompt + text for prompt, text in zip(plan.echo_prompts, texts, strict=True)]
+    settle(exchange, choices)
+    return shape.final(texts, reasons, plan.prompt_tokens, exchange.completion_tokens)

@@ -1,0 +1,103 @@
+"""Wire shapes of the jobs API and the rules that turn a job's status into a phase.
+
+Only ``running`` is documented; everything else is a guess the operator can correct in the
+config (``upstream.finished_statuses`` / ``failed_statuses``). Unknown names mean "still going".
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+class JobPhase(enum.Enum):
+    PENDING = "pending"  # queued or running: keep polling
+    FINISHED = "finished"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self is not JobPhase.PENDING
+
+
+@dataclass(frozen=True, slots=True)
+class JobSnapshot:
+    """One observation of one job, as a status answer showed it."""
+
+    id: str
+    phase: JobPhase
+    status: str
+    log: str
+    vm_status: str | None = None
+    runtime: float | None = None
+    error: str | None = None  # why the gateway considers the job failed, when it does
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRules:
+    finished: frozenset[str]
+    failed: frozenset[str]
+
+    @classmethod
+    def of(cls, finished: Iterable[str], failed: Iterable[str]) -> StatusRules:
+        return cls(frozenset(s.lower() for s in finished), frozenset(s.lower() for s in failed))
+
+    def phase(self, status: str, vm_status: str | None) -> JobPhase:
+        for name in (status, vm_status or ""):
+            if name in self.failed:
+                return JobPhase.FAILED
+        if status in self.finished:
+            return JobPhase.FINISHED
+        # The VM may report the end before the state does; trust it only without a state.
+        if not status and vm_status in self.finished:
+            return JobPhase.FINISHED
+        return JobPhase.PENDING
+
+
+def submit_body(
+    app: str,
+    tag: str,
+    inputs: Sequence[str],
+    *,
+    inputs_field: str = "inputs",
+    hours: float | None = None,
+) -> dict[str, Any]:
+    """The documented submission: ``commandLine`` is a JSON *string* holding the inputs."""
+    body: dict[str, Any] = {
+        "app": app,
+        "commandLine": json.dumps({inputs_field: list(inputs)}),
+        "tag": tag,
+    }
+    if hours is not None:
+        body["hours"] = hours
+    return body
+
+
+def parse_job(job_id: str, data: Any, rules: StatusRules) -> JobSnapshot:
+    """Read one job of a status answer, tolerating missing or oddly typed fields."""
+    if not isinstance(data, Mapping):
+        return JobSnapshot(job_id, JobPhase.PENDING, "", "")
+    states = data.get("states")
+    default = states.get("default") if isinstance(states, Mapping) else None
+    if not isinstance(default, Mapping):
+        default = {}
+    status = str(default.get("status") or "").strip().lower()
+    vm_status_raw = data.get("vmStatus")
+    vm_status = str(vm_status_raw).strip().lower() if vm_status_raw is not None else None
+    log = default.get("log")
+    runtime = data.get("runtime")
+    phase = rules.phase(status, vm_status)
+    return JobSnapshot(
+        id=job_id,
+        phase=phase,
+        status=status or (vm_status or ""),
+        log=log if isinstance(log, str) else "",
+        vm_status=vm_status,
+        runtime=float(runtime) if isinstance(runtime, int | float) else None,
+        error=f"the upstream job ended with status {status or vm_status!r}"
+        if phase is JobPhase.FAILED
+        else None,
+    )

@@ -1,0 +1,161 @@
+"""The Ledger: records queue without blocking, batches reach the database, failures only count."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+from ledger_support import DATABASE_URL, FakeStore, make_record, needs_postgres
+
+from gateway.config import LedgerSettings
+from gateway.ledger import Ledger, store_from_url
+from gateway.ledger.postgres import PostgresStore
+from gateway.ledger.sqlite import SqliteStore
+
+
+async def test_records_reach_sqlite_and_stop_flushes(tmp_path: Path) -> None:
+    ledger = Ledger.from_settings(LedgerSettings(url=f"sqlite:///{tmp_path}/usage.db"))
+    assert isinstance(ledger.store, SqliteStore)
+    await ledger.start()
+    for n in range(250):
+        ledger.record(make_record(n, completion_tokens=n % 7))
+    await ledger.stop()
+    assert (ledger.written, ledger.dropped) == (250, 0)
+
+    reader = Ledger(store_from_url(f"sqlite:///{tmp_path}/usage.db"))
+    rows = await reader.report(None, None)  # opens the store on demand
+    await reader.stop()
+    assert [(r.requests, r.prompt_tokens) for r in rows] == [(250, 2500)]
+    assert rows[0].completion_tokens == sum(n % 7 for n in range(250))
+
+
+@needs_postgres
+@pytest.mark.usefixtures("drop_table")
+async def test_records_reach_postgres(table: str) -> None:
+    assert DATABASE_URL is not None
+    ledger = Ledger(store_from_url(DATABASE_URL, table=table), batch_size=16)
+    assert isinstance(ledger.store, PostgresStore)
+    await ledger.start()
+    for n in range(100):
+        ledger.record(make_record(n, key_name=f"k{n % 2}", prompt_tokens=3, completion_tokens=n))
+    await ledger.stop()
+    assert (ledger.written, ledger.dropped) == (100, 0)
+    reader = Ledger(store_from_url(DATABASE_URL, table=table))
+    try:
+        rows = await reader.report(None, None)
+    finally:
+        await reader.stop()
+    assert [(r.key_name, r.requests, r.prompt_tokens) for r in rows] == [
+        ("k0", 50, 150),
+        ("k1", 50, 150),
+    ]
+    assert rows[0].completion_tokens == sum(range(0, 100, 2))
+    assert rows[1].completion_tokens == sum(range(1, 100, 2))
+
+
+async def test_writes_in_batches() -> None:
+    store = FakeStore()
+    ledger = Ledger(store, batch_size=10)
+    for n in range(25):  # queued before start: the writer finds them waiting
+        ledger.record(make_record(n))
+    await ledger.start()
+    await ledger.stop()
+    assert store.batches == [10, 10, 5]
+    assert [r.request_id for r in store.rows] == [f"req-{n}" for n in range(25)]
+
+
+async def test_full_queue_drops_without_raising(caplog: pytest.LogCaptureFixture) -> None:
+    store = FakeStore()
+    ledger = Ledger(store, queue_size=3)
+    with caplog.at_level(logging.WARNING, logger="gateway.ledger"):
+        for n in range(8):
+            ledger.record(make_record(n))  # not started: nothing drains the queue
+    assert (ledger.dropped, ledger.pending) == (5, 3)
+    assert len([r for r in caplog.records if "dropping" in r.getMessage()]) == 1
+    await ledger.start()
+    await ledger.stop()
+    assert [r.request_id for r in store.rows] == ["req-0", "req-1", "req-2"]
+    assert ledger.written == 3
+
+
+async def test_failing_writes_drop_and_count(caplog: pytest.LogCaptureFixture) -> None:
+    store = FakeStore()
+    store.fail_write = True
+    ledger = Ledger(store)
+    await ledger.start()
+    with caplog.at_level(logging.WARNING, logger="gateway.ledger"):
+        for n in range(5):
+            ledger.record(make_record(n))
+            await asyncio.sleep(0)  # let the writer fail between records
+        await _settled(ledger)
+        assert ledger.dropped == 5
+        assert not ledger.healthy
+        store.fail_write = False
+        ledger.record(make_record(99))
+        await _settled(ledger)
+    await ledger.stop()
+    assert [r.request_id for r in store.rows] == ["req-99"]
+    assert (ledger.written, ledger.dropped) == (1, 5)
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("dropping" in m for m in messages) == 1  # once per streak, not per record
+    assert any("writing again" in m and "5 records" in m for m in messages)
+    assert all("OSError" in m for m in messages if "dropping" in m)
+
+
+async def test_database_down_at_start_is_retried() -> None:
+    store = FakeStore()
+    store.fail_open = True
+    ledger = Ledger(store, open_retry_seconds=0.01, open_retry_max_seconds=0.01)
+    await ledger.start()  # does not raise
+    ledger.record(make_record(1))
+    for _ in range(2):  # two retries in the background, both failing
+        store.open_attempted.clear()
+        await asyncio.wait_for(store.open_attempted.wait(), 5)
+    assert ledger.pending == 1 and not store.rows
+    store.fail_open = False
+    await _settled(ledger)
+    await ledger.stop()
+    assert [r.request_id for r in store.rows] == ["req-1"]
+
+
+async def test_stop_gives_up_after_its_timeout_and_counts_the_rest() -> None:
+    store = FakeStore()
+    store.fail_open = True
+    ledger = Ledger(store, open_retry_seconds=3600)
+    await ledger.start()
+    for n in range(4):
+        ledger.record(make_record(n))
+    await ledger.stop(flush_seconds=0.05)
+    assert (ledger.written, ledger.dropped) == (0, 4)
+    ledger.record(make_record(9))  # after stop: dropped, still no exception
+    assert ledger.dropped == 5
+    assert store.closed
+
+
+async def test_stop_cancels_a_hung_write() -> None:
+    store = FakeStore()
+    store.hang = asyncio.Event()  # never set
+    ledger = Ledger(store)
+    await ledger.start()
+    ledger.record(make_record(1))
+    ledger.record(make_record(2))
+    await asyncio.sleep(0)
+    await ledger.stop(flush_seconds=0.05)
+    assert (ledger.written, ledger.dropped) == (0, 2)
+
+
+def test_store_from_url_picks_by_scheme(tmp_path: Path) -> None:
+    assert isinstance(store_from_url("sqlite:///usage.db"), SqliteStore)
+    assert isinstance(store_from_url("postgresql://u@localhost/db"), PostgresStore)
+    assert isinstance(store_from_url("postgres://u@localhost/db", table="t"), PostgresStore)
+    with pytest.raises(ValueError, match="mysql"):
+        store_from_url("mysql://localhost/db")
+    with pytest.raises(ValueError):
+        store_from_url("sqlite:///x.db", table="bad name")
+
+
+async def _settled(ledger: Ledger) -> None:
+    """Wait until the writer has taken everything queued so far."""
+    await asyncio.wait_for(ledger.flush(), 5)

@@ -1,0 +1,181 @@
+"""SQLite and PostgreSQL stores: rows round-trip, reports group and filter."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import asyncpg
+import pytest
+from ledger_support import DATABASE_URL, T0, make_record, needs_postgres
+
+from gateway.ledger import LedgerStore, UsageRow
+from gateway.ledger.postgres import PostgresStore
+from gateway.ledger.sqlite import SqliteStore, sqlite_path
+from gateway.ledger.store import check_table_name
+
+
+async def raw_rows(store: LedgerStore) -> list[dict[str, Any]]:
+    if isinstance(store, SqliteStore):
+        async with aiosqlite.connect(store.path) as db:
+            db.row_factory = aiosqlite.Row
+            async with db.execute(f"SELECT * FROM {store.table} ORDER BY request_id") as cur:
+                return [dict(row) for row in await cur.fetchall()]
+    assert isinstance(store, PostgresStore)
+    conn = await asyncpg.connect(os.environ["DATABASE_URL"])
+    try:
+        rows = await conn.fetch(f"SELECT * FROM {store.table} ORDER BY request_id")
+        return [dict(row) for row in rows]
+    finally:
+        await conn.close()
+
+
+async def test_round_trip(store: LedgerStore) -> None:
+    plain = make_record(1)
+    full = make_record(
+        2,
+        time=datetime(2024, 5, 1, 14, 0, 2, 123456, tzinfo=timezone(timedelta(hours=2))),
+        stream=True,
+        job_ids=("j-a", "j-b"),
+        outcome="deadline_exceeded",
+        status_code=504,
+        duration_ms=1234.5,
+        queue_ms=12.25,
+        ttft_ms=99.5,
+        prompt_text="Hello, «world»",
+    )
+    await store.write_many([plain, full])
+    rows = await raw_rows(store)
+    assert [r["request_id"] for r in rows] == ["req-1", "req-2"]
+    first, second = rows
+    assert json.loads(first["job_ids"]) == ["job-1"]
+    assert json.loads(second["job_ids"]) == ["j-a", "j-b"]
+    assert first["queue_ms"] is None and first["ttft_ms"] is None and first["prompt_text"] is None
+    assert bool(first["stream"]) is False and bool(second["stream"]) is True
+    assert (second["prompt_tokens"], second["completion_tokens"]) == (10, 5)
+    assert (second["outcome"], second["status_code"]) == ("deadline_exceeded", 504)
+    assert (second["duration_ms"], second["queue_ms"], second["ttft_ms"]) == (1234.5, 12.25, 99.5)
+    assert second["prompt_text"] == "Hello, «world»"
+    assert (second["key_name"], second["model"], second["endpoint"]) == (
+        "alice",
+        "llama",
+        "/v1/chat/completions",
+    )
+    stored = second["time"]
+    if isinstance(stored, str):  # SQLite keeps fixed-width ISO text in UTC
+        assert stored == "2024-05-01T12:00:02.123456Z"
+    else:
+        assert stored == datetime(2024, 5, 1, 12, 0, 2, 123456, tzinfo=UTC)
+
+
+async def test_report_groups_by_key_and_model(store: LedgerStore) -> None:
+    await store.write_many(
+        [
+            make_record(1, prompt_tokens=10, completion_tokens=1, duration_ms=100),
+            make_record(2, prompt_tokens=20, completion_tokens=2, duration_ms=300),
+            make_record(3, outcome="job_failed", status_code=502, completion_tokens=0),
+            make_record(4, model="mistral", prompt_tokens=7, completion_tokens=3),
+            make_record(5, key_name="bob", prompt_tokens=1, completion_tokens=1),
+        ]
+    )
+    rows = await store.report(T0, T0 + timedelta(hours=1))
+    assert rows == [
+        UsageRow("alice", "llama", 3, 1, 40, 3, 43, pytest.approx(500 / 3)),  # type: ignore[arg-type]
+        UsageRow("alice", "mistral", 1, 0, 7, 3, 10, 100.0),
+        UsageRow("bob", "llama", 1, 0, 1, 1, 2, 100.0),
+    ]
+    assert [r.key_name for r in await store.report(T0, T0 + timedelta(hours=1), "bob")] == ["bob"]
+    assert await store.report(T0, T0 + timedelta(hours=1), "carol") == []
+
+
+async def test_report_range_is_half_open(store: LedgerStore) -> None:
+    await store.write_many([make_record(n) for n in range(10)])  # T0 + 0..9 s
+
+    async def count(since: datetime | None, until: datetime | None) -> int:
+        return sum(row.requests for row in await store.report(since, until))
+
+    assert await count(T0 + timedelta(seconds=2), T0 + timedelta(seconds=5)) == 3
+    assert await count(T0 + timedelta(seconds=9), None) == 1
+    assert await count(None, T0 + timedelta(seconds=1)) == 1
+    assert await count(None, None) == 10
+    assert await count(T0 + timedelta(seconds=10), None) == 0
+    # Other time zones and naive (UTC) bounds mean the same instants.
+    cest = timezone(timedelta(hours=2))
+    assert await count(datetime(2024, 5, 1, 14, 0, 5, tzinfo=cest), None) == 5
+    assert await count(datetime(2024, 5, 1, 12, 0, 5), None) == 5
+
+
+async def test_open_is_idempotent_and_table_persists(store_url: str, table: str) -> None:
+    from gateway.ledger import store_from_url
+
+    first = store_from_url(store_url, table=table)
+    await first.open()
+    await first.open()
+    await first.write_many([make_record(1)])
+    await first.close()
+    second = store_from_url(store_url, table=table)
+    await second.open()
+    try:
+        assert [r.requests for r in await second.report(None, None)] == [1]
+    finally:
+        await second.close()
+
+
+def test_sqlite_urls() -> None:
+    assert sqlite_path("sqlite:///usage/gateway.db") == "usage/gateway.db"
+    assert sqlite_path("sqlite:////var/lib/gateway.db") == "/var/lib/gateway.db"
+    assert sqlite_path("sqlite:///:memory:") == ":memory:"
+    for bad in ("sqlite://host/x.db", "sqlite:///", "mysql:///x"):
+        with pytest.raises(ValueError):
+            sqlite_path(bad)
+
+
+async def test_sqlite_creates_parent_directories(tmp_path: Path) -> None:
+    store = SqliteStore.from_url(f"sqlite:///{tmp_path}/deep/er/usage.db")
+    await store.open()
+    await store.write_many([make_record(1)])
+    await store.close()
+    assert (tmp_path / "deep" / "er" / "usage.db").exists()
+
+
+async def test_sqlite_in_memory() -> None:
+    store = SqliteStore.from_url("sqlite:///:memory:")
+    await store.open()
+    try:
+        await store.write_many([make_record(1), make_record(2)])
+        assert (await store.report(None, None))[0].requests == 2
+    finally:
+        await store.close()
+
+
+def test_table_names_are_checked() -> None:
+    assert check_table_name("gateway_usage") == "gateway_usage"
+    for bad in ("usage; DROP TABLE x", "1usage", "", "a-b", "x" * 64):
+        with pytest.raises(ValueError):
+            check_table_name(bad)
+
+
+async def test_store_not_open_raises(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError):
+        await SqliteStore(str(tmp_path / "x.db")).write_many([make_record()])
+    with pytest.raises(ValueError):
+        PostgresStore("mysql://localhost/x")
+
+
+@needs_postgres
+@pytest.mark.usefixtures("drop_table")
+async def test_replicas_creating_the_table_at_once(table: str) -> None:
+    assert DATABASE_URL is not None
+    stores = [PostgresStore(DATABASE_URL, table=table, max_size=1) for _ in range(4)]
+    await asyncio.gather(*(s.open() for s in stores))
+    try:
+        await asyncio.gather(*(s.write_many([make_record(i)]) for i, s in enumerate(stores)))
+        assert (await stores[0].report(None, None))[0].requests == 4
+    finally:
+        for s in stores:
+            await s.close()

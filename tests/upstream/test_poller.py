@@ -1,0 +1,210 @@
+"""The coalescing poller against respx: one status request per tick for all jobs of an account."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+
+import httpx
+import pytest
+import respx
+
+from gateway.config import UpstreamSettings
+from gateway.upstream.client import JobsClient
+from gateway.upstream.models import JobPhase
+from gateway.upstream.poller import PollerHub
+
+BASE = "https://upstream.test/v2"
+
+
+def _job(status: str, log: str) -> dict[str, object]:
+    return {"vmStatus": status, "states": {"default": {"status": status, "log": log}}}
+
+
+class FakeJobs:
+    """Answers status requests from a table the test edits; records every request's ids."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, dict[str, object]] = {}
+        self.requests: list[list[str]] = []
+        self.fail_next = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        ids = request.url.path.rsplit("/", 1)[1].split(",")
+        self.requests.append(ids)
+        if self.fail_next:
+            self.fail_next -= 1
+            return httpx.Response(503)
+        return httpx.Response(
+            200, json={"success": True, "jobs": {i: self.jobs[i] for i in ids if i in self.jobs}}
+        )
+
+
+def _hub(**overrides: object) -> tuple[PollerHub, JobsClient]:
+    settings = UpstreamSettings(base_url=BASE, poll_interval=0.01, **overrides)  # type: ignore[arg-type]
+    client = JobsClient(settings, BASE)
+    return PollerHub(client, settings, BASE), client
+
+
+async def _until(predicate: Callable[[], bool], limit: float = 5.0) -> None:
+    """Poll a condition the poller's own task will make true (no event to wait on here)."""
+    async with asyncio.timeout(limit):
+        while not predicate():  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+
+
+@pytest.fixture
+def fake() -> FakeJobs:
+    jobs = FakeJobs()
+    respx.get(re.compile(rf"{BASE}/jobs/.*")).mock(side_effect=jobs)
+    return jobs
+
+
+@respx.mock
+async def test_many_watches_share_one_status_request_per_tick(fake: FakeJobs) -> None:
+    hub, client = _hub()
+    poller = hub.poller("token", "alice")
+    ids = [f"{i:032x}" for i in range(50)]
+    for i in ids:
+        fake.jobs[i] = _job("running", "")
+    watches = [poller.watch([i]) for i in ids]
+    opened = [w.__enter__() for w in watches]
+    await _until(lambda: len(fake.requests) >= 3)
+    assert all(sorted(r) == sorted(ids) for r in fake.requests[:3])
+    for w in opened:  # each watch saw its running job once
+        assert [s.phase for s in await w.changes(0)] == [JobPhase.PENDING]
+    for i in ids:
+        fake.jobs[i] = _job("completed", f"answer {i}")
+    results = await asyncio.gather(*(w.changes(5) for w in opened))
+    for job_id, changed in zip(ids, results, strict=True):
+        assert [s.id for s in changed] == [job_id]
+        assert changed[0].phase is JobPhase.FINISHED and changed[0].log == f"answer {job_id}"
+    await _until(lambda: poller.jobs_in_flight == 0)  # finished jobs leave the poller
+    for w in watches:
+        w.__exit__(None, None, None)
+    await hub.aclose()
+    await client.aclose()
+
+
+@respx.mock
+async def test_long_lists_are_split_into_chunks_that_keep_the_url_short(fake: FakeJobs) -> None:
+    hub, client = _hub(status_url_max_length=400)
+    poller = hub.poller("token", "alice")
+    ids = [f"{i:032x}" for i in range(30)]
+    with poller.watch(ids):
+        await _until(lambda: len(fake.requests) >= 2)
+    budget = 400 - len(BASE) - len("/jobs/")
+    first_tick = fake.requests[:2]
+    assert sorted(first_tick[0] + first_tick[1]) == sorted(ids) or len(first_tick[0]) < 30
+    for ids_in_request in fake.requests:
+        assert len(",".join(ids_in_request)) <= budget
+    assert poller.chunks(ids) and sum(len(c) for c in poller.chunks(ids)) == 30
+    await hub.aclose()
+    await client.aclose()
+
+
+@respx.mock
+async def test_a_job_nobody_watches_leaves_the_poller(fake: FakeJobs) -> None:
+    hub, client = _hub()
+    poller = hub.poller("token", "alice")
+    a, b = "a" * 32, "b" * 32
+    fake.jobs[a] = fake.jobs[b] = _job("running", "x")
+    with poller.watch([a]):
+        with poller.watch([b]):
+            await _until(lambda: len(fake.requests) >= 1)
+            assert poller.jobs_in_flight == 2
+        assert poller.jobs_in_flight == 1
+        count = len(fake.requests)
+        await _until(lambda: len(fake.requests) >= count + 2)
+        assert fake.requests[-1] == [a]
+    assert poller.jobs_in_flight == 0
+    await hub.aclose()
+    await client.aclose()
+
+
+@respx.mock
+async def test_two_watches_on_one_job_both_get_it(fake: FakeJobs) -> None:
+    hub, client = _hub()
+    poller = hub.poller("token", "alice")
+    a = "a" * 32
+    fake.jobs[a] = _job("completed", "done")
+    with poller.watch([a]) as w1, poller.watch([a]) as w2:
+        one, two = await asyncio.gather(w1.changes(5), w2.changes(5))
+    assert one[0].log == two[0].log == "done"
+    await hub.aclose()
+    await client.aclose()
+
+
+@respx.mock
+async def test_failed_polls_back_off_without_failing_the_job(fake: FakeJobs) -> None:
+    hub, client = _hub(poll_backoff_max=0.05)
+    poller = hub.poller("token", "alice")
+    a = "a" * 32
+    fake.jobs[a] = _job("completed", "finally")
+    fake.fail_next = 3
+    with poller.watch([a]) as watch:
+        changed = await watch.changes(5)
+        assert changed[0].log == "finally"
+    assert len(fake.requests) >= 4
+    await hub.aclose()
+    await client.aclose()
+
+
+@respx.mock
+async def test_poll_errors_are_visible_to_the_waiting_request(fake: FakeJobs) -> None:
+    hub, client = _hub(poll_backoff_max=0.02)
+    poller = hub.poller("token", "alice")
+    fake.fail_next = 10**6
+    with poller.watch(["a" * 32]) as watch:
+        await _until(lambda: watch.poll_error is not None)
+        assert watch.poll_error is not None and watch.poll_error.status_code == 503
+        assert await watch.changes(0.05) == []
+    await hub.aclose()
+    await client.aclose()
+
+
+@respx.mock
+async def test_a_job_missing_from_answers_fails_after_the_configured_ticks(fake: FakeJobs) -> None:
+    hub, client = _hub(missing_job_ticks=3)
+    poller = hub.poller("token", "alice")
+    with poller.watch(["d" * 32]) as watch:
+        changed = await watch.changes(5)
+    assert changed[0].phase is JobPhase.FAILED
+    assert "stopped reporting" in (changed[0].error or "")
+    assert len(fake.requests) == 3
+    await hub.aclose()
+    await client.aclose()
+
+
+@respx.mock
+async def test_accounts_poll_separately_with_their_own_token(fake: FakeJobs) -> None:
+    hub, client = _hub()
+    seen: list[str] = []
+    original = fake.__call__
+
+    def record(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["authorization"])
+        return original(request)
+
+    respx.get(re.compile(rf"{BASE}/jobs/.*")).mock(side_effect=record)
+    with (
+        hub.poller("tok-a", "alice").watch(["a" * 32]),
+        hub.poller("tok-b", "bob").watch(["b" * 32]),
+    ):
+        await _until(lambda: len(seen) >= 2)
+    assert {"Bearer tok-a", "Bearer tok-b"} <= set(seen)
+    await hub.aclose()
+    await client.aclose()
+
+
+@respx.mock
+async def test_closing_the_hub_leaves_no_task(fake: FakeJobs) -> None:
+    hub, client = _hub()
+    poller = hub.poller("token", "alice")
+    watch_cm = poller.watch(["a" * 32])
+    watch_cm.__enter__()
+    await asyncio.sleep(0.03)
+    await hub.aclose()
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("poller:")]
+    await client.aclose()
