@@ -27,6 +27,7 @@ from gateway.routes.health import healthz, readyz
 from gateway.routes.models import get_model, list_models
 from gateway.routes.unsupported import unsupported
 from gateway.runtime import Runtime
+from gateway.shutdown import drain_on_signal
 
 logger = logging.getLogger("gateway")
 
@@ -102,6 +103,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
                 )
             runtime = Runtime.build(effective, base_url, app_metrics)
             stack.push_async_callback(runtime.aclose)
+            stack.enter_context(drain_on_signal(runtime.begin_drain))
             stack.callback(app_metrics.mark_process_dead)
             app.state.runtime = runtime
             yield

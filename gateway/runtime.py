@@ -15,6 +15,7 @@ from gateway.exchange import Exchange
 from gateway.logs import log_request
 from gateway.metrics import Metrics
 from gateway.service import Completions
+from gateway.shutdown import FINAL_EVENT_MARGIN
 from gateway.upstream.client import JobsClient
 from gateway.upstream.errors import UpstreamFailure
 from gateway.upstream.poller import PollerHub
@@ -112,6 +113,13 @@ class Runtime:
             outcome=exchange.outcome,
             stream=exchange.stream,
         )
+
+    def begin_drain(self) -> None:
+        """Shutdown began: unready now; requests still running near the grace end are cut."""
+        self.shutting_down = True
+        grace = self.settings.server.graceful_shutdown_seconds
+        self.completions.begin_drain(max(0.0, grace - FINAL_EVENT_MARGIN))
+        access_log.warning("shutting down: draining requests for up to %.0f s", grace)
 
     async def readiness(self) -> dict[str, bool]:
         """Config loaded, upstream reached recently (probed if not), not draining."""

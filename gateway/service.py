@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ from gateway.errors import (
     DeadlineExceeded,
     GatewayError,
     JobFailed,
+    ServiceUnavailable,
     UnsupportedParameter,
 )
 from gateway.prompts import PromptMessage
@@ -31,6 +33,7 @@ from gateway.upstream.client import JobsClient
 from gateway.upstream.errors import UpstreamFailure
 from gateway.upstream.models import JobPhase, JobSnapshot
 from gateway.upstream.poller import AccountPoller, PollerHub
+from gateway.upstream.slots import JobSlots
 
 logger = logging.getLogger("gateway.service")
 
@@ -293,6 +296,14 @@ class ChoiceState:
 class Submitted:
     ids: list[str]
     poller: AccountPoller
+    slots: JobSlots
+    released: bool = False
+
+    def release(self) -> None:
+        """Give back this request's share of the account's job cap (once)."""
+        if not self.released:
+            self.released = True
+            self.slots.release(len(self.ids))
 
 
 class Completions:
@@ -302,13 +313,38 @@ class Completions:
         self._settings = settings
         self._client = client
         self._hub = hub
+        self._slots: dict[str, JobSlots] = {}
+        #: Loop time at which a draining gateway cuts the requests still running.
+        self.drain_deadline = math.inf
 
-    async def submit(self, key: KeySettings, account: str, plan: Plan) -> Submitted:
+    def slots(self, token: str) -> JobSlots:
+        slots = self._slots.get(token)
+        if slots is None:
+            upstream = self._settings.upstream
+            slots = JobSlots(upstream.max_jobs_per_token, upstream.queue_size_per_token)
+            self._slots[token] = slots
+        return slots
+
+    def begin_drain(self, grace: float) -> None:
+        """Shutting down: requests still running ``grace`` seconds from now end with an error."""
+        self.drain_deadline = asyncio.get_running_loop().time() + grace
+        self._hub.wake_all()
+
+    async def submit(
+        self, key: KeySettings, account: str, plan: Plan, deadline: float
+    ) -> Submitted:
+        slots = self.slots(key.upstream_token)
+        wait = deadline - asyncio.get_running_loop().time()
+        await slots.acquire(plan.n_choices, max(wait, 0.0))
         try:
             ids = await self._client.submit(key.upstream_token, plan.model.tag, plan.prompts)
         except UpstreamFailure as failure:
+            slots.release(plan.n_choices)
             raise failure.to_gateway_error() from None
-        return Submitted(ids, self._hub.poller(key.upstream_token, account))
+        except BaseException:
+            slots.release(plan.n_choices)
+            raise
+        return Submitted(ids, self._hub.poller(key.upstream_token, account), slots)
 
     async def events(
         self, plan: Plan, jobs: Submitted, deadline: float, choices: list[ChoiceState] | None = None
@@ -323,12 +359,19 @@ class Completions:
         open_choices = len(choices)
         with jobs.poller.watch(jobs.ids) as watch:
             while open_choices:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
+                now = loop.time()
+                if now >= self.drain_deadline:
+                    raise ServiceUnavailable(
+                        "The gateway is shutting down and could not finish this answer in its "
+                        "grace period; please retry.",
+                        code="server_shutdown",
+                    )
+                if now >= deadline:
                     raise _deadline_error(plan, watch.poll_error, choices)
-                changed = await watch.changes(min(keepalive, remaining))
+                limit = min(deadline, self.drain_deadline) - now
+                changed = await watch.changes(min(keepalive, limit))
                 if not changed:
-                    if loop.time() < deadline:
+                    if loop.time() < min(deadline, self.drain_deadline):
                         yield KEEPALIVE
                     continue
                 for snapshot in changed:

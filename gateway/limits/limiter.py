@@ -237,6 +237,8 @@ class Limiter:
             await self.store.renew(claims, now_ms, now_ms + int(self.lease_seconds * 1000))
         except StoreUnavailable as exc:
             self._store_failed(exc)
+        else:
+            self._store_ok()
 
     async def close(self) -> None:
         if self._renewer is not None:

@@ -244,9 +244,11 @@ class RedisStore:
 
     async def settle(self, claim: Claim, actual_tokens: int, now_ms: int) -> None:
         quota = claim.quota
-        if quota.max_concurrent is None and actual_tokens == claim.tokens:
-            return
-        flags = [quota.tpm, quota.daily_tokens, quota.monthly_tokens, quota.max_concurrent]
+        counted = (quota.tpm, quota.daily_tokens, quota.monthly_tokens)
+        corrects = actual_tokens != claim.tokens and any(c is not None for c in counted)
+        if quota.max_concurrent is None and not corrects:
+            return  # nothing to free or correct: save the round trip
+        flags = [*counted, quota.max_concurrent]
         args: list[str | int] = [
             claim.claim_id,
             actual_tokens - claim.tokens,

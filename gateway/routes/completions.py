@@ -60,13 +60,18 @@ async def _complete(request: Request, route: str, kind: str, planner: Planner) -
         exchange.stream = plan.stream
         exchange.prompt_tokens = plan.prompt_tokens
         deadline = asyncio.get_running_loop().time() + plan.timeout
-        jobs = await rt.completions.submit(key, rt.account(key), plan)
+        jobs = await rt.completions.submit(key, rt.account(key), plan, deadline)
     except GatewayError as error:
         exchange.status, exchange.outcome = error.status_code, error.code or "error"
         await rt.finish(exchange)
         return error_response(error, headers)
 
     exchange.job_ids = list(jobs.ids)
+
+    async def release_jobs(_: Exchange) -> None:
+        jobs.release()
+
+    exchange.cleanups.append(release_jobs)
     exchange.submitted_at = time.perf_counter()
     headers["x-job-id"] = ",".join(jobs.ids)
     choices = [

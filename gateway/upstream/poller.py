@@ -49,23 +49,23 @@ class JobWatch:
         self.latest[snapshot.id] = snapshot
         self._changed[snapshot.id] = None
         self.poll_error = None
-        self._wake()
+        self.wake()
 
     def report_error(self, failure: UpstreamFailure) -> None:
         self.poll_error = failure
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def changes(self, timeout: float) -> list[JobSnapshot]:
-        """The snapshots that changed since the last call; empty if ``timeout`` passed first."""
+    async def changes(self, within: float) -> list[JobSnapshot]:
+        """The snapshots that changed since the last call; empty if ``within`` seconds passed."""
         if not self._changed:
             loop = asyncio.get_running_loop()
             waiter = loop.create_future()
             self._waiter = waiter
-            handle = loop.call_later(timeout, _finish, waiter)
+            handle = loop.call_later(within, _finish, waiter)
             try:
                 await waiter
             finally:
@@ -124,6 +124,12 @@ class AccountPoller:
             yield watch
         finally:
             watch.close()
+
+    def wake_all(self) -> None:
+        """Wake every waiting request so it re-checks its deadlines (e.g. on shutdown)."""
+        for watches in self._watches.values():
+            for watch in watches:
+                watch.wake()
 
     def unwatch(self, watch: JobWatch, ids: Iterable[str]) -> None:
         for job_id in ids:
@@ -285,6 +291,10 @@ class PollerHub:
     @property
     def jobs_in_flight(self) -> int:
         return sum(p.jobs_in_flight for p in self._pollers.values())
+
+    def wake_all(self) -> None:
+        for poller in self._pollers.values():
+            poller.wake_all()
 
     def accounts(self) -> list[AccountPoller]:
         return list(self._pollers.values())

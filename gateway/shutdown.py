@@ -1,0 +1,55 @@
+"""Graceful shutdown: on SIGTERM/SIGINT stop being ready, let streams finish, end the rest cleanly.
+
+uvicorn already stops accepting connections and waits ``timeout_graceful_shutdown`` for
+requests in flight, then cancels them mid-stream. We chain onto its signal handler to start a
+drain first: /readyz turns unready at once, and any request still running shortly before the
+grace period ends gets a proper final error event instead of a cut connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Any
+
+logger = logging.getLogger("gateway.shutdown")
+
+#: Seconds before uvicorn's own deadline at which remaining requests are ended by us.
+FINAL_EVENT_MARGIN = 1.0
+
+
+@contextlib.contextmanager
+def drain_on_signal(on_drain: Callable[[], None]) -> Iterator[None]:
+    """Call ``on_drain`` in the event loop on the first SIGTERM/SIGINT, then chain to the
+    handler installed before (uvicorn's), so its own shutdown proceeds as usual."""
+    loop = asyncio.get_running_loop()
+    previous: dict[int, Any] = {}
+    fired = False
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal fired
+        if not fired:
+            fired = True
+            loop.call_soon_threadsafe(on_drain)
+        chained = previous.get(signum)
+        if callable(chained):
+            chained(signum, frame)
+        elif chained == signal.SIG_DFL:
+            signal.default_int_handler(signum, frame)
+
+    for sig in (int(signal.SIGTERM), int(signal.SIGINT)):
+        try:
+            previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, handler)
+        except (ValueError, OSError):  # not the main thread: tests, embedded use
+            previous.pop(sig, None)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(sig, old)
