@@ -21,13 +21,14 @@ from gateway.errors import BadRequest, GatewayError, NotFound
 from gateway.logs import LoggingSetup, configure_logging
 from gateway.metrics import Metrics, render_latest
 from gateway.middleware import RequestIdMiddleware
+from gateway.routes.admin import admin_reload, admin_usage, own_usage
 from gateway.routes.common import error_response
 from gateway.routes.completions import chat_completions, completions
 from gateway.routes.health import healthz, readyz
 from gateway.routes.models import get_model, list_models
 from gateway.routes.unsupported import unsupported
 from gateway.runtime import Runtime
-from gateway.shutdown import drain_on_signal
+from gateway.shutdown import drain_on_signal, reload_on_sighup
 
 logger = logging.getLogger("gateway")
 
@@ -103,6 +104,9 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
                 )
             runtime = Runtime.build(effective, base_url, app_metrics)
             stack.push_async_callback(runtime.aclose)
+            await runtime.start()
+            if settings.upstream.base_url is not None:
+                stack.enter_context(reload_on_sighup(runtime.reload))
             stack.enter_context(drain_on_signal(runtime.begin_drain))
             stack.callback(app_metrics.mark_process_dead)
             app.state.runtime = runtime
@@ -116,6 +120,9 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", _metrics, methods=["GET"]),
+        Route("/v1/usage", own_usage, methods=["GET"]),
+        Route("/admin/usage", admin_usage, methods=["GET"]),
+        Route("/admin/reload", admin_reload, methods=["POST"]),
         Route("/v1/{rest:path}", unsupported, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
     ]
     middleware = [Middleware(RequestIdMiddleware)]

@@ -65,6 +65,34 @@ def _keys_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _usage(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from gateway.ledger import format_report, parse_time_range, rows_to_json, store_from_url
+
+    try:
+        settings = load_settings(args.config)
+        since, until = parse_time_range(args.since, args.until)
+    except (ConfigError, ValueError) as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+
+    async def report() -> str:
+        store = store_from_url(settings.ledger.url, table=settings.ledger.table)
+        await store.open()
+        try:
+            rows = await store.report(since, until, args.key)
+        finally:
+            await store.close()
+        if args.json:
+            return json.dumps(rows_to_json(rows), indent=2)
+        return format_report(rows, since, until)
+
+    print(asyncio.run(report()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from gateway.emulator.server import add_emulator_arguments
 
@@ -86,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     generate = keys_sub.add_parser("generate", help="print a new key and its sha256")
     generate.set_defaults(func=_keys_generate)
+
+    usage = sub.add_parser("usage", help="print usage by key and model from the ledger")
+    usage.add_argument("--config", help=f"YAML config file (default: ${CONFIG_ENV})")
+    usage.add_argument("--since", help="start: ISO date/time, or an age like 24h, 7d (default 24h)")
+    usage.add_argument("--until", help="end: ISO date/time (default: now)")
+    usage.add_argument("--key", help="only this key name")
+    usage.add_argument("--json", action="store_true", help="JSON instead of a table")
+    usage.set_defaults(func=_usage)
     return parser
 
 

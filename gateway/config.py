@@ -145,6 +145,8 @@ class LimitSettings(_Frozen):
     default_deadline: float = Field(600.0, gt=0)
     max_deadline: float = Field(3600.0, gt=0)
     keepalive_interval: float = Field(15.0, gt=0)
+    completion_estimate: int = Field(256, ge=1)
+    structured_retries: int = Field(2, ge=0)
 
 
 class ServerSettings(_Frozen):
@@ -161,12 +163,16 @@ class RedisSettings(_Frozen):
     prefix: str = "gateway:"
     failure_policy: Literal["open", "closed"] = "open"
     timeout: float = Field(0.5, gt=0)
+    lease_seconds: float = Field(30.0, gt=0)
+    probe_interval: float = Field(1.0, gt=0)
 
 
 class LedgerSettings(_Frozen):
     url: str = "sqlite:///gateway-usage.db"
     log_prompts: bool = False
     queue_size: int = Field(10_000, ge=1)
+    table: str = Field("gateway_usage", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+    batch_size: int = Field(500, ge=1)
 
 
 class AdminSettings(_Frozen):

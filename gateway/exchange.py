@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 
 @dataclass(slots=True)
@@ -16,6 +17,7 @@ class Exchange:
     request_id: str
     route: str
     started: float = field(default_factory=time.perf_counter)
+    wall_started: datetime = field(default_factory=lambda: datetime.now(UTC))
     key_name: str | None = None
     model: str | None = None
     stream: bool = False

@@ -365,7 +365,7 @@ class PromptTemplate:
                 f"The messages do not fit the prompt template '{self.name}' of this model: {exc}",
                 param="messages",
             ) from None
-        except (jinja2.TemplateError, TypeError, ValueError, LookupError, AttributeError) as exc:
+        except Exception as exc:  # whatever the template's own code raised on these messages
             raise BadRequest(
                 f"The prompt template '{self.name}' of this model failed on these messages: "
                 f"{type(exc).__name__}: {exc}",

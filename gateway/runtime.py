@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 
 from gateway.auth import KeyRing, account_names
 from gateway.catalog import ModelCatalog
-from gateway.config import KeySettings, Settings
+from gateway.config import KeySettings, Settings, load_settings
 from gateway.exchange import Exchange
+from gateway.ledger import Ledger, UsageRecord
+from gateway.limits import Limiter
 from gateway.logs import log_request
 from gateway.metrics import Metrics
 from gateway.service import Completions
@@ -36,6 +38,8 @@ class Runtime:
     hub: PollerHub
     completions: Completions
     accounts: dict[str, str]
+    limiter: Limiter
+    ledger: Ledger
     shutting_down: bool = False
     last_upstream_ok: float = field(default=0.0)
 
@@ -62,6 +66,7 @@ class Runtime:
         )
         hub = PollerHub(client, settings.upstream, base_url, on_tick=on_tick)
         metrics.init_accounts(accounts.values())
+        ledger = Ledger.from_settings(settings.ledger)
         runtime = cls(
             settings=settings,
             metrics=metrics,
@@ -71,6 +76,8 @@ class Runtime:
             hub=hub,
             completions=Completions(settings, client, hub),
             accounts=accounts,
+            limiter=Limiter.from_settings(settings, on_degraded=metrics.set_limits_degraded),
+            ledger=ledger,
         )
         holder.append(runtime)
         return runtime
@@ -97,6 +104,8 @@ class Runtime:
             metrics.add_tokens(key, model, exchange.prompt_tokens, exchange.completion_tokens)
         for _ in range(exchange.log_rewrites):
             metrics.count_log_rewrite()
+        if exchange.key_name is not None and exchange.model is not None:
+            self._record_usage(exchange)
         log_request(
             access_log,
             request_id=exchange.request_id,
@@ -113,6 +122,49 @@ class Runtime:
             outcome=exchange.outcome,
             stream=exchange.stream,
         )
+
+    def _record_usage(self, exchange: Exchange) -> None:
+        dropped = self.ledger.dropped
+        self.ledger.record(
+            UsageRecord(
+                request_id=exchange.request_id,
+                time=exchange.wall_started,
+                key_name=exchange.key_name or "-",
+                model=exchange.model or "-",
+                endpoint=exchange.route,
+                stream=exchange.stream,
+                prompt_tokens=exchange.prompt_tokens,
+                completion_tokens=exchange.completion_tokens,
+                job_ids=tuple(exchange.job_ids),
+                outcome=exchange.outcome,
+                status_code=exchange.status,
+                duration_ms=round(exchange.duration * 1000, 1),
+                queue_ms=None if exchange.queue_wait is None else exchange.queue_wait * 1000,
+                ttft_ms=None if exchange.ttft is None else exchange.ttft * 1000,
+                prompt_text=exchange.prompt_text if self.settings.ledger.log_prompts else None,
+            )
+        )
+        if self.ledger.dropped > dropped:
+            self.metrics.count_ledger_dropped(self.ledger.dropped - dropped)
+
+    def reload(self) -> dict[str, int]:
+        """Re-read the config file for keys and models; requests in flight keep what they had."""
+        fresh = load_settings()
+        before = {k.name for k in self.settings.keys}
+        after = {k.name for k in fresh.keys}
+        catalog = ModelCatalog(fresh.models) if fresh.models else self.catalog
+        self.settings = self.settings.model_copy(
+            update={"keys": fresh.keys, "models": catalog.models}
+        )
+        self.keys = KeyRing(fresh.keys)
+        self.catalog = catalog
+        self.accounts = account_names(fresh.keys)
+        changes = {"keys": len(after), "added": len(after - before), "removed": len(before - after)}
+        access_log.warning("config reloaded: %s", changes)
+        return changes
+
+    async def start(self) -> None:
+        await self.ledger.start()
 
     def begin_drain(self) -> None:
         """Shutdown began: unready now; requests still running near the grace end are cut."""
@@ -138,8 +190,24 @@ class Runtime:
             except TimeoutError:
                 upstream_ok = False
         checks["upstream"] = upstream_ok
+        if self.settings.redis.url:
+            checks["redis"] = not self.limiter.degraded and await self._redis_reachable()
+        if not self.settings.ledger.url.startswith("sqlite"):
+            checks["ledger"] = self.ledger.healthy
         return checks
+
+    async def _redis_reachable(self) -> bool:
+        ping = getattr(self.limiter.store, "ping", None)
+        if ping is None:
+            return True
+        try:
+            await ping()
+        except Exception:
+            return False
+        return True
 
     async def aclose(self) -> None:
         await self.hub.aclose()
         await self.client.aclose()
+        await self.limiter.close()
+        await self.ledger.stop()

@@ -1,4 +1,5 @@
-"""Graceful shutdown: on SIGTERM/SIGINT stop being ready, let streams finish, end the rest cleanly.
+"""Signals. SIGTERM/SIGINT: stop being ready, let streams finish, end the rest cleanly.
+SIGHUP: re-read keys and models.
 
 uvicorn already stops accepting connections and waits ``timeout_graceful_shutdown`` for
 requests in flight, then cancels them mid-stream. We chain onto its signal handler to start a
@@ -53,3 +54,25 @@ def drain_on_signal(on_drain: Callable[[], None]) -> Iterator[None]:
         for sig, old in previous.items():
             with contextlib.suppress(ValueError, OSError):
                 signal.signal(sig, old)
+
+
+@contextlib.contextmanager
+def reload_on_sighup(reload: Callable[[], object]) -> Iterator[None]:
+    """Run ``reload`` in the event loop on SIGHUP (keys and models re-read from the file)."""
+    loop = asyncio.get_running_loop()
+
+    def on_hup() -> None:
+        try:
+            reload()
+        except Exception:
+            logger.exception("config reload on SIGHUP failed; keeping the current config")
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+    except (ValueError, NotImplementedError, RuntimeError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)

@@ -138,7 +138,7 @@ class LogCursor:
                 return ""
             self._diverged = False
             new = text[len(emitted) :]
-        self._seen = log[:end]
+        self._seen = log if end == len(log) else log[:end]
         self._end = end
         if new:
             self._emitted.append(new)

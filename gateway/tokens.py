@@ -39,7 +39,7 @@ __all__ = ["MAX_TOKEN_CHARS", "TokenCounter", "count_tokens", "truncate_to_token
 
 # CJK ideographs, kana and Hangul: one token per character, never part of a letter run.
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
-_TOKEN = re.compile(rf" ?[^\W_{_CJK}]{{1,4}}| ?\S|\s{{1,16}}(?!\S)|\s")
+_TOKEN = re.compile(rf" ?[^\W_{_CJK}]{{1,4}}| ?\S|\s{{1,16}}")
 
 #: The longest a token can be, in characters (a whitespace run).
 MAX_TOKEN_CHARS = 16

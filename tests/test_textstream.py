@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -55,7 +57,7 @@ def splits(draw: st.DrawFn, text: str) -> list[str]:
     """``text`` cut into successive pieces (some empty) at random points."""
     cuts = draw(st.lists(st.integers(min_value=0, max_value=len(text)), max_size=8))
     points = [0, *sorted(cuts), len(text)]
-    return [text[a:b] for a, b in zip(points, points[1:], strict=False)]
+    return [text[a:b] for a, b in itertools.pairwise(points)]
 
 
 def cumulative(pieces: list[str]) -> list[str]:

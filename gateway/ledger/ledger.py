@@ -64,12 +64,12 @@ class Ledger:
 
     @classmethod
     def from_settings(cls, settings: LedgerSettings) -> Ledger:
-        table = str(getattr(settings, "table", DEFAULT_TABLE))
+        table = settings.table
         store = store_from_url(settings.url, table=table)
         return cls(
             store,
             queue_size=settings.queue_size,
-            batch_size=int(getattr(settings, "batch_size", 500)),
+            batch_size=settings.batch_size,
         )
 
     @property

@@ -145,8 +145,8 @@ class Limiter:
         return cls(
             store,
             failure_policy=redis_settings.failure_policy,
-            lease_seconds=float(getattr(redis_settings, "lease_seconds", 30.0)),
-            probe_interval=float(getattr(redis_settings, "probe_interval", 1.0)),
+            lease_seconds=redis_settings.lease_seconds,
+            probe_interval=redis_settings.probe_interval,
             clock=clock,
             on_degraded=on_degraded,
         )

@@ -18,7 +18,7 @@ from gateway.answers import AnswerShape
 from gateway.bodies import parse_json, read_body, validate
 from gateway.catalog import ModelCatalog
 from gateway.config import LimitSettings
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, RateLimited
 from gateway.exchange import Exchange
 from gateway.protocol import ChatCompletionRequest, CompletionRequest
 from gateway.responses import DeferredJSONResponse, EventStreamResponse
@@ -35,6 +35,12 @@ def _plan_chat(data: dict[str, Any], c: ModelCatalog, lim: LimitSettings, t: flo
 
 def _plan_text(data: dict[str, Any], c: ModelCatalog, lim: LimitSettings, t: float | None) -> Plan:
     return plan_text(validate(CompletionRequest, data), c, lim, t)
+
+
+def _estimate(plan: Plan, limits: LimitSettings) -> int:
+    """Tokens charged at admission; corrected to the real count when the answer ends."""
+    per_choice = plan.max_tokens or limits.completion_estimate
+    return plan.prompt_tokens + per_choice * plan.n_choices
 
 
 async def chat_completions(request: Request) -> Response:
@@ -59,9 +65,22 @@ async def _complete(request: Request, route: str, kind: str, planner: Planner) -
         exchange.model = plan.model.name
         exchange.stream = plan.stream
         exchange.prompt_tokens = plan.prompt_tokens
+        if settings.logging.log_prompts or settings.ledger.log_prompts:
+            exchange.prompt_text = "\n\n".join(dict.fromkeys(plan.prompts))
+        admission = await rt.limiter.admit(
+            key, plan.model.name, _estimate(plan, settings.limits), aliases=plan.model.aliases
+        )
+        headers.update(admission.headers)
+
+        async def release_admission(done: Exchange) -> None:
+            await admission.release(done.prompt_tokens + done.completion_tokens)
+
+        exchange.cleanups.append(release_admission)
         deadline = asyncio.get_running_loop().time() + plan.timeout
         jobs = await rt.completions.submit(key, rt.account(key), plan, deadline)
     except GatewayError as error:
+        if isinstance(error, RateLimited) and exchange.key_name:
+            rt.metrics.count_rate_limited(exchange.key_name, error.code or "rate_limited")
         exchange.status, exchange.outcome = error.status_code, error.code or "error"
         await rt.finish(exchange)
         return error_response(error, headers)

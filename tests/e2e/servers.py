@@ -1,0 +1,119 @@
+"""Real servers on loopback for end-to-end tests: the emulator and gateways as subprocesses."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+ALICE_KEY = "sk-test-alice-0123456789"
+BOB_KEY = "sk-test-bob-0123456789"
+ALICE_TOKEN = "upstream-token-team-a"
+BOB_TOKEN = "upstream-token-team-b"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Server:
+    """A subprocess serving HTTP on 127.0.0.1; waits until ``ready_path`` answers."""
+
+    def __init__(self, args: list[str], port: int, ready_path: str, log: Path) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("GATEWAY_CONFIG", None)
+        self._out = log.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", *args],
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        self._wait_ready(ready_path)
+
+    def _wait_ready(self, path: str, limit: float = 30.0) -> None:
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log.read_text()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + path, timeout=1.0).status_code < 500:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"server not ready in {limit}s:\n{self.log.read_text()}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, wait: float = 15.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(wait)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._out.close()
+        return self.process.returncode
+
+
+def start_emulator(tmp: Path, *extra: str) -> Server:
+    port = free_port()
+    args = ["emulator", "--port", str(port), "--queue-seconds", "0.2", "--words-per-second", "40"]
+    args += ["--token", ALICE_TOKEN, "--token", BOB_TOKEN, *extra]
+    return Server(args, port, "/emulator/stats", tmp / f"emulator-{port}.log")
+
+
+def gateway_config(upstream: str, **overrides: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "upstream": {"base_url": upstream, "poll_interval": 0.05},
+        "models": [
+            {"name": "gemma-2b", "tag": "gemma:2b", "aliases": ["gpt-3.5-turbo"]},
+            {"name": "llama2-uncensored", "tag": "llama2-uncensored", "template": "llama2"},
+        ],
+        "keys": [
+            {"name": "alice", "key": ALICE_KEY, "upstream_token": ALICE_TOKEN},
+            {"name": "bob", "key": BOB_KEY, "upstream_token": BOB_TOKEN},
+        ],
+        "limits": {"keepalive_interval": 1.0, "default_deadline": 30},
+        "ledger": {"url": "sqlite:///:memory:"},
+        "logging": {"format": "json", "level": "info"},
+    }
+    for section, values in overrides.items():
+        if isinstance(values, dict) and isinstance(config.get(section), dict):
+            config[section] = {**config[section], **values}
+        else:
+            config[section] = values
+    return config
+
+
+def start_gateway(tmp: Path, config: dict[str, Any], *extra: str) -> Server:
+    port = free_port()
+    path = tmp / f"gateway-{port}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    args = ["serve", "--config", str(path), "--port", str(port), *extra]
+    return Server(args, port, "/healthz", tmp / f"gateway-{port}.log")
+
+
+@contextlib.contextmanager
+def running(server: Server) -> Iterator[Server]:
+    try:
+        yield server
+    finally:
+        server.stop()
