@@ -17,7 +17,7 @@ from starlette.routing import Route
 from gateway.config import Settings
 from gateway.demo import with_demo_defaults
 from gateway.emulator.server import EmbeddedEmulator
-from gateway.errors import BadRequest, GatewayError, NotFound
+from gateway.errors import BadRequest, GatewayError, MethodNotAllowed, NotFound
 from gateway.logs import LoggingSetup, configure_logging
 from gateway.metrics import Metrics, render_latest
 from gateway.middleware import RequestIdMiddleware
@@ -36,12 +36,9 @@ logger = logging.getLogger("gateway")
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
-        error: GatewayError = BadRequest(
-            f"Method {request.method} is not allowed on {request.url.path}.",
-            code="method_not_allowed",
+        return error_response(
+            MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}.")
         )
-        error.status_code = 405  # type: ignore[misc]
-        return error_response(error)
     if exc.status_code == 404:
         return error_response(
             NotFound(f"Unknown endpoint: {request.url.path}.", code="unknown_url")

@@ -22,9 +22,10 @@ class ModelCatalog:
             except ValueError as exc:
                 raise ValueError(f"models[{model.name}].template: {exc}") from None
 
-    def resolve(self, name: str) -> ModelSettings:
+    def resolve(self, name: str, allowed: tuple[str, ...] | None = None) -> ModelSettings:
+        """The model called ``name``; one outside ``allowed`` looks exactly like an unknown one."""
         model = self._by_name.get(name)
-        if model is None:
+        if model is None or (allowed is not None and model.name not in allowed):
             raise NotFound(
                 f"The model '{name}' does not exist or you do not have access to it.",
                 param="model",

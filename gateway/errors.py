@@ -7,6 +7,7 @@
     ├── AuthenticationFailed (401)
     ├── PermissionDenied (403)
     ├── NotFound (404)                unknown model or route
+    ├── MethodNotAllowed (405)
     ├── RateLimited (429)             carries Retry-After
     ├── ServiceUnavailable (503)      circuit open, shutting down
     ├── UpstreamError (502)           the jobs API failed or a job failed
@@ -61,6 +62,12 @@ class BadRequest(GatewayError):
 
 class UnsupportedParameter(BadRequest):
     default_code = "unsupported_parameter"
+
+
+class MethodNotAllowed(GatewayError):
+    status_code = 405
+    error_type = "invalid_request_error"
+    default_code = "method_not_allowed"
 
 
 class PayloadTooLarge(GatewayError):

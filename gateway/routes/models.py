@@ -38,9 +38,7 @@ async def get_model(request: Request) -> Response:
     try:
         key = rt.keys.authenticate(request.headers)
         name = request.path_params["model"]
-        model = rt.catalog.resolve(name)
-        if key.models is not None and model.name not in key.models:
-            rt.catalog.resolve("\x00")  # same answer as an unknown model: don't reveal it
+        model = rt.catalog.resolve(name, key.models)
     except GatewayError as error:
         return error_response(error)
     return JSONResponse(_model_object(name, model))

@@ -1,0 +1,52 @@
+"""Gateway keys: plaintext or sha256 in the config, bearer header in the request."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from gateway.auth import KeyRing, account_names, bearer_token
+from gateway.config import KeySettings
+from gateway.errors import AuthenticationFailed
+
+ALICE = KeySettings(name="alice", key="sk-alice-123456", upstream_token="tok-a")
+BOB = KeySettings(
+    name="bob",
+    key_sha256=hashlib.sha256(b"sk-bob-123456").hexdigest(),
+    upstream_token="tok-b",
+)
+
+
+def test_plaintext_and_hashed_keys_authenticate() -> None:
+    ring = KeyRing([ALICE, BOB])
+    assert ring.authenticate({"authorization": "Bearer sk-alice-123456"}).name == "alice"
+    assert ring.authenticate({"authorization": "bearer  sk-bob-123456 "}).name == "bob"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"authorization": "Basic abc"}, {"authorization": "Bearer "}, {"authorization": "x"}],
+)
+def test_missing_key_is_401(headers: dict[str, str]) -> None:
+    with pytest.raises(AuthenticationFailed) as info:
+        KeyRing([ALICE]).authenticate(headers)
+    assert info.value.status_code == 401
+    assert info.value.code == "missing_api_key"
+
+
+def test_unknown_key_is_401_without_echoing_it() -> None:
+    with pytest.raises(AuthenticationFailed) as info:
+        KeyRing([ALICE]).authenticate({"authorization": "Bearer sk-guess"})
+    assert "sk-guess" not in info.value.to_json()
+    assert "tok-a" not in info.value.to_json()
+
+
+def test_bearer_token_parsing() -> None:
+    assert bearer_token({"authorization": "Bearer abc"}) == "abc"
+    assert bearer_token({}) is None
+
+
+def test_accounts_are_named_after_the_first_key_using_a_token() -> None:
+    carol = KeySettings(name="carol", key="sk-carol-123456", upstream_token="tok-a")
+    assert account_names([ALICE, BOB, carol]) == {"tok-a": "alice", "tok-b": "bob"}
