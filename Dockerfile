@@ -4,12 +4,14 @@
 # virtualenv into a clean slim image that runs as an unprivileged user.
 #
 #   docker build -t llm-gateway .
-#   docker run -p 8080:8080 -v ./config.yaml:/etc/gateway/config.yaml:ro \
-#     -e UPSTREAM_TOKEN=... -e GATEWAY_API_KEY=... llm-gateway
+#   docker run --rm -p 8080:8080 -v "$PWD/gateway.yaml:/etc/gateway/config.yaml:ro" \
+#     -e UPSTREAM_TOKEN -e GATEWAY_API_KEY llm-gateway
+#   docker run --rm -p 8080:8080 -e GATEWAY_CONFIG= llm-gateway
 #
 # Configuration: a YAML file mounted at /etc/gateway/config.yaml (GATEWAY_CONFIG); secrets come
-# from the environment through the config's ${NAME} interpolation. No config file at all runs
-# the demo setup with the embedded emulator.
+# from the environment through the config's ${NAME} interpolation (docker run -e NAME passes
+# the value from your shell). An empty GATEWAY_CONFIG (the last command) runs the demo setup:
+# the embedded emulator and the demo key sk-gateway-demo.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 

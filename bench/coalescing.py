@@ -20,7 +20,7 @@ import httpx
 import openai
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.e2e.servers import (  # noqa: E402
+from tests.e2e.servers import (
     ALICE_KEY,
     gateway_config,
     running,
@@ -41,7 +41,8 @@ async def run(streams: int, words: int, poll_interval: float) -> None:
                 max_retries=0,
                 http_client=httpx.AsyncClient(limits=httpx.Limits(max_connections=streams)),
             )
-            httpx.post(f"{emulator.url}/emulator/stats/reset")
+            admin = httpx.AsyncClient(base_url=emulator.url)
+            await admin.post("/emulator/stats/reset")
 
             async def one(i: int) -> str:
                 stream = await client.chat.completions.create(
@@ -56,7 +57,8 @@ async def run(streams: int, words: int, poll_interval: float) -> None:
             started = time.perf_counter()
             texts = await asyncio.gather(*(one(i) for i in range(streams)))
             elapsed = time.perf_counter() - started
-            stats = httpx.get(f"{emulator.url}/emulator/stats").json()
+            stats = (await admin.get("/emulator/stats")).json()
+            await admin.aclose()
             await client.close()
     ok = sum(1 for t in texts if t)
     ticks = elapsed / poll_interval

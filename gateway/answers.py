@@ -7,12 +7,26 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from gateway.tools import ToolCallChunk
+
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def tool_call_delta(chunk: ToolCallChunk) -> dict[str, Any]:
+    """A streamed piece of a call: id, type and name come in its first piece only."""
+    if chunk.id is None:
+        return {"index": chunk.index, "function": {"arguments": chunk.arguments}}
+    return {
+        "index": chunk.index,
+        "id": chunk.id,
+        "type": "function",
+        "function": {"name": chunk.name, "arguments": chunk.arguments},
     }
 
 
@@ -39,7 +53,13 @@ class AnswerShape:
         }
 
     def chunk(
-        self, index: int, text: str | None = None, *, role: bool = False, finish: str | None = None
+        self,
+        index: int,
+        text: str | None = None,
+        *,
+        role: bool = False,
+        finish: str | None = None,
+        tool_call: ToolCallChunk | None = None,
     ) -> dict[str, Any]:
         if self.chat:
             delta: dict[str, Any] = {}
@@ -48,6 +68,8 @@ class AnswerShape:
                 delta["content"] = ""
             if text is not None:
                 delta["content"] = text
+            if tool_call is not None:
+                delta["tool_calls"] = [tool_call_delta(tool_call)]
             choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
             return self._envelope("chat.completion.chunk", [choice])
         choice = {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish}
@@ -64,12 +86,15 @@ class AnswerShape:
         reasons: Sequence[str],
         prompt_tokens: int,
         completion_tokens: int,
+        tool_calls: Sequence[Sequence[dict[str, Any]]] | None = None,
     ) -> dict[str, Any]:
+        """``tool_calls``: per choice, its calls as OpenAI's ``message.tool_calls`` entries."""
         if self.chat:
+            calls = tool_calls or [()] * len(texts)
             choices = [
                 {
                     "index": i,
-                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "message": _message(text, calls[i]),
                     "logprobs": None,
                     "finish_reason": reason,
                 }
@@ -84,3 +109,10 @@ class AnswerShape:
             body = self._envelope("text_completion", choices)
         body["usage"] = usage(prompt_tokens, completion_tokens)
         return body
+
+
+def _message(text: str, calls: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    if not calls:
+        return {"role": "assistant", "content": text, "refusal": None}
+    # With tool calls, OpenAI sends null content unless the model wrote prose first.
+    return {"role": "assistant", "content": text or None, "refusal": None, "tool_calls": calls}

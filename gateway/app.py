@@ -18,12 +18,14 @@ from gateway.config import Settings
 from gateway.demo import with_demo_defaults
 from gateway.emulator.server import EmbeddedEmulator
 from gateway.errors import BadRequest, GatewayError, MethodNotAllowed, NotFound
+from gateway.inflight import InFlightMiddleware
 from gateway.logs import LoggingSetup, configure_logging
 from gateway.metrics import Metrics, render_latest
-from gateway.middleware import RequestIdMiddleware
+from gateway.middleware import HeaderGuardMiddleware, RequestIdMiddleware
 from gateway.routes.admin import admin_reload, admin_usage, own_usage
 from gateway.routes.common import error_response
 from gateway.routes.completions import chat_completions, completions
+from gateway.routes.docs import openapi_json
 from gateway.routes.health import healthz, readyz
 from gateway.routes.models import get_model, list_models
 from gateway.routes.unsupported import unsupported
@@ -31,6 +33,9 @@ from gateway.runtime import Runtime
 from gateway.shutdown import drain_on_signal, reload_on_sighup
 
 logger = logging.getLogger("gateway")
+
+#: The ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` headers browsers may read.
+_RATE_WORDS = ("limit", "remaining", "reset")
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
@@ -78,7 +83,9 @@ async def _metrics(request: Request) -> Response:
     return Response(body, media_type=content_type)
 
 
-def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
+def create_app(
+    settings: Settings, metrics: Metrics | None = None, logging_setup: LoggingSetup | None = None
+) -> Starlette:
     """The ASGI app. Nothing is started until the lifespan runs."""
     app_metrics = metrics or Metrics.create()
 
@@ -100,6 +107,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
                     ", ".join(m.name for m in effective.models),
                 )
             runtime = Runtime.build(effective, base_url, app_metrics)
+            if logging_setup is not None:
+                runtime.on_reload = lambda fresh: register_secrets(logging_setup, fresh)
             stack.push_async_callback(runtime.aclose)
             await runtime.start()
             if settings.upstream.base_url is not None:
@@ -117,12 +126,17 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", _metrics, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/v1/usage", own_usage, methods=["GET"]),
         Route("/admin/usage", admin_usage, methods=["GET"]),
         Route("/admin/reload", admin_reload, methods=["POST"]),
         Route("/v1/{rest:path}", unsupported, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
     ]
-    middleware = [Middleware(RequestIdMiddleware)]
+    middleware = [
+        Middleware(RequestIdMiddleware),
+        Middleware(InFlightMiddleware, metrics=app_metrics),
+        Middleware(HeaderGuardMiddleware),
+    ]
     if settings.server.cors_origins:
         middleware.append(
             Middleware(
@@ -130,7 +144,12 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
                 allow_origins=list(settings.server.cors_origins),
                 allow_methods=["GET", "POST", "OPTIONS"],
                 allow_headers=["*"],
-                expose_headers=["x-request-id", "x-job-id"],
+                expose_headers=[
+                    "x-request-id",
+                    "x-job-id",
+                    "retry-after",
+                    *(f"x-ratelimit-{w}-{u}" for w in _RATE_WORDS for u in ("requests", "tokens")),
+                ],
             )
         )
     app = Starlette(
@@ -152,5 +171,6 @@ def app_from_environment() -> Starlette:
     from gateway.config import load_settings
 
     settings = load_settings()
-    register_secrets(configure_logging(settings.logging), settings)
-    return create_app(settings)
+    setup = configure_logging(settings.logging)
+    register_secrets(setup, settings)
+    return create_app(settings, logging_setup=setup)

@@ -1,19 +1,48 @@
-"""Request bodies: size, JSON syntax, nesting depth and types, each refused with a clear 4xx."""
+"""Request bodies: media type, size, JSON syntax, nesting depth and types, each a clear 4xx.
+
+Only strict JSON gets through: UTF-8 text (a BOM is tolerated), no ``NaN``/``Infinity`` and
+no number too large for a float, no lone surrogate in a string (``"\\ud800"`` parses but
+cannot be encoded again, so it would break a log line, the ledger or the upstream request
+later), no nesting deeper than the limit, and field types as declared without coercion
+(``"stream": "yes"`` is refused rather than read as true).
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
-from gateway.errors import BadRequest, PayloadTooLarge
+from gateway.errors import BadRequest, GatewayError, PayloadTooLarge
 
 M = TypeVar("M", bound=BaseModel)
 
 
+class UnsupportedMediaType(GatewayError):
+    status_code = 415
+    error_type = "invalid_request_error"
+    default_code = "unsupported_media_type"
+
+
+def check_content_type(value: str | None) -> None:
+    """JSON or nothing: a missing Content-Type is tolerated (curl users forget it)."""
+    if value is None or not value.strip():
+        return
+    media = value.split(";", 1)[0].strip().lower()
+    if media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        return
+    raise UnsupportedMediaType(
+        f"Unsupported Content-Type '{media[:80]}': send the body as application/json."
+    )
+
+
 async def read_body(request: Request, max_bytes: int) -> bytes:
+    check_content_type(request.headers.get("content-type"))
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"The request body is larger than the limit of {max_bytes} bytes.")
@@ -29,37 +58,62 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-def _depth(value: Any, limit: int) -> int:
-    """Nesting depth of a parsed JSON value, without recursion (deep input is the attack)."""
-    deepest = 0
+def _check_text(text: str) -> None:
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadRequest(
+                "The JSON body holds a lone surrogate escape (such as \\ud800): "
+                "strings must be valid Unicode."
+            ) from None
+
+
+def _check_tree(value: Any, max_depth: int) -> None:
+    """Depth and string checks over a parsed value, without recursion (deep input is the
+    attack). The top-level object is at depth 1, its values at depth 2, and so on."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        if depth > limit:
-            return depth
-        deepest = max(deepest, depth)
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
+        if depth > max_depth:
+            raise BadRequest(f"The JSON body is nested deeper than {max_depth} levels.")
+        if isinstance(item, str):
+            _check_text(item)
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                _check_text(key)
+                stack.append((child, depth + 1))
         elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return deepest
+            stack.extend((child, depth + 1) for child in item)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite(literal: str) -> float:
+    number = float(literal)
+    if math.isinf(number):
+        raise ValueError(f"the number {literal[:40]} is too large")
+    return number
 
 
 def parse_json(raw: bytes, max_depth: int) -> dict[str, Any]:
     if not raw.strip():
         raise BadRequest("The request body is empty; a JSON object was expected.")
     try:
-        data = json.loads(raw)
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise BadRequest("The request body is not valid UTF-8.") from None
+    try:
+        data = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
     except RecursionError:
         raise BadRequest(f"The JSON body is nested deeper than {max_depth} levels.") from None
     except ValueError as exc:
         raise BadRequest(f"The request body is not valid JSON: {exc}.") from None
     if not isinstance(data, dict):
         raise BadRequest("The request body must be a JSON object.")
-    if _depth(data, max_depth) > max_depth:
-        raise BadRequest(f"The JSON body is nested deeper than {max_depth} levels.")
+    _check_tree(data, max_depth)
     return data
 
 
@@ -74,8 +128,13 @@ def _loc(parts: tuple[int | str, ...]) -> str:
 
 
 def validate(model: type[M], data: dict[str, Any]) -> M:
+    """``data`` (from :func:`parse_json`) as ``model``, strictly: JSON types are not coerced.
+
+    Validated as JSON rather than as Python objects, so strict mode still takes arrays for
+    tuples and strings for enums, as a JSON body can only send them.
+    """
     try:
-        return model.model_validate(data)
+        return model.model_validate_json(json.dumps(data), strict=True)
     except ValidationError as exc:
         first = exc.errors()[0]
         # Drop union-branch names pydantic adds to the location ("str", "list[...]", ...).

@@ -12,6 +12,7 @@ from gateway.config import CONFIG_ENV, ConfigError, load_settings
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import math
     import os
 
     import uvicorn
@@ -19,6 +20,7 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.app import create_app, register_secrets
     from gateway.logs import configure_logging
     from gateway.metrics import prepare_multiprocess_dir
+    from gateway.shutdown import exit_zero_after_signal
 
     if args.config:
         os.environ[CONFIG_ENV] = args.config
@@ -34,25 +36,33 @@ def _serve(args: argparse.Namespace) -> int:
     host = args.host or settings.server.host
     port = args.port if args.port is not None else settings.server.port
     workers = args.workers or settings.server.workers
-    app: object = "gateway.app:app_from_environment" if workers > 1 else create_app(settings)
-    uvicorn.run(
-        app,  # type: ignore[arg-type]
-        factory=workers > 1,
-        workers=workers if workers > 1 else None,
-        host=host,
-        port=port,
-        log_config=setup.uvicorn_log_config,
-        access_log=False,
-        timeout_graceful_shutdown=int(settings.server.graceful_shutdown_seconds) or None,
-        lifespan="on",
+    app: object = (
+        "gateway.app:app_from_environment"
+        if workers > 1
+        else create_app(settings, logging_setup=setup)
     )
+    with exit_zero_after_signal():
+        uvicorn.run(
+            app,  # type: ignore[arg-type]
+            factory=workers > 1,
+            workers=workers if workers > 1 else None,
+            host=host,
+            port=port,
+            log_config=setup.uvicorn_log_config,
+            access_log=False,
+            # Whole seconds; 0 means "cut at once" (None would wait for ever).
+            timeout_graceful_shutdown=math.ceil(settings.server.graceful_shutdown_seconds),
+            lifespan="on",
+        )
     return 0
 
 
 def _emulator(args: argparse.Namespace) -> int:
     from gateway.emulator.server import config_from_args, run_emulator
+    from gateway.shutdown import exit_zero_after_signal
 
-    run_emulator(args.host, args.port, config_from_args(args))
+    with exit_zero_after_signal():
+        run_emulator(args.host, args.port, config_from_args(args))
     return 0
 
 
@@ -74,12 +84,12 @@ def _usage(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
         since, until = parse_time_range(args.since, args.until)
+        store = store_from_url(settings.ledger.url, table=settings.ledger.table)
     except (ConfigError, ValueError) as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
 
     async def report() -> str:
-        store = store_from_url(settings.ledger.url, table=settings.ledger.table)
         await store.open()
         try:
             rows = await store.report(since, until, args.key)
@@ -89,7 +99,13 @@ def _usage(args: argparse.Namespace) -> int:
             return json.dumps(rows_to_json(rows), indent=2)
         return format_report(rows, since, until)
 
-    print(asyncio.run(report()))
+    try:
+        text = asyncio.run(report())
+    except Exception as exc:  # the database is down, or refuses us: say so, no traceback
+        detail = str(exc).strip() or type(exc).__name__
+        print(f"gateway: cannot read the usage ledger: {detail}", file=sys.stderr)
+        return 1
+    print(text)
     return 0
 
 

@@ -30,6 +30,9 @@ _BEARER = re.compile(r"(?i)\b(bearer)(\s+)[A-Za-z0-9\-._~+/]+=*")
 _HANDLER_MARK = "_gateway_handler"
 _UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.asgi")
 _ACCESS_LOGGER = "uvicorn.access"
+#: Libraries that log every upstream HTTP call at info level: one line per poll tick would
+#: drown the one line per request. They speak at debug level only.
+_CHATTY_LOGGERS = ("httpx", "httpcore")
 
 #: Attributes every LogRecord has; anything else on a record is a structured field.
 _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None)))
@@ -228,6 +231,10 @@ def configure_logging(settings: LoggingSettings, stream: TextIO | None = None) -
     access.handlers.clear()
     access.propagate = False
     access.setLevel(logging.WARNING)
+    for name in _CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(
+            logging.DEBUG if level == logging.DEBUG else logging.WARNING
+        )
     return LoggingSetup(redactor, handler, uvicorn_log_config(settings))
 
 

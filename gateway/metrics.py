@@ -43,8 +43,9 @@ from prometheus_client.context_managers import InprogressTracker
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 UpstreamKind = Literal["submit", "status"]
+#: ``cancelled``: the call was abandoned by the gateway (the client left, a probe timed out).
 UpstreamOutcome = Literal[
-    "ok", "http_error", "timeout", "connect_error", "bad_response", "rejected"
+    "ok", "http_error", "timeout", "connect_error", "bad_response", "rejected", "cancelled"
 ]
 
 UPSTREAM_KINDS: tuple[str, ...] = get_args(UpstreamKind)

@@ -8,6 +8,8 @@ import secrets
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.errors import BadRequest
+
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -40,3 +42,40 @@ class RequestIdMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+#: Headers a request may carry once only: two of them leave the meaning to chance.
+SINGLE_HEADERS = (b"authorization", b"content-type", b"content-length")
+
+
+class HeaderGuardMiddleware:
+    """Refuses API requests whose headers contradict themselves, with an OpenAI-shaped 400.
+
+    Two ``Authorization`` headers (say a proxy's and the client's) would otherwise be settled
+    by whichever the code happens to read first.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            seen: set[bytes] = set()
+            for name, _ in scope["headers"]:
+                if name in SINGLE_HEADERS:
+                    if name in seen:
+                        await _refuse(send, name.decode("latin-1"))
+                        return
+                    seen.add(name)
+        await self.app(scope, receive, send)
+
+
+async def _refuse(send: Send, header: str) -> None:
+    error = BadRequest(
+        f"The request carries more than one '{header}' header; send exactly one.",
+        code="duplicate_header",
+    )
+    body = error.to_json().encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -26,7 +26,6 @@ IGNORED_FIELDS = frozenset(
         "metadata",
         "store",
         "service_tier",
-        "parallel_tool_calls",
         "reasoning_effort",
         "prediction",
         "suffix",
@@ -138,6 +137,7 @@ class ChatCompletionRequest(_SamplingRequest):
     top_logprobs: int | None = None
     tools: list[ToolDefinition] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
     functions: list[FunctionDefinition] | None = None
     function_call: Any = None
     response_format: ResponseFormat | None = None

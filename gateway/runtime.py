@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from gateway.auth import KeyRing, account_names
 from gateway.catalog import ModelCatalog
-from gateway.config import KeySettings, Settings, load_settings
+from gateway.config import CONFIG_ENV, ConfigError, KeySettings, Settings, load_settings
 from gateway.exchange import Exchange
 from gateway.ledger import Ledger, UsageRecord
 from gateway.limits import Limiter
@@ -23,9 +24,12 @@ from gateway.upstream.errors import UpstreamFailure
 from gateway.upstream.poller import PollerHub
 
 access_log = logging.getLogger("gateway.access")
+shutdown_log = logging.getLogger("gateway.shutdown")
 
 #: How long a successful upstream call keeps /readyz green without a fresh probe.
 UPSTREAM_FRESH_SECONDS = 30.0
+#: Upstream call outcomes that say the service could not be reached (anything else answered).
+UNREACHABLE_OUTCOMES = frozenset({"connect_error", "timeout"})
 
 
 @dataclass
@@ -41,7 +45,11 @@ class Runtime:
     limiter: Limiter
     ledger: Ledger
     shutting_down: bool = False
+    #: Monotonic times of the last upstream call that got an answer / that could not get one.
     last_upstream_ok: float = field(default=0.0)
+    last_upstream_down: float = field(default=0.0)
+    #: Called with the new settings after a reload (the app registers new secrets with it).
+    on_reload: Callable[[Settings], None] | None = None
 
     @classmethod
     def build(cls, settings: Settings, base_url: str, metrics: Metrics) -> Runtime:
@@ -50,8 +58,8 @@ class Runtime:
 
         def observe(kind: str, outcome: str, seconds: float) -> None:
             metrics.observe_upstream(kind, outcome, seconds)  # type: ignore[arg-type]
-            if holder and outcome in ("ok", "rejected"):
-                holder[0].last_upstream_ok = time.monotonic()
+            if holder:
+                holder[0].note_upstream(outcome)
 
         def on_tick(account: str, jobs: int, chunk_sizes: Sequence[int]) -> None:
             metrics.set_jobs_in_flight(account, jobs)
@@ -66,7 +74,7 @@ class Runtime:
         )
         hub = PollerHub(client, settings.upstream, base_url, on_tick=on_tick)
         metrics.init_accounts(accounts.values())
-        ledger = Ledger.from_settings(settings.ledger)
+        ledger = Ledger.from_settings(settings.ledger, on_drop=metrics.count_ledger_dropped)
         runtime = cls(
             settings=settings,
             metrics=metrics,
@@ -84,6 +92,13 @@ class Runtime:
 
     def account(self, key: KeySettings) -> str:
         return self.accounts.get(key.upstream_token, key.name)
+
+    def note_upstream(self, outcome: str) -> None:
+        """Remember whether the last upstream call got through, for /readyz."""
+        if outcome in UNREACHABLE_OUTCOMES:
+            self.last_upstream_down = time.monotonic()
+        elif outcome in ("ok", "rejected"):
+            self.last_upstream_ok = time.monotonic()
 
     async def finish(self, exchange: Exchange) -> None:
         """The end of every request: cleanups (limits, ledger), metrics, the access log line."""
@@ -121,10 +136,16 @@ class Runtime:
             completion_tokens=exchange.completion_tokens,
             outcome=exchange.outcome,
             stream=exchange.stream,
+            **self._logged_prompt(exchange),
         )
 
+    def _logged_prompt(self, exchange: Exchange) -> dict[str, str]:
+        """The prompt, in the access log only when the operator turned ``log_prompts`` on."""
+        if self.settings.logging.log_prompts and exchange.prompt_text is not None:
+            return {"prompt": exchange.prompt_text}
+        return {}
+
     def _record_usage(self, exchange: Exchange) -> None:
-        dropped = self.ledger.dropped
         self.ledger.record(
             UsageRecord(
                 request_id=exchange.request_id,
@@ -144,11 +165,11 @@ class Runtime:
                 prompt_text=exchange.prompt_text if self.settings.ledger.log_prompts else None,
             )
         )
-        if self.ledger.dropped > dropped:
-            self.metrics.count_ledger_dropped(self.ledger.dropped - dropped)
 
     def reload(self) -> dict[str, int]:
         """Re-read the config file for keys and models; requests in flight keep what they had."""
+        if not os.environ.get(CONFIG_ENV):
+            raise ConfigError(f"no config file to reload (${CONFIG_ENV} is not set)")
         fresh = load_settings()
         before = {k.name for k in self.settings.keys}
         after = {k.name for k in fresh.keys}
@@ -159,6 +180,9 @@ class Runtime:
         self.keys = KeyRing(fresh.keys)
         self.catalog = catalog
         self.accounts = account_names(fresh.keys)
+        self.metrics.init_accounts(self.accounts.values())
+        if self.on_reload is not None:
+            self.on_reload(self.settings)
         changes = {"keys": len(after), "added": len(after - before), "removed": len(before - after)}
         access_log.warning("config reloaded: %s", changes)
         return changes
@@ -171,12 +195,16 @@ class Runtime:
         self.shutting_down = True
         grace = self.settings.server.graceful_shutdown_seconds
         self.completions.begin_drain(max(0.0, grace - FINAL_EVENT_MARGIN))
-        access_log.warning("shutting down: draining requests for up to %.0f s", grace)
+        shutdown_log.warning("shutting down: draining requests for up to %g s", grace)
 
     async def readiness(self) -> dict[str, bool]:
-        """Config loaded, upstream reached recently (probed if not), not draining."""
+        """Config loaded, upstream reached recently (probed if not, or if the last call to it
+        could not connect), Redis and the database reachable when configured, not draining."""
         checks = {"config": True, "accepting": not self.shutting_down}
-        upstream_ok = time.monotonic() - self.last_upstream_ok < UPSTREAM_FRESH_SECONDS
+        upstream_ok = (
+            time.monotonic() - self.last_upstream_ok < UPSTREAM_FRESH_SECONDS
+            and self.last_upstream_ok > self.last_upstream_down
+        )
         if not upstream_ok and self.accounts:
             token = next(iter(self.accounts))
             try:
@@ -189,12 +217,24 @@ class Runtime:
                 )
             except TimeoutError:
                 upstream_ok = False
+            # The client may count a call cut short by the timeout as answered: decide here.
+            if upstream_ok:
+                self.last_upstream_ok = time.monotonic()
+            else:
+                self.last_upstream_down = time.monotonic()
         checks["upstream"] = upstream_ok
-        if self.settings.redis.url:
+        # Redis counts only when its outage refuses requests (policy "closed"): with "open" the
+        # replicas keep serving, and taking them all out of the load balancer would defeat it.
+        if self.settings.redis.url and self.settings.redis.failure_policy == "closed":
             checks["redis"] = not self.limiter.degraded and await self._redis_reachable()
-        if not self.settings.ledger.url.startswith("sqlite"):
-            checks["ledger"] = self.ledger.healthy
         return checks
+
+    async def dependencies(self) -> dict[str, bool]:
+        """Reported by /readyz without deciding readiness: they never fail a request."""
+        info: dict[str, bool] = {"ledger": self.ledger.healthy}
+        if self.settings.redis.url and self.settings.redis.failure_policy == "open":
+            info["redis"] = not self.limiter.degraded and await self._redis_reachable()
+        return info
 
     async def _redis_reachable(self) -> bool:
         ping = getattr(self.limiter.store, "ping", None)

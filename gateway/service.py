@@ -3,8 +3,11 @@
 The flow for one request: :func:`plan_chat` / :func:`plan_text` validate and render the
 prompt(s) into a :class:`Plan`; :meth:`Completions.submit` creates one upstream job per
 choice; :meth:`Completions.events` watches those jobs through the coalescing poller and
-yields :class:`TextDelta` / :class:`ChoiceEnd` events (and :data:`KEEPALIVE` while nothing
-happens). Streaming and non-streaming answers are both built from these events.
+yields :class:`TextDelta` / :class:`ToolCallDelta` / :class:`ChoiceEnd` events (and
+:data:`KEEPALIVE` while nothing happens). Streaming and non-streaming answers are both built
+from these events. A choice whose answer must be a tool call or JSON (:mod:`gateway.tools`)
+and does not fit is asked for again, within ``limits.structured_retries``, while nothing of it
+has reached the client.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 from gateway.catalog import ModelCatalog
@@ -24,11 +27,25 @@ from gateway.errors import (
     JobFailed,
     ServiceUnavailable,
     UnsupportedParameter,
+    UpstreamError,
 )
 from gateway.prompts import PromptMessage
 from gateway.protocol import IGNORED_FIELDS, ChatCompletionRequest, ChatMessage, CompletionRequest
 from gateway.textstream import ChoiceText, LogCursor
 from gateway.tokens import count_tokens
+from gateway.tools import (
+    TOOL_CALL_INVALID,
+    ChoiceOutput,
+    Outcome,
+    OutputSpec,
+    Piece,
+    ToolCallChunk,
+    assistant_text,
+    instructions,
+    output_spec,
+    tool_call_names,
+    with_instructions,
+)
 from gateway.upstream.client import JobsClient
 from gateway.upstream.errors import UpstreamFailure
 from gateway.upstream.models import JobPhase, JobSnapshot
@@ -45,6 +62,12 @@ class TextDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    index: int
+    call: ToolCallChunk
+
+
+@dataclass(frozen=True, slots=True)
 class ChoiceEnd:
     index: int
     reason: str
@@ -55,7 +78,7 @@ class KeepAlive:
 
 
 KEEPALIVE = KeepAlive()
-Event = TextDelta | ChoiceEnd | KeepAlive
+Event = TextDelta | ToolCallDelta | ChoiceEnd | KeepAlive
 
 
 @dataclass(slots=True)
@@ -73,6 +96,8 @@ class Plan:
     include_usage: bool = False
     echo_prompts: list[str] | None = None
     ignored: list[str] = field(default_factory=list)
+    output: OutputSpec | None = None  # tool calls or JSON the answer must be
+    reprompt: Callable[[str], str] | None = None  # the prompt again, saying what went wrong
 
     @property
     def n_choices(self) -> int:
@@ -103,17 +128,18 @@ _ROLES = {"developer": "system", "function": "tool"}
 
 
 def prompt_messages(messages: Sequence[ChatMessage]) -> list[PromptMessage]:
+    """Messages as text; earlier tool calls and their results are written back as such."""
+    names = tool_call_names(messages)
     result = []
     for i, message in enumerate(messages):
-        if message.tool_calls:
-            raise UnsupportedParameter(
-                "Assistant tool_calls in the history are not supported yet.",
-                param=f"messages[{i}].tool_calls",
-            )
         role = _ROLES.get(message.role, message.role)
-        result.append(
-            PromptMessage(role=role, content=_message_text(message, i), name=message.name)
-        )
+        text = _message_text(message, i)
+        if message.tool_calls:
+            text = assistant_text(text, message.tool_calls)
+        name = message.name
+        if name is None and role == "tool" and message.tool_call_id:
+            name = names.get(message.tool_call_id)
+        result.append(PromptMessage(role=role, content=text, name=name))
     return result
 
 
@@ -125,15 +151,10 @@ def _refuse_unsupported(request: ChatCompletionRequest) -> None:
         )
     if request.audio is not None or (request.modalities and "audio" in request.modalities):
         raise UnsupportedParameter("Audio output is not supported.", param="audio")
-    for name in ("tools", "functions"):
-        if getattr(request, name):
-            raise UnsupportedParameter(
-                f"'{name}' is not supported by this gateway yet.", param=name
-            )
-    if request.response_format is not None and request.response_format.type != "text":
+    if request.functions:
         raise UnsupportedParameter(
-            f"response_format '{request.response_format.type}' is not supported yet.",
-            param="response_format",
+            "The deprecated 'functions' are not supported; use 'tools' and 'tool_choice'.",
+            param="functions",
         )
 
 
@@ -190,7 +211,20 @@ def plan_chat(
     max_tokens = request.max_completion_tokens or request.max_tokens or model.max_tokens
     param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
     _common_limits(request.n, stops, max_tokens, limits, param)
-    prompt = catalog.template(model).render(prompt_messages(request.messages))
+    output = output_spec(request, getattr(limits, "structured_retries", 2))
+    messages = prompt_messages(request.messages)
+    template = catalog.template(model)
+
+    def render(correction: str | None = None) -> str:
+        if output is None:
+            return template.render(messages)
+        # A model may bring its own instructions template (config field still to come).
+        source: str | None = getattr(model, "tool_template", None)
+        return template.render(
+            with_instructions(messages, instructions(output, correction, source))
+        )
+
+    prompt = render()
     _check_prompt(prompt, limits, "messages")
     return Plan(
         kind="chat",
@@ -203,6 +237,8 @@ def plan_chat(
         stream=request.stream,
         include_usage=bool(request.stream_options and request.stream_options.include_usage),
         ignored=_ignored(request),
+        output=output,
+        reprompt=render if output is not None and output.retries else None,
     )
 
 
@@ -250,19 +286,75 @@ def plan_text(
     )
 
 
-class ChoiceState:
-    """One choice: its job's growing log -> the text the client receives, and when it ends."""
+@dataclass(frozen=True, slots=True)
+class Misfit:
+    """A choice's answer that is not the tool call or JSON the request asked for."""
 
-    __slots__ = ("cursor", "done", "index", "job_id", "reason", "started", "text")
+    problem: str
+    error: UpstreamError  # what the client gets if it is not asked for again
+
+
+class ChoiceState:
+    """One choice: its job's growing log -> the text the client receives, and when it ends.
+
+    When the plan asks for tool calls or JSON, the text goes through a
+    :class:`~gateway.tools.ChoiceOutput`. An answer that does not fit, none of which reached
+    the client, sets ``retry`` instead of ending the choice while retries are left; then
+    :meth:`restart` follows the job that asks again.
+    """
+
+    __slots__ = (
+        "_plan",
+        "_strip",
+        "cursor",
+        "discarded_tokens",
+        "done",
+        "index",
+        "job_id",
+        "job_ids",
+        "output",
+        "reason",
+        "retries",
+        "retry",
+        "started",
+        "text",
+    )
 
     def __init__(self, index: int, job_id: str, plan: Plan, strip_ansi: bool) -> None:
         self.index = index
         self.job_id = job_id
+        self.job_ids = [job_id]  # every job of this choice, those asked again included
+        self._plan = plan
+        self._strip = strip_ansi
         self.cursor = LogCursor(strip_ansi=strip_ansi)
         self.text = ChoiceText(plan.stops, plan.max_tokens)
+        self.output = self._output()
+        self.retries = plan.output.retries if plan.output is not None else 0
+        self.retry: Misfit | None = None
+        self.discarded_tokens = 0
         self.done = False
         self.started = False
         self.reason: str | None = None
+
+    def _output(self) -> ChoiceOutput | None:
+        spec = self._plan.output
+        return None if spec is None else ChoiceOutput(spec, streaming=self._plan.stream)
+
+    @property
+    def completion_tokens(self) -> int:
+        """Tokens generated for this choice, answers that were asked for again included."""
+        return self.discarded_tokens + self.text.completion_tokens
+
+    def restart(self, job_id: str) -> None:
+        """Follow ``job_id``, which asks again for the answer that did not fit."""
+        self.discarded_tokens += self.text.completion_tokens
+        self.retries -= 1
+        self.job_id = job_id
+        self.job_ids.append(job_id)
+        self.cursor = LogCursor(strip_ansi=self._strip)
+        self.text = ChoiceText(self._plan.stops, self._plan.max_tokens)
+        self.output = self._output()
+        self.retry = None
 
     def update(self, snapshot: JobSnapshot) -> list[Event]:
         if snapshot.phase is JobPhase.FAILED:
@@ -270,26 +362,60 @@ class ChoiceState:
                 f"The upstream job {snapshot.id} failed: {snapshot.error or snapshot.status}."
             )
         events: list[Event] = []
-        delta = self.cursor.advance(snapshot.log, final=snapshot.phase is JobPhase.FINISHED)
+        finished = snapshot.phase is JobPhase.FINISHED
+        delta = self.cursor.advance(snapshot.log, final=finished)
         if delta:
             self.started = True
             emitted, reason = self.text.feed(delta)
             if emitted:
-                events.append(TextDelta(self.index, emitted))
+                self._emit(events, emitted)
             if reason is not None:
-                return self._end(events, reason)
-        if snapshot.phase is JobPhase.FINISHED:
+                return self._end(events, reason, finished)
+        if finished:
             rest, reason = self.text.finish()
             if rest:
-                events.append(TextDelta(self.index, rest))
-            return self._end(events, reason)
+                self._emit(events, rest)
+            return self._end(events, reason, finished)
         return events
 
-    def _end(self, events: list[Event], reason: str) -> list[Event]:
+    def _emit(self, events: list[Event], text: str) -> None:
+        if self.output is None:
+            events.append(TextDelta(self.index, text))
+        else:
+            events.extend(self._event(piece) for piece in self.output.feed(text))
+
+    def _event(self, piece: Piece) -> Event:
+        if isinstance(piece, str):
+            return TextDelta(self.index, piece)
+        return ToolCallDelta(self.index, piece)
+
+    def _end(self, events: list[Event], reason: str, finished: bool) -> list[Event]:
+        if self.output is not None:
+            outcome = self.output.finish(reason)
+            if outcome.problem is not None:
+                # Asked again only once the job is over, so no two jobs run for one choice.
+                return self._misfit(events, outcome, retry=outcome.retryable and finished)
+            if outcome.note is not None:
+                logger.warning("choice %d: a tool call could not be used; sent as text", self.index)
+            events.extend(self._event(piece) for piece in outcome.pieces)
+            reason = outcome.reason
         self.done = True
         self.reason = reason
         events.append(ChoiceEnd(self.index, reason))
         return events
+
+    def _misfit(self, events: list[Event], outcome: Outcome, retry: bool) -> list[Event]:
+        assert outcome.problem is not None
+        what = "a valid tool call" if outcome.code == TOOL_CALL_INVALID else "valid JSON"
+        attempts = len(self.job_ids)
+        message = f"The model did not answer with {what}: {outcome.problem}"
+        if attempts > 1:
+            message += f" (in {attempts} attempts)"
+        error = UpstreamError(message + ".", code=outcome.code)
+        if retry and self.retries > 0:
+            self.retry = Misfit(outcome.problem, error)
+            return events
+        raise error
 
 
 @dataclass(slots=True)
@@ -298,6 +424,7 @@ class Submitted:
     poller: AccountPoller
     slots: JobSlots
     released: bool = False
+    token: str = field(default="", repr=False)  # the upstream token, to ask again
 
     def release(self) -> None:
         """Give back this request's share of the account's job cap (once)."""
@@ -344,7 +471,31 @@ class Completions:
         except BaseException:
             slots.release(plan.n_choices)
             raise
-        return Submitted(ids, self._hub.poller(key.upstream_token, account), slots)
+        poller = self._hub.poller(key.upstream_token, account)
+        return Submitted(ids, poller, slots, token=key.upstream_token)
+
+    async def resubmit(self, plan: Plan, jobs: Submitted, choice: ChoiceState) -> None:
+        """Ask again for ``choice``'s answer, which did not fit; its job then follows the new one.
+
+        The new job takes the finished job's place in the account's job cap: the request
+        still holds one slot per choice, so ``jobs.release`` stays right.
+        """
+        misfit = choice.retry
+        assert misfit is not None
+        if plan.reprompt is None or self.drain_deadline != math.inf:
+            raise misfit.error
+        prompt = plan.reprompt(misfit.problem)
+        try:
+            ids = await self._client.submit(jobs.token, plan.model.tag, [prompt])
+        except UpstreamFailure as failure:
+            raise failure.to_gateway_error() from None
+        logger.warning(
+            "choice %d did not fit the requested format (%s); asked again as job %s",
+            choice.index,
+            misfit.error.code,
+            ids[0],
+        )
+        choice.restart(ids[0])
 
     async def events(
         self, plan: Plan, jobs: Submitted, deadline: float, choices: list[ChoiceState] | None = None
@@ -354,35 +505,44 @@ class Completions:
         strip = self._settings.upstream.strip_ansi
         if choices is None:
             choices = [ChoiceState(i, job_id, plan, strip) for i, job_id in enumerate(jobs.ids)]
-        by_job = {c.job_id: c for c in choices}
         keepalive = self._settings.limits.keepalive_interval
-        open_choices = len(choices)
-        with jobs.poller.watch(jobs.ids) as watch:
-            while open_choices:
-                now = loop.time()
-                if now >= self.drain_deadline:
-                    raise ServiceUnavailable(
-                        "The gateway is shutting down and could not finish this answer in its "
-                        "grace period; please retry.",
-                        code="server_shutdown",
-                    )
-                if now >= deadline:
-                    raise _deadline_error(plan, watch.poll_error, choices)
-                limit = min(deadline, self.drain_deadline) - now
-                changed = await watch.changes(min(keepalive, limit))
-                if not changed:
-                    if loop.time() < min(deadline, self.drain_deadline):
-                        yield KEEPALIVE
-                    continue
-                for snapshot in changed:
-                    choice = by_job[snapshot.id]
-                    if choice.done:
+        while True:
+            open_jobs = {c.job_id: c for c in choices if not c.done}
+            if not open_jobs:
+                return
+            retrying: list[ChoiceState] = []
+            with jobs.poller.watch(list(open_jobs)) as watch:
+                while open_jobs and not retrying:
+                    now = loop.time()
+                    if now >= self.drain_deadline:
+                        raise ServiceUnavailable(
+                            "The gateway is shutting down and could not finish this answer in "
+                            "its grace period; please retry.",
+                            code="server_shutdown",
+                        )
+                    if now >= deadline:
+                        raise _deadline_error(plan, watch.poll_error, choices)
+                    limit = min(deadline, self.drain_deadline) - now
+                    changed = await watch.changes(min(keepalive, limit))
+                    if not changed:
+                        if loop.time() < min(deadline, self.drain_deadline):
+                            yield KEEPALIVE
                         continue
-                    for event in choice.update(snapshot):
-                        yield event
-                    if choice.done:
-                        open_choices -= 1
-                        watch.release(snapshot.id)
+                    for snapshot in changed:
+                        choice = open_jobs.get(snapshot.id)
+                        if choice is None:
+                            continue
+                        for event in choice.update(snapshot):
+                            yield event
+                        if choice.retry is not None:
+                            retrying.append(choice)
+                        if choice.done or choice.retry is not None:
+                            del open_jobs[snapshot.id]
+                            watch.release(snapshot.id)
+                # Asked again while the other jobs are still watched; the loop then watches
+                # the new jobs with them.
+                for choice in retrying:
+                    await self.resubmit(plan, jobs, choice)
 
 
 def _deadline_error(

@@ -5,6 +5,10 @@ uvicorn already stops accepting connections and waits ``timeout_graceful_shutdow
 requests in flight, then cancels them mid-stream. We chain onto its signal handler to start a
 drain first: /readyz turns unready at once, and any request still running shortly before the
 grace period ends gets a proper final error event instead of a cut connection.
+
+After a clean shutdown uvicorn re-raises the signal it caught, so that the default action
+(death by SIGTERM, exit status 143) would follow. :func:`exit_zero_after_signal` turns that
+into exit status 0: a requested stop that drained properly is a success for a supervisor.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import logging
 import signal
 from collections.abc import Callable, Iterator
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 logger = logging.getLogger("gateway.shutdown")
 
@@ -53,6 +57,29 @@ def drain_on_signal(on_drain: Callable[[], None]) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             with contextlib.suppress(ValueError, OSError):
+                signal.signal(sig, old)
+
+
+@contextlib.contextmanager
+def exit_zero_after_signal() -> Iterator[None]:
+    """Around ``uvicorn.run``: SIGTERM/SIGINT outside uvicorn's own handling exit with status 0.
+
+    uvicorn installs its handlers while it serves and restores ours before re-raising the
+    signal it caught; a signal arriving before uvicorn took over ends the process at once.
+    """
+    previous: dict[int, Any] = {}
+
+    def stop(signum: int, frame: FrameType | None) -> NoReturn:
+        raise SystemExit(0)
+
+    for sig in (int(signal.SIGTERM), int(signal.SIGINT)):
+        with contextlib.suppress(ValueError, OSError):  # not the main thread: leave it
+            previous[sig] = signal.signal(sig, stop)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            with contextlib.suppress(ValueError, OSError, TypeError):
                 signal.signal(sig, old)
 
 

@@ -1,10 +1,10 @@
 """Events -> answers: SSE chunks for ``stream: true``, one JSON object otherwise.
 
-Streams send the assistant role first, then content deltas as they come, a final chunk per
-choice carrying ``finish_reason``, the usage chunk only when ``stream_options.include_usage``
-asked for it (its empty ``choices`` breaks naive clients), and ``data: [DONE]``. An error
-after the stream began is sent as ``data: {"error": ...}`` and the stream ends: the openai
-SDK raises it as an APIError.
+Streams send the assistant role first, then content and ``tool_calls`` deltas as they come,
+a final chunk per choice carrying ``finish_reason``, the usage chunk only when
+``stream_options.include_usage`` asked for it (its empty ``choices`` breaks naive clients),
+and ``data: [DONE]``. An error after the stream began is sent as ``data: {"error": ...}`` and
+the stream ends: the openai SDK raises it as an APIError.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from gateway.answers import AnswerShape
 from gateway.errors import GatewayError
 from gateway.exchange import Exchange
-from gateway.service import ChoiceEnd, ChoiceState, Event, KeepAlive, Plan, TextDelta
+from gateway.service import ChoiceEnd, ChoiceState, Event, KeepAlive, Plan, TextDelta, ToolCallDelta
 
 KEEPALIVE_COMMENT = b": ping\n\n"
 DONE = b"data: [DONE]\n\n"
@@ -27,13 +27,16 @@ def sse(obj: dict[str, Any]) -> bytes:
 
 
 def completion_tokens(choices: Sequence[ChoiceState]) -> int:
-    return sum(c.text.completion_tokens for c in choices)
+    return sum(c.completion_tokens for c in choices)
 
 
 def settle(exchange: Exchange, choices: Sequence[ChoiceState]) -> None:
     """Copy what the choices counted into the request's record."""
     exchange.completion_tokens = completion_tokens(choices)
     exchange.log_rewrites = sum(c.cursor.rewrites for c in choices)
+    asked_again = [j for c in choices for j in c.job_ids[1:] if j not in exchange.job_ids]
+    if asked_again:
+        exchange.job_ids = [*exchange.job_ids, *asked_again]
 
 
 async def sse_stream(
@@ -74,6 +77,9 @@ def _encode(shape: AnswerShape, event: Event, exchange: Exchange) -> bytes:
     if isinstance(event, TextDelta):
         exchange.mark_text()
         return sse(shape.chunk(event.index, event.text))
+    if isinstance(event, ToolCallDelta):
+        exchange.mark_text()
+        return sse(shape.chunk(event.index, tool_call=event.call))
     if isinstance(event, ChoiceEnd):
         return sse(shape.chunk(event.index, finish=event.reason))
     assert isinstance(event, KeepAlive)
@@ -89,15 +95,37 @@ async def collect(
 ) -> dict[str, Any]:
     """The non-streamed answer: wait for every choice to end, then one JSON object."""
     parts: list[list[str]] = [[] for _ in range(plan.n_choices)]
+    calls: list[list[dict[str, Any]]] = [[] for _ in range(plan.n_choices)]
     reasons = ["stop"] * plan.n_choices
-    async for event in events:
-        if isinstance(event, TextDelta):
-            exchange.mark_text()
-            parts[event.index].append(event.text)
-        elif isinstance(event, ChoiceEnd):
-            reasons[event.index] = event.reason
+    try:
+        async for event in events:
+            if isinstance(event, TextDelta):
+                exchange.mark_text()
+                parts[event.index].append(event.text)
+            elif isinstance(event, ToolCallDelta):
+                exchange.mark_text()
+                _add_call_piece(calls[event.index], event)
+            elif isinstance(event, ChoiceEnd):
+                reasons[event.index] = event.reason
+    except GatewayError:
+        settle(exchange, choices)  # answers asked for again were generated all the same
+        raise
     texts = ["".join(p) for p in parts]
     if plan.echo_prompts is not None:
         texts = [prompt + text for prompt, text in zip(plan.echo_prompts, texts, strict=True)]
     settle(exchange, choices)
-    return shape.final(texts, reasons, plan.prompt_tokens, exchange.completion_tokens)
+    return shape.final(
+        texts,
+        reasons,
+        plan.prompt_tokens,
+        exchange.completion_tokens,
+        calls if any(calls) else None,
+    )
+
+
+def _add_call_piece(calls: list[dict[str, Any]], event: ToolCallDelta) -> None:
+    piece = event.call
+    if piece.id is not None:
+        function = {"name": piece.name, "arguments": ""}
+        calls.append({"id": piece.id, "type": "function", "function": function})
+    calls[piece.index]["function"]["arguments"] += piece.arguments

@@ -98,6 +98,34 @@ def dockerfile() -> str:
     return (ROOT / "Dockerfile").read_text(encoding="utf-8")
 
 
+def header_commands(text: str) -> set[str]:
+    """Shell lines shown indented in a file's leading comment, continuations joined."""
+    lines = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        if line.startswith("#   "):
+            lines.append(line[1:])
+    return shell_lines("\n".join(lines))
+
+
+def shell_lines(block: str) -> set[str]:
+    joined = re.sub(r"\\\n\s*", " ", block)
+    return {" ".join(line.split()) for line in joined.splitlines() if line.strip()}
+
+
+def readme_operations(text: str) -> str | None:
+    match = re.search(r"^## Operations\n(.*?)(?=^## |\Z)", text, re.S | re.M)
+    return match.group(1) if match else None
+
+
+def documented_commands(section: str) -> set[str]:
+    commands: set[str] = set()
+    for block in re.findall(r"```sh\n(.*?)```", section, re.S):
+        commands |= shell_lines(block)
+    return commands
+
+
 def dockerfile_instructions() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
     joined = re.sub(r"\\\n", " ", dockerfile())
@@ -242,6 +270,27 @@ def test_dockerfile_environment() -> None:
     # The multiprocess directory exists and belongs to the runtime user.
     runs = " ".join(args for word, args in final_stage() if word == "RUN")
     assert env[MULTIPROC_ENV] in runs and "chown" in runs
+
+
+def test_readme_documents_the_container_commands() -> None:
+    section = readme_operations((ROOT / "README.md").read_text(encoding="utf-8"))
+    if section is None:
+        pytest.skip("README.md has no '## Operations' section yet")
+    check_documented(section)
+
+
+def check_documented(section: str) -> None:
+    """The commands the Dockerfile and the compose file show are the README's, verbatim."""
+    documented = documented_commands(section)
+    for source in (dockerfile(), (DEPLOY / "docker-compose.yml").read_text(encoding="utf-8")):
+        shown = header_commands(source)
+        assert shown, "no commands in the file's leading comment"
+        assert shown <= documented, shown - documented
+    assert " ".join(SERVE_COMMAND) in section
+    assert "kubectl apply -k deploy/k8s" in documented
+    for command in documented:
+        if command.startswith("docker run") and "-v" in command:
+            assert f":{CONFIG_PATH}:ro" in command and f"-p {PORT}:{PORT}" in command
 
 
 def test_the_gateway_command_is_installed() -> None:

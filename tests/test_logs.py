@@ -29,7 +29,7 @@ class TtyStream(io.StringIO):
 @pytest.fixture(autouse=True)
 def restore_logging() -> Iterator[None]:
     """configure_logging changes process-wide loggers: put them back after each test."""
-    names = ("uvicorn", "uvicorn.error", "uvicorn.asgi", "uvicorn.access")
+    names = ("uvicorn", "uvicorn.error", "uvicorn.asgi", "uvicorn.access", "httpx", "httpcore")
     root = logging.getLogger()
     saved_root = (list(root.handlers), root.level)
     saved = {n: (list(logging.getLogger(n).handlers), logging.getLogger(n).level) for n in names}
@@ -220,6 +220,17 @@ def test_uvicorn_access_log_is_quiet() -> None:
     assert entry["logger"] == "uvicorn.error"
     assert entry["message"] == "Started 7"
     assert "color_message" not in entry
+
+
+def test_http_client_request_lines_only_at_debug_level() -> None:
+    """httpx logs every upstream call at info: a poll tick must not write a line."""
+    _, stream = setup("json", level="info")
+    logging.getLogger("httpx").info('HTTP Request: GET http://upstream/jobs/1 "HTTP/1.1 200 OK"')
+    logging.getLogger("httpx").warning("something is wrong")
+    assert [e["logger"] for e in lines(stream)] == ["httpx"]
+    _, stream = setup("json", level="debug")
+    logging.getLogger("httpx").info("HTTP Request: GET http://upstream/jobs/1")
+    assert [e["logger"] for e in lines(stream)] == ["httpx"]
 
 
 def test_uvicorn_log_config_keeps_our_handler() -> None:

@@ -419,3 +419,94 @@ def test_log_to_client_pipeline_equals_one_shot(
     deltas = [cursor.advance(log) for log in cumulative(data.draw(splits(raw)))]
     deltas.append(cursor.advance(raw, final=True))
     assert _run_choice(deltas, stops, limit) == cut_final(normalize_log(raw, strip), stops, limit)
+
+
+# ----------------------------------------------------------------------------- promptness
+#
+# The properties above fix *what* a client receives. These fix *when* the answer ends: at the
+# poll where the cut became certain, never later (the job may run on for minutes).
+
+
+def _cut_is_certain(text: str, stops: list[str]) -> bool:
+    """Whether ``text`` already decides where a stop sequence cuts it, whatever follows."""
+    stops = [s for s in stops if s]
+    found = [i for i in (text.find(s) for s in stops) if i >= 0]
+    if not found:
+        return False
+    hit = min(found)
+    # No earlier position may still become the start of a stop once more text arrives.
+    return not any(
+        len(text) - j < len(s) and s.startswith(text[j:]) for j in range(hit) for s in stops
+    )
+
+
+@settings(max_examples=300)
+@given(data=st.data(), text=texts, stops=stop_lists)
+def test_stop_ends_the_choice_at_the_poll_that_decides_it(
+    data: st.DataObject, text: str, stops: list[str]
+) -> None:
+    choice = ChoiceText(stops, max_tokens=None)
+    seen = ""
+    for piece in data.draw(splits(text)):
+        seen += piece
+        _, reason = choice.feed(piece)
+        assert (reason == "stop") == _cut_is_certain(seen, stops), seen
+
+
+@settings(max_examples=300)
+@given(data=st.data(), text=texts, limit=st.integers(min_value=0, max_value=20))
+def test_length_ends_the_choice_at_the_first_token_too_many(
+    data: st.DataObject, text: str, limit: int
+) -> None:
+    choice = ChoiceText([], max_tokens=limit)
+    seen = ""
+    for piece in data.draw(splits(text)):
+        seen += piece
+        _, reason = choice.feed(piece)
+        assert (reason == "length") == (count_tokens(seen) > limit), seen
+    assert choice.text == cut_final(text, [], limit)[0]
+
+
+# ----------------------------------------------------------------------------- richer text
+
+# Pieces whose tokens differ in kind: letter and digit runs longer than a token, CJK, emoji,
+# underscores, punctuation, and whitespace runs longer than one whitespace token.
+_RICH_PIECES = ["a", "Zz", "12345", "héllo", "中文", "😀", "_", "...", "!", " ", "\n", "\t"]
+rich_texts = st.lists(st.sampled_from([*_RICH_PIECES, " " * 20, "\n\n"]), max_size=30).map("".join)
+rich_stops = st.lists(
+    st.lists(st.sampled_from(_RICH_PIECES), min_size=1, max_size=3).map("".join), max_size=4
+)
+
+
+@settings(max_examples=300)
+@given(data=st.data(), text=rich_texts, stops=rich_stops, limit=max_tokens)
+def test_choice_text_equals_cut_final_on_rich_text(
+    data: st.DataObject, text: str, stops: list[str], limit: int | None
+) -> None:
+    assert _run_choice(data.draw(splits(text)), stops, limit) == cut_final(text, stops, limit)
+
+
+# ----------------------------------------------------------------------------- rewritten logs
+
+
+@settings(max_examples=300)
+@given(
+    logs=st.lists(raw_logs | st.sampled_from(["", "Hello", "Hello world", "a b."]), max_size=8),
+    last=raw_logs,
+    stops=stop_lists,
+    limit=max_tokens,
+    strip=st.booleans(),
+)
+def test_rewritten_logs_still_stream_the_cut_text(
+    logs: list[str], last: str, stops: list[str], limit: int | None, strip: bool
+) -> None:
+    # Polls need not be cumulative (the upstream may rewrite or shrink a log): the client
+    # still receives exactly the cut of what the cursor passed on, never a stop sequence, and
+    # when the log ends up continuing what was sent, exactly the cut of the job's final text.
+    cursor = LogCursor(strip_ansi=strip)
+    deltas = [cursor.advance(log) for log in logs]
+    deltas.append(cursor.advance(last, final=True))
+    streamed = _run_choice(deltas, stops, limit)
+    assert streamed == cut_final(cursor.text, stops, limit)
+    if not cursor.diverged:
+        assert streamed == cut_final(normalize_log(last, strip), stops, limit)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from datetime import datetime
 
 from gateway.config import LedgerSettings
@@ -47,8 +48,11 @@ class Ledger:
         batch_size: int = 500,
         open_retry_seconds: float = 1.0,
         open_retry_max_seconds: float = 30.0,
+        on_drop: Callable[[int], None] | None = None,
     ) -> None:
         self.store = store
+        self.on_drop = on_drop
+        """Called with the number of records each time some are dropped (a metric counter)."""
         self.batch_size = batch_size
         self.open_retry_seconds = open_retry_seconds
         self.open_retry_max_seconds = open_retry_max_seconds
@@ -63,13 +67,16 @@ class Ledger:
         self._dropping = False
 
     @classmethod
-    def from_settings(cls, settings: LedgerSettings) -> Ledger:
+    def from_settings(
+        cls, settings: LedgerSettings, *, on_drop: Callable[[int], None] | None = None
+    ) -> Ledger:
         table = settings.table
         store = store_from_url(settings.url, table=table)
         return cls(
             store,
             queue_size=settings.queue_size,
             batch_size=settings.batch_size,
+            on_drop=on_drop,
         )
 
     @property
@@ -177,6 +184,9 @@ class Ledger:
 
     def _drop(self, count: int, reason: str) -> None:
         self.dropped += count
+        if self.on_drop is not None:
+            with contextlib.suppress(Exception):  # a broken callback must not fail a request
+                self.on_drop(count)
         if not self._dropping:
             self._dropping = True
             logger.warning("usage ledger is dropping records: %s", reason)

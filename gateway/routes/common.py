@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -10,6 +11,14 @@ from starlette.responses import Response
 from gateway.errors import GatewayError
 from gateway.middleware import new_request_id
 from gateway.runtime import Runtime
+
+#: Headers in which clients state their timeout, in seconds, most specific first.
+_TIMEOUT_HEADERS = (
+    "x-stainless-read-timeout",
+    "x-stainless-timeout",
+    "x-request-timeout",
+    "request-timeout",
+)
 
 
 def runtime(request: Request) -> Runtime:
@@ -32,8 +41,12 @@ def error_response(error: GatewayError, headers: dict[str, str] | None = None) -
 
 
 def client_timeout(request: Request) -> float | None:
-    """The client's own timeout, where it tells us (the openai SDK sends x-stainless-timeout)."""
-    for name in ("x-stainless-timeout", "x-request-timeout", "request-timeout"):
+    """The client's own timeout in seconds, where it tells us.
+
+    The openai Python SDK sends ``x-stainless-read-timeout`` (its read timeout), the Node SDK
+    ``x-stainless-timeout``.
+    """
+    for name in _TIMEOUT_HEADERS:
         value = request.headers.get(name)
         if value:
             try:
@@ -41,3 +54,17 @@ def client_timeout(request: Request) -> float | None:
             except ValueError:
                 continue
     return None
+
+
+def deadline_cap(request: Request, data: dict[str, Any]) -> float | None:
+    """How long the client will wait for this answer, a little less: its deadline's cap.
+
+    Only an answer sent in one piece is capped: there the client's (read) timeout bounds the
+    whole wait. A stream's read timeout bounds only the silence between chunks, which
+    keep-alives fill, so a long stream must not be cut to it. The small margin lets the client
+    receive the gateway's 504, which says why, rather than give up first with a bare timeout.
+    """
+    timeout = client_timeout(request)
+    if timeout is None or timeout <= 0 or data.get("stream") is True:
+        return None
+    return timeout - min(1.0, 0.05 * timeout)

@@ -22,7 +22,7 @@ from gateway.errors import GatewayError, RateLimited
 from gateway.exchange import Exchange
 from gateway.protocol import ChatCompletionRequest, CompletionRequest
 from gateway.responses import DeferredJSONResponse, EventStreamResponse
-from gateway.routes.common import client_timeout, error_response, request_id, runtime
+from gateway.routes.common import deadline_cap, error_response, request_id, runtime
 from gateway.service import ChoiceState, Plan, plan_chat, plan_text
 from gateway.streaming import collect, sse_stream
 
@@ -61,7 +61,7 @@ async def _complete(request: Request, route: str, kind: str, planner: Planner) -
         exchange.key_name = key.name
         raw = await read_body(request, settings.limits.max_body_bytes)
         data = parse_json(raw, settings.limits.max_json_depth)
-        plan = planner(data, rt.catalog, settings.limits, client_timeout(request))
+        plan = planner(data, rt.catalog, settings.limits, deadline_cap(request, data))
         exchange.model = plan.model.name
         exchange.stream = plan.stream
         exchange.prompt_tokens = plan.prompt_tokens
@@ -82,6 +82,8 @@ async def _complete(request: Request, route: str, kind: str, planner: Planner) -
         if isinstance(error, RateLimited) and exchange.key_name:
             rt.metrics.count_rate_limited(exchange.key_name, error.code or "rate_limited")
         exchange.status, exchange.outcome = error.status_code, error.code or "error"
+        # No job ran: the ledger, the token metrics and the limits' correction count nothing.
+        exchange.prompt_tokens = 0
         await rt.finish(exchange)
         return error_response(error, headers)
 

@@ -17,6 +17,10 @@ async def readyz(request: Request) -> Response:
     checks = await rt.readiness()
     ready = all(checks.values())
     return JSONResponse(
-        {"status": "ready" if ready else "unready", "checks": checks},
+        {
+            "status": "ready" if ready else "unready",
+            "checks": checks,
+            "dependencies": await rt.dependencies(),
+        },
         status_code=200 if ready else 503,
     )

@@ -46,6 +46,13 @@ class CircuitBreaker:
         self._probing = True
         return True
 
+    def abandon(self) -> None:
+        """The half-open probe ended with no verdict (cancelled): let the next caller probe.
+
+        Without this a cancelled probe would leave the circuit open for good.
+        """
+        self._probing = False
+
     def success(self) -> None:
         self._failures = 0
         self._probing = False

@@ -31,6 +31,25 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
+#: Connection pools the upstream connections are spread over (see JobsClient.__init__).
+POOL_SHARDS = 8
+#: The longest a submission waits before retrying (whatever Retry-After says).
+MAX_SUBMIT_WAIT = 5.0
+#: The breaker's metric label until a call names the account of a token.
+UNNAMED_ACCOUNT = "-"
+
+
+def may_resubmit(failure: UpstreamFailure) -> bool:
+    """A submission is not idempotent: retry only what certainly created no job.
+
+    That is a connection that never reached the service, or a 429 (the service refused the
+    request as a whole). An open circuit is not retried: it exists to fail fast.
+    """
+    if failure.kind == "circuit_open":
+        return False
+    return not failure.reached or failure.status_code == 429
+
+
 def backoff_delay(attempt: int, base: float, cap: float) -> float:
     """Exponential backoff with full jitter (AWS style): spreads retries of many clients."""
     return random.uniform(0, min(cap, base * (2**attempt)))
@@ -51,36 +70,65 @@ class JobsClient:
         self._observer = observer
         self._on_circuit_change = on_circuit_change
         self._breakers: dict[str, CircuitBreaker] = {}
-        self._http = httpx.AsyncClient(
-            base_url=base_url,
-            transport=transport,
-            timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
-            limits=httpx.Limits(
-                max_connections=settings.max_connections,
-                max_keepalive_connections=settings.max_connections,
-            ),
-            headers={"user-agent": "llm-gateway"},
-        )
+        self._accounts: dict[str, str] = {}
+        # httpcore's pool walks all its connections (and, per queued request, all of them
+        # again) on every request and every response; with ~100 connections that cost more
+        # CPU than the rest of a request. Several small pools, taken in turn, keep it cheap.
+        shards = 1 if transport is not None else min(POOL_SHARDS, settings.max_connections)
+        per_shard = settings.max_connections // shards
+        self._pools = [
+            httpx.AsyncClient(
+                base_url=base_url,
+                transport=transport,
+                timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
+                limits=httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard),
+                headers={"user-agent": "llm-gateway"},
+            )
+            for _ in range(shards)
+        ]
+        self._turn = 0
+
+    def _http(self) -> httpx.AsyncClient:
+        """The next pool in turn."""
+        self._turn = (self._turn + 1) % len(self._pools)
+        return self._pools[self._turn]
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        for pool in self._pools:
+            await pool.aclose()
 
     def breaker(self, token: str, account: str = "") -> CircuitBreaker:
+        """The account's breaker; ``account`` names it in metrics (never the token itself)."""
+        if account:
+            self._accounts[token] = account
         breaker = self._breakers.get(token)
         if breaker is None:
             cb = self.settings.circuit_breaker
             notify = self._on_circuit_change
+            names = self._accounts
 
             def changed(is_open: bool) -> None:
                 if notify is not None:
-                    notify(account, is_open)
+                    notify(names.get(token, UNNAMED_ACCOUNT), is_open)
 
             breaker = CircuitBreaker(cb.failure_threshold, cb.reset_seconds, on_change=changed)
             self._breakers[token] = breaker
         return breaker
 
-    async def submit(self, token: str, tag: str, inputs: Sequence[str]) -> list[str]:
-        """Create one job per input; retried only when the request cannot have arrived."""
+    async def submit(
+        self,
+        token: str,
+        tag: str,
+        inputs: Sequence[str],
+        *,
+        account: str = "",
+        deadline: float | None = None,
+    ) -> list[str]:
+        """Create one job per input; retried only when the request cannot have arrived.
+
+        ``deadline`` (event-loop time) stops retrying once a wait would pass it; the failure
+        at hand is raised instead. An open circuit is never waited out here: it fails fast.
+        """
         body = submit_body(
             self.settings.app,
             tag,
@@ -88,18 +136,22 @@ class JobsClient:
             inputs_field=self.settings.inputs_field,
             hours=self.settings.hours,
         )
+        loop = asyncio.get_running_loop()
         attempt = 0
         while True:
             try:
-                data = await self._call("submit", "POST", "/jobs", token, body)
+                data = await self._call("submit", "POST", "/jobs", token, body, account)
                 break
             except UpstreamFailure as failure:
-                retryable = not failure.reached or failure.status_code == 429
-                if not retryable or attempt >= self.settings.submit_retries:
+                if not may_resubmit(failure) or attempt >= self.settings.submit_retries:
                     raise
-                delay = failure.retry_after or backoff_delay(attempt, 0.2, 2.0)
+                delay = min(
+                    failure.retry_after or backoff_delay(attempt, 0.2, 2.0), MAX_SUBMIT_WAIT
+                )
+                if deadline is not None and loop.time() + delay >= deadline:
+                    raise
                 attempt += 1
-                await asyncio.sleep(min(delay, 5.0))
+                await asyncio.sleep(delay)
         ids = data.get("ids")
         if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
             raise UpstreamFailure("bad_response", "the submission answer holds no job ids")
@@ -109,9 +161,11 @@ class JobsClient:
             )
         return ids
 
-    async def status(self, token: str, ids: Sequence[str]) -> dict[str, JobSnapshot]:
+    async def status(
+        self, token: str, ids: Sequence[str], *, account: str = ""
+    ) -> dict[str, JobSnapshot]:
         """One status request for many jobs; ids absent from the answer are absent here."""
-        data = await self._call("status", "GET", "/jobs/" + ",".join(ids), token, None)
+        data = await self._call("status", "GET", "/jobs/" + ",".join(ids), token, None, account)
         jobs = data.get("jobs")
         if jobs is None:
             jobs = {}
@@ -125,9 +179,16 @@ class JobsClient:
         }
 
     async def _call(
-        self, kind: str, method: str, path: str, token: str, body: dict[str, Any] | None
+        self,
+        kind: str,
+        method: str,
+        path: str,
+        token: str,
+        body: dict[str, Any] | None,
+        account: str = "",
     ) -> Mapping[str, Any]:
-        breaker = self.breaker(token)
+        breaker = self.breaker(token, account)
+        probe = breaker.is_open  # allowed through an open circuit: this call is the probe
         if not breaker.allow():
             raise UpstreamFailure(
                 "circuit_open",
@@ -146,6 +207,11 @@ class JobsClient:
             else:
                 breaker.success()  # the service answered: it is up, just unhappy with us
             raise
+        except BaseException:
+            outcome = "cancelled"
+            if probe:
+                breaker.abandon()
+            raise
         finally:
             if self._observer is not None:
                 self._observer(kind, outcome, time.perf_counter() - started)
@@ -157,7 +223,7 @@ class JobsClient:
     ) -> Mapping[str, Any]:
         headers = {"authorization": f"Bearer {token}"}
         try:
-            response = await self._http.request(method, path, json=body, headers=headers)
+            response = await self._http().request(method, path, json=body, headers=headers)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise UpstreamFailure(
                 "connect_error" if not isinstance(exc, httpx.TimeoutException) else "timeout",

@@ -25,7 +25,8 @@ from gateway.upstream.models import JobPhase, JobSnapshot
 
 logger = logging.getLogger("gateway.poller")
 
-#: Called after every tick: (account name, jobs polled, ids carried by each status request).
+#: Called at every tick: (account name, jobs polled, ids carried by each status request), and
+#: with no requests whenever jobs leave between ticks, so a gauge fed by it reaches zero.
 TickHook = Callable[[str, int, Sequence[int]], None]
 
 
@@ -132,6 +133,7 @@ class AccountPoller:
                 watch.wake()
 
     def unwatch(self, watch: JobWatch, ids: Iterable[str]) -> None:
+        changed = False
         for job_id in ids:
             watches = self._watches.get(job_id)
             if watches is None:
@@ -141,6 +143,14 @@ class AccountPoller:
             if not watches:
                 del self._watches[job_id]
                 self._missing.pop(job_id, None)
+                changed = True
+        if changed:
+            self._report()
+
+    def _report(self) -> None:
+        """Tell the tick hook the new count now, not at the next tick (there may be none)."""
+        if self._on_tick is not None:
+            self._on_tick(self.account, len(self._watches), ())
 
     def _ensure_running(self) -> None:
         if self._task is None or self._task.done():
@@ -210,33 +220,39 @@ class AccountPoller:
         if self._on_tick is not None:
             self._on_tick(self.account, len(self._watches), [len(c) for c in chunks])
         if len(chunks) == 1:
-            results: list[dict[str, JobSnapshot] | BaseException] = [await self._status(chunks[0])]
-        else:
-            results = list(
-                await asyncio.gather(*(self._status(c) for c in chunks), return_exceptions=True)
-            )
+            return await self._poll_chunk(chunks[0])
+        # Each chunk is handed out as soon as its own answer is in: the first chunks' streams
+        # need not wait for the slowest status request of the tick.
+        results = await asyncio.gather(
+            *(self._poll_chunk(c) for c in chunks), return_exceptions=True
+        )
         failure: UpstreamFailure | None = None
         for chunk, result in zip(chunks, results, strict=True):
-            if isinstance(result, BaseException):
-                failure = (
-                    result
-                    if isinstance(result, UpstreamFailure)
-                    else UpstreamFailure("bad_response", repr(result))
-                )
-                for job_id in chunk:
-                    for watch in self._watches.get(job_id, ()):
-                        watch.report_error(failure)
-                continue
-            self._dispatch(chunk, result)
+            if isinstance(result, UpstreamFailure):
+                failure = result
+            elif isinstance(result, BaseException):  # a bug in dispatching; keep polling
+                logger.error("poll of %d jobs failed unexpectedly", len(chunk), exc_info=result)
+                failure = UpstreamFailure("bad_response", repr(result))
+                self._report_error(chunk, failure)
         return failure
 
-    async def _status(self, ids: list[str]) -> dict[str, JobSnapshot] | BaseException:
+    async def _poll_chunk(self, ids: list[str]) -> UpstreamFailure | None:
+        """One status request; its snapshots go to their watches at once."""
         try:
-            return await self._client.status(self._token, ids)
+            snapshots = await self._client.status(self._token, ids, account=self.account)
         except UpstreamFailure as failure:
+            self._report_error(ids, failure)
             return failure
+        self._dispatch(ids, snapshots)
+        return None
+
+    def _report_error(self, ids: list[str], failure: UpstreamFailure) -> None:
+        for job_id in ids:
+            for watch in self._watches.get(job_id, ()):
+                watch.report_error(failure)
 
     def _dispatch(self, chunk: list[str], snapshots: dict[str, JobSnapshot]) -> None:
+        ended = False
         for job_id in chunk:
             watches = self._watches.get(job_id)
             if not watches:
@@ -261,6 +277,9 @@ class AccountPoller:
             if snapshot.phase.terminal:
                 self._watches.pop(job_id, None)
                 self._missing.pop(job_id, None)
+                ended = True
+        if ended:
+            self._report()
 
 
 class PollerHub:

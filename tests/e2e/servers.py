@@ -80,9 +80,10 @@ def start_emulator(tmp: Path, *extra: str) -> Server:
     return Server(args, port, "/emulator/stats", tmp / f"emulator-{port}.log")
 
 
-def gateway_config(upstream: str, **overrides: Any) -> dict[str, Any]:
+def gateway_config(upstream_url: str, /, **overrides: Any) -> dict[str, Any]:
+    """A test config; each keyword replaces (or, for mappings, updates) one section."""
     config: dict[str, Any] = {
-        "upstream": {"base_url": upstream, "poll_interval": 0.05},
+        "upstream": {"base_url": upstream_url, "poll_interval": 0.05},
         "models": [
             {"name": "gemma-2b", "tag": "gemma:2b", "aliases": ["gpt-3.5-turbo"]},
             {"name": "llama2-uncensored", "tag": "llama2-uncensored", "template": "llama2"},

@@ -159,3 +159,18 @@ def test_store_from_url_picks_by_scheme(tmp_path: Path) -> None:
 async def _settled(ledger: Ledger) -> None:
     """Wait until the writer has taken everything queued so far."""
     await asyncio.wait_for(ledger.flush(), 5)
+
+
+async def test_on_drop_hears_of_every_dropped_record() -> None:
+    """Both ways of losing records reach the callback (the gateway counts them in a metric)."""
+    told: list[int] = []
+    store = FakeStore()
+    store.fail_write = True
+    ledger = Ledger(store, queue_size=2, on_drop=told.append)
+    for n in range(3):  # not started yet: the third finds the queue full
+        ledger.record(make_record(n))
+    assert told == [1]
+    await ledger.start()
+    await _settled(ledger)  # the two queued ones fail to write
+    await ledger.stop()
+    assert sum(told) == ledger.dropped == 3

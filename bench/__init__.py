@@ -1,0 +1,1 @@
+"""Benchmarks: the gateway against the LiteLLM baseline (see run.py)."""

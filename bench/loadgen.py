@@ -1,0 +1,322 @@
+"""The load generator: many OpenAI-style clients on raw asyncio streams, in its own process.
+
+A general-purpose HTTP client costs more CPU per event than the server under test spends on
+it, and on a 2-core machine that would measure the client. This one speaks just enough
+HTTP/1.1 (keep-alive, chunked or sized bodies) and parses SSE frames with ``bytes.find``;
+it only stamps arrival times, and leaves the analysis to the parent.
+
+Run as ``python -m bench.loadgen`` with a JSON spec on stdin (see :class:`Spec`); the result
+(one record per request, see :class:`Record`) is JSON on stdout. Workloads:
+
+- ``streams``: each of ``concurrency`` clients sends ``stream: true`` requests back to back
+  until ``stop_at``, recording when each word of the answer arrived.
+- ``completions``: the same with non-streamed requests, recording start and end.
+- ``hold``: each client opens one stream, reads until the first text, and keeps it open until
+  ``hold_until``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import resource
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+_WORD_START = re.compile(r"(?<!\S)\S")
+_HEAD_END = b"\r\n\r\n"
+
+
+class HTTPError(Exception):
+    """The connection broke, or the answer was not HTTP/1.1 as expected."""
+
+
+@dataclass(slots=True)
+class Head:
+    status: int
+    headers: dict[str, str]
+
+    @property
+    def chunked(self) -> bool:
+        return self.headers.get("transfer-encoding", "").lower() == "chunked"
+
+    @property
+    def keep_alive(self) -> bool:
+        return self.headers.get("connection", "").lower() != "close"
+
+
+def parse_head(raw: bytes) -> Head:
+    """Status line and headers (names lower-cased) of a response head, CRLFCRLF included."""
+    lines = raw.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
+        raise HTTPError(f"not an HTTP/1.x status line: {lines[0]!r}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return Head(int(parts[1]), headers)
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection; reopened transparently after a close."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self._reader is None or self._writer is None or self._writer.is_closing():
+            self._reader, self._writer = await asyncio.open_connection(
+                self.host, self.port, limit=1 << 20
+            )
+        return self._reader, self._writer
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._reader = self._writer = None
+
+    async def request(self, method: str, path: str, headers: bytes, body: bytes) -> Head:
+        """Send a request and read the response head; then read the body with :meth:`body`."""
+        reader, writer = await self._open()
+        writer.write(
+            f"{method} {path} HTTP/1.1\r\nhost: {self.host}:{self.port}\r\n".encode()
+            + headers
+            + f"content-length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        try:
+            raw = await reader.readuntil(_HEAD_END)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError) as exc:
+            self.close()
+            raise HTTPError(f"no response head ({type(exc).__name__})") from None
+        return parse_head(raw)
+
+    async def body(self, head: Head) -> AsyncIterator[bytes]:
+        """The body's pieces as they arrive; the connection is reusable once exhausted."""
+        assert self._reader is not None
+        reader = self._reader
+        try:
+            if head.chunked:
+                while True:
+                    size_line = await reader.readuntil(b"\r\n")
+                    size = int(size_line.split(b";", 1)[0], 16)
+                    if size == 0:
+                        await reader.readuntil(b"\r\n")
+                        break
+                    data = await reader.readexactly(size + 2)
+                    yield data[:-2]
+            elif "content-length" in head.headers:
+                yield await reader.readexactly(int(head.headers["content-length"]))
+            else:
+                yield await reader.read()
+                self.close()
+                return
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError, ValueError) as e:
+            self.close()
+            raise HTTPError(f"body cut short ({type(e).__name__})") from None
+        if not head.keep_alive:
+            self.close()
+
+
+def count_words(previous_in_word: bool, delta: str) -> tuple[int, bool]:
+    """Words that start in ``delta`` (a word continuing across deltas counts once), and
+    whether ``delta`` ends inside a word."""
+    if not delta:
+        return 0, previous_in_word
+    starts = len(_WORD_START.findall(delta))
+    if previous_in_word and not delta[0].isspace():
+        starts -= 1
+    return starts, not delta[-1].isspace()
+
+
+@dataclass(slots=True)
+class Record:
+    """One request as the client saw it (wall-clock seconds, as the emulator's timelines)."""
+
+    t0: float
+    t_head: float = 0.0
+    t_end: float = 0.0
+    status: int = 0
+    job_id: str | None = None
+    words: list[float] = field(default_factory=list)  # arrival time of each word, in order
+    chars: int = 0
+    error: str | None = None
+
+
+class SSEReader:
+    """Splits SSE frames, pulls the content of each chunk, and stamps each word's arrival."""
+
+    def __init__(self, record: Record) -> None:
+        self.record = record
+        self._buffer = b""
+        self._in_word = False
+        self.done = False
+
+    def feed(self, data: bytes, now: float) -> None:
+        buffer = self._buffer + data
+        start = 0
+        while (end := buffer.find(b"\n\n", start)) >= 0:
+            self._frame(buffer[start:end], now)
+            start = end + 2
+        self._buffer = buffer[start:]
+
+    def _frame(self, frame: bytes, now: float) -> None:
+        for line in frame.split(b"\n"):
+            if not line.startswith(b"data:"):
+                continue  # comments (": ping") and other fields
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                self.done = True
+                continue
+            try:
+                chunk = json.loads(payload)
+            except ValueError:
+                self.record.error = f"not JSON: {payload[:80]!r}"
+                continue
+            self._chunk(chunk, now)
+
+    def _chunk(self, chunk: dict[str, Any], now: float) -> None:
+        record = self.record
+        if "error" in chunk:
+            record.error = str(chunk["error"].get("message") or chunk["error"])[:200]
+            return
+        choices = chunk.get("choices") or ()
+        if not choices:
+            return
+        delta = choices[0].get("delta") or choices[0]
+        if record.job_id is None:
+            fields = delta.get("provider_specific_fields") or chunk
+            if isinstance(fields, dict) and isinstance(fields.get("job_id"), str):
+                record.job_id = fields["job_id"]
+        text = delta.get("content") or delta.get("text") or ""
+        if text:
+            record.chars += len(text)
+            new, self._in_word = count_words(self._in_word, text)
+            record.words.extend([now] * new)
+
+
+@dataclass(slots=True)
+class Spec:
+    kind: str  # "streams" | "completions" | "hold"
+    host: str
+    port: int
+    api_key: str
+    model: str
+    concurrency: int
+    prompt: str  # str.format'ed with n= a unique request number
+    start_at: float  # wall clock: first request (clients spread over ``ramp``)
+    stop_at: float  # wall clock: no new request after this
+    ramp: float = 0.0
+    hold_until: float = 0.0
+    path: str = "/v1/chat/completions"
+    seed: int = 0  # distinguishes the prompts of several load processes
+
+
+@dataclass(slots=True)
+class Client:
+    spec: Spec
+    index: int
+    records: list[Record]
+    counter: list[int]
+
+    def _body(self, stream: bool) -> bytes:
+        self.counter[0] += 1
+        n = self.spec.seed * 10_000_000 + self.counter[0]
+        message = {"role": "user", "content": self.spec.prompt.format(n=n)}
+        return json.dumps(
+            {"model": self.spec.model, "messages": [message], "stream": stream}
+        ).encode()
+
+    def _headers(self) -> bytes:
+        return (
+            f"authorization: Bearer {self.spec.api_key}\r\n"
+            "content-type: application/json\r\naccept: */*\r\n"
+        ).encode()
+
+    async def run(self) -> None:
+        spec = self.spec
+        offset = spec.ramp * self.index / max(1, spec.concurrency)
+        await asyncio.sleep(max(0.0, spec.start_at + offset - time.time()))
+        conn = Connection(spec.host, spec.port)
+        try:
+            if spec.kind == "hold":
+                await self._one(conn, stream=True, hold=True)
+                return
+            while time.time() < spec.stop_at:
+                await self._one(conn, stream=spec.kind == "streams", hold=False)
+        finally:
+            conn.close()
+
+    async def _one(self, conn: Connection, stream: bool, hold: bool) -> None:
+        record = Record(t0=time.time())
+        self.records.append(record)
+        try:
+            head = await conn.request("POST", self.spec.path, self._headers(), self._body(stream))
+            record.t_head = time.time()
+            record.status = head.status
+            record.job_id = head.headers.get("x-job-id")
+            if stream and head.status == 200:
+                await self._read_stream(conn, head, record, hold)
+            else:
+                body = b"".join([piece async for piece in conn.body(head)])
+                if head.status != 200:
+                    record.error = body[:200].decode("utf-8", "replace")
+                else:
+                    record.chars = len(body)
+        except HTTPError as exc:
+            record.error = str(exc)
+            conn.close()
+            await asyncio.sleep(0.05)
+        record.t_end = time.time()
+
+    async def _read_stream(self, conn: Connection, head: Head, record: Record, hold: bool) -> None:
+        reader = SSEReader(record)
+        async for piece in conn.body(head):
+            reader.feed(piece, time.time())
+            if hold and record.words:
+                record.t_end = time.time()
+                await asyncio.sleep(max(0.0, self.spec.hold_until - time.time()))
+                conn.close()  # the client leaves; the server should notice and let go
+                return
+        if not reader.done and record.error is None:
+            record.error = "stream ended without [DONE]"
+
+
+async def run(spec: Spec) -> list[Record]:
+    records: list[Record] = []
+    counter = [0]
+    clients = [Client(spec, i, records, counter) for i in range(spec.concurrency)]
+    await asyncio.gather(*(c.run() for c in clients))
+    return records
+
+
+def main() -> None:
+    spec = Spec(**json.loads(sys.stdin.read()))
+    loop_factory = None
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    started = resource.getrusage(resource.RUSAGE_SELF)
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        records = runner.run(run(spec))
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (used.ru_utime - started.ru_utime) + (used.ru_stime - started.ru_stime)
+    result = {"pid": os.getpid(), "cpu": cpu, "records": [asdict(r) for r in records]}
+    sys.stdout.write(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

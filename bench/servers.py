@@ -1,0 +1,239 @@
+"""The processes a benchmark run needs, on loopback: the emulator, the gateway, LiteLLM.
+
+Each is a subprocess whose output goes to a log file in the run's folder; :class:`Server`
+waits until it answers, and measures its process tree (CPU seconds, resident memory) with
+psutil, so a supervisor and its workers count together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BASELINE_DIR = ROOT / "bench" / "litellm_baseline"
+UPSTREAM_TOKEN = "bench-upstream-token"
+MODEL = "gemma-2b"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def venv_bin(name: str) -> str:
+    """A console script installed beside the running interpreter (the venv's bin/)."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """CPU seconds (user + system) and resident bytes of a process tree at one instant."""
+
+    cpu: float
+    rss: int
+    processes: int
+
+
+def tree_usage(pid: int) -> Usage:
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return Usage(0.0, 0, 0)
+    cpu, rss, alive = 0.0, 0, 0
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            times = proc.cpu_times()
+            cpu += times.user + times.system
+            rss += proc.memory_info().rss
+            alive += 1
+    return Usage(cpu, rss, alive)
+
+
+class Server:
+    """A subprocess serving HTTP on 127.0.0.1; ready once ``ready_path`` answers < 500."""
+
+    def __init__(
+        self,
+        name: str,
+        args: list[str],
+        port: int,
+        ready_path: str,
+        log: Path,
+        *,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        ready_timeout: float = 60.0,
+    ) -> None:
+        self.name = name
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+        self._out = log.open("wb")
+        self.process = subprocess.Popen(
+            args,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            cwd=cwd,
+            start_new_session=True,  # a Ctrl-C of the bench reaches only the bench
+        )
+        try:
+            self._wait_ready(ready_path, ready_timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def usage(self) -> Usage:
+        return tree_usage(self.pid)
+
+    def pids(self) -> list[int]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            root = psutil.Process(self.pid)
+            return [self.pid, *(p.pid for p in root.children(recursive=True))]
+        return []
+
+    def _wait_ready(self, path: str, limit: float) -> None:
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited early; see {self.log}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + path, timeout=1.0).status_code < 500:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} not ready in {limit:.0f}s; see {self.log}")
+
+    def stop(self, wait: float = 15.0) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(wait)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._out.close()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_emulator(logs: Path, name: str, queue_seconds: float = 0.5) -> Server:
+    port = free_port()
+    args = [venv_bin("gateway"), "emulator", "--port", str(port), "--token", UPSTREAM_TOKEN]
+    args += ["--queue-seconds", str(queue_seconds), "--retention-seconds", "120"]
+    return Server("emulator", args, port, "/emulator/health", logs / f"{name}-emulator.log")
+
+
+def gateway_settings(
+    upstream: str, key: str, tick: float, workers: int, ledger: Path
+) -> dict[str, Any]:
+    """The gateway config the benchmark uses: one key, one account, defaults elsewhere."""
+    return {
+        "server": {"workers": workers, "graceful_shutdown_seconds": 2},
+        "upstream": {"base_url": upstream, "poll_interval": tick},
+        "models": [{"name": MODEL, "tag": "gemma:2b"}],
+        "keys": [{"name": "bench", "key": key, "upstream_token": UPSTREAM_TOKEN}],
+        "limits": {"default_deadline": 600},
+        "ledger": {"url": f"sqlite:///{ledger}"},
+        "logging": {"format": "json", "level": "info"},
+    }
+
+
+@dataclass(slots=True)
+class System:
+    """A server under test as the load generator sees it."""
+
+    name: str  # "gateway" | "litellm"
+    server: Server
+    api_key: str
+    model: str = MODEL
+
+
+def start_gateway(logs: Path, name: str, upstream: str, tick: float, workers: int) -> System:
+    port = free_port()
+    key = "sk-bench-" + secrets.token_urlsafe(16)
+    config = logs / f"{name}-gateway.yaml"
+    ledger = logs / f"{name}-usage.db"
+    config.write_text(yaml.safe_dump(gateway_settings(upstream, key, tick, workers, ledger)))
+    metrics_dir = logs / f"{name}-metrics"
+    metrics_dir.mkdir(exist_ok=True)
+    args = [venv_bin("gateway"), "serve", "--config", str(config), "--port", str(port)]
+    server = Server(
+        "gateway",
+        args,
+        port,
+        "/healthz",
+        logs / f"{name}-gateway.log",
+        env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
+    )
+    if workers > 1:
+        _wait_workers(server, workers)
+    return System("gateway", server, key)
+
+
+def _wait_workers(server: Server, workers: int, limit: float = 30.0) -> None:
+    """uvicorn's supervisor answers /healthz as soon as one worker does; wait for all."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if server.usage().processes >= workers + 1:
+            time.sleep(2.0)  # each worker still runs its lifespan
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"the gateway did not start {workers} workers; see {server.log}")
+
+
+def litellm_available() -> bool:
+    """Installed? (Not imported here: importing litellm reaches for the internet.)"""
+    return importlib.util.find_spec("litellm") is not None and Path(venv_bin("litellm")).exists()
+
+
+def start_litellm(logs: Path, name: str, upstream: str, tick: float) -> System:
+    port = free_port()
+    key = "sk-bench-" + secrets.token_urlsafe(16)
+    env = {
+        "JOBS_API_BASE": upstream,
+        "JOBS_API_TOKEN": UPSTREAM_TOKEN,
+        "JOBS_POLL_INTERVAL": str(tick),
+        "LITELLM_MASTER_KEY": key,
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no fetch of the price list from the internet
+        "LITELLM_TELEMETRY": "False",
+    }
+    args = [venv_bin("litellm"), "--config", "config.yaml", "--host", "127.0.0.1"]
+    args += ["--port", str(port), "--num_workers", "1"]
+    server = Server(
+        "litellm",
+        args,
+        port,
+        "/health/liveliness",
+        logs / f"{name}-litellm.log",
+        env=env,
+        cwd=BASELINE_DIR,
+        ready_timeout=120.0,
+    )
+    return System("litellm", server, key)

@@ -1,0 +1,171 @@
+"""What a chat request asks of the answer's shape: tool calls, a JSON format, or plain text.
+
+Read once per request from ``tools``, ``tool_choice``, ``parallel_tool_calls`` and
+``response_format``; schemas are checked and compiled here, so a bad schema is a 400 before
+anything is sent upstream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import jsonschema
+from jsonschema.protocols import Validator
+from jsonschema.validators import validator_for
+
+from gateway.errors import BadRequest
+from gateway.protocol import ChatCompletionRequest, NamedToolChoice, ToolDefinition
+
+__all__ = ["JsonSpec", "OutputSpec", "Tool", "ToolSpec", "compile_schema", "output_spec"]
+
+Choice = Literal["auto", "required"]
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    name: str
+    description: str | None
+    parameters: Mapping[str, Any] | None
+    strict: bool
+    validator: Validator | None
+
+    def definition(self) -> dict[str, Any]:
+        """The tool as OpenAI's ``tools`` entry, for the prompt."""
+        function: dict[str, Any] = {"name": self.name}
+        if self.description:
+            function["description"] = self.description
+        function["parameters"] = dict(self.parameters or {"type": "object", "properties": {}})
+        return {"type": "function", "function": function}
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """Tools offered to the model; absent when ``tool_choice`` is ``none``."""
+
+    tools: tuple[Tool, ...]
+    choice: Choice
+    forced: str | None  # the function a named tool_choice insists on
+    parallel: bool
+
+    @property
+    def must_call(self) -> bool:
+        return self.choice == "required" or self.forced is not None
+
+    @property
+    def names(self) -> frozenset[str]:
+        """Every defined name: what counts as a call attempt in a bare JSON object."""
+        return frozenset(tool.name for tool in self.tools)
+
+    def allowed(self, name: str) -> Tool | None:
+        """The tool ``name`` if this answer may call it."""
+        if self.forced is not None and name != self.forced:
+            return None
+        return next((tool for tool in self.tools if tool.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class JsonSpec:
+    kind: Literal["json_object", "json_schema"]
+    name: str | None = None
+    description: str | None = None
+    schema: Mapping[str, Any] | None = None
+    strict: bool = False
+    validator: Validator | None = None
+
+    @property
+    def opener(self) -> str:
+        """The characters the JSON answer may start with."""
+        kind = (self.schema or {}).get("type")
+        kinds = kind if isinstance(kind, list) else [kind]
+        if "array" in kinds:
+            return "[{" if "object" in kinds else "["
+        return "{"
+
+
+@dataclass(frozen=True, slots=True)
+class OutputSpec:
+    tools: ToolSpec | None
+    json: JsonSpec | None
+    retries: int  # how many times an answer that does not fit is asked for again
+
+
+def compile_schema(schema: Any, param: str) -> Validator:
+    """A validator for ``schema`` (its ``$schema`` or draft 2020-12); a bad schema is a 400."""
+    if not isinstance(schema, dict):
+        raise BadRequest("A JSON schema must be an object.", param=param, code="invalid_schema")
+    cls = validator_for(schema, default=jsonschema.Draft202012Validator)
+    try:
+        cls.check_schema(schema)
+    except jsonschema.SchemaError as error:
+        raise BadRequest(
+            f"Invalid JSON schema: {error.message}", param=param, code="invalid_schema"
+        ) from None
+    validator: Validator = cls(schema)
+    return validator
+
+
+def _tool(definition: ToolDefinition, index: int) -> Tool:
+    function = definition.function
+    parameters = function.parameters
+    param = f"tools[{index}].function.parameters"
+    validator = compile_schema(parameters, param) if parameters else None
+    return Tool(function.name, function.description, parameters, bool(function.strict), validator)
+
+
+def _tools(request: ChatCompletionRequest) -> ToolSpec | None:
+    choice = request.tool_choice
+    if not request.tools:
+        if choice is not None and choice != "none":
+            raise BadRequest(
+                "tool_choice is only allowed when tools are specified.", param="tool_choice"
+            )
+        return None
+    if choice == "none":
+        return None
+    tools = tuple(_tool(definition, i) for i, definition in enumerate(request.tools))
+    names = [tool.name for tool in tools]
+    if len(set(names)) != len(names):
+        raise BadRequest("Tool names must be unique.", param="tools")
+    forced = _forced(choice, names) if isinstance(choice, NamedToolChoice) else None
+    mode: Choice = "required" if choice == "required" else "auto"
+    parallel = request.parallel_tool_calls is not False
+    return ToolSpec(tools, mode, forced, parallel)
+
+
+def _forced(choice: NamedToolChoice, names: list[str]) -> str:
+    name = choice.function.get("name")
+    if not isinstance(name, str) or name not in names:
+        raise BadRequest(
+            f"tool_choice names the function {name!r}, which is not among the tools.",
+            param="tool_choice",
+        )
+    return name
+
+
+def _json(request: ChatCompletionRequest) -> JsonSpec | None:
+    fmt = request.response_format
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return JsonSpec("json_object")
+    spec = fmt.json_schema
+    if spec is None or spec.schema_ is None:
+        raise BadRequest(
+            "response_format of type json_schema needs json_schema.schema.",
+            param="response_format.json_schema",
+        )
+    validator = compile_schema(spec.schema_, "response_format.json_schema.schema")
+    return JsonSpec(
+        "json_schema", spec.name, spec.description, spec.schema_, bool(spec.strict), validator
+    )
+
+
+def output_spec(request: ChatCompletionRequest, retries: int) -> OutputSpec | None:
+    """The shape the answer must take, or None when plain text will do."""
+    tools = _tools(request)
+    fmt = _json(request)
+    if tools is None and fmt is None:
+        return None
+    return OutputSpec(tools, fmt, max(0, retries))

@@ -1,0 +1,138 @@
+"""The benchmark's own arithmetic and parsing: wrong here means wrong figures in the table."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+
+import pytest
+
+from bench.loadgen import Connection, Record, SSEReader, count_words, parse_head
+from bench.profile import tally
+from bench.report import Row, advantage, format_table, id_chunks, percentile
+from bench.scenarios import Observation, coalescing_bound, word_delays
+
+
+def test_percentile_interpolates_and_handles_edges() -> None:
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0
+    assert percentile([0.0, 10.0], 99) == pytest.approx(9.9)
+    assert percentile([5.0], 99) == 5.0
+    assert math.isnan(percentile([], 50))
+
+
+def test_id_chunks_follow_the_url_budget() -> None:
+    # 32-char ids plus commas: 241 fit in 7972 characters, so 500 need 3 requests
+    assert id_chunks(241, 32, 7972) == 1
+    assert id_chunks(242, 32, 7972) == 2
+    assert id_chunks(500, 32, 7972) == 3
+    assert id_chunks(0, 32, 7972) == 0
+    assert coalescing_bound(500, 2, 22) == 4
+
+
+def test_advantage_is_oriented_by_what_is_better() -> None:
+    assert advantage(2.0, 10.0, higher_is_better=False) == 5.0
+    assert advantage(300.0, 100.0, higher_is_better=True) == 3.0
+    assert advantage(None, 1.0, higher_is_better=True) is None
+    assert advantage(0.0, 1.0, higher_is_better=False) is None
+
+
+def test_table_lines_up() -> None:
+    rows = [Row("a", "1", "2", "2x", "t", True), Row("long name", "", "", "", "", None)]
+    table = format_table(rows)
+    lines = table.splitlines()
+    assert len({len(line) for line in lines}) == 1
+    assert "PASS" in lines[2] and lines[3].rstrip(" |").endswith("-")
+
+
+def test_words_are_counted_once_across_deltas() -> None:
+    assert count_words(False, "Hello big") == (2, True)
+    assert count_words(True, "ger world ") == (1, False)  # "ger" continues "big"
+    assert count_words(False, " two words") == (2, True)
+    assert count_words(True, "") == (0, True)
+
+
+def _frame(obj: object) -> bytes:
+    return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+
+def test_sse_reader_stamps_words_and_finds_the_job_id() -> None:
+    record = Record(t0=0.0)
+    reader = SSEReader(record)
+    fields = {"job_id": "j1"}
+    role = {"choices": [{"delta": {"role": "assistant", "provider_specific_fields": fields}}]}
+    first = {"choices": [{"delta": {"content": "one two"}}]}
+    second = {"choices": [{"delta": {"content": " three"}}]}
+    data = _frame(role) + b": ping\n\n" + _frame(first) + _frame(second) + b"data: [DONE]\n\n"
+    reader.feed(data[:30], now=1.0)  # frames split anywhere
+    reader.feed(data[30:], now=2.0)
+    assert record.job_id == "j1"
+    assert record.words == [2.0, 2.0, 2.0]
+    assert reader.done and record.error is None
+
+
+def test_sse_reader_keeps_an_error_event() -> None:
+    record = Record(t0=0.0)
+    SSEReader(record).feed(_frame({"error": {"message": "boom"}}), now=1.0)
+    assert record.error == "boom"
+
+
+def test_parse_head() -> None:
+    head = parse_head(b"HTTP/1.1 200 OK\r\nX-Job-Id: abc\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert head.status == 200 and head.chunked and head.keep_alive
+    assert head.headers["x-job-id"] == "abc"
+
+
+async def test_connection_reads_chunked_bodies_and_reuses_the_socket() -> None:
+    requests = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal requests
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                break
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            requests += 1
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+                b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+            )
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    conn = Connection("127.0.0.1", port)
+    try:
+        for _ in range(2):
+            head = await conn.request("POST", "/x", b"", b"{}")
+            assert b"".join([p async for p in conn.body(head)]) == b"hello world"
+    finally:
+        conn.close()
+        server.close()
+        await server.wait_closed()
+    assert requests == 2
+
+
+def test_word_delays_use_only_words_inside_the_window() -> None:
+    seen = Observation(start=10.0, end=20.0)
+    ok = {"job_id": "a", "words": [9.5, 10.5, 11.0], "status": 200, "error": None, "t_end": 11.0}
+    short = {"job_id": "b", "words": [12.0], "status": 200, "error": None, "t_end": 12.0}
+    timelines = {"a": [9.0, 10.25, 10.5], "b": [11.5, 11.9]}
+    delays, mismatched = word_delays([ok, short], timelines, seen)
+    assert delays == pytest.approx([0.25, 0.5, 0.5])
+    assert mismatched == 1
+
+
+def test_profile_tally_counts_own_and_inclusive_samples() -> None:
+    rows = [
+        "process 1:x;main (a.py:1);work (b.py:2);hot (c.py:3) 7",
+        "process 1:x;main (a.py:1);work (b.py:4) 3",
+    ]
+    own, total, samples = tally(rows)
+    assert samples == 10
+    assert own["hot (c.py)"] == 7 and own["work (b.py)"] == 3
+    assert total["work (b.py)"] == 10 and total["main (a.py)"] == 10
