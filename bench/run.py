@@ -45,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--clients", type=int, help="concurrent clients, scenario 3 and 5 (200)")
     p.add_argument("--hold", type=int, help="streams held open, scenario 4 (1000)")
     p.add_argument("--window", type=float, help="seconds measured per run (20)")
+    p.add_argument("--words", type=int, default=100, help="words per streamed answer (100)")
+    p.add_argument("--wps", type=float, default=10.0, help="words per second of a job (10)")
     p.add_argument("--tick", type=float, default=0.25, help="poll interval of both systems")
     p.add_argument("--soak", type=float, default=0.0, help="also soak the gateway N seconds")
     p.add_argument("--load-procs", type=int, default=1, help="load-generator processes")
@@ -62,6 +64,8 @@ def _sizes(args: argparse.Namespace) -> dict[str, Any]:
         "clients": args.clients or (50 if quick else 200),
         "hold": args.hold or (200 if quick else 1000),
         "window": args.window or (6.0 if quick else 20.0),
+        "words": args.words,
+        "wps": args.wps,
     }
 
 
@@ -139,7 +143,7 @@ async def measure(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
             step(f"streams: {sizes['streams']} concurrent streams through {name}")
             out["streams"][name] = await scenarios.streams(
                 ctx, f"streams-{name}", factory, sizes["streams"], sizes["window"],
-                profile=name == "gateway",
+                words=args.words, wps=args.wps, profile=name == "gateway",
             )  # fmt: skip
     if chosen & {"throughput", "scale"}:
         out["throughput"] = {}
@@ -171,8 +175,9 @@ async def measure(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
         }
         step(f"scale: {sizes['streams']} streams through the gateway with 2 workers")
         out["scale"]["streams"] = await scenarios.streams(
-            ctx, "scale-streams", two, sizes["streams"], max(6.0, sizes["window"] / 2)
-        )
+            ctx, "scale-streams", two, sizes["streams"], max(6.0, sizes["window"] / 2),
+            words=args.words, wps=args.wps,
+        )  # fmt: skip
     return out
 
 
@@ -203,7 +208,8 @@ def rows(results: dict[str, Any], chosen: set[str], tick: float) -> list[Row]:
             gv, bv = g["delay_ms"][q], (b["delay_ms"][q] if b else None)
             table.append(
                 Row(
-                    f"2 added delay {q} (ms), {g['concurrency']} streams",
+                    f"2 added delay {q} (ms), {g['concurrency']} streams"
+                    f" x {g['words_per_stream']} words",
                     fmt(gv),
                     fmt(bv),
                     fmt(advantage(gv, bv, higher_is_better=False), "x"),
@@ -256,11 +262,15 @@ def rows(results: dict[str, Any], chosen: set[str], tick: float) -> list[Row]:
     if g:
         gv, bv = g["rss_mb"], (b["rss_mb"] if b else None)
         note = "" if g["streams_open_in_window"] >= g["concurrency"] else " (not all open!)"
+        if b is not None and b["streams_open_in_window"] < b["concurrency"]:
+            bv_text = f"{bv:,.0f} ({b['streams_open_in_window']}/{b['concurrency']} open)"
+        else:
+            bv_text = fmt(bv, digits=0)
         table.append(
             Row(
                 f"4 RSS (MB), {g['concurrency']} streams open{note}",
                 fmt(gv, digits=0),
-                fmt(bv, digits=0),
+                bv_text,
                 fmt(advantage(gv, bv, higher_is_better=False), "x"),
                 "<= 250 MB",
                 gv <= 250 and not note,

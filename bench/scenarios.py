@@ -445,7 +445,7 @@ async def memory(
     concurrency: int,
     *,
     ramp: float = 5.0,
-    settle: float = 8.0,
+    settle: float = 15.0,
     hold: float = 6.0,
 ) -> dict[str, Any]:
     """Resident memory of the server while ``concurrency`` streams are open and waiting."""

@@ -178,25 +178,39 @@ class Snapshot:
     rss_mb: float
     tasks: float
     fds: int
+    client_connections: int  # open connections from clients (the probe's keep-alive is one)
+    upstream_connections: int  # the upstream pool's (kept alive, up to max_connections)
     jobs: float
     streams: float
     requests: float
 
+    @property
+    def other_fds(self) -> int:
+        """Open files that are neither kind of connection: these must not grow."""
+        return self.fds - self.client_connections - self.upstream_connections
 
-def snapshot(gateway: Server) -> Snapshot:
+
+def snapshot(gateway: Server, emulator: Server) -> Snapshot:
     process = psutil.Process(gateway.process.pid)
     state = in_flight(gateway)
+    # Any state: the pool's idle connections the emulator closed wait in CLOSE_WAIT until
+    # the pool is used again, and they are still open files.
+    connections = [c for c in process.net_connections("tcp") if c.status != "LISTEN"]
     return Snapshot(
         rss_mb=process.memory_info().rss / 2**20,
         tasks=state.tasks,
         fds=process.num_fds(),
+        client_connections=sum(1 for c in connections if c.laddr.port == gateway.port),
+        upstream_connections=sum(
+            1 for c in connections if c.raddr and c.raddr.port == emulator.port
+        ),
         jobs=state.jobs,
         streams=state.streams,
         requests=state.requests,
     )
 
 
-async def settle(gateway: Server, limit: float = 60.0) -> Snapshot:
+async def settle(gateway: Server, emulator: Server, limit: float = 60.0) -> Snapshot:
     """Wait until nothing is in flight, then a little more for the loop to go quiet."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
@@ -205,7 +219,7 @@ async def settle(gateway: Server, limit: float = 60.0) -> Snapshot:
             break
         await asyncio.sleep(0.25)
     await asyncio.sleep(2.0)
-    return await asyncio.to_thread(snapshot, gateway)
+    return await asyncio.to_thread(snapshot, gateway, emulator)
 
 
 class RssSampler:
@@ -321,61 +335,70 @@ def _raise_file_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(8192, hard), hard))
 
 
+def _client(args: argparse.Namespace, connections: int) -> httpx.AsyncClient:
+    """A client per phase, closed before the phase's "after" reading: its kept-alive
+    connections would otherwise count as the gateway's open files."""
+    return httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        timeout=httpx.Timeout(300),
+        headers={"authorization": f"Bearer {ALICE_KEY}"},
+    )
+
+
 async def run(args: argparse.Namespace, emulator: Server, gateway: Server) -> list[Phase]:
     url = gateway.url + "/v1/chat/completions"
-    limits = httpx.Limits(
-        max_connections=args.streams + 100, max_keepalive_connections=args.streams
-    )
-    headers = {"authorization": f"Bearer {ALICE_KEY}"}
+
+    async def warm_up() -> Tally:
+        tally = Tally()
+        async with _client(args, 1) as client:
+            for i in range(20):
+                await one_stream(client, url, f"warm-{i}", args.words, tally)
+        return tally
+
+    async def burst_phase() -> Tally:
+        async with _client(args, args.streams) as client:
+            return await burst(client, url, args.streams, args.words)
+
+    async def steady_phase() -> Tally:
+        async with _client(args, args.concurrency) as client:
+            return await steady(client, url, args.concurrency, args.minutes, args.words, gateway)
+
     phases: list[Phase] = []
-    async with httpx.AsyncClient(
-        limits=limits, timeout=httpx.Timeout(300), headers=headers
-    ) as client:
-        warm = Tally()
-        for i in range(20):
-            await one_stream(client, url, f"warm-{i}", args.words, warm)
+    with lag_probe(gateway.url) as lag:
+        warm = await warm_up()
         if warm.errors:
             raise SystemExit(f"warm-up failed: {dict(warm.errors)}")
-        baseline = await settle(gateway)
+        baseline = await settle(gateway, emulator)
         print(
             f"baseline: RSS {baseline.rss_mb:.0f} MB, {baseline.tasks:.0f} tasks, "
             f"{baseline.fds} open files",
             flush=True,
         )
-        with lag_probe(gateway.url) as lag:
-            work: list[tuple[str, Callable[[], Awaitable[Tally]]]] = [
-                (
-                    f"{args.streams} concurrent streams",
-                    lambda: burst(client, url, args.streams, args.words),
-                ),
-                (
-                    f"steady {args.minutes:g} min x {args.concurrency}",
-                    lambda: steady(
-                        client, url, args.concurrency, args.minutes, args.words, gateway
-                    ),
-                ),
-            ]
-            for name, phase_work in work:
-                before = await asyncio.to_thread(snapshot, gateway)
-                print(f"{name} ...", flush=True)
-                started_wall, started = time.time(), time.perf_counter()
-                with RssSampler(gateway.process.pid) as rss:
-                    tally = await phase_work()
-                seconds = time.perf_counter() - started
-                ended_wall = time.time()
-                after = await settle(gateway)
-                peak = max(rss.samples, default=0.0)
-                phases.append(
-                    Phase(name, seconds, tally, before, after, peak, started_wall, ended_wall)
-                )
-                print(
-                    f"  done in {seconds:.1f} s: {tally.ok}/{tally.requests} right, "
-                    f"errors {dict(tally.errors)}",
-                    flush=True,
-                )
-        for phase in phases:
-            phase.lag = _lag_between(lag, phase.started, phase.ended)
-        phases.insert(0, Phase("baseline (idle)", 0, Tally(), baseline, baseline, baseline.rss_mb))
+        work: list[tuple[str, Callable[[], Awaitable[Tally]]]] = [
+            (f"{args.streams} concurrent streams", burst_phase),
+            (f"steady {args.minutes:g} min x {args.concurrency}", steady_phase),
+        ]
+        for name, phase_work in work:
+            before = await asyncio.to_thread(snapshot, gateway, emulator)
+            print(f"{name} ...", flush=True)
+            started_wall, started = time.time(), time.perf_counter()
+            with RssSampler(gateway.process.pid) as rss:
+                tally = await phase_work()
+            seconds = time.perf_counter() - started
+            ended_wall = time.time()
+            after = await settle(gateway, emulator)
+            peak = max(rss.samples, default=0.0)
+            phases.append(
+                Phase(name, seconds, tally, before, after, peak, started_wall, ended_wall)
+            )
+            print(
+                f"  done in {seconds:.1f} s: {tally.ok}/{tally.requests} right, "
+                f"errors {dict(tally.errors)}",
+                flush=True,
+            )
+    for phase in phases:
+        phase.lag = _lag_between(lag, phase.started, phase.ended)
+    phases.insert(0, Phase("baseline (idle)", 0, Tally(), baseline, baseline, baseline.rss_mb))
     return phases
 
 
@@ -391,6 +414,7 @@ def table(phases: list[Phase]) -> str:
             "lag p50/p99/max ms",
             "tasks before/after",
             "files before/after",
+            "conns client/upstream after",
             "left in flight",
         )
     ]
@@ -412,6 +436,7 @@ def table(phases: list[Phase]) -> str:
                 else "-",
                 f"{p.before.tasks:.0f}/{p.after.tasks:.0f}",
                 f"{p.before.fds}/{p.after.fds}",
+                f"{p.after.client_connections}/{p.after.upstream_connections}",
                 f"jobs {p.after.jobs:.0f}, streams {p.after.streams:.0f}, "
                 f"requests {p.after.requests:.0f}",
             )
@@ -450,8 +475,10 @@ def main(argv: list[str] | None = None) -> int:
         leaks.append("work left in flight")
     if last.tasks > base.tasks:
         leaks.append(f"{last.tasks - base.tasks:.0f} more asyncio tasks than at rest")
-    if last.fds > base.fds + 5:
-        leaks.append(f"{last.fds - base.fds} more open files than at rest")
+    if last.client_connections > base.client_connections:
+        leaks.append("client connections left open")
+    if last.other_fds > base.other_fds + 2:
+        leaks.append(f"{last.other_fds - base.other_fds} more open files than at rest")
     errors = sum(sum(p.tally.errors.values()) for p in phases)
     statuses = {
         dict(labels).get("status"): value

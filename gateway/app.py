@@ -17,7 +17,7 @@ from starlette.routing import Route
 from gateway.config import Settings
 from gateway.demo import with_demo_defaults
 from gateway.emulator.server import EmbeddedEmulator
-from gateway.errors import BadRequest, GatewayError, MethodNotAllowed, NotFound
+from gateway.errors import BadRequest, GatewayError, InternalError, MethodNotAllowed, NotFound
 from gateway.inflight import InFlightMiddleware
 from gateway.logs import LoggingSetup, configure_logging
 from gateway.metrics import Metrics, render_latest
@@ -59,14 +59,8 @@ async def _gateway_error(request: Request, exc: Exception) -> Response:
 async def _unexpected(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(
-        _InternalError("The gateway failed to handle this request; it has been logged.")
+        InternalError("The gateway failed to handle this request; it has been logged.")
     )
-
-
-class _InternalError(GatewayError):
-    status_code = 500
-    error_type = "server_error"
-    default_code = "internal_error"
 
 
 def register_secrets(setup: LoggingSetup, settings: Settings) -> None:

@@ -93,6 +93,7 @@ class ModelSettings(_Frozen):
     owned_by: str = "distributed-llm-service"
     template: str = "transcript"
     template_jinja: str | None = None
+    tool_template: str | None = None
     max_tokens: int | None = Field(None, ge=1)
     deadline: float | None = Field(None, gt=0)
     context_window: int | None = Field(None, ge=1)

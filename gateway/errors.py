@@ -11,7 +11,8 @@
     ├── RateLimited (429)             carries Retry-After
     ├── ServiceUnavailable (503)      circuit open, shutting down
     ├── UpstreamError (502)           the jobs API failed or a job failed
-    └── DeadlineExceeded (504)
+    ├── DeadlineExceeded (504)
+    └── InternalError (500)           a bug; the traceback goes to the log only
 
 Every error carries what the client needs to act on it; nothing carries a secret.
 """
@@ -118,6 +119,14 @@ class UpstreamError(GatewayError):
 
 class JobFailed(UpstreamError):
     default_code = "job_failed"
+
+
+class InternalError(GatewayError):
+    """A bug: logged with its traceback, answered without it."""
+
+    status_code = 500
+    error_type = "server_error"
+    default_code = "internal_error"
 
 
 class DeadlineExceeded(GatewayError):

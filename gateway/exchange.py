@@ -30,6 +30,7 @@ class Exchange:
     outcome: str = "ok"
     prompt_text: str | None = None
     log_rewrites: int = 0
+    ignored: list[str] = field(default_factory=list)  # request fields accepted, not forwarded
     cleanups: list[Callable[[Exchange], Awaitable[None]]] = field(default_factory=list)
 
     def mark_text(self) -> None:

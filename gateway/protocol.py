@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 #: Sampling and bookkeeping fields that are accepted and not forwarded: the jobs API has no
 #: parameters beyond the prompt, and dropping these does not change what an answer means.
@@ -32,6 +32,8 @@ IGNORED_FIELDS = frozenset(
         "best_of",
         "safety_identifier",
         "prompt_cache_key",
+        "prompt_cache_options",
+        "prompt_cache_retention",
         "verbosity",
     }
 )
@@ -39,6 +41,14 @@ IGNORED_FIELDS = frozenset(
 
 class _Lenient(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_means_default(cls, data: Any) -> Any:
+        """OpenAI treats an explicit ``null`` like a missing field; so do we."""
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None}
+        return data
 
 
 class TextPart(_Lenient):

@@ -136,6 +136,7 @@ class Runtime:
             completion_tokens=exchange.completion_tokens,
             outcome=exchange.outcome,
             stream=exchange.stream,
+            ignored_fields=exchange.ignored or None,
             **self._logged_prompt(exchange),
         )
 

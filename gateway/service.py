@@ -68,6 +68,13 @@ class ToolCallDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ChoiceReset:
+    """Non-streamed only: forget this choice's text so far; the job's final log replaces it."""
+
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
 class ChoiceEnd:
     index: int
     reason: str
@@ -78,7 +85,7 @@ class KeepAlive:
 
 
 KEEPALIVE = KeepAlive()
-Event = TextDelta | ToolCallDelta | ChoiceEnd | KeepAlive
+Event = TextDelta | ToolCallDelta | ChoiceReset | ChoiceEnd | KeepAlive
 
 
 @dataclass(slots=True)
@@ -143,12 +150,23 @@ def prompt_messages(messages: Sequence[ChatMessage]) -> list[PromptMessage]:
     return result
 
 
+#: Fields whose absence would change what the answer means: refused rather than ignored.
+_MEANINGFUL_EXTRAS = ("web_search_options", "moderation")
+
+
 def _refuse_unsupported(request: ChatCompletionRequest) -> None:
-    if request.logprobs or request.top_logprobs:
-        raise UnsupportedParameter(
-            "logprobs are not available: the upstream service reports no token probabilities.",
-            param="logprobs",
-        )
+    for name in ("logprobs", "top_logprobs"):
+        if getattr(request, name):
+            raise UnsupportedParameter(
+                "logprobs are not available: the upstream service reports no token probabilities.",
+                param=name,
+            )
+    for name in _MEANINGFUL_EXTRAS:
+        if (request.model_extra or {}).get(name) is not None:
+            raise UnsupportedParameter(
+                f"'{name}' is not supported: the upstream service only generates text.",
+                param=name,
+            )
     if request.audio is not None or (request.modalities and "audio" in request.modalities):
         raise UnsupportedParameter("Audio output is not supported.", param="audio")
     if request.functions:
@@ -159,10 +177,19 @@ def _refuse_unsupported(request: ChatCompletionRequest) -> None:
 
 
 def _common_limits(
-    n: int, stops: list[str], max_tokens: int | None, limits: LimitSettings, param: str
+    n: int,
+    stops: list[str],
+    max_tokens: int | None,
+    limits: LimitSettings,
+    param: str,
+    prompts: int = 1,
 ) -> None:
-    if n > limits.max_n:
-        raise BadRequest(f"n must be at most {limits.max_n}; got {n}.", param="n")
+    if n * prompts > limits.max_n:
+        what = f"{n}" if prompts == 1 else f"{n} x {prompts} prompts = {n * prompts}"
+        raise BadRequest(
+            f"n (times the number of prompts) must be at most {limits.max_n}; got {what}.",
+            param="n",
+        )
     if len(stops) > limits.max_stop_sequences:
         raise BadRequest(
             f"At most {limits.max_stop_sequences} stop sequences are allowed.", param="stop"
@@ -211,15 +238,15 @@ def plan_chat(
     max_tokens = request.max_completion_tokens or request.max_tokens or model.max_tokens
     param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
     _common_limits(request.n, stops, max_tokens, limits, param)
-    output = output_spec(request, getattr(limits, "structured_retries", 2))
+    output = output_spec(request, limits.structured_retries)
     messages = prompt_messages(request.messages)
     template = catalog.template(model)
 
     def render(correction: str | None = None) -> str:
         if output is None:
             return template.render(messages)
-        # A model may bring its own instructions template (config field still to come).
-        source: str | None = getattr(model, "tool_template", None)
+        # A model may bring its own instructions template (models[].tool_template).
+        source = model.tool_template
         return template.render(
             with_instructions(messages, instructions(output, correction, source))
         )
@@ -249,7 +276,7 @@ def plan_text(
     client_timeout: float | None = None,
 ) -> Plan:
     model = catalog.resolve(request.model)
-    if request.logprobs:
+    if request.logprobs is not None:
         raise UnsupportedParameter(
             "logprobs are not available: the upstream service reports no token probabilities.",
             param="logprobs",
@@ -267,7 +294,7 @@ def plan_text(
         raise BadRequest("prompt must not be empty.", param="prompt")
     stops = request.stop_list()
     max_tokens = request.max_tokens or model.max_tokens
-    _common_limits(request.n * len(prompts), stops, max_tokens, limits, "max_tokens")
+    _common_limits(request.n, stops, max_tokens, limits, "max_tokens", prompts=len(prompts))
     for prompt in prompts:
         _check_prompt(prompt, limits, "prompt")
     inputs = [p for p in prompts for _ in range(request.n)]
@@ -364,6 +391,16 @@ class ChoiceState:
         events: list[Event] = []
         finished = snapshot.phase is JobPhase.FINISHED
         delta = self.cursor.advance(snapshot.log, final=finished)
+        if finished and self.cursor.diverged and not self._plan.stream:
+            # The log was rewritten and nothing has reached the client yet: answer with the
+            # job's final text rather than the draft we had followed.
+            events.append(ChoiceReset(self.index))
+            rewrites = self.cursor.rewrites
+            self.cursor = LogCursor(strip_ansi=self._strip)
+            self.cursor.rewrites = rewrites
+            self.text = ChoiceText(self._plan.stops, self._plan.max_tokens)
+            self.output = self._output()
+            delta = self.cursor.advance(snapshot.log, final=True)
         if delta:
             self.started = True
             emitted, reason = self.text.feed(delta)
@@ -453,13 +490,18 @@ class Completions:
         return slots
 
     def begin_drain(self, grace: float) -> None:
-        """Shutting down: requests still running ``grace`` seconds from now end with an error."""
+        """Shutting down: requests still running ``grace`` seconds from now end with an error;
+        requests still waiting for a job slot end now."""
         self.drain_deadline = asyncio.get_running_loop().time() + grace
+        for slots in self._slots.values():
+            slots.refuse_waiting(_shutting_down())
         self._hub.wake_all()
 
     async def submit(
         self, key: KeySettings, account: str, plan: Plan, deadline: float
     ) -> Submitted:
+        if self.drain_deadline != math.inf:
+            raise _shutting_down()
         slots = self.slots(key.upstream_token)
         wait = deadline - asyncio.get_running_loop().time()
         await slots.acquire(plan.n_choices, max(wait, 0.0))
@@ -498,14 +540,23 @@ class Completions:
         choice.restart(ids[0])
 
     async def events(
-        self, plan: Plan, jobs: Submitted, deadline: float, choices: list[ChoiceState] | None = None
+        self,
+        plan: Plan,
+        jobs: Submitted,
+        deadline: float,
+        choices: list[ChoiceState] | None = None,
+        keepalive: float | None = None,
     ) -> AsyncIterator[Event]:
-        """Follow the jobs until every choice ended; raise a GatewayError if that fails."""
+        """Follow the jobs until every choice ended; raise a GatewayError if that fails.
+
+        ``keepalive`` (default ``limits.keepalive_interval``) is the longest silence: a
+        :data:`KEEPALIVE` is yielded after it.
+        """
         loop = asyncio.get_running_loop()
         strip = self._settings.upstream.strip_ansi
         if choices is None:
             choices = [ChoiceState(i, job_id, plan, strip) for i, job_id in enumerate(jobs.ids)]
-        keepalive = self._settings.limits.keepalive_interval
+        keepalive = keepalive or self._settings.limits.keepalive_interval
         while True:
             open_jobs = {c.job_id: c for c in choices if not c.done}
             if not open_jobs:
@@ -515,11 +566,7 @@ class Completions:
                 while open_jobs and not retrying:
                     now = loop.time()
                     if now >= self.drain_deadline:
-                        raise ServiceUnavailable(
-                            "The gateway is shutting down and could not finish this answer in "
-                            "its grace period; please retry.",
-                            code="server_shutdown",
-                        )
+                        raise _shutting_down()
                     if now >= deadline:
                         raise _deadline_error(plan, watch.poll_error, choices)
                     limit = min(deadline, self.drain_deadline) - now
@@ -543,6 +590,15 @@ class Completions:
                 # the new jobs with them.
                 for choice in retrying:
                     await self.resubmit(plan, jobs, choice)
+
+
+def _shutting_down() -> ServiceUnavailable:
+    return ServiceUnavailable(
+        "The gateway is shutting down and could not finish this answer in its grace period; "
+        "please retry.",
+        code="server_shutdown",
+        headers={"retry-after": "1"},
+    )
 
 
 def _deadline_error(

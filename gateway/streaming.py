@@ -10,13 +10,25 @@ the stream ends: the openai SDK raises it as an APIError.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from gateway.answers import AnswerShape
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, InternalError
 from gateway.exchange import Exchange
-from gateway.service import ChoiceEnd, ChoiceState, Event, KeepAlive, Plan, TextDelta, ToolCallDelta
+from gateway.service import (
+    ChoiceEnd,
+    ChoiceReset,
+    ChoiceState,
+    Event,
+    KeepAlive,
+    Plan,
+    TextDelta,
+    ToolCallDelta,
+)
+
+logger = logging.getLogger("gateway.streaming")
 
 KEEPALIVE_COMMENT = b": ping\n\n"
 DONE = b"data: [DONE]\n\n"
@@ -62,7 +74,12 @@ async def sse_stream(
             yield _encode(shape, first, exchange)
             async for event in events:
                 yield _encode(shape, event, exchange)
-    except GatewayError as error:
+    except Exception as exc:
+        if isinstance(exc, GatewayError):
+            error = exc
+        else:  # a bug: the client still gets a clean end, the log gets the traceback
+            logger.exception("stream failed after it began")
+            error = InternalError("The gateway failed while streaming; it has been logged.")
         exchange.status, exchange.outcome = error.status_code, error.code or "error"
         settle(exchange, choices)
         yield sse(error.to_dict())
@@ -82,6 +99,8 @@ def _encode(shape: AnswerShape, event: Event, exchange: Exchange) -> bytes:
         return sse(shape.chunk(event.index, tool_call=event.call))
     if isinstance(event, ChoiceEnd):
         return sse(shape.chunk(event.index, finish=event.reason))
+    if isinstance(event, ChoiceReset):  # only non-streamed answers are ever reset
+        return b""
     assert isinstance(event, KeepAlive)
     return KEEPALIVE_COMMENT
 
@@ -105,6 +124,9 @@ async def collect(
             elif isinstance(event, ToolCallDelta):
                 exchange.mark_text()
                 _add_call_piece(calls[event.index], event)
+            elif isinstance(event, ChoiceReset):
+                parts[event.index].clear()
+                calls[event.index].clear()
             elif isinstance(event, ChoiceEnd):
                 reasons[event.index] = event.reason
     except GatewayError:

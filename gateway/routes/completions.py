@@ -22,7 +22,13 @@ from gateway.errors import GatewayError, RateLimited
 from gateway.exchange import Exchange
 from gateway.protocol import ChatCompletionRequest, CompletionRequest
 from gateway.responses import DeferredJSONResponse, EventStreamResponse
-from gateway.routes.common import deadline_cap, error_response, request_id, runtime
+from gateway.routes.common import (
+    client_timeout,
+    deadline_cap,
+    error_response,
+    request_id,
+    runtime,
+)
 from gateway.service import ChoiceState, Plan, plan_chat, plan_text
 from gateway.streaming import collect, sse_stream
 
@@ -41,6 +47,14 @@ def _estimate(plan: Plan, limits: LimitSettings) -> int:
     """Tokens charged at admission; corrected to the real count when the answer ends."""
     per_choice = plan.max_tokens or limits.completion_estimate
     return plan.prompt_tokens + per_choice * plan.n_choices
+
+
+def _keepalive(request: Request, limits: LimitSettings) -> float:
+    """Pings come at least twice per client read timeout, so a client never times out waiting."""
+    timeout = client_timeout(request)
+    if timeout is None or timeout <= 0:
+        return limits.keepalive_interval
+    return max(0.5, min(limits.keepalive_interval, timeout / 2))
 
 
 async def chat_completions(request: Request) -> Response:
@@ -65,6 +79,7 @@ async def _complete(request: Request, route: str, kind: str, planner: Planner) -
         exchange.model = plan.model.name
         exchange.stream = plan.stream
         exchange.prompt_tokens = plan.prompt_tokens
+        exchange.ignored = plan.ignored
         if settings.logging.log_prompts or settings.ledger.log_prompts:
             exchange.prompt_text = "\n\n".join(dict.fromkeys(plan.prompts))
         admission = await rt.limiter.admit(
@@ -99,7 +114,9 @@ async def _complete(request: Request, route: str, kind: str, planner: Planner) -
         ChoiceState(i, job_id, plan, settings.upstream.strip_ansi)
         for i, job_id in enumerate(jobs.ids)
     ]
-    events = rt.completions.events(plan, jobs, deadline, choices)
+    events = rt.completions.events(
+        plan, jobs, deadline, choices, keepalive=_keepalive(request, settings.limits)
+    )
     shape = AnswerShape(kind, plan.model.name, settings.server.system_fingerprint)
 
     async def on_close(status: int, outcome: str) -> None:

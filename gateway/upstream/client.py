@@ -33,7 +33,7 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 #: Connection pools the upstream connections are spread over (see JobsClient.__init__).
 POOL_SHARDS = 8
-#: The longest a submission waits before retrying (whatever Retry-After says).
+#: The longest a submission waits to retry; a longer Retry-After goes back to the client.
 MAX_SUBMIT_WAIT = 5.0
 #: The breaker's metric label until a call names the account of a token.
 UNNAMED_ACCOUNT = "-"
@@ -145,9 +145,9 @@ class JobsClient:
             except UpstreamFailure as failure:
                 if not may_resubmit(failure) or attempt >= self.settings.submit_retries:
                     raise
-                delay = min(
-                    failure.retry_after or backoff_delay(attempt, 0.2, 2.0), MAX_SUBMIT_WAIT
-                )
+                delay = failure.retry_after or backoff_delay(attempt, 0.2, 2.0)
+                if delay > MAX_SUBMIT_WAIT:
+                    raise  # asked to wait long: the client hears it (Retry-After) now
                 if deadline is not None and loop.time() + delay >= deadline:
                     raise
                 attempt += 1

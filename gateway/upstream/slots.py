@@ -51,7 +51,7 @@ class JobSlots:
         except BaseException as exc:
             if entry in self._waiters:
                 self._waiters.remove(entry)
-            elif waiter.done() and not waiter.cancelled():
+            elif waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 self.release(n)  # granted just as we gave up: hand the slots on
             if isinstance(exc, TimeoutError):
                 raise RateLimited(
@@ -61,6 +61,13 @@ class JobSlots:
                 ) from None
             raise
         # Granted: release() already counted our slots in ``in_use``.
+
+    def refuse_waiting(self, error: BaseException) -> None:
+        """Fail every request still in line with ``error`` (the gateway is shutting down)."""
+        while self._waiters:
+            _, waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
 
     def release(self, n: int) -> None:
         self.in_use = max(0, self.in_use - n)

@@ -546,10 +546,6 @@ async def test_unknown_or_odd_fields_never_cause_a_5xx(base_url: str, route: str
             assert error["message"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="protocol.py: n/stream/echo/include_usage reject an explicit null (OpenAI accepts it)",
-)
 @pytest.mark.parametrize(
     ("route", "field"),
     [

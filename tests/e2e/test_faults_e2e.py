@@ -335,11 +335,6 @@ def test_a_rewritten_log_never_repeats_streamed_text(emulator: Server, gateway: 
         assert metric(gateway, "gateway_log_rewrites_total") > rewrites
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a non-streamed answer is assembled from the streamed deltas, so after a rewrite "
-    "it holds the draft; it could be the job's final log (nothing was sent yet)",
-)
 def test_a_rewritten_log_gives_the_final_text_when_not_streamed(
     emulator: Server, gateway: Server
 ) -> None:

@@ -97,6 +97,17 @@ async def test_submit_retries_stop_at_the_deadline() -> None:
 
 
 @respx.mock
+async def test_a_long_retry_after_is_passed_on_rather_than_waited_out() -> None:
+    client = JobsClient(_settings(submit_retries=5), BASE)
+    route = respx.post(f"{BASE}/jobs").respond(429, headers={"retry-after": "60"})
+    with pytest.raises(UpstreamFailure) as info:
+        await client.submit("t", "gemma:2b", ["x"])
+    assert info.value.to_gateway_error().headers["retry-after"] == "60"
+    assert route.call_count == 1
+    await client.aclose()
+
+
+@respx.mock
 async def test_the_circuit_metric_names_the_account_never_the_token() -> None:
     changes: list[tuple[str, bool]] = []
     client = JobsClient(
