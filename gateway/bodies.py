@@ -16,15 +16,9 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
-from gateway.errors import BadRequest, GatewayError, PayloadTooLarge
+from gateway.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 M = TypeVar("M", bound=BaseModel)
-
-
-class UnsupportedMediaType(GatewayError):
-    status_code = 415
-    error_type = "invalid_request_error"
-    default_code = "unsupported_media_type"
 
 
 def check_content_type(value: str | None) -> None:

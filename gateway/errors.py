@@ -4,6 +4,7 @@
     ├── BadRequest (400)              invalid_request_error
     │   └── UnsupportedParameter      a field the upstream cannot honour
     ├── PayloadTooLarge (413)
+    ├── UnsupportedMediaType (415)
     ├── AuthenticationFailed (401)
     ├── PermissionDenied (403)
     ├── NotFound (404)                unknown model or route
@@ -75,6 +76,12 @@ class PayloadTooLarge(GatewayError):
     status_code = 413
     error_type = "invalid_request_error"
     default_code = "request_too_large"
+
+
+class UnsupportedMediaType(GatewayError):
+    status_code = 415
+    error_type = "invalid_request_error"
+    default_code = "unsupported_media_type"
 
 
 class AuthenticationFailed(GatewayError):

@@ -506,10 +506,23 @@ class Completions:
         wait = deadline - asyncio.get_running_loop().time()
         await slots.acquire(plan.n_choices, max(wait, 0.0))
         try:
-            ids = await self._client.submit(key.upstream_token, plan.model.tag, plan.prompts)
+            async with asyncio.timeout_at(deadline):
+                ids = await self._client.submit(
+                    key.upstream_token,
+                    plan.model.tag,
+                    plan.prompts,
+                    account=account,
+                    deadline=deadline,
+                )
         except UpstreamFailure as failure:
             slots.release(plan.n_choices)
             raise failure.to_gateway_error() from None
+        except TimeoutError:
+            slots.release(plan.n_choices)
+            raise DeadlineExceeded(
+                "The upstream did not accept the job within the request's deadline of "
+                f"{plan.timeout:g} s."
+            ) from None
         except BaseException:
             slots.release(plan.n_choices)
             raise
@@ -528,7 +541,9 @@ class Completions:
             raise misfit.error
         prompt = plan.reprompt(misfit.problem)
         try:
-            ids = await self._client.submit(jobs.token, plan.model.tag, [prompt])
+            ids = await self._client.submit(
+                jobs.token, plan.model.tag, [prompt], account=jobs.poller.account
+            )
         except UpstreamFailure as failure:
             raise failure.to_gateway_error() from None
         logger.warning(

@@ -9,6 +9,7 @@ the stream ends: the openai SDK raises it as an APIError.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Sequence
@@ -74,6 +75,9 @@ async def sse_stream(
             yield _encode(shape, first, exchange)
             async for event in events:
                 yield _encode(shape, event, exchange)
+    except (GeneratorExit, asyncio.CancelledError):  # the client left: count what it got
+        settle(exchange, choices)
+        raise
     except Exception as exc:
         if isinstance(exc, GatewayError):
             error = exc

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.bodies import UnsupportedMediaType, check_content_type, parse_json, validate
-from gateway.errors import BadRequest
+from gateway.bodies import check_content_type, parse_json, validate
+from gateway.errors import BadRequest, UnsupportedMediaType
 from gateway.protocol import ChatCompletionRequest
 
 USER = [{"role": "user", "content": "hi"}]

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
+pytest.importorskip("schemathesis", reason="schemathesis is a [test] dependency")
+
 from tests.e2e.fuzzing import run_fuzz
 from tests.e2e.observe import settle
 from tests.e2e.servers import (
