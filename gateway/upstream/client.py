@@ -18,6 +18,7 @@ from gateway.config import UpstreamSettings
 from gateway.upstream.breaker import CircuitBreaker
 from gateway.upstream.errors import UpstreamFailure
 from gateway.upstream.models import JobSnapshot, StatusRules, parse_job, submit_body
+from gateway.upstream.transport import AsyncioTransport
 
 #: Called after every upstream request: (kind "submit"|"status", outcome, seconds).
 Observer = Callable[[str, str, float], None]
@@ -76,12 +77,13 @@ class JobsClient:
         # CPU than the rest of a request. Several small pools, taken in turn, keep it cheap.
         shards = 1 if transport is not None else min(POOL_SHARDS, settings.max_connections)
         per_shard = settings.max_connections // shards
+        limits = httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard)
+        tls = httpx.create_ssl_context() if transport is None else None
         self._pools = [
             httpx.AsyncClient(
                 base_url=base_url,
-                transport=transport,
+                transport=transport or AsyncioTransport(limits, verify=tls or True),
                 timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
-                limits=httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard),
                 headers={"user-agent": "llm-gateway"},
             )
             for _ in range(shards)
