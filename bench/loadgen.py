@@ -13,6 +13,9 @@ Run as ``python -m bench.loadgen`` with a JSON spec on stdin (see :class:`Spec`)
 - ``completions``: the same with non-streamed requests, recording start and end.
 - ``hold``: each client opens one stream, reads until the first text, and keeps it open until
   ``hold_until``.
+- ``direct``: the floor for the added delay. No gateway: the clients submit jobs straight to the
+  jobs API and one coalesced poller here asks for all of them every ``tick`` (``chunk_ids`` ids
+  per request, as the gateway does), stamping each word when the status answer is parsed.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Any
 
 _WORD_START = re.compile(r"(?<!\S)\S")
 _HEAD_END = b"\r\n\r\n"
+APP = "gridrepublic:text-inference"
 
 
 class HTTPError(Exception):
@@ -222,6 +226,8 @@ class Spec:
     hold_until: float = 0.0
     path: str = "/v1/chat/completions"
     seed: int = 0  # distinguishes the prompts of several load processes
+    tick: float = 0.25  # ``direct`` only: poll interval
+    chunk_ids: int = 241  # ``direct`` only: ids per status request
 
 
 @dataclass(slots=True)
@@ -294,8 +300,107 @@ class Client:
             record.error = "stream ended without [DONE]"
 
 
+class DirectPoller:
+    """A coalescing poller without the gateway around it: the physical limit of polling."""
+
+    def __init__(self, spec: Spec, records: list[Record]) -> None:
+        self.spec = spec
+        self.records = records
+        self.jobs: dict[str, tuple[Record, asyncio.Event, list[int]]] = {}
+        self.auth = f"authorization: Bearer {spec.api_key}\r\n".encode()
+        self.counter = 0
+
+    async def client(self, index: int) -> None:
+        spec = self.spec
+        offset = spec.ramp * index / max(1, spec.concurrency)
+        await asyncio.sleep(max(0.0, spec.start_at + offset - time.time()))
+        conn = Connection(spec.host, spec.port)
+        try:
+            while time.time() < spec.stop_at:
+                self.counter += 1
+                prompt = spec.prompt.format(n=spec.seed * 10_000_000 + self.counter)
+                command = json.dumps({"inputs": [prompt]})
+                body = json.dumps(
+                    {
+                        "app": "gridrepublic:text-inference",
+                        "tag": spec.model,
+                        "commandLine": command,
+                    }
+                ).encode()
+                record = Record(t0=time.time())
+                self.records.append(record)
+                try:
+                    head = await conn.request(
+                        "POST", "/jobs", self.auth + b"content-type: application/json\r\n", body
+                    )
+                    answer = json.loads(b"".join([p async for p in conn.body(head)]))
+                except HTTPError as exc:
+                    record.error = str(exc)
+                    await asyncio.sleep(0.05)
+                    continue
+                record.t_head = time.time()
+                record.job_id = answer["ids"][0]
+                done = asyncio.Event()
+                self.jobs[answer["ids"][0]] = (record, done, [0])
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(1.0, spec.stop_at + 60 - time.time())):
+                        await done.wait()
+        finally:
+            conn.close()
+
+    async def poll(self) -> None:
+        spec = self.spec
+        conns: list[Connection] = []
+        moment = spec.start_at
+        while time.time() < spec.stop_at + 60 and (self.jobs or time.time() < spec.stop_at):
+            moment += spec.tick
+            await asyncio.sleep(max(0.0, moment - time.time()))
+            ids = list(self.jobs)
+            chunks = [ids[i : i + spec.chunk_ids] for i in range(0, len(ids), spec.chunk_ids)]
+            while len(conns) < len(chunks):
+                conns.append(Connection(spec.host, spec.port))
+            await asyncio.gather(
+                *(self._status(c, ids) for c, ids in zip(conns, chunks, strict=False))
+            )
+        for conn in conns:
+            conn.close()
+
+    async def _status(self, conn: Connection, ids: list[str]) -> None:
+        try:
+            head = await conn.request("GET", "/jobs/" + ",".join(ids), self.auth, b"")
+            body = b"".join([p async for p in conn.body(head)])
+        except HTTPError:
+            return
+        answer = json.loads(body).get("jobs") or {}
+        now = time.time()
+        for job_id in ids:
+            job = answer.get(job_id)
+            if job is None or job_id not in self.jobs:
+                continue
+            record, done, seen = self.jobs[job_id]
+            state = job["states"]["default"]
+            log: str = state["log"]
+            if len(log) > seen[0]:
+                new, _ = count_words(
+                    bool(seen[0]) and not log[seen[0] - 1].isspace(), log[seen[0] :]
+                )
+                record.words.extend([now] * new)
+                record.chars = len(log)
+                seen[0] = len(log)
+            if state["status"] in ("completed", "failed"):
+                record.status = 200 if state["status"] == "completed" else 502
+                record.t_end = now
+                del self.jobs[job_id]
+                done.set()
+
+
 async def run(spec: Spec) -> list[Record]:
     records: list[Record] = []
+    if spec.kind == "direct":
+        direct = DirectPoller(spec, records)
+        clients = [direct.client(i) for i in range(spec.concurrency)]
+        await asyncio.gather(direct.poll(), *clients)
+        return records
     counter = [0]
     clients = [Client(spec, i, records, counter) for i in range(spec.concurrency)]
     await asyncio.gather(*(c.run() for c in clients))

@@ -145,6 +145,11 @@ async def measure(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
                 ctx, f"streams-{name}", factory, sizes["streams"], sizes["window"],
                 words=args.words, wps=args.wps, profile=name == "gateway",
             )  # fmt: skip
+    if "delay" in chosen:
+        step(f"limit: {sizes['streams']} streams polled directly, no gateway")
+        out["limit"] = await scenarios.limit(
+            ctx, sizes["streams"], sizes["window"], words=args.words, wps=args.wps
+        )
     if chosen & {"throughput", "scale"}:
         out["throughput"] = {}
         for name, factory in systems.items():
@@ -217,6 +222,19 @@ def rows(results: dict[str, Any], chosen: set[str], tick: float) -> list[Row]:
                     gv is not None and gv <= limit,
                 )
             )
+    floor = results.get("limit")
+    if floor and "delay" in chosen:
+        d = floor["delay_ms"]
+        table.append(
+            Row(
+                "2 limit: coalesced polling, no gateway: p50 / p99 (ms)",
+                f"{fmt(d['p50'])} / {fmt(d['p99'])}",
+                "-",
+                "-",
+                "reference",
+                None,
+            )
+        )
     tp = results.get("throughput", {})
     g, b = tp.get("gateway"), tp.get("litellm")
     if g and "throughput" in chosen:

@@ -334,6 +334,57 @@ async def streams(
     return result
 
 
+async def limit(
+    ctx: Context,
+    concurrency: int,
+    window: float,
+    *,
+    words: int = 30,
+    wps: float = 10.0,
+    ramp: float = 5.0,
+    settle: float = 4.0,
+) -> dict[str, Any]:
+    """The floor for scenario 2: a coalescing poller in the load generator, no gateway, no
+    second hop; words are stamped when the status answer is parsed."""
+    prompt = f"Benchmark stream {{n}}. [[emulate:words {words}]] [[emulate:wps {wps:g}]]"
+    with servers.start_emulator(ctx.logs, "limit") as emulator:
+        begin = time.time() + 1.0
+        start = begin + ramp + settle
+        end = start + window
+        budget = STATUS_URL_MAX - len(emulator.url) - len("/jobs/")
+        spec = {
+            "kind": "direct",
+            "host": "127.0.0.1",
+            "port": emulator.port,
+            "api_key": servers.UPSTREAM_TOKEN,
+            "model": "gemma:2b",
+            "concurrency": concurrency,
+            "prompt": prompt,
+            "start_at": begin,
+            "ramp": ramp,
+            "stop_at": end,
+            "tick": ctx.tick,
+            "chunk_ids": (budget + 1) // (JOB_ID_LENGTH + 1),
+        }
+        procs = await start_load(spec, 1, ctx.logs / "limit-loadgen.log")
+        seen = await observe(emulator, emulator, start, end)
+        load = await finish_load(procs)
+        timelines = await _timelines(emulator, load.records, seen)
+    delays, mismatched = word_delays(load.records, timelines, seen)
+    return {
+        "concurrency": concurrency,
+        "words_per_stream": words,
+        "status_requests_per_tick": round(
+            seen.stats["status_requests"] / (seen.length / ctx.tick), 3
+        ),
+        "emulator_cpu_seconds": round(seen.cpu, 3),
+        "loadgen_cpu_seconds": round(load.cpu, 3),
+        "words_measured": len(delays),
+        "streams_word_count_mismatch": mismatched,
+        "delay_ms": _summary([d * 1000 for d in delays]),
+    }
+
+
 async def _timelines(
     emulator: Server, records: list[dict[str, Any]], seen: Observation
 ) -> dict[str, list[float]]:

@@ -16,18 +16,18 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from gateway.answers import AnswerShape
-from gateway.errors import GatewayError, InternalError
-from gateway.exchange import Exchange
-from gateway.service import (
+from gateway.choices import (
     ChoiceEnd,
     ChoiceReset,
     ChoiceState,
     Event,
     KeepAlive,
-    Plan,
     TextDelta,
     ToolCallDelta,
 )
+from gateway.errors import GatewayError, InternalError
+from gateway.exchange import Exchange
+from gateway.planning import Plan
 
 logger = logging.getLogger("gateway.streaming")
 

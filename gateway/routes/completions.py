@@ -17,9 +17,11 @@ from starlette.responses import Response
 from gateway.answers import AnswerShape
 from gateway.bodies import parse_json, read_body, validate
 from gateway.catalog import ModelCatalog
+from gateway.choices import ChoiceState
 from gateway.config import LimitSettings
 from gateway.errors import GatewayError, RateLimited
 from gateway.exchange import Exchange
+from gateway.planning import Plan, plan_chat, plan_text
 from gateway.protocol import ChatCompletionRequest, CompletionRequest
 from gateway.responses import DeferredJSONResponse, EventStreamResponse
 from gateway.routes.common import (
@@ -29,7 +31,6 @@ from gateway.routes.common import (
     request_id,
     runtime,
 )
-from gateway.service import ChoiceState, Plan, plan_chat, plan_text
 from gateway.streaming import collect, sse_stream
 
 Planner = Callable[[dict[str, Any], ModelCatalog, LimitSettings, float | None], Plan]

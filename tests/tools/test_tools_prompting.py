@@ -9,9 +9,9 @@ from gateway.catalog import ModelCatalog
 from gateway.config import LimitSettings, ModelSettings
 from gateway.emulator.directives import reply_for
 from gateway.errors import UnsupportedParameter
+from gateway.planning import plan_chat, prompt_messages
 from gateway.prompts import PRESETS, PromptMessage
 from gateway.protocol import ChatCompletionRequest
-from gateway.service import plan_chat, prompt_messages
 from gateway.tools import instructions, parse_answer, with_instructions
 from tests.tools.tools_support import NOW, WEATHER, spec, tool_spec
 

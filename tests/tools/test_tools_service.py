@@ -17,13 +17,15 @@ import pytest
 
 from gateway.answers import AnswerShape
 from gateway.catalog import ModelCatalog
+from gateway.choices import ChoiceState, ToolCallDelta
 from gateway.config import KeySettings, LimitSettings, ModelSettings, Settings, UpstreamSettings
 from gateway.emulator.app import create_emulator_app
 from gateway.emulator.engine import EmulatorConfig, Engine
 from gateway.errors import UpstreamError
 from gateway.exchange import Exchange
+from gateway.planning import Plan, plan_chat
 from gateway.protocol import ChatCompletionRequest
-from gateway.service import ChoiceState, Completions, Plan, Submitted, ToolCallDelta, plan_chat
+from gateway.service import Completions, Submitted
 from gateway.streaming import collect, sse_stream
 from gateway.upstream.client import JobsClient
 from gateway.upstream.poller import PollerHub
