@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import re
 import resource
 import sys
@@ -226,6 +227,7 @@ class Spec:
     hold_until: float = 0.0
     path: str = "/v1/chat/completions"
     seed: int = 0  # distinguishes the prompts of several load processes
+    think: float = 0.0  # a random pause of up to this long before each request
     tick: float = 0.25  # ``direct`` only: poll interval
     chunk_ids: int = 241  # ``direct`` only: ids per status request
 
@@ -236,6 +238,7 @@ class Client:
     index: int
     records: list[Record]
     counter: list[int]
+    raw: list[tuple[Record, list[tuple[float, bytes]]]]
 
     def _body(self, stream: bool) -> bytes:
         self.counter[0] += 1
@@ -261,6 +264,7 @@ class Client:
                 await self._one(conn, stream=True, hold=True)
                 return
             while time.time() < spec.stop_at:
+                await _think(spec)
                 await self._one(conn, stream=spec.kind == "streams", hold=False)
         finally:
             conn.close()
@@ -288,16 +292,40 @@ class Client:
         record.t_end = time.time()
 
     async def _read_stream(self, conn: Connection, head: Head, record: Record, hold: bool) -> None:
-        reader = SSEReader(record)
+        if hold:
+            reader = SSEReader(record)
+            async for piece in conn.body(head):
+                reader.feed(piece, time.time())
+                if record.words:
+                    record.t_end = time.time()
+                    await asyncio.sleep(max(0.0, self.spec.hold_until - time.time()))
+                    conn.close()  # the client leaves; the server should notice and let go
+                    return
+            return
+        # Only stamp and keep the bytes now; parsing waits until the run is over, so that
+        # 500 streams' events arriving together are timed as they come, not as parsed.
+        pieces: list[tuple[float, bytes]] = []
+        self.raw.append((record, pieces))
         async for piece in conn.body(head):
-            reader.feed(piece, time.time())
-            if hold and record.words:
-                record.t_end = time.time()
-                await asyncio.sleep(max(0.0, self.spec.hold_until - time.time()))
-                conn.close()  # the client leaves; the server should notice and let go
-                return
+            pieces.append((time.time(), piece))
+
+
+def parse_streams(raw: list[tuple[Record, list[tuple[float, bytes]]]]) -> None:
+    """Turn the stamped bytes of each stream into its words' arrival times."""
+    for record, pieces in raw:
+        reader = SSEReader(record)
+        for now, piece in pieces:
+            reader.feed(piece, now)
         if not reader.done and record.error is None:
             record.error = "stream ended without [DONE]"
+
+
+async def _think(spec: Spec) -> None:
+    """Clients that send their next request the instant a poll tick ended their last one
+    would start every job in step with the ticks, and words would enter the log at a fixed
+    phase of the tick instead of a uniformly random one: a pause breaks that lock-step."""
+    if spec.think > 0:
+        await asyncio.sleep(random.uniform(0.0, spec.think))
 
 
 class DirectPoller:
@@ -317,6 +345,7 @@ class DirectPoller:
         conn = Connection(spec.host, spec.port)
         try:
             while time.time() < spec.stop_at:
+                await _think(spec)
                 self.counter += 1
                 prompt = spec.prompt.format(n=spec.seed * 10_000_000 + self.counter)
                 command = json.dumps({"inputs": [prompt]})
@@ -402,8 +431,10 @@ async def run(spec: Spec) -> list[Record]:
         await asyncio.gather(direct.poll(), *clients)
         return records
     counter = [0]
-    clients = [Client(spec, i, records, counter) for i in range(spec.concurrency)]
+    raw: list[tuple[Record, list[tuple[float, bytes]]]] = []
+    clients = [Client(spec, i, records, counter, raw) for i in range(spec.concurrency)]
     await asyncio.gather(*(c.run() for c in clients))
+    parse_streams(raw)
     return records
 
 

@@ -1,15 +1,19 @@
 """Benchmarks of issue 8: the gateway against the LiteLLM baseline, on one machine, in one run.
 
     .venv/bin/python bench/run.py                 # every scenario, full sizes (~8 minutes)
-    .venv/bin/python bench/run.py --quick         # small sizes, a smoke run (~3 minutes)
+    .venv/bin/python bench/run.py --soak 600      # ... plus a 10-minute memory soak
+    .venv/bin/python bench/run.py --quick         # small sizes, a smoke run (~4 minutes)
     .venv/bin/python bench/run.py --scenarios throughput,scale --clients 100
+    .venv/bin/python -m bench.profile bench/results/<time>/throughput-gateway-profile.txt
 
 Everything runs on 127.0.0.1: a fresh emulator (``gateway emulator``) per measurement, the
 gateway (``gateway serve --config <generated>``; 1 worker, 2 for the scale scenario), the
 LiteLLM proxy with the custom provider in ``bench/litellm_baseline/`` (skipped, with its
 columns empty, when litellm is not installed: ``pip install -e '.[bench]'``), and the load
-generator in its own process. Prints one table; everything measured goes to
-``bench/results/<time>.json`` and the servers' logs to ``bench/results/<time>/``.
+generator in its own process. The "limit" row is the floor for added delay: the same jobs
+polled by a coalescing poller inside the load generator, with no gateway and no second hop.
+Prints one table; everything measured goes to ``bench/results/<time>.json`` and the servers'
+logs (and, with ``--profile``, py-spy profiles of the gateway) to ``bench/results/<time>/``.
 """
 
 from __future__ import annotations
@@ -196,15 +200,17 @@ def rows(results: dict[str, Any], chosen: set[str], tick: float) -> list[Row]:
         bv = b["status_requests_per_tick"] if b else None
         # Per-request polling at the interval costs one request per stream per tick; the
         # measured baseline falls short of that when it cannot keep its own interval.
+        # (With few streams even one request per tick is not 100x fewer: ask what is possible.)
         per_request = g["concurrency"]
-        ok = gv <= 1.1 * chunks and gv > 0 and per_request / gv >= 100
+        fewer = min(100.0, per_request / (1.1 * chunks))
+        ok = 0 < gv <= 1.1 * chunks and per_request / gv >= fewer
         table.append(
             Row(
                 f"1 upstream load: status requests/tick, {per_request} streams",
                 f"{gv:.2f} ({chunks} id chunks)",
                 fmt(bv, digits=1),
                 fmt(advantage(gv, bv, higher_is_better=False), "x", 0),
-                f"<= {1.1 * chunks:.2f}; {per_request}/tick / 100 = {per_request / 100:g}",
+                f"<= {1.1 * chunks:.2f}; >= {fewer:.0f}x fewer than {per_request}/tick",
                 ok,
             )
         )

@@ -295,7 +295,7 @@ async def streams(
         start = begin + ramp + settle
         end = start + window
         spec = _spec(system, "streams", concurrency, prompt, start_at=begin, ramp=ramp)
-        spec["stop_at"] = end
+        spec.update(stop_at=end, think=ctx.tick)
         procs = await start_load(spec, ctx.load_procs, ctx.logs / f"{name}-loadgen.log")
         out = ctx.logs / f"{name}-profile.txt" if profile and ctx.profile else None
         seen = await observe(system.server, emulator, start, end, profile_to=out)
@@ -363,6 +363,7 @@ async def limit(
             "start_at": begin,
             "ramp": ramp,
             "stop_at": end,
+            "think": ctx.tick,
             "tick": ctx.tick,
             "chunk_ids": (budget + 1) // (JOB_ID_LENGTH + 1),
         }

@@ -8,7 +8,14 @@ import math
 
 import pytest
 
-from bench.loadgen import Connection, Record, SSEReader, count_words, parse_head
+from bench.loadgen import (
+    Connection,
+    Record,
+    SSEReader,
+    count_words,
+    parse_head,
+    parse_streams,
+)
 from bench.profile import tally
 from bench.report import Row, advantage, format_table, id_chunks, percentile
 from bench.scenarios import Observation, coalescing_bound, word_delays
@@ -136,3 +143,11 @@ def test_profile_tally_counts_own_and_inclusive_samples() -> None:
     assert samples == 10
     assert own["hot (c.py)"] == 7 and own["work (b.py)"] == 3
     assert total["work (b.py)"] == 10 and total["main (a.py)"] == 10
+
+
+def test_streams_are_parsed_after_the_run_with_their_arrival_times() -> None:
+    complete, cut = Record(t0=0.0), Record(t0=0.0)
+    text = _frame({"choices": [{"delta": {"content": "a b"}}]})
+    parse_streams([(complete, [(1.0, text), (2.0, b"data: [DONE]\n\n")]), (cut, [(1.5, text)])])
+    assert complete.words == [1.0, 1.0] and complete.error is None
+    assert cut.words == [1.5, 1.5] and cut.error == "stream ended without [DONE]"
