@@ -321,8 +321,10 @@ async def steady(
     return total
 
 
-def _config(emulator: Server, poll_interval: float) -> dict[str, Any]:
+def _config(emulator: Server, poll_interval: float, folder: Path) -> dict[str, Any]:
     config = gateway_config(emulator.url)
+    # A file ledger, as deployed: an in-memory one would grow with every request and hide leaks.
+    config["ledger"] = {"url": f"sqlite:///{folder / 'usage.db'}"}
     config["upstream"].update({"poll_interval": poll_interval})
     config["limits"].update({"default_deadline": 300, "keepalive_interval": 15})
     config["logging"] = {"format": "json", "level": "info"}
@@ -463,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(folder)
     emulator_args = ["--queue-seconds", str(args.queue), "--words-per-second", str(args.wps)]
     with running(start_emulator(tmp, *emulator_args)) as emulator:
-        with running(start_gateway(tmp, _config(emulator, args.poll_interval))) as gateway:
+        with running(start_gateway(tmp, _config(emulator, args.poll_interval, tmp))) as gateway:
             phases = asyncio.run(run(args, emulator, gateway))
             samples = metric_samples(gateway)
         tracebacks = gateway.output().count("Traceback")
