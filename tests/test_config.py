@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+from pydantic import BaseModel
 
-from gateway.config import ConfigError, load_settings, parse_settings
+from gateway.config import (
+    ConfigError,
+    KeySettings,
+    ModelSettings,
+    Settings,
+    load_settings,
+    parse_settings,
+)
 
 MINIMAL = """
 upstream:
@@ -113,3 +123,26 @@ def test_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     env = {"ALICE_GATEWAY_KEY": "sk-alice-123456", "TEAM_A_UPSTREAM_TOKEN": "tok"}
     settings = load_settings(example, environ=env)
     assert settings.models and settings.keys
+
+
+def _missing(model: type[BaseModel], data: dict[str, Any], path: str) -> list[str]:
+    missing = []
+    for name, field in model.model_fields.items():
+        if name not in data:
+            missing.append(path + name)
+            continue
+        annotation = field.annotation
+        nested = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        if nested and isinstance(data[name], dict):
+            missing += _missing(annotation, data[name], f"{path}{name}.")  # type: ignore[arg-type]
+    return missing
+
+
+def test_example_config_lists_every_option() -> None:
+    example = Path(__file__).resolve().parent.parent / "config.example.yaml"
+    data = yaml.safe_load(example.read_text())
+    missing = _missing(Settings, data, "")
+    missing += _missing(ModelSettings, data["models"][0], "models[].")
+    key = {"key_sha256": None, **data["keys"][0]}  # given as a comment beside 'key'
+    missing += _missing(KeySettings, key, "keys[].")
+    assert missing == []
