@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,8 @@ import openai
 import pytest
 import yaml
 from pydantic import BaseModel
+
+from tests.e2e.servers import free_port
 
 KEY = "sk-test-tools-0123456789"
 TOKEN = "upstream-token-tools"
@@ -60,13 +61,6 @@ ADA = 'Who wrote the first program? [[emulate:json {"name": "Ada", "age": 36} st
 
 
 # ------------------------------------------------------------------------------- servers
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager
@@ -109,7 +103,7 @@ class Servers:
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     tmp = tmp_path_factory.mktemp("tools-e2e")
-    emulator_port, gateway_port = _free_port(), _free_port()
+    emulator_port, gateway_port = free_port(), free_port()
     emulator_args = ["emulator", "--port", str(emulator_port), "--token", TOKEN]
     emulator_args += ["--queue-seconds", "0.05", "--words-per-second", "200"]
     config = {
