@@ -12,7 +12,6 @@ import importlib.util
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,17 +23,12 @@ import httpx
 import psutil
 import yaml
 
+from tests.e2e.servers import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE_DIR = ROOT / "bench" / "litellm_baseline"
 UPSTREAM_TOKEN = "bench-upstream-token"
 MODEL = "gemma-2b"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def venv_bin(name: str) -> str:

@@ -263,3 +263,24 @@ def scan_json(
     except _Bad as bad:
         return JsonScan(root, bad.pos)
     return JsonScan(root, None)
+
+
+class GrowingText:
+    """An answer's text as it grows: deltas are kept as parts and joined only when read, so a
+    non-streamed choice, which reads it once at the end, never re-joins on every poll."""
+
+    __slots__ = ("_parts", "_text")
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+        self._text = ""
+
+    def append(self, delta: str) -> None:
+        self._parts.append(delta)
+
+    @property
+    def value(self) -> str:
+        if self._parts:
+            self._text += "".join(self._parts)
+            self._parts.clear()
+        return self._text

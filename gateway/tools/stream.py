@@ -17,6 +17,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
+from gateway.tools.jsonscan import GrowingText
 from gateway.tools.parsing import AnswerScan, ParsedAnswer, evaluate, relevant, scan_answer
 from gateway.tools.spec import ToolSpec
 
@@ -65,8 +66,7 @@ class ToolStream:
     def __init__(self, spec: ToolSpec, *, streaming: bool = True) -> None:
         self._spec = spec
         self._streaming = streaming
-        self._parts: list[str] = []
-        self._text = ""
+        self._text = GrowingText()
         self._resume = 0
         self._lead: int | None = None  # where the content's first non-space character is
         self._content = 0  # the content is sent up to this offset of the text
@@ -75,14 +75,11 @@ class ToolStream:
 
     @property
     def text(self) -> str:
-        if self._parts:
-            self._text += "".join(self._parts)
-            self._parts.clear()
-        return self._text
+        return self._text.value
 
     def feed(self, delta: str) -> list[Piece]:
         """More text of the answer -> the pieces that can be sent now."""
-        self._parts.append(delta)
+        self._text.append(delta)
         if not self._streaming:
             return []
         text = self.text

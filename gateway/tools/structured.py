@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from jsonschema.exceptions import best_match
 
-from gateway.tools.jsonscan import JsonScan, scan_json
+from gateway.tools.jsonscan import GrowingText, JsonScan, scan_json
 from gateway.tools.spec import JsonSpec
 
 __all__ = ["JsonFound", "JsonStream", "check_json", "extract_json", "locate"]
@@ -92,8 +92,7 @@ class JsonStream:
     def __init__(self, spec: JsonSpec, *, streaming: bool = True) -> None:
         self._spec = spec
         self._streaming = streaming
-        self._parts: list[str] = []
-        self._text = ""
+        self._text = GrowingText()
         self._resume = 0
         self._start: int | None = None  # where the JSON value starts, once sending began
         self._sent = 0  # characters of the JSON value already sent
@@ -101,13 +100,10 @@ class JsonStream:
 
     @property
     def text(self) -> str:
-        if self._parts:
-            self._text += "".join(self._parts)
-            self._parts.clear()
-        return self._text
+        return self._text.value
 
     def feed(self, delta: str) -> str:
-        self._parts.append(delta)
+        self._text.append(delta)
         if not self._streaming:
             return ""
         text = self.text
