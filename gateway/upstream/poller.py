@@ -1,9 +1,9 @@
 """Coalesced polling: one status request per tick serves every job in flight for an account.
 
 Requests do not poll. Each one opens a :class:`JobWatch` on its job ids; the account's
-:class:`AccountPoller` runs a single loop that, every ``poll_interval``, asks for the status of
-all watched ids at once (split into chunks that keep the URL short), and hands each watch the
-latest snapshot of its own jobs. Because the log is cumulative, only the latest snapshot
+:class:`AccountPoller` asks, every ``poll_interval``, for the status of all watched ids at once:
+one request per lane of ids short enough for one URL, the lanes spread over the tick
+(:mod:`gateway.upstream.lanes`), and hands each watch the latest snapshot of its own jobs. Because the log is cumulative, only the latest snapshot
 matters: a slow reader never falls behind, it just sees a longer log next time.
 
 A job leaves the poller when it ends, or when the last watch on it closes (the client went
@@ -21,12 +21,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from gateway.config import UpstreamSettings
 from gateway.upstream.client import JobsClient, backoff_delay
 from gateway.upstream.errors import UpstreamFailure
+from gateway.upstream.lanes import Lane, Lanes
 from gateway.upstream.models import JobPhase, JobSnapshot
 
 logger = logging.getLogger("gateway.poller")
 
-#: Called at every tick: (account name, jobs polled, ids carried by each status request), and
-#: with no requests whenever jobs leave between ticks, so a gauge fed by it reaches zero.
+#: Called before every status request: (account name, jobs in flight, ids the request carries),
+#: and with no ids whenever jobs leave between requests, so a gauge fed by it reaches zero.
 TickHook = Callable[[str, int, Sequence[int]], None]
 
 
@@ -90,7 +91,7 @@ def _finish(waiter: asyncio.Future[None]) -> None:
 
 
 class AccountPoller:
-    """The single polling loop of one upstream account (one token)."""
+    """The polling of one upstream account (one token): one loop per lane of its jobs."""
 
     def __init__(
         self,
@@ -105,11 +106,12 @@ class AccountPoller:
         self._client = client
         self._token = token
         self._settings = settings
-        self._url_budget = settings.status_url_max_length - base_url_length - len("/jobs/")
+        url_budget = settings.status_url_max_length - base_url_length - len("/jobs/")
+        self.lanes = Lanes(settings.poll_interval, url_budget, settings.status_max_ids)
         self._on_tick = on_tick
         self._watches: dict[str, list[JobWatch]] = {}
         self._missing: dict[str, int] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def jobs_in_flight(self) -> int:
@@ -119,8 +121,12 @@ class AccountPoller:
     def watch(self, ids: Sequence[str]) -> Iterator[JobWatch]:
         watch = JobWatch(self, ids)
         for job_id in watch.ids:
-            self._watches.setdefault(job_id, []).append(watch)
-        self._ensure_running()
+            watches = self._watches.get(job_id)
+            if watches is None:
+                self._watches[job_id] = [watch]
+                self._place(job_id)
+            else:
+                watches.append(watch)
         try:
             yield watch
         finally:
@@ -141,103 +147,76 @@ class AccountPoller:
             with contextlib.suppress(ValueError):
                 watches.remove(watch)
             if not watches:
-                del self._watches[job_id]
-                self._missing.pop(job_id, None)
+                self._forget(job_id)
                 changed = True
         if changed:
             self._report()
+
+    def _place(self, job_id: str) -> None:
+        lane = self.lanes.place(job_id, asyncio.get_running_loop().time())
+        if lane is not None:
+            task = asyncio.create_task(self._run(lane), name=f"poller:{self.account}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _forget(self, job_id: str) -> None:
+        del self._watches[job_id]
+        self._missing.pop(job_id, None)
+        self.lanes.remove(job_id)
 
     def _report(self) -> None:
         """Tell the tick hook the new count now, not at the next tick (there may be none)."""
         if self._on_tick is not None:
             self._on_tick(self.account, len(self._watches), ())
 
-    def _ensure_running(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name=f"poller:{self.account}")
-
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
 
-    def chunks(self, ids: Sequence[str]) -> list[list[str]]:
-        """Split ids so each status URL stays within budget (and the optional id cap)."""
-        max_ids = self._settings.status_max_ids
-        chunks: list[list[str]] = []
-        current: list[str] = []
-        length = 0
-        for job_id in ids:
-            extra = len(job_id) + (1 if current else 0)
-            if current and (
-                length + extra > self._url_budget
-                or (max_ids is not None and len(current) >= max_ids)
-            ):
-                chunks.append(current)
-                current, length, extra = [], 0, len(job_id)
-            current.append(job_id)
-            length += extra
-        if current:
-            chunks.append(current)
-        return chunks
-
-    async def _run(self) -> None:
+    async def _run(self, lane: Lane) -> None:
+        """Poll one lane at its phase of every tick until it has no jobs left."""
         loop = asyncio.get_running_loop()
         interval = self._settings.poll_interval
         failures = 0
-        await asyncio.sleep(interval)
-        while self._watches:
-            started = loop.time()
+        while True:
+            delay = lane.due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if not lane.ids:
+                return  # emptied (and closed) while waiting
             try:
-                failure = await self._tick()
+                failure = await self._poll(list(lane.ids))
             except Exception:  # a bug must not kill polling for everyone; keep going
                 logger.exception("poll tick failed unexpectedly")
                 failure = UpstreamFailure("bad_response", "internal error while polling")
+            now = loop.time()
             if failure is None:
                 failures = 0
-                delay = interval - (loop.time() - started)
-            else:
-                delay = max(
-                    interval,
-                    failure.retry_after or 0.0,
-                    backoff_delay(failures, interval, self._settings.poll_backoff_max),
-                )
-                failures += 1
-                logger.warning(
-                    "status poll failed for account %s (%s); retrying in %.2fs",
-                    self.account,
-                    failure.message,
-                    delay,
-                )
-            if delay > 0:
-                await asyncio.sleep(delay)
+                # Keep the lane's phase; an answer slower than a tick is polled again at once.
+                lane.due = max(lane.due + interval, now)
+                continue
+            delay = max(
+                interval,
+                failure.retry_after or 0.0,
+                backoff_delay(failures, interval, self._settings.poll_backoff_max),
+            )
+            failures += 1
+            lane.due = now + delay
+            logger.warning(
+                "status poll failed for account %s (%s); retrying in %.2fs",
+                self.account,
+                failure.message,
+                delay,
+            )
 
-    async def _tick(self) -> UpstreamFailure | None:
-        """Poll every watched job once; return the last failure, if any chunk failed."""
-        chunks = self.chunks(list(self._watches))
-        if self._on_tick is not None:
-            self._on_tick(self.account, len(self._watches), [len(c) for c in chunks])
-        if len(chunks) == 1:
-            return await self._poll_chunk(chunks[0])
-        # Each chunk is handed out as soon as its own answer is in: the first chunks' streams
-        # need not wait for the slowest status request of the tick.
-        results = await asyncio.gather(
-            *(self._poll_chunk(c) for c in chunks), return_exceptions=True
-        )
-        failure: UpstreamFailure | None = None
-        for chunk, result in zip(chunks, results, strict=True):
-            if isinstance(result, UpstreamFailure):
-                failure = result
-            elif isinstance(result, BaseException):  # a bug in dispatching; keep polling
-                logger.error("poll of %d jobs failed unexpectedly", len(chunk), exc_info=result)
-                failure = UpstreamFailure("bad_response", repr(result))
-                self._report_error(chunk, failure)
-        return failure
-
-    async def _poll_chunk(self, ids: list[str]) -> UpstreamFailure | None:
+    async def _poll(self, ids: list[str]) -> UpstreamFailure | None:
         """One status request; its snapshots go to their watches at once."""
+        if self._on_tick is not None:
+            self._on_tick(self.account, len(self._watches), (len(ids),))
         try:
             snapshots = await self._client.status(self._token, ids, account=self.account)
         except UpstreamFailure as failure:
@@ -275,8 +254,7 @@ class AccountPoller:
             for watch in list(watches):
                 watch.deliver(snapshot)
             if snapshot.phase.terminal:
-                self._watches.pop(job_id, None)
-                self._missing.pop(job_id, None)
+                self._forget(job_id)
                 ended = True
         if ended:
             self._report()
