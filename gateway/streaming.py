@@ -10,12 +10,11 @@ the stream ends: the openai SDK raises it as an APIError.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from gateway.answers import AnswerShape
+from gateway.answers import AnswerShape, sse
 from gateway.choices import (
     ChoiceEnd,
     ChoiceReset,
@@ -33,10 +32,6 @@ logger = logging.getLogger("gateway.streaming")
 
 KEEPALIVE_COMMENT = b": ping\n\n"
 DONE = b"data: [DONE]\n\n"
-
-
-def sse(obj: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
 
 
 def completion_tokens(choices: Sequence[ChoiceState]) -> int:
@@ -97,7 +92,7 @@ async def sse_stream(
 def _encode(shape: AnswerShape, event: Event, exchange: Exchange) -> bytes:
     if isinstance(event, TextDelta):
         exchange.mark_text()
-        return sse(shape.chunk(event.index, event.text))
+        return shape.text_event(event.index, event.text)
     if isinstance(event, ToolCallDelta):
         exchange.mark_text()
         return sse(shape.chunk(event.index, tool_call=event.call))

@@ -17,8 +17,9 @@ import httpx
 from gateway.config import UpstreamSettings
 from gateway.upstream.breaker import CircuitBreaker
 from gateway.upstream.errors import UpstreamFailure
-from gateway.upstream.models import JobSnapshot, StatusRules, parse_job, submit_body
+from gateway.upstream.models import JobSnapshot, StatusRules, parse_job, parse_json, submit_body
 from gateway.upstream.transport import AsyncioTransport
+from gateway.upstream.urls import join
 
 #: Called after every upstream request: (kind "submit"|"status", outcome, seconds).
 Observer = Callable[[str, str, float], None]
@@ -68,6 +69,7 @@ class JobsClient:
     ) -> None:
         self.settings = settings
         self.rules = StatusRules.of(settings.finished_statuses, settings.failed_statuses)
+        self._base_url = httpx.URL(base_url)
         self._observer = observer
         self._on_circuit_change = on_circuit_change
         self._breakers: dict[str, CircuitBreaker] = {}
@@ -167,7 +169,8 @@ class JobsClient:
         self, token: str, ids: Sequence[str], *, account: str = ""
     ) -> dict[str, JobSnapshot]:
         """One status request for many jobs; ids absent from the answer are absent here."""
-        data = await self._call("status", "GET", "/jobs/" + ",".join(ids), token, None, account)
+        path = join(self._base_url, "/jobs/" + ",".join(ids))
+        data = await self._call("status", "GET", path, token, None, account)
         jobs = data.get("jobs")
         if jobs is None:
             jobs = {}
@@ -184,7 +187,7 @@ class JobsClient:
         self,
         kind: str,
         method: str,
-        path: str,
+        path: httpx.URL | str,
         token: str,
         body: dict[str, Any] | None,
         account: str = "",
@@ -221,7 +224,7 @@ class JobsClient:
         return data
 
     async def _request(
-        self, method: str, path: str, token: str, body: dict[str, Any] | None
+        self, method: str, path: httpx.URL | str, token: str, body: dict[str, Any] | None
     ) -> Mapping[str, Any]:
         headers = {"authorization": f"Bearer {token}"}
         try:
@@ -248,7 +251,7 @@ class JobsClient:
                 retry_after=_retry_after(response),
             )
         try:
-            data = response.json()
+            data = parse_json(response.content)
         except ValueError:
             raise UpstreamFailure("bad_response", "the upstream answer is not JSON") from None
         if not isinstance(data, Mapping):

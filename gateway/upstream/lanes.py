@@ -103,9 +103,7 @@ class Lanes:
         if not self._fits(smallest, others):
             return
         for job_id in list(smallest.ids):
-            target = min(
-                (lane for lane in others if self._room(lane, job_id, MERGE_FILL)), key=len
-            )
+            target = min((lane for lane in others if self._room(lane, job_id, MERGE_FILL)), key=len)
             smallest._remove(job_id)
             target._add(job_id)
             self._lane_of[job_id] = target
@@ -124,9 +122,7 @@ class Lanes:
                 other
                 for other in others
                 if lengths[id(other)] + len(job_id) + 1 <= self.url_budget * MERGE_FILL
-                and (
-                    self.max_ids is None or counts[id(other)] + 1 <= self.max_ids * MERGE_FILL
-                )
+                and (self.max_ids is None or counts[id(other)] + 1 <= self.max_ids * MERGE_FILL)
             ]
             if not candidates:
                 return False

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 
 class JobPhase(enum.Enum):
@@ -23,9 +25,13 @@ class JobPhase(enum.Enum):
         return self is not JobPhase.PENDING
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class JobSnapshot:
-    """One observation of one job, as a status answer showed it."""
+    """One observation of one job, as a status answer showed it.
+
+    Treat it as immutable. It is not a frozen dataclass only because a frozen one takes twice
+    as long to build, and a tick at 500 streams builds 500 of them.
+    """
 
     id: str
     phase: JobPhase
@@ -76,13 +82,24 @@ def submit_body(
     return body
 
 
+def parse_json(raw: bytes) -> Any:
+    """Parse an upstream answer: orjson (a status answer is ~150 KB per 166 jobs, and parsing it
+    is the largest CPU cost of a poll), falling back to the standard library for what only it
+    accepts (NaN, integers beyond 64 bits). Raises ValueError for what is not JSON at all."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
+
+
 def parse_job(job_id: str, data: Any, rules: StatusRules) -> JobSnapshot:
     """Read one job of a status answer, tolerating missing or oddly typed fields."""
-    if not isinstance(data, Mapping):
+    # Parsed JSON holds dicts, never other mappings: ``dict`` checks skip the ABC machinery.
+    if not isinstance(data, dict):
         return JobSnapshot(job_id, JobPhase.PENDING, "", "")
     states = data.get("states")
-    default = states.get("default") if isinstance(states, Mapping) else None
-    if not isinstance(default, Mapping):
+    default = states.get("default") if isinstance(states, dict) else None
+    if not isinstance(default, dict):
         default = {}
     status = str(default.get("status") or "").strip().lower()
     vm_status_raw = data.get("vmStatus")

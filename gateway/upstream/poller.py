@@ -3,8 +3,9 @@
 Requests do not poll. Each one opens a :class:`JobWatch` on its job ids; the account's
 :class:`AccountPoller` asks, every ``poll_interval``, for the status of all watched ids at once:
 one request per lane of ids short enough for one URL, the lanes spread over the tick
-(:mod:`gateway.upstream.lanes`), and hands each watch the latest snapshot of its own jobs. Because the log is cumulative, only the latest snapshot
-matters: a slow reader never falls behind, it just sees a longer log next time.
+(:mod:`gateway.upstream.lanes`), and hands each watch the latest snapshot of its own jobs.
+Because the log is cumulative, only the latest snapshot matters: a slow reader never falls
+behind, it just sees a longer log next time.
 
 A job leaves the poller when it ends, or when the last watch on it closes (the client went
 away, or its answer was already complete). Failed polls back off with jitter; jobs are not

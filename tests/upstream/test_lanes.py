@@ -18,7 +18,7 @@ def _check(lanes: Lanes, ids: set[str]) -> None:
     seen = [job_id for lane in lanes for job_id in lane.ids]
     assert sorted(seen) == sorted(ids)
     for lane in lanes:
-        assert 0 < len(lane.ids)
+        assert len(lane.ids) > 0
         assert lane.length == len(",".join(lane.ids)) <= lanes.url_budget
         assert lanes.max_ids is None or len(lane) <= lanes.max_ids
 

@@ -1,0 +1,27 @@
+"""Status URLs joined without httpx's per-character parse are the URLs httpx would build."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from gateway.upstream.urls import join
+
+
+@pytest.mark.parametrize(
+    "base", ["https://upstream.test/v2", "https://upstream.test/v2/", "http://127.0.0.1:8080"]
+)
+def test_plain_ids_are_joined_directly_to_the_same_url(base: str) -> None:
+    ids = ",".join(f"{i:032x}" for i in range(240)) + ",a-b_c.d~e"
+    joined = join(httpx.URL(base), "/jobs/" + ids)
+    assert isinstance(joined, httpx.URL)
+    assert joined == httpx.URL(base.rstrip("/") + "/jobs/" + ids)
+    assert httpx.AsyncClient(base_url=base).build_request("GET", joined).url == joined
+
+
+def test_ids_that_need_escaping_are_left_to_httpx() -> None:
+    base = httpx.URL("https://upstream.test/v2")
+    assert join(base, "/jobs/a b,c%2F") == "/jobs/a b,c%2F"
+    client = httpx.AsyncClient(base_url=base)
+    url = client.build_request("GET", join(base, "/jobs/a b")).url
+    assert url.raw_path == b"/v2/jobs/a%20b"
