@@ -87,19 +87,33 @@ class Lanes:
         return lane
 
     def remove(self, job_id: str) -> None:
-        """Forget a job; an emptied lane closes, and a lane the others can absorb is merged."""
+        """Forget a job, and merge a lane into the others once they can absorb it.
+
+        An emptied lane stays open until it is due (see :meth:`close_if_empty`): when answers
+        end every job of a lane at once, the next requests' jobs join it and are polled on
+        the same beat, instead of opening a lane a whole tick away.
+        """
         lane = self._lane_of.pop(job_id, None)
         if lane is None:
             return
         lane._remove(job_id)
-        if not lane.ids:
-            self._lanes.remove(lane)
-        elif len(self._lanes) > 1:
+        if lane.ids and len(self._lanes) > 1:
             self._merge_smallest()
 
+    def close_if_empty(self, lane: Lane) -> bool:
+        """Close ``lane`` if it has no jobs (its loop calls this when it is due)."""
+        if lane.ids:
+            return False
+        if lane in self._lanes:
+            self._lanes.remove(lane)
+        return True
+
     def _merge_smallest(self) -> None:
-        smallest = min(self._lanes, key=len)
-        others = [lane for lane in self._lanes if lane is not smallest]
+        busy = [lane for lane in self._lanes if lane.ids]
+        if len(busy) < 2:
+            return
+        smallest = min(busy, key=len)
+        others = [lane for lane in busy if lane is not smallest]
         if not self._fits(smallest, others):
             return
         for job_id in list(smallest.ids):

@@ -187,8 +187,8 @@ class AccountPoller:
             delay = lane.due - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            if not lane.ids:
-                return  # emptied (and closed) while waiting
+            if self.lanes.close_if_empty(lane):
+                return
             try:
                 failure = await self._poll(list(lane.ids))
             except Exception:  # a bug must not kill polling for everyone; keep going
