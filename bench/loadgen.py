@@ -15,12 +15,15 @@ Run as ``python -m bench.loadgen`` with a JSON spec on stdin (see :class:`Spec`)
   ``hold_until``.
 - ``direct``: the floor for the added delay. No gateway: the clients submit jobs straight to the
   jobs API and one coalesced poller here asks for all of them every ``tick`` (``chunk_ids`` ids
-  per request, as the gateway does), stamping each word when the status answer is parsed.
+  per request, as the gateway does), stamping each word when the status answer arrived.
+
+Arrival times are those of the bytes reaching the process (see :class:`StampingReader`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
 import os
@@ -71,20 +74,58 @@ def parse_head(raw: bytes) -> Head:
     return Head(int(parts[1]), headers)
 
 
+class StampingReader(asyncio.StreamReader):
+    """A stream reader that notes when its bytes arrived.
+
+    The moment ``data_received`` hands bytes over is when the client received them. A task
+    that parses them runs later, after the event loop has delivered the other sockets' data
+    of the same moment: with 500 streams answering together, stamping there would time the
+    load generator's own queue, not the server.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit=limit)
+        self._fed = 0
+        self._marks: list[tuple[int, float]] = []  # (bytes fed so far, when)
+
+    def feed_data(self, data: bytes) -> None:
+        self._fed += len(data)
+        self._marks.append((self._fed, time.time()))
+        super().feed_data(data)
+
+    def arrived(self, offset: int) -> float:
+        """When the byte before ``offset`` (counted from the connection's start) arrived."""
+        index = bisect.bisect_left(self._marks, (offset, 0.0))
+        return self._marks[index][1] if index < len(self._marks) else time.time()
+
+    def forget_before(self, offset: int) -> None:
+        """Drop the marks of bytes before ``offset``, already read (keeps the list short)."""
+        index = bisect.bisect_left(self._marks, (offset, 0.0))
+        if index:
+            del self._marks[:index]
+
+
 class Connection:
     """One keep-alive HTTP/1.1 connection; reopened transparently after a close."""
 
     def __init__(self, host: str, port: int) -> None:
         self.host = host
         self.port = port
-        self._reader: asyncio.StreamReader | None = None
+        self._reader: StampingReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self.consumed = 0  # bytes of the connection read so far
+        self.arrival = 0.0  # when the last byte of the piece ``body`` just yielded arrived
 
-    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _open(self) -> tuple[StampingReader, asyncio.StreamWriter]:
         if self._reader is None or self._writer is None or self._writer.is_closing():
-            self._reader, self._writer = await asyncio.open_connection(
-                self.host, self.port, limit=1 << 20
-            )
+            # asyncio.open_connection, with a reader that stamps what arrives.
+            loop = asyncio.get_running_loop()
+            reader = StampingReader(limit=1 << 20)
+            protocol = asyncio.StreamReaderProtocol(reader)
+            transport, _ = await loop.create_connection(lambda: protocol, self.host, self.port)
+            self._reader = reader
+            self._writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+            self.consumed = 0
         return self._reader, self._writer
 
     def close(self) -> None:
@@ -95,6 +136,7 @@ class Connection:
     async def request(self, method: str, path: str, headers: bytes, body: bytes) -> Head:
         """Send a request and read the response head; then read the body with :meth:`body`."""
         reader, writer = await self._open()
+        reader.forget_before(self.consumed)
         writer.write(
             f"{method} {path} HTTP/1.1\r\nhost: {self.host}:{self.port}\r\n".encode()
             + headers
@@ -106,6 +148,7 @@ class Connection:
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError) as exc:
             self.close()
             raise HTTPError(f"no response head ({type(exc).__name__})") from None
+        self.consumed += len(raw)
         return parse_head(raw)
 
     async def body(self, head: Head) -> AsyncIterator[bytes]:
@@ -118,14 +161,21 @@ class Connection:
                     size_line = await reader.readuntil(b"\r\n")
                     size = int(size_line.split(b";", 1)[0], 16)
                     if size == 0:
-                        await reader.readuntil(b"\r\n")
+                        self.consumed += len(size_line) + len(await reader.readuntil(b"\r\n"))
                         break
                     data = await reader.readexactly(size + 2)
+                    self.consumed += len(size_line) + len(data)
+                    self.arrival = reader.arrived(self.consumed)
                     yield data[:-2]
             elif "content-length" in head.headers:
-                yield await reader.readexactly(int(head.headers["content-length"]))
+                data = await reader.readexactly(int(head.headers["content-length"]))
+                self.consumed += len(data)
+                self.arrival = reader.arrived(self.consumed)
+                yield data
             else:
-                yield await reader.read()
+                data = await reader.read()
+                self.arrival = time.time()
+                yield data
                 self.close()
                 return
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError, ValueError) as e:
@@ -295,19 +345,18 @@ class Client:
         if hold:
             reader = SSEReader(record)
             async for piece in conn.body(head):
-                reader.feed(piece, time.time())
+                reader.feed(piece, conn.arrival)
                 if record.words:
                     record.t_end = time.time()
                     await asyncio.sleep(max(0.0, self.spec.hold_until - time.time()))
                     conn.close()  # the client leaves; the server should notice and let go
                     return
             return
-        # Only stamp and keep the bytes now; parsing waits until the run is over, so that
-        # 500 streams' events arriving together are timed as they come, not as parsed.
+        # Keep the bytes with their arrival times now; parsing waits until the run is over.
         pieces: list[tuple[float, bytes]] = []
         self.raw.append((record, pieces))
         async for piece in conn.body(head):
-            pieces.append((time.time(), piece))
+            pieces.append((conn.arrival, piece))
 
 
 def parse_streams(raw: list[tuple[Record, list[tuple[float, bytes]]]]) -> None:
@@ -400,8 +449,8 @@ class DirectPoller:
             body = b"".join([p async for p in conn.body(head)])
         except HTTPError:
             return
+        now = conn.arrival  # the words reached this client when the answer did
         answer = json.loads(body).get("jobs") or {}
-        now = time.time()
         for job_id in ids:
             job = answer.get(job_id)
             if job is None or job_id not in self.jobs:

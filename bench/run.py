@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -57,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tick", type=float, default=0.25, help="poll interval of both systems")
     p.add_argument("--soak", type=float, default=0.0, help="also soak the gateway N seconds")
     p.add_argument("--load-procs", type=int, default=1, help="load-generator processes")
+    p.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="let the scheduler place every process (default: the server under test on the\n"
+        "first core, the emulator and load generator on the others; not in scenario 5)",
+    )
     p.add_argument("--no-baseline", action="store_true", help="measure the gateway only")
     p.add_argument("--baseline-only", action="store_true", help="measure LiteLLM only")
     p.add_argument("--profile", action="store_true", help="py-spy the gateway in scenarios 2-3")
@@ -131,7 +138,13 @@ async def measure(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
     if unknown:
         raise SystemExit(f"unknown scenarios: {', '.join(sorted(unknown))}")
     sizes = _sizes(args)
-    ctx = Context(logs=logs, tick=args.tick, load_procs=args.load_procs, profile=args.profile)
+    ctx = Context(
+        logs=logs,
+        tick=args.tick,
+        load_procs=args.load_procs,
+        profile=args.profile,
+        placement=None if args.no_pin else servers.placement(),
+    )
     systems: dict[str, SystemFactory] = {}
     if not args.baseline_only:
         systems["gateway"] = _gateway(1, args.tick)
@@ -183,16 +196,18 @@ async def measure(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
         # so 200 clients cap throughput at 800/s, less than two workers can serve.
         clients = sizes["scale_clients"]
         out["scale"] = {}
+        # Two workers need both cores, so nothing is pinned here, for either run.
+        free = dataclasses.replace(ctx, placement=None)
         for workers, key in ((1, "one"), (2, "throughput")):
             step(f"scale: {clients} clients through the gateway with {workers} worker(s)")
             out["scale"][key] = await scenarios.throughput(
-                ctx, f"scale-{workers}-workers", _gateway(workers, args.tick), clients,
+                free, f"scale-{workers}-workers", _gateway(workers, args.tick), clients,
                 sizes["window"],
             )  # fmt: skip
         two = _gateway(2, args.tick)
         step(f"scale: {sizes['streams']} streams through the gateway with 2 workers")
         out["scale"]["streams"] = await scenarios.streams(
-            ctx, "scale-streams", two, sizes["streams"], max(6.0, sizes["window"] / 2),
+            free, "scale-streams", two, sizes["streams"], max(6.0, sizes["window"] / 2),
             words=args.words, wps=args.wps,
         )  # fmt: skip
     return out
@@ -384,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": info,
         "tick": args.tick,
         "quick": args.quick,
+        "placement": _placement_text(args),
         "results": results,
         "table": [_row(row) for row in table],
     }
@@ -393,9 +409,17 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nratio = how many times better the gateway's figure is. tick {args.tick:g}s. "
         f"{info['nproc']} cores, {info['cpu_model']}, {info['memory_gb']} GB. "
-        f"Details: {_shown(output)}"
+        f"{_placement_text(args)}. Details: {_shown(output)}"
     )
     return 0
+
+
+def _placement_text(args: argparse.Namespace) -> str:
+    cores = None if args.no_pin else servers.placement()
+    if cores is None:
+        return "No CPU pinning"
+    server, load = (",".join(map(str, sorted(c))) for c in cores)
+    return f"Server under test on core {server}, emulator and load generator on {load} (not 5)"
 
 
 def _shown(path: Path) -> str:

@@ -39,6 +39,12 @@ class Context:
     tick: float  # the gateway's poll_interval and the baseline's poll interval
     load_procs: int  # load-generator processes
     profile: bool
+    #: (server cores, emulator + load generator cores), or None to let the scheduler place them
+    placement: tuple[set[int], set[int]] | None = None
+
+    @property
+    def load_cores(self) -> set[int] | None:
+        return self.placement[1] if self.placement else None
 
 
 @dataclass(slots=True)
@@ -73,7 +79,7 @@ class Load:
 
 
 async def start_load(
-    spec: dict[str, Any], procs: int, log: Path
+    spec: dict[str, Any], procs: int, log: Path, cores: set[int] | None = None
 ) -> list[asyncio.subprocess.Process]:
     total = spec["concurrency"]
     procs = max(1, min(procs, total))
@@ -91,6 +97,7 @@ async def start_load(
                 stderr=errors,
                 cwd=servers.ROOT,
             )
+        servers.pin([proc.pid], cores)
         assert proc.stdin is not None
         proc.stdin.write(body)
         await proc.stdin.drain()
@@ -216,6 +223,9 @@ def _system(
     with servers.start_emulator(ctx.logs, name, queue_seconds) as emulator:
         system = factory(ctx.logs, name, emulator.url)
         with system.server:
+            if ctx.placement is not None:
+                servers.pin(system.server.pids(), ctx.placement[0])
+                servers.pin([emulator.pid], ctx.placement[1])
             yield emulator, system
 
 
@@ -296,7 +306,9 @@ async def streams(
         end = start + window
         spec = _spec(system, "streams", concurrency, prompt, start_at=begin, ramp=ramp)
         spec.update(stop_at=end, think=ctx.tick)
-        procs = await start_load(spec, ctx.load_procs, ctx.logs / f"{name}-loadgen.log")
+        procs = await start_load(
+            spec, ctx.load_procs, ctx.logs / f"{name}-loadgen.log", ctx.load_cores
+        )
         out = ctx.logs / f"{name}-profile.txt" if profile and ctx.profile else None
         seen = await observe(system.server, emulator, start, end, profile_to=out)
         load = await finish_load(procs)
@@ -367,7 +379,8 @@ async def limit(
             "tick": ctx.tick,
             "chunk_ids": (budget + 1) // (JOB_ID_LENGTH + 1),
         }
-        procs = await start_load(spec, 1, ctx.logs / "limit-loadgen.log")
+        servers.pin([emulator.pid], ctx.load_cores)
+        procs = await start_load(spec, 1, ctx.logs / "limit-loadgen.log", ctx.load_cores)
         seen = await observe(emulator, emulator, start, end)
         load = await finish_load(procs)
         timelines = await _timelines(emulator, load.records, seen)
@@ -465,7 +478,9 @@ async def throughput(
         end = start + window
         spec = _spec(system, "completions", concurrency, prompt, start_at=begin, ramp=ramp)
         spec["stop_at"] = end
-        procs = await start_load(spec, ctx.load_procs, ctx.logs / f"{name}-loadgen.log")
+        procs = await start_load(
+            spec, ctx.load_procs, ctx.logs / f"{name}-loadgen.log", ctx.load_cores
+        )
         out = ctx.logs / f"{name}-profile.txt" if profile and ctx.profile else None
         seen = await observe(system.server, emulator, start, end, profile_to=out)
         load = await finish_load(procs)
@@ -509,7 +524,9 @@ async def memory(
         end = start + hold
         spec = _spec(system, "hold", concurrency, prompt, start_at=begin, ramp=ramp)
         spec.update(stop_at=end, hold_until=end + 0.5)
-        procs = await start_load(spec, ctx.load_procs, ctx.logs / f"{name}-loadgen.log")
+        procs = await start_load(
+            spec, ctx.load_procs, ctx.logs / f"{name}-loadgen.log", ctx.load_cores
+        )
         seen = await observe(system.server, emulator, start, end)
         load = await finish_load(procs)
     opened = sum(1 for r in load.records if r["words"] and r["words"][0] <= seen.start)
@@ -545,7 +562,9 @@ async def soak(
         end = begin + seconds
         spec = _spec(system, "streams", concurrency, prompt, start_at=begin, ramp=5.0)
         spec["stop_at"] = end
-        procs = await start_load(spec, ctx.load_procs, ctx.logs / f"{name}-loadgen.log")
+        procs = await start_load(
+            spec, ctx.load_procs, ctx.logs / f"{name}-loadgen.log", ctx.load_cores
+        )
         seen = await observe(system.server, emulator, start, end, sample_every=5.0)
         load = await finish_load(procs)
     samples = [r for _, r in seen.rss]

@@ -20,6 +20,7 @@ from http import HTTPStatus
 from typing import Any
 
 import httpx
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -43,12 +44,17 @@ class EmulatedConnectionReset(httpx.RemoteProtocolError):
 
 
 class JSON(Response):
-    """Compact ASCII JSON: cheap for big status answers, and safe for any prompt text."""
+    """Compact UTF-8 JSON from orjson: a status answer for 240 jobs is ~200 KB, and the
+    standard library took 4x longer to write it, a delay every poll of a benchmark paid.
+    Text orjson refuses (lone surrogates in a prompt) is written as ASCII JSON instead."""
 
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, separators=(",", ":")).encode("ascii")
+        try:
+            return orjson.dumps(content)
+        except orjson.JSONEncodeError:
+            return json.dumps(content, separators=(",", ":")).encode("ascii")
 
 
 class _ResetResponse(Response):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -46,12 +46,25 @@ class JobSnapshot:
 class StatusRules:
     finished: frozenset[str]
     failed: frozenset[str]
+    _seen: dict[tuple[str, str | None], JobPhase] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def of(cls, finished: Iterable[str], failed: Iterable[str]) -> StatusRules:
         return cls(frozenset(s.lower() for s in finished), frozenset(s.lower() for s in failed))
 
     def phase(self, status: str, vm_status: str | None) -> JobPhase:
+        """The phase for a (status, vmStatus) pair; a handful of pairs recur, so it is cached."""
+        key = (status, vm_status)
+        phase = self._seen.get(key)
+        if phase is None:
+            phase = self._phase(status, vm_status)
+            if len(self._seen) < 1024:  # statuses come from the upstream: bound the cache
+                self._seen[key] = phase
+        return phase
+
+    def _phase(self, status: str, vm_status: str | None) -> JobPhase:
         for name in (status, vm_status or ""):
             if name in self.failed:
                 return JobPhase.FAILED
