@@ -67,10 +67,13 @@ class Lanes:
     def _room(self, lane: Lane, job_id: str, fill: float = 1.0) -> bool:
         if not lane.ids:
             return True  # an empty lane takes any id, even one longer than the budget
-        extra = len(job_id) + 1
-        if lane.length + extra > self.url_budget * fill:
+        return self._takes(lane.length, len(lane.ids), job_id, fill)
+
+    def _takes(self, length: int, count: int, job_id: str, fill: float) -> bool:
+        """Does a lane of ``length`` characters and ``count`` ids have room for ``job_id``?"""
+        if length + len(job_id) + 1 > self.url_budget * fill:
             return False
-        return self.max_ids is None or len(lane.ids) + 1 <= self.max_ids * fill
+        return self.max_ids is None or count + 1 <= self.max_ids * fill
 
     def place(self, job_id: str, now: float) -> Lane | None:
         """File a new job in the emptiest lane with room; return the lane if it had to be opened."""
@@ -135,8 +138,7 @@ class Lanes:
             candidates = [
                 other
                 for other in others
-                if lengths[id(other)] + len(job_id) + 1 <= self.url_budget * MERGE_FILL
-                and (self.max_ids is None or counts[id(other)] + 1 <= self.max_ids * MERGE_FILL)
+                if self._takes(lengths[id(other)], counts[id(other)], job_id, MERGE_FILL)
             ]
             if not candidates:
                 return False
