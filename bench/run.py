@@ -218,6 +218,34 @@ def _others(run: dict[str, Any]) -> float:
     return (run["emulator_cpu_seconds"] + run["loadgen_cpu_seconds"]) / run["window_seconds"]
 
 
+def _versus(
+    g: dict[str, Any],
+    b: dict[str, Any] | None,
+    keys: tuple[str, ...],
+    label: str,
+    target: str,
+    times: float,
+    *,
+    higher_is_better: bool = False,
+    digits: int = 1,
+    strictly: bool = False,
+) -> Row:
+    """A row comparing one figure of the gateway's run (``g``) with the baseline's (``b``);
+    it passes when the gateway is ``times`` better (strictly better when ``strictly``)."""
+
+    def pick(run: dict[str, Any]) -> Any:
+        for key in keys:
+            run = run[key]
+        return run
+
+    gv, bv = pick(g), (pick(b) if b else None)
+    ratio = advantage(gv, bv, higher_is_better=higher_is_better)
+    passed = None if ratio is None else (ratio > times if strictly else ratio >= times)
+    return Row(
+        label, fmt(gv, digits=digits), fmt(bv, digits=digits), fmt(ratio, "x"), target, passed
+    )
+
+
 def rows(results: dict[str, Any], chosen: set[str], tick: float) -> list[Row]:
     table: list[Row] = []
     streams = results.get("streams", {})
@@ -273,42 +301,14 @@ def rows(results: dict[str, Any], chosen: set[str], tick: float) -> list[Row]:
     g, b = tp.get("gateway"), tp.get("litellm")
     if g and "throughput" in chosen:
         c = g["concurrency"]
-        gv, bv = g["completions_per_second"], (b["completions_per_second"] if b else None)
-        ratio = advantage(gv, bv, higher_is_better=True)
-        table.append(
-            Row(
-                f"3 throughput (completions/s), {c} clients",
-                fmt(gv),
-                fmt(bv),
-                fmt(ratio, "x"),
-                ">= 3x baseline",
-                None if ratio is None else ratio >= 3,
-            )
-        )
-        gv, bv = g["cpu_ms_per_completion"], (b["cpu_ms_per_completion"] if b else None)
-        ratio = advantage(gv, bv, higher_is_better=False)
-        table.append(
-            Row(
-                "3 server CPU per completion (ms)",
-                fmt(gv, digits=2),
-                fmt(bv, digits=2),
-                fmt(ratio, "x"),
-                "<= baseline / 5",
-                None if ratio is None else ratio >= 5,
-            )
-        )
-        gv, bv = g["latency_ms"]["p99"], (b["latency_ms"]["p99"] if b else None)
-        ratio = advantage(gv, bv, higher_is_better=False)
-        table.append(
-            Row(
-                "3 p99 latency (ms)",
-                fmt(gv, digits=0),
-                fmt(bv, digits=0),
-                fmt(ratio, "x"),
-                "< baseline",
-                None if ratio is None else ratio > 1,
-            )
-        )
+        table += [
+            _versus(g, b, ("completions_per_second",), f"3 throughput (completions/s), {c} clients",
+                    ">= 3x baseline", 3, higher_is_better=True),
+            _versus(g, b, ("cpu_ms_per_completion",), "3 server CPU per completion (ms)",
+                    "<= baseline / 5", 5, digits=2),
+            _versus(g, b, ("latency_ms", "p99"), "3 p99 latency (ms)", "< baseline", 1,
+                    digits=0, strictly=True),
+        ]  # fmt: skip
     mem = results.get("memory", {})
     g, b = mem.get("gateway"), mem.get("litellm")
     if g:

@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 import yaml
 
-from tests.e2e.servers import free_port
+from tests.e2e.servers import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE_DIR = ROOT / "bench" / "litellm_baseline"
@@ -110,15 +109,9 @@ class Server:
         return []
 
     def _wait_ready(self, path: str, limit: float) -> None:
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited early; see {self.log}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + path, timeout=1.0).status_code < 500:
-                    return
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} not ready in {limit:.0f}s; see {self.log}")
+        problem = wait_ready(self.process, self.url + path, limit, interval=0.1)
+        if problem is not None:
+            raise RuntimeError(f"{self.name} {problem}; see {self.log}")
 
     def stop(self, wait: float = 15.0) -> None:
         if self.process.poll() is None:

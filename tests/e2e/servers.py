@@ -29,6 +29,21 @@ def free_port() -> int:
         return port
 
 
+def wait_ready(
+    process: subprocess.Popen[bytes], url: str, limit: float, interval: float
+) -> str | None:
+    """Wait until ``url`` answers below 500; None when it did, else what went wrong."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return "exited early"
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1.0).status_code < 500:
+                return None
+        time.sleep(interval)
+    return f"not ready in {limit:g}s"
+
+
 class Server:
     """A subprocess serving HTTP on 127.0.0.1; waits until ``ready_path`` answers."""
 
@@ -48,15 +63,9 @@ class Server:
         self._wait_ready(ready_path)
 
     def _wait_ready(self, path: str, limit: float = 30.0) -> None:
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.log.read_text()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + path, timeout=1.0).status_code < 500:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError(f"server not ready in {limit}s:\n{self.log.read_text()}")
+        problem = wait_ready(self.process, self.url + path, limit, interval=0.05)
+        if problem is not None:
+            raise RuntimeError(f"server {problem}:\n{self.log.read_text()}")
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
