@@ -1,15 +1,21 @@
 """One request's record as it passes through the gateway: who, what, how long, how much.
 
-Routes fill it in; when the answer is complete (or the client left) the app's
-``on_finish`` hook turns it into a log line, metrics, a ledger row and a limit release.
+Routes fill it in. What the request holds (its concurrency slot, its jobs' places in the
+per-token cap) is let go by :meth:`Exchange.release` as soon as the answer is complete and
+*before* its last bytes are written, so a client that sends its next request the moment it
+reads ``[DONE]`` never finds its own previous slot still taken. When the exchange is over the
+runtime's ``finish`` turns the record into a log line, metrics and a ledger row.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+
+logger = logging.getLogger("gateway.access")
 
 
 @dataclass(slots=True)
@@ -32,6 +38,16 @@ class Exchange:
     log_rewrites: int = 0
     ignored: list[str] = field(default_factory=list)  # request fields accepted, not forwarded
     cleanups: list[Callable[[Exchange], Awaitable[None]]] = field(default_factory=list)
+
+    async def release(self) -> None:
+        """Run the cleanups once; later calls (the runtime's ``finish`` always makes one) do
+        nothing. A failing cleanup is logged and does not stop the others."""
+        cleanups, self.cleanups = self.cleanups, []
+        for cleanup in cleanups:
+            try:
+                await cleanup(self)
+            except Exception:
+                logger.exception("request cleanup failed")
 
     def mark_text(self) -> None:
         if self.first_text_at is None:

@@ -101,12 +101,8 @@ class Runtime:
             self.last_upstream_ok = time.monotonic()
 
     async def finish(self, exchange: Exchange) -> None:
-        """The end of every request: cleanups (limits, ledger), metrics, the access log line."""
-        for cleanup in exchange.cleanups:
-            try:
-                await cleanup(exchange)
-            except Exception:
-                access_log.exception("request cleanup failed")
+        """The end of every request: cleanups not yet run, metrics, ledger, the access log line."""
+        await exchange.release()
         metrics = self.metrics
         key = exchange.key_name or "-"
         model = exchange.model or "-"

@@ -60,6 +60,9 @@ async def sse_stream(
         first: Event | None = await anext(events)
     except StopAsyncIteration:
         first = None
+    except GatewayError:
+        await exchange.release()  # answered with a status of its own: free the slot first
+        raise
     if shape.chat:
         yield b"".join(sse(shape.chunk(i, role=True)) for i in range(plan.n_choices))
     echo = plan.echo_prompts
@@ -81,9 +84,11 @@ async def sse_stream(
             error = InternalError("The gateway failed while streaming; it has been logged.")
         exchange.status, exchange.outcome = error.status_code, error.code or "error"
         settle(exchange, choices)
+        await exchange.release()
         yield sse(error.to_dict())
         return
     settle(exchange, choices)
+    await exchange.release()  # before the last bytes: the client may send its next request at once
     if plan.include_usage:
         yield sse(shape.usage_chunk(plan.prompt_tokens, exchange.completion_tokens))
     yield DONE

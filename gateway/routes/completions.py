@@ -134,5 +134,6 @@ async def _complete(request: Request, route: str, kind: str, planner: Planner) -
             return await collect(shape, plan, choices, events, exchange)
         finally:
             await events.aclose()  # type: ignore[attr-defined]
+            await exchange.release()  # before the answer is written (see Exchange.release)
 
     return DeferredJSONResponse(produce, headers, on_close)  # type: ignore[return-value]

@@ -67,6 +67,7 @@ CHAT = "/v1/chat/completions"
 ADMIN_KEY = "sk-test-admin-0123456789"
 BURST_KEY = "sk-test-burst-0123456789"
 CONC_KEY = "sk-test-conc-0123456789"
+SERIAL_KEY = "sk-test-serial-0123456789"
 COUNT_KEY = "sk-test-count-0123456789"
 LEDGER_KEY = "sk-test-ledger-0123456789"
 ONE_MODEL_KEY = "sk-test-one-model-0123456789"
@@ -88,6 +89,7 @@ CLUSTER_KEYS = [
     key("bob", BOB_KEY, BOB_TOKEN),
     key("burst", BURST_KEY, rpm=BURST_RPM),
     key("conc", CONC_KEY, BOB_TOKEN, max_concurrent=2),
+    key("serial", SERIAL_KEY, BOB_TOKEN, max_concurrent=1),
     key("count", COUNT_KEY, rpm=COUNT_RPM, tpm=COUNT_TPM),
     key("ledger", LEDGER_KEY, models=["gemma-2b"]),
     key("budget", BUDGET_KEY, BOB_TOKEN, daily_tokens=BUDGET),
@@ -289,6 +291,20 @@ async def test_max_concurrent_holds_across_replicas(cluster: Cluster) -> None:
         finally:
             await first.aclose()
             await second.aclose()
+
+
+@needs_redis
+def test_one_request_at_a_time_is_never_refused(cluster: Cluster) -> None:
+    """With ``max_concurrent: 1`` a client that sends each request the moment the last answer
+    arrived must never meet its own previous slot: the slot is freed before the answer's last
+    bytes are written (the Redis release is a network round trip, so the race is real)."""
+    client = sdk(cluster.gateways[0], SERIAL_KEY)
+    user = [{"role": "user", "content": SHORT}]
+    for _ in range(15):
+        answer = client.chat.completions.create(model="gemma-2b", messages=user)
+        assert answer.choices[0].message.content == "ok"
+        stream = client.chat.completions.create(model="gemma-2b", messages=user, stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "ok"
 
 
 def test_models_expiry_and_disabled_keys_are_403(cluster: Cluster) -> None:
