@@ -162,9 +162,12 @@ def create_app(
 
 def app_from_environment() -> Starlette:
     """Factory for ``uvicorn --factory`` with several workers: config from $GATEWAY_CONFIG."""
+    from gateway.collector import tune_collector
     from gateway.config import load_settings
 
     settings = load_settings()
     setup = configure_logging(settings.logging)
     register_secrets(setup, settings)
-    return create_app(settings, logging_setup=setup)
+    app = create_app(settings, logging_setup=setup)
+    tune_collector(settings.server)
+    return app

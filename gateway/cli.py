@@ -18,6 +18,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import create_app, register_secrets
+    from gateway.collector import tune_collector
     from gateway.logs import configure_logging
     from gateway.metrics import prepare_multiprocess_dir
     from gateway.shutdown import exit_zero_after_signal
@@ -41,6 +42,8 @@ def _serve(args: argparse.Namespace) -> int:
         if workers > 1
         else create_app(settings, logging_setup=setup)
     )
+    if workers == 1:  # each worker of several tunes itself (app_from_environment)
+        tune_collector(settings.server)
     with exit_zero_after_signal():
         uvicorn.run(
             app,  # type: ignore[arg-type]

@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 CONFIG_ENV = "GATEWAY_CONFIG"
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -157,6 +165,8 @@ class ServerSettings(_Frozen):
     graceful_shutdown_seconds: float = Field(30.0, ge=0)
     cors_origins: tuple[str, ...] = ()
     system_fingerprint: str = "fp_gateway"
+    gc_freeze: bool = True
+    gc_threshold: tuple[PositiveInt, PositiveInt, PositiveInt] | None = (10_000, 10, 10)
 
 
 class RedisSettings(_Frozen):
