@@ -40,10 +40,11 @@ class Exchange:
     cleanups: list[Callable[[Exchange], Awaitable[None]]] = field(default_factory=list)
 
     async def release(self) -> None:
-        """Run the cleanups once; later calls (the runtime's ``finish`` always makes one) do
-        nothing. A failing cleanup is logged and does not stop the others."""
-        cleanups, self.cleanups = self.cleanups, []
-        for cleanup in cleanups:
+        """Run each cleanup once; the runtime's ``finish`` always calls this again for what is
+        left. A failing cleanup is logged and does not stop the others; one cancelled midway
+        leaves the rest to that later call."""
+        while self.cleanups:
+            cleanup = self.cleanups.pop(0)
             try:
                 await cleanup(self)
             except Exception:
