@@ -67,6 +67,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-baseline", action="store_true", help="measure the gateway only")
     p.add_argument("--baseline-only", action="store_true", help="measure LiteLLM only")
     p.add_argument("--profile", action="store_true", help="py-spy the gateway in scenarios 2-3")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="FIELD=YAML",
+        help="override a field of the gateway's generated config (repeatable), e.g.\n"
+        "--set server.gc_threshold=null --set server.gc_freeze=false",
+    )
     p.add_argument("--output", type=Path, help="JSON results file (default bench/results/)")
     return p
 
@@ -118,9 +127,9 @@ def machine() -> dict[str, Any]:
     }
 
 
-def _gateway(workers: int, tick: float) -> SystemFactory:
+def _gateway(workers: int, tick: float, overrides: dict[str, Any]) -> SystemFactory:
     def start(logs: Path, name: str, upstream: str) -> servers.System:
-        return servers.start_gateway(logs, name, upstream, tick, workers)
+        return servers.start_gateway(logs, name, upstream, tick, workers, overrides)
 
     return start
 
@@ -138,6 +147,7 @@ async def measure(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
     if unknown:
         raise SystemExit(f"unknown scenarios: {', '.join(sorted(unknown))}")
     sizes = _sizes(args)
+    overrides = servers.parse_overrides(args.overrides)
     ctx = Context(
         logs=logs,
         tick=args.tick,
@@ -147,7 +157,7 @@ async def measure(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
     )
     systems: dict[str, SystemFactory] = {}
     if not args.baseline_only:
-        systems["gateway"] = _gateway(1, args.tick)
+        systems["gateway"] = _gateway(1, args.tick, overrides)
     if not args.no_baseline:
         if servers.litellm_available():
             systems["litellm"] = _litellm(args.tick)
@@ -201,10 +211,10 @@ async def measure(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
         for workers, key in ((1, "one"), (2, "throughput")):
             step(f"scale: {clients} clients through the gateway with {workers} worker(s)")
             out["scale"][key] = await scenarios.throughput(
-                free, f"scale-{workers}-workers", _gateway(workers, args.tick), clients,
+                free, f"scale-{workers}-workers", _gateway(workers, args.tick, overrides), clients,
                 sizes["window"],
             )  # fmt: skip
-        two = _gateway(2, args.tick)
+        two = _gateway(2, args.tick, overrides)
         step(f"scale: {sizes['streams']} streams through the gateway with 2 workers")
         out["scale"]["streams"] = await scenarios.streams(
             free, "scale-streams", two, sizes["streams"], max(6.0, sizes["window"] / 2),

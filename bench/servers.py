@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -186,12 +187,44 @@ class System:
     model: str = MODEL
 
 
-def start_gateway(logs: Path, name: str, upstream: str, tick: float, workers: int) -> System:
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["server.gc_freeze=false"]`` -> ``{"server.gc_freeze": False}`` (values are YAML)."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        field, sep, value = item.partition("=")
+        if not sep or not field:
+            raise SystemExit(f"--set wants FIELD=YAML, got {item!r}")
+        overrides[field] = yaml.safe_load(value)
+    return overrides
+
+
+def apply_overrides(settings: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set each dotted field of ``overrides`` in ``settings`` (which it changes and returns)."""
+    for field, value in overrides.items():
+        *parents, last = field.split(".")
+        node = settings
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return settings
+
+
+def start_gateway(
+    logs: Path,
+    name: str,
+    upstream: str,
+    tick: float,
+    workers: int,
+    overrides: dict[str, Any] | None = None,
+) -> System:
     port = free_port()
     key = "sk-bench-" + secrets.token_urlsafe(16)
     config = logs / f"{name}-gateway.yaml"
     ledger = logs / f"{name}-usage.db"
-    config.write_text(yaml.safe_dump(gateway_settings(upstream, key, tick, workers, ledger)))
+    settings = apply_overrides(
+        gateway_settings(upstream, key, tick, workers, ledger), overrides or {}
+    )
+    config.write_text(yaml.safe_dump(settings))
     metrics_dir = logs / f"{name}-metrics"
     metrics_dir.mkdir(exist_ok=True)
     args = [venv_bin("gateway"), "serve", "--config", str(config), "--port", str(port)]

@@ -3,7 +3,7 @@
 The gateway allocates many short-lived objects per poll (parsed status answers, SSE chunks) while
 holding a large set of long-lived ones (streams, jobs, modules). With CPython's defaults a young
 collection runs every 700 allocations and full collections walk the whole heap: in the
-benchmarks (BENCHMARKS.md) that was ~15% of the gateway's CPU with pauses up to ~60 ms.
+benchmarks (BENCHMARKS.md) that was ~13% of the gateway's CPU with pauses up to ~60 ms.
 Freezing what start-up allocated (``gc.freeze``) takes it out of every later collection, and a
 larger first threshold makes young collections rarer; reference counting still frees almost
 everything at once, the collector only finds cycles.

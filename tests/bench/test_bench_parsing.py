@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from pathlib import Path
 
 import pytest
 
+from bench import servers
 from bench.loadgen import (
     Connection,
     Record,
@@ -19,6 +21,7 @@ from bench.loadgen import (
 from bench.profile import tally
 from bench.report import Row, advantage, format_table, id_chunks, percentile
 from bench.scenarios import Observation, coalescing_bound, word_delays
+from gateway.config import Settings
 
 
 def test_percentile_interpolates_and_handles_edges() -> None:
@@ -151,3 +154,23 @@ def test_streams_are_parsed_after_the_run_with_their_arrival_times() -> None:
     parse_streams([(complete, [(1.0, text), (2.0, b"data: [DONE]\n\n")]), (cut, [(1.5, text)])])
     assert complete.words == [1.0, 1.0] and complete.error is None
     assert cut.words == [1.5, 1.5] and cut.error == "stream ended without [DONE]"
+
+
+def test_set_overrides_reach_the_generated_gateway_config() -> None:
+    overrides = servers.parse_overrides(
+        ["server.gc_threshold=null", "server.gc_freeze=false", "upstream.status_max_ids=100"]
+    )
+    settings = servers.apply_overrides(
+        servers.gateway_settings("http://up", "sk-bench-key", 0.25, 1, Path("u.db")), overrides
+    )
+    assert settings["server"] == {
+        "workers": 1,
+        "graceful_shutdown_seconds": 2,
+        "gc_threshold": None,
+        "gc_freeze": False,
+    }
+    assert settings["upstream"]["status_max_ids"] == 100
+    assert settings["upstream"]["poll_interval"] == 0.25
+    Settings.model_validate(settings)  # still a config the gateway accepts
+    with pytest.raises(SystemExit, match="FIELD=YAML"):
+        servers.parse_overrides(["server.gc_freeze"])
