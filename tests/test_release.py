@@ -9,7 +9,6 @@ bytes, a fresh admission for the same key must already succeed.
 from __future__ import annotations
 
 import contextlib
-import signal
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,9 +17,9 @@ import pytest
 from starlette.applications import Starlette
 from starlette.types import Message, Receive, Scope, Send
 
-from gateway.app import create_app
 from gateway.config import Settings
 from gateway.runtime import Runtime
+from tests.inprocess import client, started
 
 SOLO_KEY = "sk-test-solo-0123456789"
 PROMPT = "[[emulate:reply fine words]] [[emulate:queue 0]]"
@@ -79,17 +78,10 @@ class LastBytesProbe:
 
 @contextlib.asynccontextmanager
 async def running() -> AsyncIterator[tuple[httpx.AsyncClient, LastBytesProbe]]:
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    app = create_app(settings())
-    probe = LastBytesProbe(app)
-    try:
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=probe)
-            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-                yield client, probe
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
+    async with started(settings()) as app:
+        probe = LastBytesProbe(app)
+        async with client(probe) as http:
+            yield http, probe
 
 
 def chat(**extra: Any) -> dict[str, Any]:

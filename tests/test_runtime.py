@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
-from gateway.app import create_app
 from gateway.config import Settings
+from tests.inprocess import client, started
 
 PROMPT = "the secret recipe is [[emulate:reply fine]] [[emulate:queue 0]]"
 
@@ -20,20 +19,12 @@ PROMPT = "the secret recipe is [[emulate:reply fine]] [[emulate:queue 0]]"
 @contextlib.asynccontextmanager
 async def answered(settings: Settings) -> AsyncIterator[httpx.Response]:
     """One chat request answered by a running app (lifespan and all)."""
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    app = create_app(settings)
-    try:
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-                yield await client.post(
-                    "/v1/chat/completions",
-                    headers={"Authorization": f"Bearer {settings.emulator.demo_key}"},
-                    json={"model": "gemma-2b", "messages": [{"role": "user", "content": PROMPT}]},
-                )
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
+    async with started(settings) as app, client(app) as http:
+        yield await http.post(
+            "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {settings.emulator.demo_key}"},
+            json={"model": "gemma-2b", "messages": [{"role": "user", "content": PROMPT}]},
+        )
 
 
 def demo(log_prompts: bool) -> Settings:

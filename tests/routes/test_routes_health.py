@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -11,9 +10,10 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from gateway.app import create_app
 from gateway.config import Settings
 from gateway.runtime import Runtime
+from tests.inprocess import client as http_client
+from tests.inprocess import started
 
 
 def closed_port() -> int:
@@ -41,20 +41,13 @@ def settings() -> Settings:
 
 @pytest.fixture
 async def app() -> AsyncIterator[Starlette]:
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    application = create_app(settings())
-    try:
-        async with application.router.lifespan_context(application):
-            yield application
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
+    async with started(settings()) as application:
+        yield application
 
 
 @pytest.fixture
 async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
+    async with http_client(app) as http:
         yield http
 
 
