@@ -157,10 +157,14 @@ class Stream(threading.Thread):
 
 
 def refused(server: Server) -> bool:
+    """True once connecting fails. A connection that raced the listening socket's closing (taken
+    into the backlog, then dropped unanswered) is not a refusal yet: the next try decides."""
     try:
         httpx.get(server.url + "/healthz", timeout=1)
     except httpx.ConnectError:
         return True
+    except httpx.RemoteProtocolError:
+        return False
     return False
 
 
