@@ -18,19 +18,19 @@ from gateway.config import Settings
 from gateway.demo import with_demo_defaults
 from gateway.emulator.server import EmbeddedEmulator
 from gateway.errors import BadRequest, GatewayError, InternalError, MethodNotAllowed, NotFound
-from gateway.inflight import InFlightMiddleware
-from gateway.logs import LoggingSetup, configure_logging
-from gateway.metrics import Metrics, render_latest
-from gateway.middleware import HeaderGuardMiddleware, RequestIdMiddleware
-from gateway.routes.admin import admin_reload, admin_usage, own_usage
-from gateway.routes.common import error_response
-from gateway.routes.completions import chat_completions, completions
-from gateway.routes.docs import openapi_json
-from gateway.routes.health import healthz, readyz
-from gateway.routes.models import get_model, list_models
-from gateway.routes.unsupported import unsupported
+from gateway.http.common import error_response
+from gateway.http.middleware import HeaderGuardMiddleware, RequestIdMiddleware
+from gateway.openai.chat import chat_completions, completions
+from gateway.openai.docs import openapi_json
+from gateway.openai.models import get_model, list_models
+from gateway.openai.unsupported import unsupported
+from gateway.ops.admin import admin_reload, admin_usage, own_usage
+from gateway.ops.health import healthz, readyz
+from gateway.ops.inflight import InFlightMiddleware
+from gateway.ops.logs import LoggingSetup, configure_logging
+from gateway.ops.metrics import Metrics, render_latest
+from gateway.ops.shutdown import drain_on_signal, reload_on_sighup
 from gateway.runtime import Runtime
-from gateway.shutdown import drain_on_signal, reload_on_sighup
 
 logger = logging.getLogger("gateway")
 
@@ -162,8 +162,8 @@ def create_app(
 
 def app_from_environment() -> Starlette:
     """Factory for ``uvicorn --factory`` with several workers: config from $GATEWAY_CONFIG."""
-    from gateway.collector import tune_collector
     from gateway.config import load_settings
+    from gateway.ops.collector import tune_collector
 
     settings = load_settings()
     setup = configure_logging(settings.logging)

@@ -18,10 +18,10 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import create_app, register_secrets
-    from gateway.collector import tune_collector
-    from gateway.logs import configure_logging
-    from gateway.metrics import prepare_multiprocess_dir
-    from gateway.shutdown import exit_zero_after_signal
+    from gateway.ops.collector import tune_collector
+    from gateway.ops.logs import configure_logging
+    from gateway.ops.metrics import prepare_multiprocess_dir
+    from gateway.ops.shutdown import exit_zero_after_signal
 
     if args.config:
         os.environ[CONFIG_ENV] = args.config
@@ -62,7 +62,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _emulator(args: argparse.Namespace) -> int:
     from gateway.emulator.server import config_from_args, run_emulator
-    from gateway.shutdown import exit_zero_after_signal
+    from gateway.ops.shutdown import exit_zero_after_signal
 
     with exit_zero_after_signal():
         run_emulator(args.host, args.port, config_from_args(args))

@@ -10,15 +10,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from gateway.auth import KeyRing, account_names
-from gateway.catalog import ModelCatalog
 from gateway.config import CONFIG_ENV, ConfigError, KeySettings, Settings, load_settings
-from gateway.exchange import Exchange
+from gateway.engine.catalog import ModelCatalog
+from gateway.engine.service import Completions
+from gateway.http.exchange import Exchange
 from gateway.ledger import Ledger, UsageRecord
 from gateway.limits import Limiter
-from gateway.logs import log_request
-from gateway.metrics import Metrics
-from gateway.service import Completions
-from gateway.shutdown import FINAL_EVENT_MARGIN
+from gateway.ops.logs import log_request
+from gateway.ops.metrics import Metrics
+from gateway.ops.shutdown import FINAL_EVENT_MARGIN
 from gateway.upstream.client import JobsClient
 from gateway.upstream.errors import UpstreamFailure
 from gateway.upstream.poller import PollerHub

@@ -17,7 +17,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from gateway.config import CONFIG_ENV, ServerSettings, Settings, interpolate, parse_settings
-from gateway.metrics import Metrics
+from gateway.ops.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

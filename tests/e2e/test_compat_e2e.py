@@ -24,7 +24,7 @@ from openai.types import Completion
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from gateway.emulator import reply_for
-from gateway.tokens import count_tokens, truncate_to_tokens
+from gateway.engine.tokens import count_tokens, truncate_to_tokens
 from tests.e2e.conftest import emulator_stats, job_prompt
 from tests.e2e.servers import ALICE_KEY, Server, gateway_config, running, start_gateway
 

@@ -18,7 +18,7 @@ from langchain_openai import ChatOpenAI, OpenAI
 from llama_index.core.llms import ChatMessage
 from llama_index.llms.openai_like import OpenAILike
 
-from gateway.tokens import count_tokens, truncate_to_tokens
+from gateway.engine.tokens import count_tokens, truncate_to_tokens
 from tests.e2e.conftest import emulator_stats
 from tests.e2e.servers import ALICE_KEY, Server
 

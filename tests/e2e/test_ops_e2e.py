@@ -20,7 +20,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.emulator import reply_for
-from gateway.logs import REQUEST_FIELDS
+from gateway.ops.logs import REQUEST_FIELDS
 from tests.e2e.conftest import job_prompt
 from tests.e2e.servers import (
     ALICE_KEY,

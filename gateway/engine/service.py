@@ -1,0 +1,203 @@
+"""Completion use cases, free of HTTP: submit a plan's jobs, follow them to the end.
+
+:meth:`Completions.submit` creates one upstream job per choice (within the account's job
+cap); :meth:`Completions.events` watches those jobs through the coalescing poller and yields
+the choices' events (and :data:`~gateway.engine.choices.KEEPALIVE` while nothing happens), asking
+again for an answer that does not fit. Streaming and non-streaming answers are both built
+from these events (:mod:`gateway.http.serving`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from gateway.config import KeySettings, Settings
+from gateway.engine.choices import KEEPALIVE, ChoiceState, Event
+from gateway.engine.planning import Plan
+from gateway.errors import (
+    DeadlineExceeded,
+    GatewayError,
+    ServiceUnavailable,
+)
+from gateway.upstream.client import JobsClient
+from gateway.upstream.errors import UpstreamFailure
+from gateway.upstream.poller import AccountPoller, PollerHub
+from gateway.upstream.slots import JobSlots
+
+logger = logging.getLogger("gateway.service")
+
+
+@dataclass(slots=True)
+class Submitted:
+    ids: list[str]
+    poller: AccountPoller
+    slots: JobSlots
+    released: bool = False
+    token: str = field(default="", repr=False)  # the upstream token, to ask again
+
+    def release(self) -> None:
+        """Give back this request's share of the account's job cap (once)."""
+        if not self.released:
+            self.released = True
+            self.slots.release(len(self.ids))
+
+
+class Completions:
+    """Submits a plan's jobs and follows them to the end."""
+
+    def __init__(self, settings: Settings, client: JobsClient, hub: PollerHub) -> None:
+        self._settings = settings
+        self._client = client
+        self._hub = hub
+        self._slots: dict[str, JobSlots] = {}
+        #: Loop time at which a draining gateway cuts the requests still running.
+        self.drain_deadline = math.inf
+
+    def slots(self, token: str) -> JobSlots:
+        slots = self._slots.get(token)
+        if slots is None:
+            upstream = self._settings.upstream
+            slots = JobSlots(upstream.max_jobs_per_token, upstream.queue_size_per_token)
+            self._slots[token] = slots
+        return slots
+
+    def begin_drain(self, grace: float) -> None:
+        """Shutting down: requests still running ``grace`` seconds from now end with an error;
+        requests still waiting for a job slot end now."""
+        self.drain_deadline = asyncio.get_running_loop().time() + grace
+        for slots in self._slots.values():
+            slots.refuse_waiting(_shutting_down())
+        self._hub.wake_all()
+
+    async def submit(
+        self, key: KeySettings, account: str, plan: Plan, deadline: float
+    ) -> Submitted:
+        if self.drain_deadline != math.inf:
+            raise _shutting_down()
+        slots = self.slots(key.upstream_token)
+        wait = deadline - asyncio.get_running_loop().time()
+        await slots.acquire(plan.n_choices, max(wait, 0.0))
+        try:
+            async with asyncio.timeout_at(deadline):
+                ids = await self._client.submit(
+                    key.upstream_token,
+                    plan.model.tag,
+                    plan.prompts,
+                    account=account,
+                    deadline=deadline,
+                )
+        except UpstreamFailure as failure:
+            slots.release(plan.n_choices)
+            raise failure.to_gateway_error() from None
+        except TimeoutError:
+            slots.release(plan.n_choices)
+            raise DeadlineExceeded(
+                "The upstream did not accept the job within the request's deadline of "
+                f"{plan.timeout:g} s."
+            ) from None
+        except BaseException:
+            slots.release(plan.n_choices)
+            raise
+        poller = self._hub.poller(key.upstream_token, account)
+        return Submitted(ids, poller, slots, token=key.upstream_token)
+
+    async def resubmit(self, plan: Plan, jobs: Submitted, choice: ChoiceState) -> None:
+        """Ask again for ``choice``'s answer, which did not fit; its job then follows the new one.
+
+        The new job takes the finished job's place in the account's job cap: the request
+        still holds one slot per choice, so ``jobs.release`` stays right.
+        """
+        misfit = choice.retry
+        assert misfit is not None
+        if plan.reprompt is None or self.drain_deadline != math.inf:
+            raise misfit.error
+        prompt = plan.reprompt(misfit.problem)
+        try:
+            ids = await self._client.submit(
+                jobs.token, plan.model.tag, [prompt], account=jobs.poller.account
+            )
+        except UpstreamFailure as failure:
+            raise failure.to_gateway_error() from None
+        logger.warning(
+            "choice %d did not fit the requested format (%s); asked again as job %s",
+            choice.index,
+            misfit.error.code,
+            ids[0],
+        )
+        choice.restart(ids[0])
+
+    async def events(
+        self,
+        plan: Plan,
+        jobs: Submitted,
+        deadline: float,
+        choices: list[ChoiceState] | None = None,
+        keepalive: float | None = None,
+    ) -> AsyncIterator[Event]:
+        """Follow the jobs until every choice ended; raise a GatewayError if that fails.
+
+        ``keepalive`` (default ``limits.keepalive_interval``) is the longest silence: a
+        :data:`KEEPALIVE` is yielded after it.
+        """
+        loop = asyncio.get_running_loop()
+        strip = self._settings.upstream.strip_ansi
+        if choices is None:
+            choices = [ChoiceState(i, job_id, plan, strip) for i, job_id in enumerate(jobs.ids)]
+        keepalive = keepalive or self._settings.limits.keepalive_interval
+        while True:
+            open_jobs = {c.job_id: c for c in choices if not c.done}
+            if not open_jobs:
+                return
+            retrying: list[ChoiceState] = []
+            with jobs.poller.watch(list(open_jobs)) as watch:
+                while open_jobs and not retrying:
+                    now = loop.time()
+                    if now >= self.drain_deadline:
+                        raise _shutting_down()
+                    if now >= deadline:
+                        raise _deadline_error(plan, watch.poll_error, choices)
+                    limit = min(deadline, self.drain_deadline) - now
+                    changed = await watch.changes(min(keepalive, limit))
+                    if not changed:
+                        if loop.time() < min(deadline, self.drain_deadline):
+                            yield KEEPALIVE
+                        continue
+                    for snapshot in changed:
+                        choice = open_jobs.get(snapshot.id)
+                        if choice is None:
+                            continue
+                        for event in choice.update(snapshot):
+                            yield event
+                        if choice.retry is not None:
+                            retrying.append(choice)
+                        if choice.done or choice.retry is not None:
+                            del open_jobs[snapshot.id]
+                            watch.release(snapshot.id)
+                # Asked again while the other jobs are still watched; the loop then watches
+                # the new jobs with them.
+                for choice in retrying:
+                    await self.resubmit(plan, jobs, choice)
+
+
+def _shutting_down() -> ServiceUnavailable:
+    return ServiceUnavailable(
+        "The gateway is shutting down and could not finish this answer in its grace period; "
+        "please retry.",
+        code="server_shutdown",
+        headers={"retry-after": "1"},
+    )
+
+
+def _deadline_error(
+    plan: Plan, poll_error: UpstreamFailure | None, choices: list[ChoiceState]
+) -> GatewayError:
+    message = f"The request did not complete within its deadline of {plan.timeout:g} s"
+    if poll_error is not None:
+        message += f"; the upstream status requests are failing ({poll_error.message})"
+    elif not any(c.started for c in choices):
+        message += "; the upstream job had not started (it may still be queued)"
+    return DeadlineExceeded(message + ".")

@@ -1,0 +1,166 @@
+"""What a conversation asks of the answer's shape: tool calls, a JSON format, or plain text.
+
+Read once per request from the conversation's tools, tool choice and output format; schemas
+are checked and compiled here, so a bad schema is a 400 before anything is sent upstream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import jsonschema
+from jsonschema.protocols import Validator
+from jsonschema.validators import validator_for
+
+from gateway.engine.conversation import Conversation, OutputFormat, ToolChoice, ToolDefinition
+from gateway.errors import BadRequest
+
+__all__ = ["JsonSpec", "OutputSpec", "Tool", "ToolSpec", "compile_schema", "output_spec"]
+
+Choice = Literal["auto", "required"]
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    name: str
+    description: str | None
+    parameters: Mapping[str, Any] | None
+    strict: bool
+    validator: Validator | None
+
+    def definition(self) -> dict[str, Any]:
+        """The tool as OpenAI's ``tools`` entry, for the prompt."""
+        function: dict[str, Any] = {"name": self.name}
+        if self.description:
+            function["description"] = self.description
+        function["parameters"] = dict(self.parameters or {"type": "object", "properties": {}})
+        return {"type": "function", "function": function}
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """Tools offered to the model; absent when ``tool_choice`` is ``none``."""
+
+    tools: tuple[Tool, ...]
+    choice: Choice
+    forced: str | None  # the function a named tool_choice insists on
+    parallel: bool
+
+    @property
+    def must_call(self) -> bool:
+        return self.choice == "required" or self.forced is not None
+
+    @property
+    def names(self) -> frozenset[str]:
+        """Every defined name: what counts as a call attempt in a bare JSON object."""
+        return frozenset(tool.name for tool in self.tools)
+
+    def allowed(self, name: str) -> Tool | None:
+        """The tool ``name`` if this answer may call it."""
+        if self.forced is not None and name != self.forced:
+            return None
+        return next((tool for tool in self.tools if tool.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class JsonSpec:
+    kind: Literal["json_object", "json_schema"]
+    name: str | None = None
+    description: str | None = None
+    schema: Mapping[str, Any] | None = None
+    strict: bool = False
+    validator: Validator | None = None
+
+    @property
+    def opener(self) -> str:
+        """The characters the JSON answer may start with."""
+        kind = (self.schema or {}).get("type")
+        kinds = kind if isinstance(kind, list) else [kind]
+        if "array" in kinds:
+            return "[{" if "object" in kinds else "["
+        return "{"
+
+
+@dataclass(frozen=True, slots=True)
+class OutputSpec:
+    tools: ToolSpec | None
+    json: JsonSpec | None
+    retries: int  # how many times an answer that does not fit is asked for again
+
+
+def compile_schema(schema: Any, param: str) -> Validator:
+    """A validator for ``schema`` (its ``$schema`` or draft 2020-12); a bad schema is a 400."""
+    if not isinstance(schema, dict):
+        raise BadRequest("A JSON schema must be an object.", param=param, code="invalid_schema")
+    cls = validator_for(schema, default=jsonschema.Draft202012Validator)
+    try:
+        cls.check_schema(schema)
+    except jsonschema.SchemaError as error:
+        raise BadRequest(
+            f"Invalid JSON schema: {error.message}", param=param, code="invalid_schema"
+        ) from None
+    validator: Validator = cls(schema)
+    return validator
+
+
+def _tool(definition: ToolDefinition) -> Tool:
+    parameters = definition.parameters
+    validator = compile_schema(parameters, definition.param) if parameters else None
+    return Tool(definition.name, definition.description, parameters, definition.strict, validator)
+
+
+def _tools(conversation: Conversation) -> ToolSpec | None:
+    choice = conversation.tool_choice or ToolChoice()
+    if not conversation.tools:
+        if conversation.tool_choice is not None and choice.mode != "none":
+            raise BadRequest(
+                "tool_choice is only allowed when tools are specified.", param=choice.param
+            )
+        return None
+    if choice.mode == "none":
+        return None
+    tools = tuple(_tool(definition) for definition in conversation.tools)
+    names = [tool.name for tool in tools]
+    if len(set(names)) != len(names):
+        raise BadRequest("Tool names must be unique.", param="tools")
+    if choice.allowed is not None:
+        unknown = [name for name in choice.allowed if name not in names]
+        if unknown:
+            raise BadRequest(
+                f"tool_choice allows the tool {unknown[0]!r}, which is not among the tools.",
+                param=choice.param,
+            )
+        tools = tuple(tool for tool in tools if tool.name in choice.allowed)
+        names = [tool.name for tool in tools]
+    forced = None
+    if choice.forced is not None:
+        if choice.forced not in names:
+            raise BadRequest(
+                f"tool_choice names the function {choice.forced!r}, which is not among the tools.",
+                param=choice.param,
+            )
+        forced = choice.forced
+    mode: Choice = "required" if choice.mode == "required" else "auto"
+    return ToolSpec(tools, mode, forced, conversation.parallel_tool_calls)
+
+
+def _json(fmt: OutputFormat | None) -> JsonSpec | None:
+    if fmt is None:
+        return None
+    if fmt.kind == "json_object":
+        return JsonSpec("json_object")
+    if fmt.schema is None:
+        raise BadRequest("An output format of type json_schema needs a schema.", param=fmt.param)
+    validator = compile_schema(fmt.schema, fmt.schema_param)
+    return JsonSpec("json_schema", fmt.name, fmt.description, fmt.schema, fmt.strict, validator)
+
+
+def output_spec(conversation: Conversation, retries: int) -> OutputSpec | None:
+    """The shape the answer must take, or None when plain text will do."""
+    tools = _tools(conversation)
+    fmt = _json(conversation.output_format)
+    if tools is None and fmt is None:
+        return None
+    return OutputSpec(tools, fmt, max(0, retries))

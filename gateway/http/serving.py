@@ -1,0 +1,274 @@
+"""The request lifecycle every front door shares, and the events -> bytes driving of answers.
+
+A door gives :func:`serve` a planner (its wire request -> the engine's :class:`Plan` and a
+:class:`Codec` for its wire format) and an error renderer; :func:`serve` does the rest, the
+same for every protocol: auth -> body -> plan -> admission (limits) -> job submission ->
+events -> SSE or one JSON answer -> usage, metrics, ledger and the access line.
+
+Streams produce their first item only once the first event is known, so a failure before any
+text is still answered with a real status code. What the request holds (its concurrency slot,
+its job slots) is released before the last bytes are written (:meth:`Exchange.release`). An
+error after the stream began goes out through the codec's :meth:`Codec.failure` and the
+stream ends cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.config import KeySettings, LimitSettings
+from gateway.engine.answer import Answer, AnswerBuilder
+from gateway.engine.choices import ChoiceState
+from gateway.engine.events import Event, TextDelta, ToolCallDelta
+from gateway.engine.planning import Plan
+from gateway.errors import GatewayError, InternalError, RateLimited
+from gateway.http.bodies import parse_json, read_body
+from gateway.http.common import client_timeout, deadline_cap, request_id, runtime
+from gateway.http.exchange import Exchange
+from gateway.http.responses import DeferredJSONResponse, ErrorRenderer, EventStreamResponse
+from gateway.runtime import Runtime
+
+logger = logging.getLogger("gateway.streaming")
+
+
+class Codec(Protocol):
+    """How one request's answer looks on the wire: built by the door with the plan."""
+
+    #: True when the door needs the whole answer of a stream too (to store it, say).
+    keeps_answer: bool
+
+    def opening(self) -> bytes:
+        """The stream's first bytes, once the first event is known."""
+
+    def event(self, event: Event) -> bytes:
+        """One event as bytes ("" for nothing)."""
+
+    def failure(self, error: GatewayError) -> bytes:
+        """An error after the stream began: its last bytes."""
+
+    def closing(self, prompt_tokens: int, completion_tokens: int) -> bytes:
+        """After the last event of a stream that ended well."""
+
+    def render(self, answer: Answer) -> dict[str, Any]:
+        """The non-streamed answer's JSON body."""
+
+    async def complete(self, answer: Answer, exchange: Exchange) -> None:
+        """The answer is whole (streamed or not): a door may keep it. Called before release."""
+
+
+class PlainCodec:
+    """Defaults for a codec's optional parts."""
+
+    keeps_answer = False
+
+    async def complete(self, answer: Answer, exchange: Exchange) -> None:
+        return None
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """What a door's planner may use to plan a request."""
+
+    request: Request
+    runtime: Runtime
+    key: KeySettings
+    data: dict[str, Any]
+    exchange: Exchange
+
+    @property
+    def limits(self) -> LimitSettings:
+        return self.runtime.settings.limits
+
+    @property
+    def client_timeout(self) -> float | None:
+        """How long the client waits for a non-streamed answer (its deadline's cap)."""
+        return deadline_cap(self.request, self.data)
+
+
+Planner = Callable[[RequestContext], Awaitable[tuple[Plan, Codec]]]
+
+
+def estimate(plan: Plan, limits: LimitSettings) -> int:
+    """Tokens charged at admission; corrected to the real count when the answer ends."""
+    per_choice = plan.max_tokens or limits.completion_estimate
+    return plan.prompt_tokens + per_choice * plan.n_choices
+
+
+def keepalive_interval(request: Request, limits: LimitSettings) -> float:
+    """Pings come at least twice per client read timeout, so a client never times out waiting."""
+    timeout = client_timeout(request)
+    if timeout is None or timeout <= 0:
+        return limits.keepalive_interval
+    return max(0.5, min(limits.keepalive_interval, timeout / 2))
+
+
+async def serve(request: Request, route: str, planner: Planner, errors: ErrorRenderer) -> Response:
+    """One completion request, whatever its door: see the module's docstring."""
+    rt = runtime(request)
+    settings = rt.settings
+    exchange = Exchange(request_id(request), route)
+    headers: dict[str, str] = {}
+    try:
+        key = rt.keys.authenticate(request.headers)
+        exchange.key_name = key.name
+        raw = await read_body(request, settings.limits.max_body_bytes)
+        data = parse_json(raw, settings.limits.max_json_depth)
+        plan, codec = await planner(RequestContext(request, rt, key, data, exchange))
+        exchange.model = plan.model.name
+        exchange.stream = plan.stream
+        exchange.prompt_tokens = plan.prompt_tokens
+        exchange.ignored = plan.ignored
+        if settings.logging.log_prompts or settings.ledger.log_prompts:
+            exchange.prompt_text = "\n\n".join(dict.fromkeys(plan.prompts))
+        admission = await rt.limiter.admit(
+            key, plan.model.name, estimate(plan, settings.limits), aliases=plan.model.aliases
+        )
+        headers.update(admission.headers)
+
+        async def release_admission(done: Exchange) -> None:
+            await admission.release(done.prompt_tokens + done.completion_tokens)
+
+        exchange.cleanups.append(release_admission)
+        deadline = asyncio.get_running_loop().time() + plan.timeout
+        jobs = await rt.completions.submit(key, rt.account(key), plan, deadline)
+    except GatewayError as error:
+        if isinstance(error, RateLimited) and exchange.key_name:
+            rt.metrics.count_rate_limited(exchange.key_name, error.code or "rate_limited")
+        exchange.status, exchange.outcome = error.status_code, error.code or "error"
+        # No job ran: the ledger, the token metrics and the limits' correction count nothing.
+        exchange.prompt_tokens = 0
+        await rt.finish(exchange)
+        return errors(error, headers)
+
+    exchange.job_ids = list(jobs.ids)
+
+    async def release_jobs(_: Exchange) -> None:
+        jobs.release()
+
+    exchange.cleanups.append(release_jobs)
+    exchange.submitted_at = time.perf_counter()
+    headers["x-job-id"] = ",".join(jobs.ids)
+    choices = [
+        ChoiceState(i, job_id, plan, settings.upstream.strip_ansi)
+        for i, job_id in enumerate(jobs.ids)
+    ]
+    events = rt.completions.events(
+        plan, jobs, deadline, choices, keepalive=keepalive_interval(request, settings.limits)
+    )
+
+    async def on_close(status: int, outcome: str) -> None:
+        if exchange.outcome == "ok":
+            exchange.status, exchange.outcome = status, outcome
+        await rt.finish(exchange)
+
+    if plan.stream:
+        body = stream_body(codec, plan, choices, events, exchange)
+        return EventStreamResponse(body, headers, on_close, errors)  # type: ignore[return-value]
+
+    async def produce() -> dict[str, Any]:
+        try:
+            answer = await collect(plan, choices, events, exchange)
+            await codec.complete(answer, exchange)
+            return codec.render(answer)
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+            await exchange.release()  # before the answer is written (see Exchange.release)
+
+    return DeferredJSONResponse(produce, headers, on_close, errors)  # type: ignore[return-value]
+
+
+def completion_tokens(choices: Sequence[ChoiceState]) -> int:
+    return sum(c.completion_tokens for c in choices)
+
+
+def settle(exchange: Exchange, choices: Sequence[ChoiceState]) -> None:
+    """Copy what the choices counted into the request's record."""
+    exchange.completion_tokens = completion_tokens(choices)
+    exchange.log_rewrites = sum(c.cursor.rewrites for c in choices)
+    asked_again = [j for c in choices for j in c.job_ids[1:] if j not in exchange.job_ids]
+    if asked_again:
+        exchange.job_ids = [*exchange.job_ids, *asked_again]
+
+
+async def stream_body(
+    codec: Codec,
+    plan: Plan,
+    choices: Sequence[ChoiceState],
+    events: AsyncIterator[Event],
+    exchange: Exchange,
+) -> AsyncIterator[bytes]:
+    """The stream's body. The first item is produced only once the first event is known."""
+    try:
+        first: Event | None = await anext(events)
+    except StopAsyncIteration:
+        first = None
+    except GatewayError:
+        await exchange.release()  # answered with a status of its own: free the slot first
+        raise
+    builder = AnswerBuilder(plan.n_choices) if codec.keeps_answer else None
+    yield codec.opening()
+    try:
+        if first is not None:
+            yield _encode(codec, first, exchange, builder)
+            async for event in events:
+                yield _encode(codec, event, exchange, builder)
+    except (GeneratorExit, asyncio.CancelledError):  # the client left: count what it got
+        settle(exchange, choices)
+        raise
+    except Exception as exc:
+        if isinstance(exc, GatewayError):
+            error = exc
+        else:  # a bug: the client still gets a clean end, the log gets the traceback
+            logger.exception("stream failed after it began")
+            error = InternalError("The gateway failed while streaming; it has been logged.")
+        exchange.status, exchange.outcome = error.status_code, error.code or "error"
+        settle(exchange, choices)
+        await exchange.release()
+        yield codec.failure(error)
+        return
+    settle(exchange, choices)
+    if builder is not None:
+        await codec.complete(
+            builder.answer(plan.prompt_tokens, exchange.completion_tokens), exchange
+        )
+    await exchange.release()  # before the last bytes: the client may send its next request at once
+    yield codec.closing(plan.prompt_tokens, exchange.completion_tokens)
+
+
+def _encode(codec: Codec, event: Event, exchange: Exchange, builder: AnswerBuilder | None) -> bytes:
+    if isinstance(event, TextDelta | ToolCallDelta):
+        exchange.mark_text()
+    if builder is not None:
+        builder.add(event)
+    return codec.event(event)
+
+
+async def collect(
+    plan: Plan,
+    choices: Sequence[ChoiceState],
+    events: AsyncIterator[Event],
+    exchange: Exchange,
+) -> Answer:
+    """The non-streamed answer: wait for every choice to end."""
+    builder = AnswerBuilder(plan.n_choices)
+    try:
+        async for event in events:
+            if builder.add(event):
+                exchange.mark_text()
+    except GatewayError:
+        settle(exchange, choices)  # answers asked for again were generated all the same
+        raise
+    settle(exchange, choices)
+    answer = builder.answer(plan.prompt_tokens, exchange.completion_tokens)
+    if plan.echo_prompts is not None:
+        for choice, prompt in zip(answer.choices, plan.echo_prompts, strict=True):
+            choice.text = prompt + choice.text
+    return answer

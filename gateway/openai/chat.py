@@ -1,0 +1,45 @@
+"""``POST /v1/chat/completions`` and ``POST /v1/completions``: the OpenAI door's completions.
+
+Each route validates its wire request, translates it into the engine's terms
+(:mod:`gateway.openai.translate`) and hands it to the lifecycle every door shares
+(:func:`gateway.http.serving.serve`) with its codec (:mod:`gateway.openai.codec`).
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.engine.planning import Plan
+from gateway.http.bodies import validate
+from gateway.http.responses import openai_error
+from gateway.http.serving import Codec, RequestContext, serve
+from gateway.openai.answers import AnswerShape
+from gateway.openai.codec import CompletionCodec
+from gateway.openai.protocol import ChatCompletionRequest, CompletionRequest
+from gateway.openai.translate import plan_chat, plan_text
+
+
+def _codec(ctx: RequestContext, kind: str, plan: Plan) -> CompletionCodec:
+    fingerprint = ctx.runtime.settings.server.system_fingerprint
+    return CompletionCodec(AnswerShape(kind, plan.model.name, fingerprint), plan)
+
+
+async def _plan_chat(ctx: RequestContext) -> tuple[Plan, Codec]:
+    request = validate(ChatCompletionRequest, ctx.data)
+    plan = plan_chat(request, ctx.runtime.catalog, ctx.limits, ctx.client_timeout)
+    return plan, _codec(ctx, "chat", plan)
+
+
+async def _plan_text(ctx: RequestContext) -> tuple[Plan, Codec]:
+    request = validate(CompletionRequest, ctx.data)
+    plan = plan_text(request, ctx.runtime.catalog, ctx.limits, ctx.client_timeout)
+    return plan, _codec(ctx, "text", plan)
+
+
+async def chat_completions(request: Request) -> Response:
+    return await serve(request, "/v1/chat/completions", _plan_chat, openai_error)
+
+
+async def completions(request: Request) -> Response:
+    return await serve(request, "/v1/completions", _plan_text, openai_error)

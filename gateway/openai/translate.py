@@ -1,0 +1,208 @@
+"""OpenAI chat and completion requests -> the engine's neutral request.
+
+What OpenAI's wire format allows and the service cannot honour is refused here, by the door,
+in OpenAI's terms; the engine then sees only a :class:`~gateway.engine.conversation.Conversation`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gateway.config import LimitSettings
+from gateway.engine.catalog import ModelCatalog
+from gateway.engine.conversation import (
+    Conversation,
+    Message,
+    OutputFormat,
+    Role,
+    ToolCall,
+    ToolChoice,
+    ToolDefinition,
+)
+from gateway.engine.planning import Plan, TextPrompts, plan_conversation, plan_prompts
+from gateway.errors import UnsupportedParameter
+from gateway.openai.protocol import (
+    IGNORED_FIELDS,
+    ChatCompletionRequest,
+    ChatMessage,
+    CompletionRequest,
+    NamedToolChoice,
+)
+
+_ROLES: dict[str, Role] = {
+    "developer": "system",
+    "function": "tool",
+    "system": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "tool": "tool",
+}
+
+#: Fields whose absence would change what the answer means: refused rather than ignored.
+_MEANINGFUL_EXTRAS = ("web_search_options", "moderation")
+
+
+def _message_text(message: ChatMessage, index: int) -> str:
+    content = message.content
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    parts: list[str] = []
+    for j, part in enumerate(content):
+        text = getattr(part, "text", None)
+        if part.type not in ("text", "input_text") or not isinstance(text, str):
+            raise UnsupportedParameter(
+                f"Only text content is supported by this service; messages[{index}].content[{j}] "
+                f"has type '{part.type}'.",
+                param=f"messages[{index}].content[{j}]",
+                code="unsupported_content_type",
+            )
+        parts.append(text)
+    return "".join(parts)
+
+
+def chat_messages(messages: Sequence[ChatMessage]) -> list[Message]:
+    return [
+        Message(
+            role=_ROLES[message.role],
+            text=_message_text(message, i),
+            name=message.name,
+            tool_calls=tuple(
+                ToolCall(call.id, call.function.name, call.function.arguments)
+                for call in message.tool_calls or ()
+            ),
+            tool_call_id=message.tool_call_id,
+        )
+        for i, message in enumerate(messages)
+    ]
+
+
+def _refuse_unsupported(request: ChatCompletionRequest) -> None:
+    for name in ("logprobs", "top_logprobs"):
+        if getattr(request, name):
+            raise UnsupportedParameter(
+                "logprobs are not available: the upstream service reports no token probabilities.",
+                param=name,
+            )
+    for name in _MEANINGFUL_EXTRAS:
+        if (request.model_extra or {}).get(name) is not None:
+            raise UnsupportedParameter(
+                f"'{name}' is not supported: the upstream service only generates text.",
+                param=name,
+            )
+    if request.audio is not None or (request.modalities and "audio" in request.modalities):
+        raise UnsupportedParameter("Audio output is not supported.", param="audio")
+    if request.functions:
+        raise UnsupportedParameter(
+            "The deprecated 'functions' are not supported; use 'tools' and 'tool_choice'.",
+            param="functions",
+        )
+
+
+def _tool_choice(request: ChatCompletionRequest) -> ToolChoice | None:
+    choice = request.tool_choice
+    if choice is None:
+        return None
+    if isinstance(choice, NamedToolChoice):
+        name = choice.function.get("name")
+        return ToolChoice("auto", forced=name if isinstance(name, str) else repr(name))
+    return ToolChoice(choice)
+
+
+def _output_format(request: ChatCompletionRequest) -> OutputFormat | None:
+    fmt = request.response_format
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return OutputFormat("json_object")
+    spec = fmt.json_schema
+    if spec is None:
+        return OutputFormat("json_schema", param="response_format.json_schema")
+    return OutputFormat(
+        "json_schema",
+        spec.name,
+        spec.description,
+        spec.schema_,
+        bool(spec.strict),
+        param="response_format.json_schema",
+    )
+
+
+def _ignored(request: ChatCompletionRequest | CompletionRequest) -> list[str]:
+    extra = set(request.model_extra or {})
+    return sorted((IGNORED_FIELDS & request.model_fields_set) | extra)
+
+
+def chat_conversation(request: ChatCompletionRequest) -> Conversation:
+    """The chat request as the engine's conversation; what it cannot honour is refused."""
+    _refuse_unsupported(request)
+    return Conversation(
+        model=request.model,
+        messages=chat_messages(request.messages),
+        tools=[
+            ToolDefinition(
+                tool.function.name,
+                tool.function.description,
+                tool.function.parameters,
+                bool(tool.function.strict),
+                param=f"tools[{i}].function.parameters",
+            )
+            for i, tool in enumerate(request.tools or ())
+        ],
+        tool_choice=_tool_choice(request),
+        parallel_tool_calls=request.parallel_tool_calls is not False,
+        output_format=_output_format(request),
+        stops=request.stop_list(),
+        max_tokens=request.max_completion_tokens or request.max_tokens,
+        max_tokens_param="max_completion_tokens" if request.max_completion_tokens else "max_tokens",
+        n=request.n,
+        stream=request.stream,
+        include_usage=bool(request.stream_options and request.stream_options.include_usage),
+        ignored=_ignored(request),
+    )
+
+
+def plan_chat(
+    request: ChatCompletionRequest,
+    catalog: ModelCatalog,
+    limits: LimitSettings,
+    client_timeout: float | None = None,
+) -> Plan:
+    catalog.resolve(request.model)  # an unknown model is a 404 before anything else
+    return plan_conversation(chat_conversation(request), catalog, limits, client_timeout)
+
+
+def plan_text(
+    request: CompletionRequest,
+    catalog: ModelCatalog,
+    limits: LimitSettings,
+    client_timeout: float | None = None,
+) -> Plan:
+    catalog.resolve(request.model)
+    if request.logprobs is not None:
+        raise UnsupportedParameter(
+            "logprobs are not available: the upstream service reports no token probabilities.",
+            param="logprobs",
+        )
+    raw = request.prompt
+    if isinstance(raw, str):
+        prompts = [raw]
+    elif all(isinstance(p, str) for p in raw):
+        prompts = [str(p) for p in raw]
+    else:
+        raise UnsupportedParameter(
+            "Token-id prompts are not supported: send the prompt as text.", param="prompt"
+        )
+    text = TextPrompts(
+        model=request.model,
+        prompts=prompts,
+        stops=request.stop_list(),
+        max_tokens=request.max_tokens,
+        n=request.n,
+        stream=request.stream,
+        include_usage=bool(request.stream_options and request.stream_options.include_usage),
+        echo=request.echo,
+        ignored=_ignored(request),
+    )
+    return plan_prompts(text, catalog, limits, client_timeout)

@@ -1,0 +1,26 @@
+"""``/healthz``: the process answers. ``/readyz``: it can do useful work right now."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gateway.http.common import runtime
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    rt = runtime(request)
+    checks = await rt.readiness()
+    ready = all(checks.values())
+    return JSONResponse(
+        {
+            "status": "ready" if ready else "unready",
+            "checks": checks,
+            "dependencies": await rt.dependencies(),
+        },
+        status_code=200 if ready else 503,
+    )

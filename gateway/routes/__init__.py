@@ -1,1 +1,0 @@
-"""HTTP endpoints: thin adapters between Starlette requests and the service layer."""
