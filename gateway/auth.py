@@ -20,6 +20,16 @@ def bearer_token(headers: Mapping[str, str]) -> str | None:
     return token.strip()
 
 
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The key a client presents: ``Authorization: Bearer`` (OpenAI's SDKs) or ``x-api-key``
+    (Anthropic's SDKs and Claude Code); the bearer token wins when both are sent."""
+    token = bearer_token(headers)
+    if token is not None:
+        return token
+    value = headers.get("x-api-key", "").strip()
+    return value or None
+
+
 class KeyRing:
     """Checks presented keys against sha256 digests, comparing each in constant time.
 
@@ -31,10 +41,11 @@ class KeyRing:
         self._entries = [(bytes.fromhex(k.digest), k) for k in keys]
 
     def authenticate(self, headers: Mapping[str, str]) -> KeySettings:
-        presented = bearer_token(headers)
+        presented = presented_key(headers)
         if presented is None:
             raise AuthenticationFailed(
-                "Missing API key: send 'Authorization: Bearer <gateway key>'.",
+                "Missing API key: send 'Authorization: Bearer <gateway key>' or "
+                "'x-api-key: <gateway key>'.",
                 code="missing_api_key",
             )
         digest = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()

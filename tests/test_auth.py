@@ -50,3 +50,15 @@ def test_bearer_token_parsing() -> None:
 def test_accounts_are_named_after_the_first_key_using_a_token() -> None:
     carol = KeySettings(name="carol", key="sk-carol-123456", upstream_token="tok-a")
     assert account_names([ALICE, BOB, carol]) == {"tok-a": "alice", "tok-b": "bob"}
+
+
+def test_x_api_key_is_a_gateway_key_too() -> None:
+    ring = KeyRing([ALICE, BOB])
+    assert ring.authenticate({"x-api-key": "sk-bob-123456"}).name == "bob"
+    both = {"authorization": "Bearer sk-alice-123456", "x-api-key": "sk-bob-123456"}
+    assert ring.authenticate(both).name == "alice"  # the bearer token wins
+    with pytest.raises(AuthenticationFailed) as info:
+        ring.authenticate({"x-api-key": "  "})
+    assert info.value.code == "missing_api_key"
+    with pytest.raises(AuthenticationFailed):
+        ring.authenticate({"x-api-key": "sk-guess"})

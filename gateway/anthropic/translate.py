@@ -1,0 +1,201 @@
+"""A Messages request -> the engine's neutral :class:`Conversation`, and nothing else.
+
+``system`` becomes a system message; each user message's ``tool_result`` blocks become
+``tool`` messages (in order, its text around them a user message); an assistant message's
+``tool_use`` blocks become its tool calls. ``thinking`` blocks are dropped (the models here
+think in the open, if at all); images and documents are refused with a 400 naming the block.
+Anthropic's server tools are not offered to the model and not refused: logged as ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+
+from gateway.anthropic.protocol import (
+    DROPPED_BLOCKS,
+    IGNORED_FIELDS,
+    Block,
+    CountTokensRequest,
+    CustomTool,
+    InputMessage,
+    MessagesRequest,
+    OtherBlock,
+    TextBlock,
+    ToolChoiceAny,
+    ToolChoiceNone,
+    ToolChoiceTool,
+    ToolResultBlock,
+    ToolUseBlock,
+)
+from gateway.engine.conversation import (
+    Conversation,
+    Message,
+    ToolCall,
+    ToolChoice,
+    ToolDefinition,
+)
+from gateway.errors import BadRequest, UnsupportedParameter
+
+logger = logging.getLogger("gateway.anthropic")
+
+
+def _refuse(block: OtherBlock, where: str) -> UnsupportedParameter:
+    if block.type in ("image", "document"):
+        what = f"'{block.type}' blocks are not supported: the models here read text only"
+    else:
+        what = f"content blocks of type '{block.type}' are not supported"
+    return UnsupportedParameter(f"{where}: {what}.", param=where, code="unsupported_content_type")
+
+
+def _result_text(block: ToolResultBlock, where: str) -> str:
+    content = block.content
+    if isinstance(content, str):
+        text = content
+    else:
+        parts: list[str] = []
+        for j, part in enumerate(content):
+            if not isinstance(part, TextBlock):
+                assert isinstance(part, OtherBlock)
+                raise _refuse(part, f"{where}.content[{j}]")
+            parts.append(part.text)
+        text = "\n".join(parts)
+    return f"Error: {text}" if block.is_error else text
+
+
+def _user(blocks: Sequence[Block], where: str) -> list[Message]:
+    """Text as user messages, each ``tool_result`` a tool message, in the order sent."""
+    out: list[Message] = []
+    texts: list[str] = []
+
+    def flush() -> None:
+        if texts:
+            out.append(Message("user", "\n".join(texts)))
+            texts.clear()
+
+    for j, block in enumerate(blocks):
+        at = f"{where}.content[{j}]"
+        if isinstance(block, TextBlock):
+            texts.append(block.text)
+        elif isinstance(block, ToolResultBlock):
+            flush()
+            out.append(Message("tool", _result_text(block, at), tool_call_id=block.tool_use_id))
+        elif isinstance(block, ToolUseBlock):
+            raise BadRequest(f"{at}: 'tool_use' blocks belong in assistant messages.", param=at)
+        else:
+            assert isinstance(block, OtherBlock)
+            if block.type not in DROPPED_BLOCKS:
+                raise _refuse(block, at)
+    flush()
+    return out
+
+
+def _assistant(blocks: Sequence[Block], where: str) -> Message:
+    texts: list[str] = []
+    calls: list[ToolCall] = []
+    for j, block in enumerate(blocks):
+        at = f"{where}.content[{j}]"
+        if isinstance(block, TextBlock):
+            texts.append(block.text)
+        elif isinstance(block, ToolUseBlock):
+            arguments = json.dumps(block.input, ensure_ascii=False)
+            calls.append(ToolCall(block.id, block.name, arguments))
+        elif isinstance(block, ToolResultBlock):
+            raise BadRequest(f"{at}: 'tool_result' blocks belong in user messages.", param=at)
+        else:
+            assert isinstance(block, OtherBlock)
+            if block.type not in DROPPED_BLOCKS:
+                raise _refuse(block, at)
+    return Message("assistant", "".join(texts), tool_calls=tuple(calls))
+
+
+def _messages(request: CountTokensRequest) -> list[Message]:
+    out: list[Message] = []
+    system = request.system
+    if isinstance(system, str) and system:
+        out.append(Message("system", system))
+    elif isinstance(system, list) and system:
+        out.append(Message("system", "\n\n".join(block.text for block in system)))
+    for i, message in enumerate(request.messages):
+        out.extend(_message(message, f"messages[{i}]"))
+    return out
+
+
+def _message(message: InputMessage, where: str) -> list[Message]:
+    content = message.content
+    if isinstance(content, str):
+        return [Message(message.role, content)]
+    if message.role == "user":
+        return _user(content, where)
+    return [_assistant(content, where)]
+
+
+def _tools(request: CountTokensRequest, ignored: list[str]) -> list[ToolDefinition]:
+    tools: list[ToolDefinition] = []
+    for i, tool in enumerate(request.tools or ()):
+        if isinstance(tool, CustomTool):
+            definition = ToolDefinition(
+                tool.name,
+                tool.description,
+                tool.input_schema,
+                strict=bool(tool.strict),
+                param=f"tools[{i}].input_schema",
+            )
+            tools.append(definition)
+        else:
+            ignored.append(f"tools[{i}] ({tool.type})")
+    if ignored:
+        logger.info("server tools not offered to the model: %s", ", ".join(ignored))
+    return tools
+
+
+def _tool_choice(request: CountTokensRequest) -> tuple[ToolChoice | None, bool]:
+    """The engine's tool choice, and whether parallel calls are allowed."""
+    choice = request.tool_choice
+    if choice is None:
+        return None, True
+    if isinstance(choice, ToolChoiceNone):
+        return ToolChoice("none"), True
+    parallel = not choice.disable_parallel_tool_use
+    if isinstance(choice, ToolChoiceTool):
+        return ToolChoice("required", forced=choice.name, param="tool_choice.name"), parallel
+    if isinstance(choice, ToolChoiceAny):
+        return ToolChoice("required"), parallel
+    return ToolChoice("auto"), parallel
+
+
+def _ignored(request: CountTokensRequest) -> list[str]:
+    extra = set(request.model_extra or {})
+    return sorted((IGNORED_FIELDS & request.model_fields_set) | extra)
+
+
+def conversation(request: CountTokensRequest) -> Conversation:
+    """The engine's conversation for a Messages (or count_tokens) request."""
+    ignored = _ignored(request)
+    server_tools: list[str] = []
+    tools = _tools(request, server_tools)
+    if not tools and request.tools and request.tool_choice is not None:
+        # Only server tools: with nothing left to offer, the choice has nothing to say.
+        choice, parallel = None, True
+    else:
+        choice, parallel = _tool_choice(request)
+    stops: list[str] = []
+    max_tokens: int | None = None
+    stream = False
+    if isinstance(request, MessagesRequest):
+        stops = [s for s in request.stop_sequences or () if s]
+        max_tokens, stream = request.max_tokens, request.stream
+    return Conversation(
+        model=request.model,
+        messages=_messages(request),
+        tools=tools,
+        tool_choice=choice,
+        parallel_tool_calls=parallel,
+        stops=stops,
+        max_tokens=max_tokens,
+        max_tokens_param="max_tokens",
+        clamp_max_tokens=True,
+        stream=stream,
+        ignored=ignored + server_tools,
+    )
