@@ -179,6 +179,7 @@ class MessageStream:
                 "stop_reason": stop_reason(self._reason, self._stop),
                 "stop_sequence": self._stop,
             },
-            "usage": {"output_tokens": completion_tokens},
+            # Cumulative, as Anthropic sends it: LangChain reads the whole usage from here.
+            "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens},
         }
         return self._close() + sse_event("message_delta", delta) + MESSAGE_STOP
