@@ -14,6 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.anthropic import routes as anthropic
+from gateway.anthropic.messages import count_tokens, messages
 from gateway.config import Settings
 from gateway.demo import with_demo_defaults
 from gateway.emulator.server import EmbeddedEmulator
@@ -25,7 +27,7 @@ from gateway.openai.docs import openapi_json
 from gateway.openai.models import get_model, list_models
 from gateway.openai.unsupported import unsupported
 from gateway.ops.admin import admin_reload, admin_usage, own_usage
-from gateway.ops.health import healthz, readyz
+from gateway.ops.health import healthz, readyz, root
 from gateway.ops.inflight import InFlightMiddleware
 from gateway.ops.logs import LoggingSetup, configure_logging
 from gateway.ops.metrics import Metrics, render_latest
@@ -33,6 +35,8 @@ from gateway.ops.shutdown import drain_on_signal, reload_on_sighup
 from gateway.runtime import Runtime
 
 logger = logging.getLogger("gateway")
+
+_ANY = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 #: The ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` headers browsers may read.
 _RATE_WORDS = ("limit", "remaining", "reset")
@@ -115,8 +119,20 @@ def create_app(
     routes = [
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/completions", completions, methods=["POST"]),
-        Route("/v1/models", list_models, methods=["GET"]),
-        Route("/v1/models/{model:path}", get_model, methods=["GET"]),
+        Route("/v1/messages", messages, methods=["POST"]),
+        Route("/v1/messages", anthropic.wrong_method, methods=["GET", "PUT", "PATCH", "DELETE"]),
+        Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
+        Route("/v1/messages/{rest:path}", anthropic.unknown_path, methods=_ANY),
+        Route(
+            "/v1/models",
+            anthropic.for_anthropic_clients(anthropic.list_models, list_models),
+            methods=["GET"],
+        ),
+        Route(
+            "/v1/models/{model:path}",
+            anthropic.for_anthropic_clients(anthropic.get_model, get_model),
+            methods=["GET"],
+        ),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", _metrics, methods=["GET"]),
@@ -124,7 +140,8 @@ def create_app(
         Route("/v1/usage", own_usage, methods=["GET"]),
         Route("/admin/usage", admin_usage, methods=["GET"]),
         Route("/admin/reload", admin_reload, methods=["POST"]),
-        Route("/v1/{rest:path}", unsupported, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+        Route("/", root, methods=["GET"]),
+        Route("/v1/{rest:path}", unsupported, methods=_ANY),
     ]
     middleware = [
         Middleware(RequestIdMiddleware),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.catalog import ModelCatalog
+from gateway.engine.catalog import ModelCatalog
 from gateway.config import ModelSettings
 from gateway.errors import NotFound
 

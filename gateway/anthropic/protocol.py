@@ -68,7 +68,7 @@ class OtherBlock(_Lenient):
 
 
 #: Union branches are tagged in CamelCase: error locations then drop the tag (see
-#: ``gateway.bodies.validate``), so a bad block is ``messages[0].content[1].text``.
+#: ``gateway.http.bodies.validate``), so a bad block is ``messages[0].content[1].text``.
 _BLOCK_TAGS = {"text": "Text", "tool_use": "ToolUse", "tool_result": "ToolResult"}
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from gateway.engine.catalog import is_pattern
 from gateway.config import ModelSettings
 from gateway.errors import GatewayError
 from gateway.http.common import error_response, runtime
@@ -29,6 +30,7 @@ async def list_models(request: Request) -> Response:
         for model in rt.catalog.models
         if key.models is None or model.name in key.models
         for name in (model.name, *model.aliases)
+        if not is_pattern(name)  # a glob alias is not a name to list
     ]
     return JSONResponse({"object": "list", "data": data})
 

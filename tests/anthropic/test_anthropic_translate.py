@@ -8,7 +8,7 @@ import pytest
 
 from gateway.anthropic.protocol import CountTokensRequest, MessagesRequest
 from gateway.anthropic.translate import conversation
-from gateway.bodies import validate
+from gateway.http.bodies import validate
 from gateway.engine.conversation import Message, ToolCall, ToolChoice
 from gateway.errors import BadRequest
 

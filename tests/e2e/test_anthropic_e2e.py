@@ -19,7 +19,7 @@ from anthropic.types import Message, MessageTokensCount, RawMessageStreamEvent
 from pydantic import TypeAdapter
 
 from gateway.emulator import reply_for
-from gateway.tokens import count_tokens
+from gateway.engine.tokens import count_tokens
 from tests.e2e.conftest import job_prompt
 from tests.e2e.servers import (
     ALICE_KEY,

@@ -1,0 +1,1 @@
+"""The Anthropic Messages API door: wire models, translation to the engine, answer shapes."""
