@@ -1,6 +1,7 @@
 """Models in Anthropic's list shape, for clients that send ``anthropic-version``.
 
-``{"data": [{"type": "model", id, display_name, created_at}], has_more, first_id, last_id}``,
+``{"data": [{"type": "model", id, display_name, created_at, lifecycle}], has_more, first_id,
+last_id}``,
 paged with ``limit``, ``after_id`` and ``before_id`` as Anthropic's API pages them.
 """
 
@@ -25,7 +26,18 @@ def wants_anthropic(headers: Mapping[str, str]) -> bool:
 
 def model_object(name: str, model: ModelSettings) -> dict[str, Any]:
     display = model.description or (name if name == model.name else f"{name} ({model.name})")
-    return {"type": "model", "id": name, "display_name": display, "created_at": CREATED_AT}
+    out: dict[str, Any] = {
+        "type": "model",
+        "id": name,
+        "display_name": display,
+        "created_at": CREATED_AT,
+        "lifecycle": "active",
+    }
+    if model.context_window is not None:
+        out["max_input_tokens"] = model.context_window
+    if model.max_tokens is not None:
+        out["max_tokens"] = model.max_tokens
+    return out
 
 
 def _limit(query: Mapping[str, str]) -> int:

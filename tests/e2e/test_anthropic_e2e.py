@@ -15,7 +15,7 @@ from typing import Any
 import anthropic
 import httpx
 import pytest
-from anthropic.types import Message, MessageTokensCount, RawMessageStreamEvent
+from anthropic.types import Message, MessageTokensCount, ModelInfo, RawMessageStreamEvent
 from pydantic import TypeAdapter
 
 from gateway.emulator import reply_for
@@ -245,6 +245,11 @@ def test_models_in_anthropics_shape_and_in_openais(gateway: Server) -> None:
     assert sdk.models.retrieve("claude-opus-4-5").id == "claude-opus-4-5"
     with pytest.raises(anthropic.NotFoundError):
         sdk.models.retrieve("mistral-large")
+    raw = httpx.get(
+        gateway.url + "/v1/models",
+        headers={"x-api-key": ALICE_KEY, "anthropic-version": "2023-06-01"},
+    ).json()
+    assert [ModelInfo.model_validate(entry).id for entry in raw["data"]] == ids
     openai_shaped = httpx.get(
         gateway.url + "/v1/models", headers={"authorization": f"Bearer {ALICE_KEY}"}
     ).json()
