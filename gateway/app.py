@@ -11,10 +11,11 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.anthropic import routes as anthropic
+from gateway.anthropic.openapi import with_messages_api
 from gateway.anthropic.messages import count_tokens, messages
 from gateway.config import Settings
 from gateway.demo import with_demo_defaults
@@ -23,8 +24,8 @@ from gateway.errors import BadRequest, GatewayError, InternalError, MethodNotAll
 from gateway.http.common import error_response
 from gateway.http.middleware import HeaderGuardMiddleware, RequestIdMiddleware
 from gateway.openai.chat import chat_completions, completions
-from gateway.openai.docs import openapi_json
 from gateway.openai.models import get_model, list_models
+from gateway.openai.openapi import openapi_document
 from gateway.openai.unsupported import unsupported
 from gateway.ops.admin import admin_reload, admin_usage, own_usage
 from gateway.ops.health import healthz, readyz, root
@@ -44,15 +45,15 @@ _RATE_WORDS = ("limit", "remaining", "reset")
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    # Each door answers in its own shape, wrong methods and unknown paths included.
+    answer = anthropic.error_for(request) if anthropic.is_messages_path(request) else error_response
     if exc.status_code == 405:
-        return error_response(
+        return answer(
             MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}.")
         )
     if exc.status_code == 404:
-        return error_response(
-            NotFound(f"Unknown endpoint: {request.url.path}.", code="unknown_url")
-        )
-    return error_response(BadRequest(str(exc.detail)))
+        return answer(NotFound(f"Unknown endpoint: {request.url.path}.", code="unknown_url"))
+    return answer(BadRequest(str(exc.detail)))
 
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:
@@ -74,6 +75,11 @@ def register_secrets(setup: LoggingSetup, settings: Settings) -> None:
         + [k.key for k in settings.keys]
         + [settings.admin.key, settings.emulator.token]
     )
+
+
+async def _openapi(request: Request) -> Response:
+    """``GET /openapi.json``: the gateway's own API, every door's routes in one document."""
+    return JSONResponse(with_messages_api(openapi_document()))
 
 
 async def _metrics(request: Request) -> Response:
@@ -120,7 +126,6 @@ def create_app(
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/v1/messages", messages, methods=["POST"]),
-        Route("/v1/messages", anthropic.wrong_method, methods=["GET", "PUT", "PATCH", "DELETE"]),
         Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
         Route("/v1/messages/{rest:path}", anthropic.unknown_path, methods=_ANY),
         Route(
@@ -136,7 +141,7 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", _metrics, methods=["GET"]),
-        Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/openapi.json", _openapi, methods=["GET"]),
         Route("/v1/usage", own_usage, methods=["GET"]),
         Route("/admin/usage", admin_usage, methods=["GET"]),
         Route("/admin/reload", admin_reload, methods=["POST"]),

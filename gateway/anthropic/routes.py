@@ -1,4 +1,4 @@
-"""The Messages door's small routes: models for Anthropic clients, unknown paths, wrong methods.
+"""The Messages door's small routes: models for Anthropic clients, unknown paths, its errors.
 
 ``POST /v1/messages`` and ``/v1/messages/count_tokens`` are in :mod:`gateway.anthropic.messages`.
 """
@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 from gateway.anthropic.errors import error_response
 from gateway.anthropic.models import model_object, model_page, wants_anthropic
 from gateway.engine.catalog import is_pattern
-from gateway.errors import GatewayError, MethodNotAllowed, NotFound
+from gateway.errors import GatewayError, NotFound
 from gateway.http.common import request_id, runtime
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -59,9 +59,15 @@ async def get_model(request: Request) -> Response:
     return JSONResponse(model_object(name, model), headers={"request-id": rid})
 
 
-async def wrong_method(request: Request) -> Response:
-    error = MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}.")
-    return error_response(error, request_id=request_id(request))
+def is_messages_path(request: Request) -> bool:
+    path = request.url.path
+    return path == "/v1/messages" or path.startswith("/v1/messages/")
+
+
+def error_for(request: Request) -> Callable[[GatewayError], Response]:
+    """How this door answers an error on ``request`` (its request id included)."""
+    rid = request_id(request)
+    return lambda error: error_response(error, request_id=rid)
 
 
 async def unknown_path(request: Request) -> Response:

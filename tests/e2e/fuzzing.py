@@ -82,6 +82,12 @@ def fuzz_document(base_url: str, models: Sequence[str]) -> dict[str, Any]:
     chat["tools"]["maxItems"] = 2
     chat["response_format"]["properties"]["type"]["enum"] = ["text"]
     chat["tool_choice"] = {"type": "string", "enum": ["none", "auto"]}
+    for name in ("MessagesRequest", "CountTokensRequest"):  # the Messages door, alike
+        fields = schemas[name]["properties"]
+        fields["model"] = {"type": "string", "enum": list(models)}
+        fields["messages"]["maxItems"] = 4
+        fields["tools"]["maxItems"] = 2
+        fields["tool_choice"]["properties"]["type"]["enum"] = ["none", "auto"]
     return doc
 
 

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from starlette.routing import Route
 
+from gateway.anthropic.openapi import with_messages_api
 from gateway.app import create_app
 from gateway.config import Settings
-from gateway.openai.openapi import openapi_document
+from gateway.openai.openapi import openapi_document as openai_document
 
-CATCH_ALL = "/v1/{rest:path}"  # unsupported OpenAI endpoints: refused with 404s
+#: Unsupported OpenAI endpoints and unknown Messages paths: refused with 404s.
+CATCH_ALLS = ("/v1/{rest:path}", "/v1/messages/{rest:path}")
+
+
+def openapi_document() -> dict[str, Any]:
+    return with_messages_api(openai_document())
 
 
 def test_every_route_is_documented_and_nothing_else() -> None:
@@ -19,7 +26,7 @@ def test_every_route_is_documented_and_nothing_else() -> None:
     served = {
         (re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path), method.lower())
         for route in app.routes
-        if isinstance(route, Route) and route.path != CATCH_ALL
+        if isinstance(route, Route) and route.path not in CATCH_ALLS
         for method in route.methods or ()
         if method != "HEAD"
     }
@@ -37,19 +44,23 @@ def test_schemathesis_loads_every_operation() -> None:
     results = list(schema.get_all_operations())
     assert all(isinstance(result, Ok) for result in results)
     labels = {result.ok().label for result in results if isinstance(result, Ok)}
-    assert "POST /v1/chat/completions" in labels and len(labels) == 11
+    assert "POST /v1/chat/completions" in labels and "POST /v1/messages" in labels
+    assert len(labels) == 14
 
 
-def test_every_error_answer_uses_the_openai_shape() -> None:
+def test_every_error_answer_uses_its_doors_shape() -> None:
     doc = openapi_document()
     error = doc["components"]["schemas"]["Error"]
     assert error["properties"]["error"]["required"] == ["message", "type", "param", "code"]
+    anthropic = doc["components"]["schemas"]["AnthropicError"]
+    assert anthropic["properties"]["error"]["required"] == ["type", "message"]
     checked = 0
     for path, item in doc["paths"].items():
         for operation in item.values():
             for status, answer in operation["responses"].items():
                 if status[0] in "45" and path != "/readyz":  # readiness answers its checks
                     schema = answer["content"]["application/json"]["schema"]
-                    assert schema == {"$ref": "#/components/schemas/Error"}, (path, status)
+                    shape = "AnthropicError" if path.startswith("/v1/messages") else "Error"
+                    assert schema == {"$ref": f"#/components/schemas/{shape}"}, (path, status)
                     checked += 1
     assert checked > 20
