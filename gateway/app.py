@@ -15,8 +15,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.anthropic import routes as anthropic
-from gateway.anthropic.openapi import with_messages_api
 from gateway.anthropic.messages import count_tokens, messages
+from gateway.anthropic.openapi import with_messages_api
 from gateway.config import Settings
 from gateway.demo import with_demo_defaults
 from gateway.emulator.server import EmbeddedEmulator
@@ -45,15 +45,15 @@ _RATE_WORDS = ("limit", "remaining", "reset")
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    # Each door answers in its own shape, wrong methods and unknown paths included.
-    answer = anthropic.error_for(request) if anthropic.is_messages_path(request) else error_response
     if exc.status_code == 405:
-        return answer(
+        return error_response(
             MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}.")
         )
     if exc.status_code == 404:
-        return answer(NotFound(f"Unknown endpoint: {request.url.path}.", code="unknown_url"))
-    return answer(BadRequest(str(exc.detail)))
+        return error_response(
+            NotFound(f"Unknown endpoint: {request.url.path}.", code="unknown_url")
+        )
+    return error_response(BadRequest(str(exc.detail)))
 
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:
@@ -127,7 +127,7 @@ def create_app(
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/v1/messages", messages, methods=["POST"]),
         Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
-        Route("/v1/messages/{rest:path}", anthropic.unknown_path, methods=_ANY),
+        Route("/v1/messages{rest:path}", anthropic.other_paths, methods=_ANY),
         Route(
             "/v1/models",
             anthropic.for_anthropic_clients(anthropic.list_models, list_models),

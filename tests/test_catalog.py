@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.engine.catalog import ModelCatalog
 from gateway.config import ModelSettings
+from gateway.engine.catalog import ModelCatalog
 from gateway.errors import NotFound
 
 GEMMA = ModelSettings(name="gemma-2b", tag="gemma:2b", aliases=("claude-*", "gpt-3.5-turbo"))

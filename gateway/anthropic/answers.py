@@ -20,6 +20,7 @@ from gateway.anthropic.errors import error_body
 from gateway.engine.answer import Answer
 from gateway.engine.events import ChoiceEnd, Event, KeepAlive, TextDelta, ToolCallDelta
 from gateway.errors import GatewayError
+from gateway.http.serving import PlainCodec
 
 logger = logging.getLogger("gateway.anthropic")
 
@@ -68,9 +69,7 @@ def _tool_input(arguments: str) -> dict[str, Any]:
     return value
 
 
-def render_message(
-    answer: Answer, model: str, prompt_tokens: int, completion_tokens: int
-) -> dict[str, Any]:
+def render_message(answer: Answer, model: str, id_: str | None = None) -> dict[str, Any]:
     """The non-streamed answer: one ``message`` object (only the first choice: no ``n`` here)."""
     choice = answer.choices[0]
     content: list[dict[str, Any]] = []
@@ -86,19 +85,22 @@ def render_message(
             }
         )
     return {
-        "id": message_id(),
+        "id": id_ or message_id(),
         "type": "message",
         "role": "assistant",
         "model": model,
         "content": content,
         "stop_reason": stop_reason(choice.reason, choice.stop_sequence),
         "stop_sequence": choice.stop_sequence,
-        "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens},
+        "usage": {
+            "input_tokens": answer.prompt_tokens,
+            "output_tokens": answer.completion_tokens,
+        },
     }
 
 
-class MessageStream:
-    """Encodes one answer's events; one small state: which content block is open."""
+class MessageCodec(PlainCodec):
+    """One answer as a ``message`` or its events; one small state: which block is open."""
 
     __slots__ = ("_blocks", "_id", "_model", "_open", "_prompt_tokens", "_reason", "_stop")
 
@@ -171,6 +173,9 @@ class MessageStream:
 
     def failure(self, error: GatewayError) -> bytes:
         return sse_event("error", error_body(error))
+
+    def render(self, answer: Answer) -> dict[str, Any]:
+        return render_message(answer, self._model, self._id)
 
     def closing(self, prompt_tokens: int, completion_tokens: int) -> bytes:
         delta = {

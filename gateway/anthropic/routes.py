@@ -1,4 +1,4 @@
-"""The Messages door's small routes: models for Anthropic clients, unknown paths, its errors.
+"""The Messages door's small routes: models for Anthropic clients, unknown paths, wrong methods.
 
 ``POST /v1/messages`` and ``/v1/messages/count_tokens`` are in :mod:`gateway.anthropic.messages`.
 """
@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 from gateway.anthropic.errors import error_response
 from gateway.anthropic.models import model_object, model_page, wants_anthropic
 from gateway.engine.catalog import is_pattern
-from gateway.errors import GatewayError, NotFound
+from gateway.errors import GatewayError, MethodNotAllowed, NotFound
 from gateway.http.common import request_id, runtime
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -44,7 +44,7 @@ async def list_models(request: Request) -> Response:
         page = model_page(entries, request.query_params)
     except GatewayError as error:
         return error_response(error, request_id=rid)
-    return JSONResponse(page, headers={"request-id": rid})
+    return JSONResponse(page)
 
 
 async def get_model(request: Request) -> Response:
@@ -56,21 +56,21 @@ async def get_model(request: Request) -> Response:
         model = rt.catalog.resolve(name, key.models)
     except GatewayError as error:
         return error_response(error, request_id=rid)
-    return JSONResponse(model_object(name, model), headers={"request-id": rid})
+    return JSONResponse(model_object(name, model))
 
 
-def is_messages_path(request: Request) -> bool:
+#: The door's routes, with their one method: another method gets a 405, not a 404.
+SERVED = ("", "/", "/count_tokens")
+
+
+async def other_paths(request: Request) -> Response:
+    """The rest of ``/v1/messages...``: a wrong method on a served route, or an unknown path
+    (the batches API, mostly, which is not served), in this door's error shape."""
     path = request.url.path
-    return path == "/v1/messages" or path.startswith("/v1/messages/")
-
-
-def error_for(request: Request) -> Callable[[GatewayError], Response]:
-    """How this door answers an error on ``request`` (its request id included)."""
-    rid = request_id(request)
-    return lambda error: error_response(error, request_id=rid)
-
-
-async def unknown_path(request: Request) -> Response:
-    """Anything else under ``/v1/messages/``: the batches API, mostly, which is not served."""
-    error = NotFound(f"Unknown endpoint: {request.method} {request.url.path}.", code="unknown_url")
+    error: GatewayError
+    if request.path_params.get("rest", "") in SERVED:
+        message = f"Method {request.method} is not allowed on {path}; use POST."
+        error = MethodNotAllowed(message, headers={"allow": "POST"})
+    else:
+        error = NotFound(f"Unknown endpoint: {request.method} {path}.", code="unknown_url")
     return error_response(error, request_id=request_id(request))

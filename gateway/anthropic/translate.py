@@ -146,7 +146,7 @@ def _tools(request: CountTokensRequest, ignored: list[str]) -> list[ToolDefiniti
         else:
             ignored.append(f"tools[{i}] ({tool.type})")
     if ignored:
-        logger.info("server tools not offered to the model: %s", ", ".join(ignored))
+        logger.debug("server tools not offered to the model: %s", ", ".join(ignored))
     return tools
 
 

@@ -18,7 +18,8 @@ def new_request_id() -> str:
 
 
 class RequestIdMiddleware:
-    """Gives every request an ``x-request-id`` (the client's, if it is sane) on every answer."""
+    """Gives every request an ``x-request-id`` (the client's, if it is sane) on every answer,
+    also as ``request-id``, where the anthropic SDKs look for it."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -39,13 +40,14 @@ class RequestIdMiddleware:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 headers["x-request-id"] = request_id
+                headers["request-id"] = request_id  # the name the anthropic SDKs read
             await send(message)
 
         await self.app(scope, receive, send_with_id)
 
 
 #: Headers a request may carry once only: two of them leave the meaning to chance.
-SINGLE_HEADERS = (b"authorization", b"content-type", b"content-length")
+SINGLE_HEADERS = (b"authorization", b"x-api-key", b"content-type", b"content-length")
 
 
 class HeaderGuardMiddleware:

@@ -7,8 +7,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.engine.catalog import is_pattern
 from gateway.config import ModelSettings
+from gateway.engine.catalog import is_pattern
 from gateway.errors import GatewayError
 from gateway.http.common import error_response, runtime
 

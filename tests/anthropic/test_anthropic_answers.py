@@ -9,7 +9,7 @@ import pytest
 from anthropic.types import Message, RawMessageStreamEvent
 from pydantic import TypeAdapter
 
-from gateway.anthropic.answers import MessageStream, render_message, stop_reason, tool_use_id
+from gateway.anthropic.answers import MessageCodec, render_message, stop_reason, tool_use_id
 from gateway.engine.answer import Answer, ChoiceAnswer
 from gateway.engine.conversation import ToolCall
 from gateway.engine.events import (
@@ -42,7 +42,7 @@ def parse_sse(body: bytes) -> list[tuple[str, dict[str, Any]]]:
 
 
 def encode(events: list[Event], prompt_tokens: int = 7, completion_tokens: int = 3) -> bytes:
-    stream = MessageStream("gemma-2b", prompt_tokens)
+    stream = MessageCodec("gemma-2b", prompt_tokens)
     body = stream.opening() + b"".join(stream.event(e) for e in events)
     return body + stream.closing(prompt_tokens, completion_tokens)
 
@@ -115,7 +115,7 @@ def test_an_empty_answer_has_no_blocks_and_a_stop_sequence_is_reported() -> None
 
 
 def test_a_failure_after_the_start_is_an_error_event() -> None:
-    stream = MessageStream("gemma-2b", 1)
+    stream = MessageCodec("gemma-2b", 1)
     frames = parse_sse(stream.opening() + stream.failure(UpstreamError("the job failed")))
     assert frames[-1] == (
         "error",
@@ -124,7 +124,7 @@ def test_a_failure_after_the_start_is_an_error_event() -> None:
 
 
 def test_lone_surrogates_still_give_valid_json() -> None:
-    stream = MessageStream("m", 1)
+    stream = MessageCodec("m", 1)
     body = stream.event(TextDelta(0, "a\ud800b"))
     assert json.loads(body.decode().split("data: ")[-1])["delta"]["text"] == "a\ud800b"
 
@@ -138,9 +138,11 @@ def test_the_message_validates_as_the_sdks_message() -> None:
                 None,
                 [ToolCall("call_1", "get_weather", '{"city": "Paris"}')],
             )
-        ]
+        ],
+        prompt_tokens=12,
+        completion_tokens=5,
     )
-    body = render_message(answer, "gemma-2b", 12, 5)
+    body = MessageCodec("gemma-2b", 12).render(answer)
     message = Message.model_validate(body)
     assert message.id.startswith("msg_")
     assert message.stop_reason == "tool_use"
@@ -151,7 +153,7 @@ def test_the_message_validates_as_the_sdks_message() -> None:
 
 
 def test_a_plain_answer_has_one_text_block() -> None:
-    body = render_message(Answer(choices=[ChoiceAnswer("Hi", "stop")]), "m", 1, 1)
+    body = render_message(Answer(choices=[ChoiceAnswer("Hi", "stop")]), "m")
     assert Message.model_validate(body).content[0].type == "text"
     assert body["stop_reason"] == "end_turn" and body["stop_sequence"] is None
 

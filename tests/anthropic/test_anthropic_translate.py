@@ -8,9 +8,9 @@ import pytest
 
 from gateway.anthropic.protocol import CountTokensRequest, MessagesRequest
 from gateway.anthropic.translate import conversation
-from gateway.http.bodies import validate
 from gateway.engine.conversation import Message, ToolCall, ToolChoice
 from gateway.errors import BadRequest
+from gateway.http.bodies import validate
 
 WEATHER = {
     "name": "get_weather",

@@ -14,7 +14,7 @@ from gateway.config import Settings
 from gateway.openai.openapi import openapi_document as openai_document
 
 #: Unsupported OpenAI endpoints and unknown Messages paths: refused with 404s.
-CATCH_ALLS = ("/v1/{rest:path}", "/v1/messages/{rest:path}")
+CATCH_ALLS = ("/v1/{rest:path}", "/v1/messages{rest:path}")
 
 
 def openapi_document() -> dict[str, Any]:
