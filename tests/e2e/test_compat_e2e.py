@@ -715,7 +715,7 @@ def test_other_openai_routes_say_the_service_does_not_offer_them(
     assert info.value.request_id  # x-request-id, on errors too
 
 
-@pytest.mark.parametrize("path", ["/v1/no-such-thing", "/v2/chat/completions", "/v1"])
+@pytest.mark.parametrize("path", ["/v1/no-such-thing", "/v2/chat/completions", "/v2"])
 def test_unknown_paths_get_an_openai_shaped_404(base_url: str, path: str) -> None:
     root = base_url.removesuffix("/v1")
     response = httpx.get(root + path, headers=AUTH)
