@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from anthropic.types import ErrorResponse
 
 from gateway.anthropic.errors import error_body, error_response, status_and_type
 from gateway.errors import (
@@ -45,6 +46,9 @@ from gateway.errors import (
 )
 def test_statuses_and_types(error: GatewayError, status: int, kind: str) -> None:
     assert status_and_type(error) == (status, kind)
+    body = error_body(error, "req_1")
+    if kind != "request_too_large":  # Anthropic's API sends it; the SDK's union lacks it
+        assert ErrorResponse.model_validate(body).error.type == kind
 
 
 def test_the_response_carries_request_id_and_retry_after() -> None:

@@ -15,7 +15,13 @@ from typing import Any
 import anthropic
 import httpx
 import pytest
-from anthropic.types import Message, MessageTokensCount, ModelInfo, RawMessageStreamEvent
+from anthropic.types import (
+    ErrorResponse,
+    Message,
+    MessageTokensCount,
+    ModelInfo,
+    RawMessageStreamEvent,
+)
 from pydantic import TypeAdapter
 
 from gateway.emulator import reply_for
@@ -83,6 +89,11 @@ def no_faults(emulator: Server) -> Iterator[None]:
 
 def client(gateway: Server, key: str = ALICE_KEY) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=gateway.url, api_key=key, max_retries=0)
+
+
+def error_type(error: anthropic.APIStatusError) -> str:
+    """The error's ``type``, its body validated as the SDK's ErrorResponse."""
+    return ErrorResponse.model_validate(error.body).error.type
 
 
 def user(text: str) -> list[Any]:
@@ -264,11 +275,12 @@ def test_each_error_class_where_it_belongs(gateway: Server, emulator: Server) ->
         client(gateway, key="sk-wrong-0123456789").messages.create(
             model="gemma-2b", max_tokens=10, messages=user("hi")
         )
-    assert auth.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
+    assert error_type(auth.value) == "authentication_error"
     assert auth.value.request_id
     with pytest.raises(anthropic.NotFoundError) as missing:
         client(gateway).messages.create(model="mistral-large", max_tokens=10, messages=user("hi"))
     assert "mistral-large" in missing.value.message
+    assert error_type(missing.value) == "not_found_error"
     image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": ""}}
     with pytest.raises(anthropic.BadRequestError) as bad:
         client(gateway).messages.create(
@@ -277,12 +289,13 @@ def test_each_error_class_where_it_belongs(gateway: Server, emulator: Server) ->
             messages=[{"role": "user", "content": [{"type": "text", "text": "see"}, image]}],
         )
     assert "messages[0].content[1]" in bad.value.message
+    assert error_type(bad.value) == "invalid_request_error"
     with pytest.raises(anthropic.InternalServerError) as failed:
         client(gateway).messages.create(
             model="gemma-2b", max_tokens=100, messages=user(QUICK + "[[emulate:fail boom]]")
         )
     assert failed.value.status_code == 500
-    assert failed.value.body["error"]["type"] == "api_error"  # type: ignore[index]
+    assert error_type(failed.value) == "api_error"
 
 
 def test_the_clients_own_limit_is_a_rate_limit_error(gateway: Server) -> None:
@@ -292,6 +305,7 @@ def test_the_clients_own_limit_is_a_rate_limit_error(gateway: Server) -> None:
     with pytest.raises(anthropic.RateLimitError) as limited:
         tiny.messages.create(model="gemma-2b", max_tokens=5, messages=user(QUICK + "hi"))
     assert int(limited.value.response.headers["retry-after"]) >= 1
+    assert error_type(limited.value) == "rate_limit_error"
 
 
 def test_an_overloaded_upstream_is_a_529(gateway: Server, emulator: Server) -> None:
@@ -299,7 +313,7 @@ def test_an_overloaded_upstream_is_a_529(gateway: Server, emulator: Server) -> N
     assert httpx.post(emulator.url + "/emulator/faults", json=fault).status_code == 200
     with pytest.raises(anthropic.OverloadedError) as overloaded:
         client(gateway).messages.create(model="gemma-2b", max_tokens=5, messages=user("hi"))
-    assert overloaded.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
+    assert error_type(overloaded.value) == "overloaded_error"
     assert overloaded.value.response.headers["retry-after"]
 
 
@@ -312,7 +326,7 @@ def test_a_failure_after_the_stream_began_is_an_error_event(gateway: Server) -> 
     ):
         for _ in stream.text_stream:
             pass
-    assert caught.value.body["error"]["type"] == "api_error"  # type: ignore[index]
+    assert error_type(caught.value) == "api_error"
 
 
 def test_unknown_message_paths_and_methods_answer_in_anthropics_shape(gateway: Server) -> None:
