@@ -23,7 +23,6 @@ IGNORED_FIELDS = frozenset(
         "metadata",
         "thinking",
         "context_management",
-        "output_config",
         "service_tier",
         "cache_control",
         "container",
@@ -183,6 +182,19 @@ ToolChoice = Annotated[
 ]
 
 
+class JsonOutputFormat(_Lenient):
+    """Structured outputs: the answer is JSON matching ``schema``."""
+
+    type: Literal["json_schema"]
+    schema_: dict[str, Any] = Field(alias="schema")
+
+
+class OutputConfig(_Lenient):
+    """``effort`` and the rest are accepted and not forwarded; ``format`` is honoured."""
+
+    format: JsonOutputFormat | None = None
+
+
 class CountTokensRequest(_Lenient):
     """``POST /v1/messages/count_tokens``: a Messages request without ``max_tokens``."""
 
@@ -191,6 +203,9 @@ class CountTokensRequest(_Lenient):
     system: System | None = None
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None
+    output_config: OutputConfig | None = None
+    #: The structured-outputs beta's spelling of ``output_config.format``.
+    output_format: JsonOutputFormat | None = None
 
 
 class MessagesRequest(CountTokensRequest):

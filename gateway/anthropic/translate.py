@@ -32,6 +32,7 @@ from gateway.anthropic.protocol import (
 from gateway.engine.conversation import (
     Conversation,
     Message,
+    OutputFormat,
     ToolCall,
     ToolChoice,
     ToolDefinition,
@@ -165,9 +166,25 @@ def _tool_choice(request: CountTokensRequest) -> tuple[ToolChoice | None, bool]:
     return ToolChoice("auto"), parallel
 
 
+def _output_format(request: CountTokensRequest) -> OutputFormat | None:
+    """Structured outputs (``output_config.format``, or the beta's ``output_format``)."""
+    config = request.output_config
+    if config is not None and config.format is not None:
+        fmt, param = config.format, "output_config.format"
+    elif request.output_format is not None:
+        fmt, param = request.output_format, "output_format"
+    else:
+        return None
+    return OutputFormat("json_schema", name="output", schema=fmt.schema_, strict=True, param=param)
+
+
 def _ignored(request: CountTokensRequest) -> list[str]:
     extra = set(request.model_extra or {})
-    return sorted((IGNORED_FIELDS & request.model_fields_set) | extra)
+    ignored = set(IGNORED_FIELDS & request.model_fields_set) | extra
+    config = request.output_config
+    if config is not None:  # what it says besides the format (effort, ...) is not forwarded
+        ignored |= {f"output_config.{name}" for name in config.model_extra or {}}
+    return sorted(ignored)
 
 
 def conversation(request: CountTokensRequest) -> Conversation:
@@ -192,6 +209,7 @@ def conversation(request: CountTokensRequest) -> Conversation:
         tools=tools,
         tool_choice=choice,
         parallel_tool_calls=parallel,
+        output_format=_output_format(request),
         stops=stops,
         max_tokens=max_tokens,
         max_tokens_param="max_tokens",

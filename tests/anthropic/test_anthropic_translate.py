@@ -56,7 +56,7 @@ def test_system_blocks_and_ignored_fields() -> None:
         "brand_new_field",
         "context_management",
         "metadata",
-        "output_config",
+        "output_config.effort",
         "temperature",
         "thinking",
     ]
@@ -199,3 +199,18 @@ def test_max_tokens_is_required_but_not_for_count_tokens() -> None:
     body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [WEATHER]}
     conv = conversation(validate(CountTokensRequest, body))
     assert conv.max_tokens is None and len(conv.tools) == 1
+
+
+def test_structured_outputs_ask_for_json() -> None:
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}}
+    conv = conversation(
+        request(
+            output_config={"effort": "low", "format": {"type": "json_schema", "schema": schema}}
+        )
+    )
+    assert conv.output_format is not None and conv.output_format.schema == schema
+    assert conv.output_format.param == "output_config.format"
+    assert conv.ignored == ["output_config.effort"]
+    beta = conversation(request(output_format={"type": "json_schema", "schema": schema}))
+    assert beta.output_format is not None and beta.output_format.param == "output_format"
+    assert conversation(request(output_config={"effort": "high"})).output_format is None

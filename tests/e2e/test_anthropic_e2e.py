@@ -22,7 +22,7 @@ from anthropic.types import (
     ModelInfo,
     RawMessageStreamEvent,
 )
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 
 from gateway.emulator import reply_for
 from gateway.engine.tokens import count_tokens
@@ -233,6 +233,23 @@ def test_tool_choice_forces_a_named_tool(gateway: Server) -> None:
     )
     (call,) = message.content
     assert call.type == "tool_use" and call.input == {"city": "Paris"}
+
+
+class Person(BaseModel):
+    name: str
+    age: int
+
+
+def test_structured_outputs_parse_into_the_model(gateway: Server) -> None:
+    ada = (
+        QUICK
+        + 'Who wrote the first program? [[emulate:json {"name": "Ada", "age": 36} style=prose]]'
+    )
+    parsed = client(gateway).messages.parse(
+        model="gemma-2b", max_tokens=256, messages=user(ada), output_format=Person
+    )
+    assert parsed.parsed_output == Person(name="Ada", age=36)
+    assert parsed.stop_reason == "end_turn"
 
 
 def test_count_tokens_counts_the_system_and_the_tools(gateway: Server) -> None:
