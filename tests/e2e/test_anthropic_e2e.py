@@ -282,6 +282,13 @@ def test_models_in_anthropics_shape_and_in_openais(gateway: Server) -> None:
         gateway.url + "/v1/models", headers={"authorization": f"Bearer {ALICE_KEY}"}
     ).json()
     assert openai_shaped["object"] == "list"
+    chat = httpx.post(  # x-api-key is a gateway key on the OpenAI door too
+        gateway.url + "/v1/chat/completions",
+        json={"model": "gemma-2b", "messages": user(QUICK + "hi"), "max_tokens": 3},
+        headers={"x-api-key": ALICE_KEY},
+        timeout=30,
+    )
+    assert chat.status_code == 200 and chat.json()["object"] == "chat.completion"
 
 
 # ------------------------------------------------------------------------------ errors
@@ -353,6 +360,7 @@ def test_unknown_message_paths_and_methods_answer_in_anthropics_shape(gateway: S
     assert batches.json()["error"]["type"] == "not_found_error"
     get = httpx.get(gateway.url + "/v1/messages", headers=headers)
     assert get.status_code == 405 and get.json()["type"] == "error"
+    assert get.headers["allow"] == "POST"
     for method in ("HEAD", "GET"):
         assert httpx.request(method, gateway.url + "/").status_code == 200
 
