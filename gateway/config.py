@@ -44,6 +44,11 @@ DEFAULT_FAILED = (
 )
 
 
+#: What ``redis.url`` and ``ledger.url`` may start with (the clients that open them).
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+LEDGER_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
+
+
 class ConfigError(Exception):
     """The configuration cannot be used; the message names the bad field."""
 
@@ -177,6 +182,18 @@ class RedisSettings(_Frozen):
     lease_seconds: float = Field(30.0, gt=0)
     probe_interval: float = Field(1.0, gt=0)
 
+    @field_validator("url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        """A URL redis-py can open, checked now rather than at the first request."""
+        if not value:  # "" (say ``${REDIS_URL:-}``) means no Redis, as null does
+            return None
+        if not value.startswith(REDIS_SCHEMES) or len(value) <= value.index("//") + 2:
+            raise ValueError(
+                "must be a redis://, rediss:// or unix:// URL, e.g. redis://host:6379/0"
+            )
+        return value
+
 
 class LedgerSettings(_Frozen):
     url: str = "sqlite:///gateway-usage.db"
@@ -184,6 +201,16 @@ class LedgerSettings(_Frozen):
     queue_size: int = Field(10_000, ge=1)
     table: str = Field("gateway_usage", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
     batch_size: int = Field(500, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _ledger_scheme(cls, value: str) -> str:
+        """Only the stores the ledger has; a bad URL is a start-up error, not a late traceback."""
+        if not value.startswith(LEDGER_SCHEMES) or value in LEDGER_SCHEMES:
+            raise ValueError(
+                "must be sqlite:///path (or sqlite:///:memory:) or postgresql://user@host/db"
+            )
+        return value
 
 
 class AdminSettings(_Frozen):
@@ -231,6 +258,14 @@ class Settings(_Frozen):
         key_names = [k.name for k in self.keys]
         if len(key_names) != len(set(key_names)):
             raise ValueError("key names must be unique")
+        # Two keys with one secret: the first would silently take the other's requests.
+        by_digest: dict[str, str] = {}
+        for key in self.keys:
+            if (other := by_digest.setdefault(key.digest, key.name)) != key.name:
+                raise ValueError(
+                    f"keys {other!r} and {key.name!r} have the same secret (key or key_sha256); "
+                    "give each key its own"
+                )
         for key in self.keys:
             for allowed in key.models or ():
                 if allowed not in seen:
