@@ -30,7 +30,7 @@ from gateway.openai.unsupported import unsupported
 from gateway.ops.admin import admin_reload, admin_usage, own_usage
 from gateway.ops.health import healthz, readyz, root
 from gateway.ops.inflight import InFlightMiddleware
-from gateway.ops.logs import LoggingSetup, configure_logging
+from gateway.ops.logs import LoggingSetup, config_secrets, configure_logging
 from gateway.ops.metrics import Metrics, render_latest
 from gateway.ops.shutdown import drain_on_signal, reload_on_sighup
 from gateway.runtime import Runtime
@@ -70,11 +70,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 def register_secrets(setup: LoggingSetup, settings: Settings) -> None:
     """Mask every secret the config holds in every log line this process writes."""
-    setup.redactor.register_secrets(
-        [k.upstream_token for k in settings.keys]
-        + [k.key for k in settings.keys]
-        + [settings.admin.key, settings.emulator.token]
-    )
+    setup.redactor.register_secrets(config_secrets(settings))
 
 
 async def _openapi(request: Request) -> Response:

@@ -16,7 +16,7 @@ from gateway.engine.service import Completions
 from gateway.http.exchange import Exchange
 from gateway.ledger import Ledger, UsageRecord
 from gateway.limits import Limiter
-from gateway.ops.logs import log_request
+from gateway.ops.logs import SecretRedactor, capped_names, config_secrets, log_request
 from gateway.ops.metrics import Metrics
 from gateway.ops.shutdown import FINAL_EVENT_MARGIN
 from gateway.upstream.client import JobsClient
@@ -50,6 +50,8 @@ class Runtime:
     last_upstream_down: float = field(default=0.0)
     #: Called with the new settings after a reload (the app registers new secrets with it).
     on_reload: Callable[[Settings], None] | None = None
+    #: Masks the config's secrets in what the upstream says, before a client or log sees it.
+    redactor: SecretRedactor = field(default_factory=SecretRedactor)
 
     @classmethod
     def build(cls, settings: Settings, base_url: str, metrics: Metrics) -> Runtime:
@@ -66,11 +68,14 @@ class Runtime:
             for size in chunk_sizes:
                 metrics.observe_status_ids(size)
 
+        redactor = SecretRedactor()
+        redactor.register_secrets(config_secrets(settings))
         client = JobsClient(
             settings.upstream,
             base_url,
             observer=observe,
             on_circuit_change=metrics.set_circuit_open,
+            redact=redactor.redact,
         )
         hub = PollerHub(client, settings.upstream, base_url, on_tick=on_tick)
         metrics.init_accounts(accounts.values())
@@ -86,6 +91,7 @@ class Runtime:
             accounts=accounts,
             limiter=Limiter.from_settings(settings, on_degraded=metrics.set_limits_degraded),
             ledger=ledger,
+            redactor=redactor,
         )
         holder.append(runtime)
         return runtime
@@ -132,7 +138,7 @@ class Runtime:
             completion_tokens=exchange.completion_tokens,
             outcome=exchange.outcome,
             stream=exchange.stream,
-            ignored_fields=exchange.ignored or None,
+            ignored_fields=capped_names(exchange.ignored) or None,
             **self._logged_prompt(exchange),
         )
 
@@ -178,6 +184,7 @@ class Runtime:
         self.catalog = catalog
         self.accounts = account_names(fresh.keys)
         self.metrics.init_accounts(self.accounts.values())
+        self.redactor.register_secrets(config_secrets(self.settings))
         if self.on_reload is not None:
             self.on_reload(self.settings)
         changes = {"keys": len(after), "added": len(after - before), "removed": len(before - after)}

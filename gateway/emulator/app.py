@@ -158,6 +158,8 @@ def _fault_response(fault: Fault) -> Response | None:
         return JSON({"success": False, "error": fault.success_false})
     if fault.missing:
         return JSON({"success": True, "jobs": {}})
+    if fault.ids is not None:
+        return JSON({"success": True, "ids": list(fault.ids)})
     if fault.reset:
         return _ResetResponse()
     return None

@@ -9,6 +9,7 @@ a fault with ``"repeat": true``, which stays at the head until the queues are cl
     {"success_false": "message"}           200 {"success": false, "error": "message"}
     {"reset": true}                        the connection drops in the middle of the response
     {"missing": true}                      (status only) success with an empty ``jobs`` map
+    {"ids": ["../x"]}                      (submit only) success with these job ids, no jobs made
     {"delay": 2.5}                         wait, then answer normally; combines with the above
 
 This module only parses and queues; ``app.py`` turns a fault into a response.
@@ -23,7 +24,7 @@ from typing import Any, Literal, get_args
 
 FaultKind = Literal["submit", "status"]
 KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
-_EFFECTS = ("http", "not_json", "success_false", "reset", "missing")
+_EFFECTS = ("http", "not_json", "success_false", "reset", "missing", "ids")
 _KEYS = {*_EFFECTS, "body", "retry_after", "delay", "repeat"}
 
 
@@ -40,6 +41,7 @@ class Fault:
     success_false: str | None = None
     reset: bool = False
     missing: bool = False
+    ids: tuple[str, ...] | None = None
     delay: float = 0.0
     repeat: bool = False
 
@@ -58,6 +60,8 @@ class Fault:
             raise FaultError(f"a fault needs one of {', '.join(_EFFECTS)} or delay")
         if "missing" in effects and kind != "status":
             raise FaultError("'missing' applies to status requests only")
+        if "ids" in effects and kind != "submit":
+            raise FaultError("'ids' applies to submit requests only")
         fault = cls(
             http=_status_code(data.get("http")),
             body=_optional_str(data, "body"),
@@ -66,6 +70,7 @@ class Fault:
             success_false=_optional_str(data, "success_false"),
             reset=_flag(data, "reset"),
             missing=_flag(data, "missing"),
+            ids=_optional_ids(data),
             delay=_optional_number(data, "delay") or 0.0,
             repeat=_flag(data, "repeat"),
         )
@@ -131,6 +136,15 @@ def _optional_str(data: dict[str, Any], key: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise FaultError(f"'{key}' must be a string")
     return value
+
+
+def _optional_ids(data: dict[str, Any]) -> tuple[str, ...] | None:
+    value = data.get("ids")
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise FaultError("'ids' must be a list of strings")
+    return tuple(value)
 
 
 def _optional_number(data: dict[str, Any], key: str) -> float | None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from gateway.config import LoggingSettings
+from gateway.config import LoggingSettings, Settings
 
 MASK = "***"
 _BEARER = re.compile(r"(?i)\b(bearer)(\s+)[A-Za-z0-9\-._~+/]+=*")
@@ -115,6 +115,16 @@ class SecretRedactor(logging.Filter):
         return True
 
 
+def config_secrets(settings: Settings) -> list[str | None]:
+    """Every secret a config holds in plaintext: masked in logs and in upstream error text."""
+    return [
+        *(k.upstream_token for k in settings.keys),
+        *(k.key for k in settings.keys),
+        settings.admin.key,
+        settings.emulator.token,
+    ]
+
+
 def structured_fields(record: logging.LogRecord) -> dict[str, Any]:
     """The ``extra=`` fields of a record, in the order they were given."""
     return {
@@ -146,10 +156,19 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """``time LEVEL logger: message key=value ...``, for a person at a terminal."""
+    """``time LEVEL logger: message key=value ...``, for a person at a terminal.
+
+    Values a client chose (field names, ids) may hold newlines or terminal escapes: they are
+    escaped, so one record is one line and cannot pass for another (only a traceback, which
+    the gateway writes itself, continues on the lines below).
+    """
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
@@ -164,11 +183,45 @@ class TextFormatter(logging.Formatter):
         return f"{head} {fields}{sep}{tail}"
 
 
+def escape_controls(text: str) -> str:
+    """``text`` with every unprintable character (newline, CR, ESC, U+2028 ...) escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+#: Characters that make a text-format value ambiguous unless it is quoted.
+_QUOTE_IF = frozenset(' "=,\\')
+
+
+def _text_item(value: Any) -> str:
+    text = str(value)
+    if text and text.isprintable() and not _QUOTE_IF.intersection(text):
+        return text
+    return json.dumps(text)  # quotes, and escapes controls as \n, \u001b ...
+
+
 def _text_value(value: Any) -> str:
     if isinstance(value, list | tuple):
-        return ",".join(str(v) for v in value)
-    text = str(value)
-    return json.dumps(text) if (not text or any(c.isspace() for c in text)) else text
+        return ",".join(_text_item(v) for v in value)
+    return _text_item(value)
+
+
+def capped_names(names: Sequence[str], max_count: int = 20, max_chars: int = 500) -> list[str]:
+    """At most ``max_count`` names of at most ``max_chars`` characters in all, then a marker
+    saying how many were left out: a client's 20,000 unknown fields must not make a 189 KB line.
+    """
+    kept: list[str] = []
+    used = 0
+    for name in names[:max_count]:
+        room = max_chars - used
+        if room <= 0:
+            break
+        kept.append(name if len(name) <= room else name[: max(room - 3, 0)] + "...")
+        used += len(kept[-1])
+    if len(kept) < len(names):
+        kept.append(f"(+{len(names) - len(kept)} more)")
+    return kept
 
 
 @dataclass(frozen=True, slots=True)

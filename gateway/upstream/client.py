@@ -15,9 +15,17 @@ from typing import Any
 import httpx
 
 from gateway.config import UpstreamSettings
+from gateway.ops.logs import MASK, SecretRedactor
 from gateway.upstream.breaker import CircuitBreaker
 from gateway.upstream.errors import UpstreamFailure
-from gateway.upstream.models import JobSnapshot, StatusRules, parse_job, parse_json, submit_body
+from gateway.upstream.models import (
+    JobSnapshot,
+    StatusRules,
+    parse_job,
+    parse_json,
+    submit_body,
+    valid_job_id,
+)
 from gateway.upstream.transport import AsyncioTransport
 from gateway.upstream.urls import join
 
@@ -39,6 +47,10 @@ POOL_SHARDS = 8
 MAX_SUBMIT_WAIT = 5.0
 #: The breaker's metric label until a call names the account of a token.
 UNNAMED_ACCOUNT = "-"
+#: The most of an upstream error message a client is shown.
+MAX_UPSTREAM_MESSAGE = 300
+#: Tokens shorter than this are not searched for in upstream text (they are no secret anyway).
+MIN_MASKED_TOKEN = 6
 
 
 def may_resubmit(failure: UpstreamFailure) -> bool:
@@ -66,8 +78,12 @@ class JobsClient:
         transport: httpx.AsyncBaseTransport | None = None,
         observer: Observer | None = None,
         on_circuit_change: Callable[[str, bool], None] | None = None,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         self.settings = settings
+        # What the upstream says may echo a token (say, the Authorization header it refused):
+        # it is masked here, where it enters, so no client, log or ledger row ever holds it.
+        self._redact = redact or SecretRedactor().redact
         self.rules = StatusRules.of(settings.finished_statuses, settings.failed_statuses)
         self._base_url = httpx.URL(base_url)
         self._observer = observer
@@ -157,8 +173,11 @@ class JobsClient:
                 attempt += 1
                 await asyncio.sleep(delay)
         ids = data.get("ids")
-        if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
+        if not isinstance(ids, list) or not ids:
             raise UpstreamFailure("bad_response", "the submission answer holds no job ids")
+        if not all(valid_job_id(i) for i in ids):
+            # Never used, echoed or logged: it would go into URLs polled with the token.
+            raise UpstreamFailure("bad_response", "the submission answer holds a malformed job id")
         if len(ids) != len(inputs):
             raise UpstreamFailure(
                 "bad_response", f"submitted {len(inputs)} inputs but got {len(ids)} job ids"
@@ -177,11 +196,25 @@ class JobsClient:
         if not isinstance(jobs, Mapping):
             raise UpstreamFailure("bad_response", "the status answer's 'jobs' is not an object")
         wanted = set(ids)
-        return {
+        snapshots = {
             job_id: parse_job(job_id, job, self.rules)
             for job_id, job in jobs.items()
             if job_id in wanted
         }
+        for snapshot in snapshots.values():
+            if snapshot.error is not None:  # it quotes the status the upstream gave
+                snapshot.error = self._upstream_text(snapshot.error, token)
+        return snapshots
+
+    def _upstream_text(self, text: str, token: str) -> str:
+        """Upstream text fit for a client: the call's token and every config secret masked
+        (and ``Bearer <anything>``), and cut to a readable length."""
+        if len(token) >= MIN_MASKED_TOKEN:  # a 1-character test token would mask every "t"
+            text = text.replace(token, MASK)
+        text = self._redact(text)
+        if len(text) > MAX_UPSTREAM_MESSAGE:
+            text = text[: MAX_UPSTREAM_MESSAGE - 3] + "..."
+        return text
 
     async def _call(
         self,
@@ -260,7 +293,9 @@ class JobsClient:
             message = data.get("error")
             raise UpstreamFailure(
                 "rejected",
-                str(message) if message else "the upstream answered success: false",
+                self._upstream_text(str(message), token)
+                if message
+                else "the upstream answered success: false",
                 status_code=response.status_code,
             )
         return data

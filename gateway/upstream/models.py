@@ -8,11 +8,22 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
+#: What a job id from the upstream may look like (the service's are 32 hex digits). An id goes
+#: into status URLs and the x-job-id header: no "/", "?", "#", "," or control characters, and
+#: it starts with a letter or digit, so it is never a "." or ".." path segment.
+JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+
+def valid_job_id(value: object) -> bool:
+    """Whether ``value`` may be used as a job id (see :data:`JOB_ID`)."""
+    return isinstance(value, str) and JOB_ID.fullmatch(value) is not None
 
 
 class JobPhase(enum.Enum):
