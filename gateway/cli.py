@@ -18,6 +18,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import create_app, register_secrets
+    from gateway.http.connections import guarded_protocol
     from gateway.ops.collector import tune_collector
     from gateway.ops.logs import configure_logging
     from gateway.ops.metrics import prepare_multiprocess_dir
@@ -56,6 +57,8 @@ def _serve(args: argparse.Namespace) -> int:
             # Whole seconds; 0 means "cut at once" (None would wait for ever).
             timeout_graceful_shutdown=math.ceil(settings.server.graceful_shutdown_seconds),
             lifespan="on",
+            # httptools with the gateway's header, timeout and connection limits.
+            http=guarded_protocol(settings.server),  # type: ignore[arg-type]
         )
     return 0
 

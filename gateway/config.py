@@ -172,6 +172,15 @@ class ServerSettings(_Frozen):
     system_fingerprint: str = "fp_gateway"
     gc_freeze: bool = True
     gc_threshold: tuple[PositiveInt, PositiveInt, PositiveInt] | None = (10_000, 10, 10)
+    # Per-connection limits, enforced before a request reaches the app (gateway/http/connections).
+    max_header_bytes: int = Field(32_768, ge=1024, le=1_048_576)
+    max_headers: int = Field(100, ge=8, le=1000)
+    header_timeout: float = Field(10.0, gt=0)
+    body_timeout: float = Field(30.0, gt=0)
+    max_connections: int = Field(2048, ge=1)
+    # /metrics: on its own port (0 = any free one, for tests) and/or behind a bearer token.
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    metrics_token: str | None = Field(None, min_length=16, repr=False)
 
 
 class RedisSettings(_Frozen):

@@ -14,9 +14,19 @@ import math
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
-from gateway.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from gateway.errors import (
+    BadRequest,
+    ClientDisconnected,
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
+
+#: Set in the request's ASGI state by the connection guard when it cut a body that came too
+#: slowly (``gateway.http.connections``), so the access line says 408 rather than 499.
+BODY_TIMED_OUT = "gateway.body_timed_out"
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -42,13 +52,19 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
         raise PayloadTooLarge(f"The request body is larger than the limit of {max_bytes} bytes.")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge(
-                f"The request body is larger than the limit of {max_bytes} bytes."
-            )
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise PayloadTooLarge(
+                    f"The request body is larger than the limit of {max_bytes} bytes."
+                )
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # An ordinary event (a client gave up, a proxy cut it): logged, not a traceback.
+        if request.scope.get("state", {}).get(BODY_TIMED_OUT):
+            raise RequestTimeout("The request body did not arrive in time.") from None
+        raise ClientDisconnected("The client disconnected while sending the body.") from None
     return b"".join(chunks)
 
 
