@@ -20,7 +20,14 @@ from gateway.anthropic.openapi import with_messages_api
 from gateway.config import Settings
 from gateway.demo import with_demo_defaults
 from gateway.emulator.server import EmbeddedEmulator
-from gateway.errors import BadRequest, GatewayError, InternalError, MethodNotAllowed, NotFound
+from gateway.errors import (
+    AuthenticationFailed,
+    BadRequest,
+    GatewayError,
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+)
 from gateway.http.common import error_response
 from gateway.http.middleware import HeaderGuardMiddleware, RequestIdMiddleware
 from gateway.openai.chat import chat_completions, completions
@@ -32,6 +39,7 @@ from gateway.ops.health import healthz, readyz, root
 from gateway.ops.inflight import InFlightMiddleware
 from gateway.ops.logs import LoggingSetup, config_secrets, configure_logging
 from gateway.ops.metrics import Metrics, render_latest
+from gateway.ops.metrics_access import token_matches
 from gateway.ops.shutdown import drain_on_signal, reload_on_sighup
 from gateway.runtime import Runtime
 
@@ -79,6 +87,11 @@ async def _openapi(request: Request) -> Response:
 
 
 async def _metrics(request: Request) -> Response:
+    token = request.app.state.metrics_token
+    if not token_matches(token, request.headers.get("authorization")):
+        return error_response(
+            AuthenticationFailed("/metrics needs the metrics bearer token.", code="invalid_token")
+        )
     body, content_type = render_latest(request.app.state.metrics)
     return Response(body, media_type=content_type)
 
@@ -136,7 +149,6 @@ def create_app(
         ),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", _metrics, methods=["GET"]),
         Route("/openapi.json", _openapi, methods=["GET"]),
         Route("/v1/usage", own_usage, methods=["GET"]),
         Route("/admin/usage", admin_usage, methods=["GET"]),
@@ -144,6 +156,8 @@ def create_app(
         Route("/", root, methods=["GET"]),
         Route("/v1/{rest:path}", unsupported, methods=_ANY),
     ]
+    if settings.server.metrics_port is None:  # else served on its own port (gateway/cli.py)
+        routes.append(Route("/metrics", _metrics, methods=["GET"]))
     middleware = [
         Middleware(RequestIdMiddleware),
         Middleware(InFlightMiddleware, metrics=app_metrics),
@@ -175,6 +189,7 @@ def create_app(
         },
     )
     app.state.metrics = app_metrics
+    app.state.metrics_token = settings.server.metrics_token
     return app
 
 

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import os
 import secrets
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from gateway.config import CONFIG_ENV, ConfigError, load_settings
+from gateway.config import CONFIG_ENV, ConfigError, ServerSettings, load_settings
+
+if TYPE_CHECKING:
+    from gateway.ops.metrics import Metrics
+    from gateway.ops.metrics_access import MetricsServer
 
 
 def _serve(args: argparse.Namespace) -> int:
     import math
-    import os
 
     import uvicorn
 
@@ -21,7 +27,7 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.http.connections import guarded_protocol
     from gateway.ops.collector import tune_collector
     from gateway.ops.logs import configure_logging
-    from gateway.ops.metrics import prepare_multiprocess_dir
+    from gateway.ops.metrics import Metrics, prepare_multiprocess_dir
     from gateway.ops.shutdown import exit_zero_after_signal
 
     if args.config:
@@ -38,14 +44,22 @@ def _serve(args: argparse.Namespace) -> int:
     host = args.host or settings.server.host
     port = args.port if args.port is not None else settings.server.port
     workers = args.workers or settings.server.workers
+    metrics = None if workers > 1 else Metrics.create()
     app: object = (
         "gateway.app:app_from_environment"
-        if workers > 1
-        else create_app(settings, logging_setup=setup)
+        if metrics is None
+        else create_app(settings, metrics=metrics, logging_setup=setup)
     )
+    try:
+        metrics_server = _metrics_server(settings.server, host, metrics)
+    except (OSError, ConfigError) as exc:
+        print(f"gateway: cannot serve metrics on server.metrics_port: {exc}", file=sys.stderr)
+        return 2
     if workers == 1:  # each worker of several tunes itself (app_from_environment)
         tune_collector(settings.server)
-    with exit_zero_after_signal():
+    with exit_zero_after_signal(), contextlib.ExitStack() as stack:
+        if metrics_server is not None:
+            stack.callback(metrics_server.close)
         uvicorn.run(
             app,  # type: ignore[arg-type]
             factory=workers > 1,
@@ -61,6 +75,24 @@ def _serve(args: argparse.Namespace) -> int:
             http=guarded_protocol(settings.server),  # type: ignore[arg-type]
         )
     return 0
+
+
+def _metrics_server(
+    server: ServerSettings, host: str, metrics: Metrics | None
+) -> MetricsServer | None:
+    """The ``server.metrics_port`` listener: this process's metrics, or (``metrics`` None,
+    several workers) all workers' merged from ``PROMETHEUS_MULTIPROC_DIR``."""
+    if server.metrics_port is None:
+        return None
+    if metrics is None and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        raise ConfigError("several workers need PROMETHEUS_MULTIPROC_DIR to merge their metrics")
+    from gateway.ops.metrics import render_latest, render_merged
+    from gateway.ops.metrics_access import MetricsServer
+
+    def render() -> tuple[bytes, str]:
+        return render_merged() if metrics is None else render_latest(metrics)
+
+    return MetricsServer(host, server.metrics_port, render, server.metrics_token).start()
 
 
 def _emulator(args: argparse.Namespace) -> int:

@@ -311,7 +311,12 @@ def render_latest(metrics: Metrics) -> tuple[bytes, str]:
     ``PROMETHEUS_MULTIPROC_DIR``; otherwise the metrics' own registry is rendered.
     """
     if metrics.multiprocess:
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry), CONTENT_TYPE_PLAIN_0_0_4
+        return render_merged()
     return generate_latest(metrics.registry), CONTENT_TYPE_PLAIN_0_0_4
+
+
+def render_merged() -> tuple[bytes, str]:
+    """Every process's values merged from ``PROMETHEUS_MULTIPROC_DIR`` (any process may ask)."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return generate_latest(registry), CONTENT_TYPE_PLAIN_0_0_4

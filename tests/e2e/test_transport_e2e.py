@@ -24,6 +24,7 @@ from tests.e2e.servers import (
     ALICE_KEY,
     ALICE_TOKEN,
     Server,
+    free_port,
     gateway_config,
     running,
     start_emulator,
@@ -36,6 +37,7 @@ MAX_CONNECTIONS = 40
 #: A bound on waiting for the gateway to cut a connection: generous, it is no timing claim.
 CUT_WITHIN = 15.0
 CHAT = "/v1/chat/completions"
+METRICS_TOKEN = "metrics-token-for-tests-0123"
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +54,14 @@ def gateway(emulator: Server, tmp_path_factory: pytest.TempPathFactory) -> Itera
             "header_timeout": HEADER_TIMEOUT,
             "body_timeout": BODY_TIMEOUT,
             "max_connections": MAX_CONNECTIONS,
+            "metrics_port": free_port(),
+            "metrics_token": METRICS_TOKEN,
         },
         upstream={"base_url": emulator.url, "poll_interval": 0.05, "submit_retries": 0},
     )
     tmp = tmp_path_factory.mktemp("transport-gateway")
     with running(start_gateway(tmp, config)) as server:
+        server.metrics_url = f"http://127.0.0.1:{config['server']['metrics_port']}/metrics"  # type: ignore[attr-defined]
         yield server
 
 
@@ -243,3 +248,12 @@ def test_ordinary_requests_pass_the_guard(gateway: Server, tmp_path: Path) -> No
         model="gemma-2b", messages=[{"role": "user", "content": "x" * 100_000}]
     )
     assert answer.choices[0].message.content
+
+
+def test_metrics_are_on_their_own_port_behind_the_token(gateway: Server) -> None:
+    url: str = gateway.metrics_url  # type: ignore[attr-defined]
+    assert httpx.get(gateway.url + "/metrics").status_code == 404
+    assert httpx.get(url).status_code == 401
+    scraped = httpx.get(url, headers={"authorization": f"Bearer {METRICS_TOKEN}"})
+    assert scraped.status_code == 200
+    assert "# TYPE gateway_requests_total counter" in scraped.text
