@@ -13,7 +13,23 @@
 # the value from your shell). An empty GATEWAY_CONFIG (the last command) runs the demo setup:
 # the embedded emulator and the demo key sk-gateway-demo.
 
-ARG PYTHON_IMAGE=python:3.11-slim
+# Reproducible builds: the base image is pinned by digest and the dependencies come from
+# requirements.lock, exact versions with their hashes (pip refuses anything else).
+#
+# PYTHON_IMAGE: python:3.11-slim at the digest of its multi-platform index. A tag moves (every
+# Debian or CPython patch re-publishes it); a digest names one image for ever. To take a newer
+# base (say, monthly, or for a CVE in the base), read the tag's current digest and replace it
+# below, in a commit of its own:
+#   docker buildx imagetools inspect python:3.11-slim --format '{{json .Manifest.Digest}}'
+#   (or: crane digest python:3.11-slim / skopeo inspect docker://python:3.11-slim)
+# or override it for one build: docker build --build-arg PYTHON_IMAGE=python:3.11-slim@sha256:<digest> .
+#
+# requirements.lock: made from pyproject.toml's dependencies with pip-tools; to refresh it
+# (new floors, a security release), run from the repository root and commit the result:
+#   pip install pip-tools
+#   pip-compile --generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml
+# (add --upgrade to take new releases; the header of requirements.lock repeats the command).
+ARG PYTHON_IMAGE=python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
 
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
@@ -21,10 +37,14 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 RUN python -m venv /opt/venv
+COPY requirements.lock ./
+RUN /opt/venv/bin/pip install --require-hashes --no-deps -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
+# The gateway itself, without resolving anything: every dependency is already there, locked.
 RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels . \
- && /opt/venv/bin/pip install /wheels/*.whl
+ && /opt/venv/bin/pip install --no-deps /wheels/*.whl \
+ && /opt/venv/bin/pip check
 
 FROM ${PYTHON_IMAGE}
 ENV PATH=/opt/venv/bin:$PATH \
