@@ -93,6 +93,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_count = 0
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
+        self._in_head = False  # a message's first byte came, its headers' end did not yet
+        self._in_body = False  # its headers ended, its body did not yet
         self._lingering = False
         self._dropped = 0
 
@@ -159,7 +161,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             else:
                 self._unsupported_upgrade_warning()
             return False
-        return not self.transport.is_closing()
+        if self.transport.is_closing():
+            return False
+        # Timers only for what this read left unfinished: a request whose head (and body) came
+        # in one read, the usual case, costs none.
+        if self._in_head and self._head_timer is None:
+            self._head_timer = self.loop.call_later(
+                self.limits.header_timeout, self._head_timed_out
+            )
+        elif self._in_body and self._body_timer is None:
+            self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_timed_out)
+        return True
 
     def _bad_request(self) -> None:
         msg = "Invalid HTTP request received."
@@ -171,7 +183,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._header_count = 0
-        self._arm_head_timer()
+        self._in_head = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
@@ -182,14 +194,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._reading_head = False
+        self._in_head = False
+        self._in_body = True
         self._heads_done += 1
         self._cancel_head_timer()
         super().on_headers_complete()
-        if self._body_timer is None:
-            self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_timed_out)
 
     def on_message_complete(self) -> None:
         self._reading_head = True
+        self._in_body = False
         self._head_bytes = 0
         if self._body_timer is not None:
             self._body_timer.cancel()

@@ -153,6 +153,21 @@ def test_headers_sent_too_slowly_are_cut_with_408(gateway: Server) -> None:
     assert _status(answer) == 408 and _error(answer)["code"] == "request_timeout"
 
 
+def test_a_slow_second_head_on_a_kept_alive_connection_is_cut(gateway: Server) -> None:
+    """The second request's head starts in the read that finished the first one."""
+    sock = _connect(gateway)
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\nGET /healthz HTTP/1.1\r\nhost: x\r\n")
+    started = time.monotonic()
+    with contextlib.suppress(OSError):
+        while time.monotonic() - started < CUT_WITHIN:
+            sock.sendall(b"x-slow: 1\r\n")
+            time.sleep(0.2)
+    answer = _read_all(sock)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert b"HTTP/1.1 408 " in answer and b"request_timeout" in answer
+
+
 def test_a_silent_connection_is_closed(gateway: Server) -> None:
     sock = _connect(gateway)
     answer = _read_all(sock)  # returns once the gateway closes it
