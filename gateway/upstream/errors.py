@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from gateway.errors import GatewayError, RateLimited, ServiceUnavailable, UpstreamError
@@ -52,7 +53,9 @@ class UpstreamFailure(Exception):
             return ServiceUnavailable(
                 self.message,
                 code="upstream_unavailable",
-                headers={"retry-after": str(round(self.retry_after or 1))},
+                # Whole seconds, at least 1: "0" would invite an immediate retry into the
+                # still-open circuit (and round() gave 0 for the last half second of it).
+                headers={"retry-after": str(max(1, math.ceil(self.retry_after or 1)))},
             )
         if self.status_code == 429:
             return RateLimited(
