@@ -4,7 +4,8 @@ The anthropic SDKs pick their exception class from the status code and Claude Co
 whether to retry from it, so the status follows Anthropic's table rather than the gateway's
 own where they differ:
 
-    BadRequest and kin (400, 405, 415)  -> same status, invalid_request_error
+    BadRequest and kin (400, 405, 415,  -> same status, invalid_request_error
+      408, 431, 499)
     AuthenticationFailed (401)          -> 401 authentication_error
     PermissionDenied (403)              -> 403 permission_error
     NotFound (404)                      -> 404 not_found_error
@@ -26,13 +27,16 @@ from starlette.responses import Response
 from gateway.errors import (
     AuthenticationFailed,
     BadRequest,
+    ClientDisconnected,
     DeadlineExceeded,
     GatewayError,
+    HeadersTooLarge,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     PermissionDenied,
     RateLimited,
+    RequestTimeout,
     ServiceUnavailable,
     UnsupportedMediaType,
 )
@@ -45,7 +49,15 @@ _OVERLOADED = (529, "overloaded_error")
 
 def status_and_type(error: GatewayError) -> tuple[int, str]:
     """The HTTP status and Anthropic error ``type`` for ``error``."""
-    if isinstance(error, BadRequest | MethodNotAllowed | UnsupportedMediaType):
+    if isinstance(
+        error,
+        BadRequest
+        | MethodNotAllowed
+        | UnsupportedMediaType
+        | RequestTimeout
+        | HeadersTooLarge
+        | ClientDisconnected,
+    ):
         return error.status_code, "invalid_request_error"
     if isinstance(error, AuthenticationFailed):
         return 401, "authentication_error"

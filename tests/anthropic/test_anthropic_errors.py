@@ -13,12 +13,14 @@ from gateway.errors import (
     BadRequest,
     DeadlineExceeded,
     GatewayError,
+    HeadersTooLarge,
     InternalError,
     JobFailed,
     NotFound,
     PayloadTooLarge,
     PermissionDenied,
     RateLimited,
+    RequestTimeout,
     ServiceUnavailable,
     UnsupportedParameter,
     UpstreamError,
@@ -42,6 +44,8 @@ from gateway.errors import (
         (UpstreamError("x"), 500, "api_error"),
         (JobFailed("x"), 500, "api_error"),
         (InternalError("x"), 500, "api_error"),
+        (RequestTimeout("x"), 408, "invalid_request_error"),
+        (HeadersTooLarge("x"), 431, "invalid_request_error"),
     ],
 )
 def test_statuses_and_types(error: GatewayError, status: int, kind: str) -> None:
