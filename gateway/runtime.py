@@ -19,6 +19,7 @@ from gateway.limits import Limiter
 from gateway.ops.logs import SecretRedactor, capped_names, config_secrets, log_request
 from gateway.ops.metrics import Metrics
 from gateway.ops.shutdown import FINAL_EVENT_MARGIN
+from gateway.upstream.batcher import SubmitBatcher
 from gateway.upstream.client import JobsClient
 from gateway.upstream.errors import UpstreamFailure
 from gateway.upstream.poller import PollerHub
@@ -78,6 +79,12 @@ class Runtime:
             redact=redactor.redact,
         )
         hub = PollerHub(client, settings.upstream, base_url, on_tick=on_tick)
+        batcher = SubmitBatcher(
+            client,
+            settings.upstream.submit_batch_window / 1000,
+            settings.upstream.submit_batch_max_inputs,
+            on_submission=metrics.observe_submission_inputs,
+        )
         metrics.init_accounts(accounts.values())
         ledger = Ledger.from_settings(settings.ledger, on_drop=metrics.count_ledger_dropped)
         runtime = cls(
@@ -87,7 +94,7 @@ class Runtime:
             keys=KeyRing(settings.keys),
             client=client,
             hub=hub,
-            completions=Completions(settings, client, hub),
+            completions=Completions(settings, client, hub, batcher),
             accounts=accounts,
             limiter=Limiter.from_settings(settings, on_degraded=metrics.set_limits_degraded),
             ledger=ledger,
@@ -251,6 +258,7 @@ class Runtime:
         return True
 
     async def aclose(self) -> None:
+        await self.completions.batcher.aclose()
         await self.hub.aclose()
         await self.client.aclose()
         await self.limiter.close()

@@ -27,6 +27,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from gateway.emulator.directives import rejects
 from gateway.emulator.engine import EmulatorConfig, Engine
 from gateway.emulator.faults import Fault, FaultKind, parse_faults
 
@@ -109,7 +110,7 @@ class _JobsAPI:
         if token is None or not self.engine.authorized(token):
             return _unauthorized(token)
         parsed = _parse_submit(await request.body(), self.engine.config.app)
-        if parsed is None:
+        if parsed is None or any(rejects(prompt) for prompt in parsed[0]):
             return JSON({"success": False, "error": INVALID_INPUT})
         prompts, tag = parsed
         return JSON({"success": True, "ids": self.engine.submit(token, prompts, tag)})

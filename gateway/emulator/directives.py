@@ -17,6 +17,8 @@ Directives (timings are in ``engine.build_script``):
     shrink          half-way, the log loses its last few words for a while, then regrows
     ansi            terminal colour codes around some words of the log
     vanish          after the queue phase the job is absent from status answers
+    reject          a submission holding this input is refused whole:
+                    ``{"success": false, "error": "Invalid input format"}`` (no job is made)
     status NAME     the finished status is NAME instead of the configured one
     tool NAME [ARGS_JSON] [style=plain|fenced|prose|invalid]
                     the reply is ``<tool_call>{"name": NAME, "arguments": ARGS}</tool_call>``
@@ -57,7 +59,7 @@ CLOSE = "]]"
 DEFAULT_WORDS = 24
 STYLES: tuple[Style, ...] = ("plain", "fenced", "prose", "invalid")
 _CONTENT = ("reply", "words", "tool", "json")
-_FLAGS = ("hang", "rewrite", "shrink", "ansi", "vanish")
+_FLAGS = ("hang", "rewrite", "shrink", "ansi", "vanish", "reject")
 _NAME = re.compile(r"[a-z_]+")
 _TOOL_NAME = re.compile(r"\s+([\w.\-]+)")
 _SPACE = re.compile(r"\s*")
@@ -119,6 +121,12 @@ class Directives:
     shrink: bool = False
     ansi: bool = False
     vanish: bool = False
+    reject: bool = False
+
+
+def rejects(prompt: str) -> bool:
+    """True when ``prompt`` carries a well-formed ``reject`` directive."""
+    return OPEN + "reject" in prompt and parse_directives(prompt).reject
 
 
 @dataclass(frozen=True, slots=True)

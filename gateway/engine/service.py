@@ -23,6 +23,7 @@ from gateway.errors import (
     GatewayError,
     ServiceUnavailable,
 )
+from gateway.upstream.batcher import SubmitBatcher
 from gateway.upstream.client import JobsClient
 from gateway.upstream.errors import UpstreamFailure
 from gateway.upstream.poller import AccountPoller, PollerHub
@@ -49,10 +50,20 @@ class Submitted:
 class Completions:
     """Submits a plan's jobs and follows them to the end."""
 
-    def __init__(self, settings: Settings, client: JobsClient, hub: PollerHub) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client: JobsClient,
+        hub: PollerHub,
+        batcher: SubmitBatcher | None = None,
+    ) -> None:
         self._settings = settings
-        self._client = client
         self._hub = hub
+        upstream = settings.upstream
+        #: Every submission goes through the batcher (a window of 0 sends each on its own).
+        self.batcher = batcher or SubmitBatcher(
+            client, upstream.submit_batch_window / 1000, upstream.submit_batch_max_inputs
+        )
         self._slots: dict[str, JobSlots] = {}
         #: Loop time at which a draining gateway cuts the requests still running.
         self.drain_deadline = math.inf
@@ -83,7 +94,7 @@ class Completions:
         await slots.acquire(plan.n_choices, max(wait, 0.0))
         try:
             async with asyncio.timeout_at(deadline):
-                ids = await self._client.submit(
+                ids = await self.batcher.submit(
                     key.upstream_token,
                     plan.model.tag,
                     plan.prompts,
@@ -117,7 +128,7 @@ class Completions:
             raise misfit.error
         prompt = plan.reprompt(misfit.problem)
         try:
-            ids = await self._client.submit(
+            ids = await self.batcher.submit(
                 jobs.token, plan.model.tag, [prompt], account=jobs.poller.account
             )
         except UpstreamFailure as failure:

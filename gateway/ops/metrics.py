@@ -59,6 +59,8 @@ WAIT_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 180, 300, 600)
 UPSTREAM_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 #: Job ids carried by one coalesced status request.
 STATUS_ID_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500)
+#: Inputs carried by one submission (batching at work).
+SUBMIT_INPUT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 PACKAGE = "llm-gateway"
 
@@ -112,6 +114,7 @@ class Metrics:
     ledger_dropped: Counter
     circuit_open: Gauge
     build_info: Gauge
+    submission_inputs: Histogram
 
     @classmethod
     def create(
@@ -234,6 +237,12 @@ class Metrics:
                 multiprocess_mode="livemax",
                 registry=reg,
             ),
+            submission_inputs=Histogram(
+                "gateway_submission_inputs",
+                "Inputs (one job each) carried by one POST /jobs (batching at work).",
+                buckets=SUBMIT_INPUT_BUCKETS,
+                registry=reg,
+            ),
         )
         metrics.build_info.labels(version=version or _package_version()).set(1)
         for kind in UPSTREAM_KINDS:
@@ -264,6 +273,9 @@ class Metrics:
 
     def observe_status_ids(self, count: int) -> None:
         self.status_request_ids.observe(count)
+
+    def observe_submission_inputs(self, count: int) -> None:
+        self.submission_inputs.observe(count)
 
     def set_jobs_in_flight(self, account: str, count: int) -> None:
         self.jobs_in_flight.labels(account=account).set(count)
