@@ -112,6 +112,7 @@ class ModelSettings(_Frozen):
     max_tokens: int | None = Field(None, ge=1)
     deadline: float | None = Field(None, gt=0)
     context_window: int | None = Field(None, ge=1)
+    cache: bool | None = None  # None: as cache.models says
 
 
 class KeySettings(_Frozen):
@@ -127,6 +128,7 @@ class KeySettings(_Frozen):
     monthly_tokens: int | None = Field(None, ge=1)
     expires_at: datetime | None = None
     disabled: bool = False
+    cache: bool = True  # False: this key's requests never read, fill or join the cache
 
     @field_validator("key_sha256")
     @classmethod
@@ -235,6 +237,21 @@ class LoggingSettings(_Frozen):
     log_prompts: bool = False
 
 
+class CacheSettings(_Frozen):
+    """The response cache and shared jobs (off unless a model is named or says ``cache: true``)."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    models: tuple[str, ...] = ()
+    ttl: float = Field(3600.0, gt=0)
+    max_entries: int = Field(10_000, ge=1)
+    max_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    max_entry_bytes: int = Field(1024 * 1024, ge=256)
+    redis_url: str | None = None
+    prefix: str = "gateway:cache:"
+    share_jobs: bool = True
+    count_in_budget: bool = False
+
+
 class EmulatorSettings(_Frozen):
     """The embedded jobs-API emulator, started when no upstream ``base_url`` is set."""
 
@@ -257,6 +274,7 @@ class Settings(_Frozen):
     admin: AdminSettings = AdminSettings()
     logging: LoggingSettings = LoggingSettings()
     emulator: EmulatorSettings = EmulatorSettings()
+    cache: CacheSettings = CacheSettings()
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:
@@ -281,6 +299,11 @@ class Settings(_Frozen):
             for allowed in key.models or ():
                 if allowed not in seen:
                     raise ValueError(f"key {key.name!r} allows unknown model {allowed!r}")
+        for cached in self.cache.models:
+            if cached != "*" and cached not in seen:
+                raise ValueError(f"cache.models names unknown model {cached!r}")
+        if self.cache.backend == "redis" and not (self.cache.redis_url or self.redis.url):
+            raise ValueError("cache.backend redis needs cache.redis_url or redis.url")
         return self
 
     @property

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from gateway.auth import KeyRing, account_names
 from gateway.config import CONFIG_ENV, ConfigError, KeySettings, Settings, load_settings
+from gateway.engine.cache import ResponseCache
 from gateway.engine.catalog import ModelCatalog
 from gateway.engine.service import Completions
 from gateway.http.exchange import Exchange
@@ -45,6 +46,7 @@ class Runtime:
     accounts: dict[str, str]
     limiter: Limiter
     ledger: Ledger
+    cache: ResponseCache
     shutting_down: bool = False
     #: Monotonic times of the last upstream call that got an answer / that could not get one.
     last_upstream_ok: float = field(default=0.0)
@@ -99,6 +101,7 @@ class Runtime:
             limiter=Limiter.from_settings(settings, on_degraded=metrics.set_limits_degraded),
             ledger=ledger,
             redactor=redactor,
+            cache=ResponseCache.from_settings(settings, on_event=metrics.observe_cache),
         )
         holder.append(runtime)
         return runtime
@@ -124,7 +127,11 @@ class Runtime:
             metrics.observe_ttft(model, exchange.ttft)
         if exchange.queue_wait is not None:
             metrics.observe_queue_wait(model, exchange.queue_wait)
-        if exchange.prompt_tokens or exchange.completion_tokens:
+        if exchange.jobs_saved:
+            metrics.count_jobs_saved(exchange.jobs_saved)
+        if exchange.cached:
+            metrics.add_tokens_saved(key, model, exchange.tokens_saved)
+        elif exchange.prompt_tokens or exchange.completion_tokens:
             metrics.add_tokens(key, model, exchange.prompt_tokens, exchange.completion_tokens)
         for _ in range(exchange.log_rewrites):
             metrics.count_log_rewrite()
@@ -259,6 +266,7 @@ class Runtime:
 
     async def aclose(self) -> None:
         await self.completions.batcher.aclose()
+        await self.cache.aclose()
         await self.hub.aclose()
         await self.client.aclose()
         await self.limiter.close()

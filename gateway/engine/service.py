@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from gateway.config import KeySettings, Settings
@@ -39,12 +39,25 @@ class Submitted:
     slots: JobSlots
     released: bool = False
     token: str = field(default="", repr=False)  # the upstream token, to ask again
+    #: True for a request that joined another's jobs (it holds no place in the job cap).
+    shared: bool = False
+    on_release: Callable[[], None] | None = field(default=None, repr=False)
 
     def release(self) -> None:
         """Give back this request's share of the account's job cap (once)."""
         if not self.released:
             self.released = True
             self.slots.release(len(self.ids))
+        if self.on_release is not None:
+            done, self.on_release = self.on_release, None
+            done()
+
+    def joined(self) -> Submitted:
+        """The same jobs for another request: it follows them from the start, through the
+        same poller (so they are polled once for all), and holds no place in the job cap."""
+        return Submitted(
+            list(self.ids), self.poller, self.slots, released=True, token=self.token, shared=True
+        )
 
 
 class Completions:
@@ -65,6 +78,8 @@ class Completions:
             client, upstream.submit_batch_window / 1000, upstream.submit_batch_max_inputs
         )
         self._slots: dict[str, JobSlots] = {}
+        #: Jobs in flight that identical requests may join, by cache key; None: not submitted.
+        self._shared: dict[str, asyncio.Future[Submitted | None]] = {}
         #: Loop time at which a draining gateway cuts the requests still running.
         self.drain_deadline = math.inf
 
@@ -85,10 +100,53 @@ class Completions:
         self._hub.wake_all()
 
     async def submit(
-        self, key: KeySettings, account: str, plan: Plan, deadline: float
+        self,
+        key: KeySettings,
+        account: str,
+        plan: Plan,
+        deadline: float,
+        *,
+        share: str | None = None,
     ) -> Submitted:
+        """Submit ``plan``'s jobs; with ``share`` (a cache key), join the jobs of an identical
+        request in flight instead, or let later identical requests join these."""
         if self.drain_deadline != math.inf:
             raise _shutting_down()
+        if share is None:
+            return await self._submit(key, account, plan, deadline)
+        while (pending := self._shared.get(share)) is not None:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    leader = await asyncio.shield(pending)
+            except TimeoutError:
+                raise DeadlineExceeded(
+                    f"The upstream did not accept the job within the request's deadline of "
+                    f"{plan.timeout:g} s."
+                ) from None
+            if leader is not None:
+                return leader.joined()
+            # The request that was submitting failed: try again, perhaps as the one submitting.
+        pending = asyncio.get_running_loop().create_future()
+        self._shared[share] = pending
+        try:
+            submitted = await self._submit(key, account, plan, deadline)
+        except BaseException:
+            self._forget(share, pending)
+            raise
+        pending.set_result(submitted)
+        submitted.on_release = lambda: self._forget(share, pending)
+        return submitted
+
+    def _forget(self, share: str, pending: asyncio.Future[Submitted | None]) -> None:
+        """Identical requests arriving from now on submit jobs of their own."""
+        if self._shared.get(share) is pending:
+            del self._shared[share]
+        if not pending.done():
+            pending.set_result(None)
+
+    async def _submit(
+        self, key: KeySettings, account: str, plan: Plan, deadline: float
+    ) -> Submitted:
         slots = self.slots(key.upstream_token)
         wait = deadline - asyncio.get_running_loop().time()
         await slots.acquire(plan.n_choices, max(wait, 0.0))

@@ -37,6 +37,9 @@ class Exchange:
     prompt_text: str | None = None
     log_rewrites: int = 0
     ignored: list[str] = field(default_factory=list)  # request fields accepted, not forwarded
+    cached: bool = False  # answered from the response cache
+    tokens_saved: int = 0  # tokens the grid did not generate again for this answer
+    jobs_saved: int = 0  # upstream jobs not created: a hit's choices, or jobs joined
     cleanups: list[Callable[[Exchange], Awaitable[None]]] = field(default_factory=list)
 
     async def release(self) -> None:

@@ -19,16 +19,18 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.config import KeySettings, LimitSettings
 from gateway.engine.answer import Answer, AnswerBuilder
+from gateway.engine.cache import ReplayedChoice, cache_key, replay
 from gateway.engine.choices import ChoiceState
 from gateway.engine.events import Event, TextDelta, ToolCallDelta
 from gateway.engine.planning import Plan
+from gateway.engine.service import Submitted
 from gateway.errors import GatewayError, InternalError, RateLimited
 from gateway.http.bodies import parse_json, read_body
 from gateway.http.common import client_timeout, deadline_cap, request_id, runtime
@@ -128,17 +130,30 @@ async def serve(request: Request, route: str, planner: Planner, errors: ErrorRen
         exchange.ignored = plan.ignored
         if settings.logging.log_prompts or settings.ledger.log_prompts:
             exchange.prompt_text = "\n\n".join(dict.fromkeys(plan.prompts))
+        policy = rt.cache.policy(request.headers, key, plan.model)
+        share = cache_key(plan) if policy.active else None
+        cached = await rt.cache.lookup(share) if share is not None and policy.read else None
+        headers["x-gateway-cache"] = "hit" if cached else "miss" if policy.read else "bypass"
+        # A hit counts in the key's request limits; its tokens only where the operator says.
+        free = cached is not None and not settings.cache.count_in_budget
         admission = await rt.limiter.admit(
-            key, plan.model.name, estimate(plan, settings.limits), aliases=plan.model.aliases
+            key,
+            plan.model.name,
+            0 if free else estimate(plan, settings.limits),
+            aliases=plan.model.aliases,
         )
         headers.update(admission.headers)
 
         async def release_admission(done: Exchange) -> None:
-            await admission.release(done.prompt_tokens + done.completion_tokens)
+            await admission.release(0 if free else done.prompt_tokens + done.completion_tokens)
 
         exchange.cleanups.append(release_admission)
         deadline = asyncio.get_running_loop().time() + plan.timeout
-        jobs = await rt.completions.submit(key, rt.account(key), plan, deadline)
+        if cached is None:
+            share_jobs = share if settings.cache.share_jobs else None
+            jobs = await rt.completions.submit(
+                key, rt.account(key), plan, deadline, share=share_jobs
+            )
     except GatewayError as error:
         if isinstance(error, RateLimited) and exchange.key_name:
             rt.metrics.count_rate_limited(exchange.key_name, error.code or "rate_limited")
@@ -148,21 +163,23 @@ async def serve(request: Request, route: str, planner: Planner, errors: ErrorRen
         await rt.finish(exchange)
         return errors(error, headers)
 
-    exchange.job_ids = list(jobs.ids)
-
-    async def release_jobs(_: Exchange) -> None:
-        jobs.release()
-
-    exchange.cleanups.append(release_jobs)
-    exchange.submitted_at = time.perf_counter()
-    headers["x-job-id"] = ",".join(jobs.ids)
-    choices = [
-        ChoiceState(i, job_id, plan, settings.upstream.strip_ansi)
-        for i, job_id in enumerate(jobs.ids)
-    ]
-    events = rt.completions.events(
-        plan, jobs, deadline, choices, keepalive=keepalive_interval(request, settings.limits)
-    )
+    choices: Sequence[ChoiceState]
+    if cached is not None:  # answered as a live answer would be: streamed at once, or whole
+        exchange.cached = True
+        exchange.tokens_saved = cached.prompt_tokens + cached.completion_tokens
+        exchange.jobs_saved = len(cached.choices)
+        choices = cast(list[ChoiceState], ReplayedChoice.of(cached))
+        events = replay(cached)
+    else:
+        choices, events = _follow(request, plan, jobs, deadline, exchange, headers)
+        if share is not None and policy.store:
+            events = rt.cache.recording(
+                events,
+                share,
+                plan.n_choices,
+                plan.prompt_tokens,
+                lambda: completion_tokens(choices),
+            )
 
     async def on_close(status: int, outcome: str) -> None:
         if exchange.outcome == "ok":
@@ -183,6 +200,38 @@ async def serve(request: Request, route: str, planner: Planner, errors: ErrorRen
             await exchange.release()  # before the answer is written (see Exchange.release)
 
     return DeferredJSONResponse(produce, headers, on_close, errors)  # type: ignore[return-value]
+
+
+def _follow(
+    request: Request,
+    plan: Plan,
+    jobs: Submitted,
+    deadline: float,
+    exchange: Exchange,
+    headers: dict[str, str],
+) -> tuple[list[ChoiceState], AsyncIterator[Event]]:
+    """The choices of submitted (or joined) jobs and the events of following them."""
+    rt = runtime(request)
+    settings = rt.settings
+    exchange.job_ids = list(jobs.ids)
+    if jobs.shared:
+        rt.cache.count_join()
+        exchange.jobs_saved = len(jobs.ids)
+
+    async def release_jobs(_: Exchange) -> None:
+        jobs.release()
+
+    exchange.cleanups.append(release_jobs)
+    exchange.submitted_at = time.perf_counter()
+    headers["x-job-id"] = ",".join(jobs.ids)
+    choices = [
+        ChoiceState(i, job_id, plan, settings.upstream.strip_ansi)
+        for i, job_id in enumerate(jobs.ids)
+    ]
+    events = rt.completions.events(
+        plan, jobs, deadline, choices, keepalive=keepalive_interval(request, settings.limits)
+    )
+    return choices, events
 
 
 def completion_tokens(choices: Sequence[ChoiceState]) -> int:

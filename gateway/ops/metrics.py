@@ -115,6 +115,11 @@ class Metrics:
     circuit_open: Gauge
     build_info: Gauge
     submission_inputs: Histogram
+    cache_lookups: Counter
+    cache_bytes: Counter
+    shared_joins: Counter
+    jobs_saved: Counter
+    tokens_saved: Counter
 
     @classmethod
     def create(
@@ -243,12 +248,42 @@ class Metrics:
                 buckets=SUBMIT_INPUT_BUCKETS,
                 registry=reg,
             ),
+            cache_lookups=Counter(
+                "gateway_cache_lookups_total",
+                "Response cache lookups by result (hit, miss).",
+                ["result"],
+                registry=reg,
+            ),
+            cache_bytes=Counter(
+                "gateway_cache_bytes_total",
+                "Bytes of stored answers served from the cache (hit) and written to it (store).",
+                ["op"],
+                registry=reg,
+            ),
+            shared_joins=Counter(
+                "gateway_shared_joins_total",
+                "Requests that joined the upstream jobs of an identical request in flight.",
+                registry=reg,
+            ),
+            jobs_saved=Counter(
+                "gateway_upstream_jobs_saved_total",
+                "Upstream jobs not created thanks to cache hits and shared jobs.",
+                registry=reg,
+            ),
+            tokens_saved=Counter(
+                "gateway_cache_tokens_saved_total",
+                "Tokens (prompt + completion) answered from the cache instead of the grid.",
+                ["key", "model"],
+                registry=reg,
+            ),
         )
         metrics.build_info.labels(version=version or _package_version()).set(1)
         for kind in UPSTREAM_KINDS:
             metrics.upstream_duration.labels(kind=kind)
             for outcome in UPSTREAM_OUTCOMES:
                 metrics.upstream_requests.labels(kind=kind, outcome=outcome)
+        for result in ("hit", "miss"):
+            metrics.cache_lookups.labels(result=result)
         return metrics
 
     def observe_request(
@@ -276,6 +311,21 @@ class Metrics:
 
     def observe_submission_inputs(self, count: int) -> None:
         self.submission_inputs.observe(count)
+
+    def observe_cache(self, event: str, size: int) -> None:
+        """One cache event: ``hit`` / ``miss`` (a lookup), ``store`` (a write), ``join``."""
+        if event in ("hit", "miss"):
+            self.cache_lookups.labels(result=event).inc()
+        if event == "join":
+            self.shared_joins.inc()
+        elif event in ("hit", "store"):
+            self.cache_bytes.labels(op=event).inc(size)
+
+    def count_jobs_saved(self, jobs: int) -> None:
+        self.jobs_saved.inc(jobs)
+
+    def add_tokens_saved(self, key: str, model: str, tokens: int) -> None:
+        self.tokens_saved.labels(key=key, model=model).inc(max(tokens, 0))
 
     def set_jobs_in_flight(self, account: str, count: int) -> None:
         self.jobs_in_flight.labels(account=account).set(count)

@@ -1,22 +1,30 @@
-"""End to end: batched submissions through real servers, driven by the openai SDK.
+"""End to end: batched submissions, the response cache and shared jobs, with the openai SDK.
 
-A private emulator and gateway per module, so the emulator's counters of submissions and
-jobs are this module's own (``POST /emulator/stats/reset`` before each test).
+A private emulator and gateways per module, so the emulator's counters of submissions and
+jobs are this module's own (``POST /emulator/stats/reset`` before each test). The Redis test
+uses database 6 of ``REDIS_URL``'s server, under a prefix of its own that it removes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import uuid
 from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import openai
 import pytest
+import redis
 
 from gateway.emulator import reply_for
-from tests.e2e.conftest import emulator_stats
+from tests.e2e.conftest import emulator_stats, job_prompt
 from tests.e2e.servers import (
     ALICE_KEY,
+    ALICE_TOKEN,
+    BOB_KEY,
+    BOB_TOKEN,
     Server,
     gateway_config,
     running,
@@ -35,18 +43,52 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def gateway(emulator: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    config = gateway_config(
+def redis_db6() -> str | None:
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        return None
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/6", parts.query, parts.fragment))
+
+
+REDIS = redis_db6()
+PREFIX = f"test-cache-{uuid.uuid4().hex[:8]}:"
+
+
+def economy_config(emulator: Server) -> dict[str, object]:
+    """Caching on for gemma-2b (in Redis when there is one); bob's key opts out."""
+    cache: dict[str, object] = {"models": ["gemma-2b"]}
+    if REDIS is not None:
+        cache |= {"backend": "redis", "redis_url": REDIS, "prefix": PREFIX}
+    return gateway_config(
         emulator.url,
         upstream={
             "base_url": emulator.url,
             "poll_interval": 0.05,
             "submit_batch_window": WINDOW_MS,
         },
+        cache=cache,
+        keys=[
+            {"name": "alice", "key": ALICE_KEY, "upstream_token": ALICE_TOKEN},
+            {"name": "bob", "key": BOB_KEY, "upstream_token": BOB_TOKEN, "cache": False},
+        ],
     )
-    with running(start_gateway(tmp_path_factory.mktemp("economy-gateway"), config)) as server:
-        yield server
+
+
+@pytest.fixture(scope="module")
+def gateway(emulator: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One gateway for every test here: batching, the cache and shared jobs together."""
+    tmp = tmp_path_factory.mktemp("economy-gateway")
+    try:
+        with running(start_gateway(tmp, economy_config(emulator))) as server:
+            yield server
+    finally:
+        if REDIS is not None:
+            store = redis.Redis.from_url(REDIS)
+            keys = list(store.scan_iter(match=PREFIX + "*"))
+            if keys:
+                store.delete(*keys)
+            store.close()
 
 
 @pytest.fixture(autouse=True)
@@ -57,11 +99,47 @@ def fresh_counts(emulator: Server) -> Iterator[None]:
     httpx.delete(emulator.url + "/emulator/faults")
 
 
-def async_client(gateway: Server) -> openai.AsyncOpenAI:
+def async_client(gateway: Server, key: str = ALICE_KEY) -> openai.AsyncOpenAI:
     http = httpx.AsyncClient(limits=httpx.Limits(max_connections=200), timeout=60)
     return openai.AsyncOpenAI(
-        base_url=gateway.url + "/v1", api_key=ALICE_KEY, max_retries=0, http_client=http
+        base_url=gateway.url + "/v1", api_key=key, max_retries=0, http_client=http
     )
+
+
+def metrics_text(server: Server) -> str:
+    return httpx.get(server.url + "/metrics").text
+
+
+def unique(text: str) -> str:
+    """A prompt no other test (or earlier run against a shared Redis) has asked."""
+    return f"{text} {uuid.uuid4().hex} [[emulate:words 5]]"
+
+
+async def ask(
+    client: openai.AsyncOpenAI, prompt: str, *, stream: bool = False, **headers: str
+) -> tuple[str, str, str | None]:
+    """(x-gateway-cache, x-job-id or "", the answer's text) of one chat request."""
+    messages = [{"role": "user", "content": prompt}]
+    extra = {"extra_headers": headers} if headers else {}
+    if stream:
+        async with client.chat.completions.with_streaming_response.create(
+            model="gemma-2b",
+            messages=messages,
+            stream=True,
+            **extra,  # type: ignore[arg-type]
+        ) as raw:
+            text = ""
+            async for chunk in await raw.parse():
+                if chunk.choices:
+                    text += chunk.choices[0].delta.content or ""
+            return raw.headers["x-gateway-cache"], raw.headers.get("x-job-id", ""), text
+    answer = await client.chat.completions.with_raw_response.create(
+        model="gemma-2b",
+        messages=messages,
+        **extra,  # type: ignore[arg-type]
+    )
+    content = answer.parse().choices[0].message.content
+    return answer.headers["x-gateway-cache"], answer.headers.get("x-job-id", ""), content
 
 
 async def test_a_hundred_different_requests_go_up_in_a_handful_of_submissions(
@@ -112,3 +190,78 @@ async def test_a_refused_batch_is_retried_one_by_one_and_fails_only_the_bad_inpu
     assert stats["submit_requests"] == 1 + len(prompts)  # the batch, then each member alone
     assert stats["jobs_created"] == len(prompts) - 1
     await client.close()
+
+
+async def test_fifty_identical_requests_make_one_job_and_a_repeat_makes_no_request(
+    gateway: Server, emulator: Server
+) -> None:
+    client = async_client(gateway)
+    prompt = unique("The same question for everyone")
+    answers = await asyncio.gather(*(ask(client, prompt, stream=i % 2 == 0) for i in range(50)))
+    stats = emulator_stats(emulator)
+    assert stats["jobs_created"] == 1 and stats["submit_requests"] == 1, stats
+    job_ids = {job_id for _, job_id, _ in answers}
+    assert len(job_ids) == 1
+    expected = reply_for(job_prompt(emulator, job_ids.pop()))
+    assert all(text == expected for _, _, text in answers)
+    assert {result for result, _, _ in answers} == {"miss"}
+    before = emulator_stats(emulator)
+    for stream in (False, True):  # stored once, answered in either mode
+        result, job_id, text = await ask(client, prompt, stream=stream)
+        assert (result, job_id, text) == ("hit", "", expected)
+    after = emulator_stats(emulator)
+    assert after["submit_requests"] == before["submit_requests"]
+    assert after["status_requests"] == before["status_requests"]
+    metrics = metrics_text(gateway)
+    assert "gateway_shared_joins_total 49.0" in metrics
+    assert 'gateway_cache_lookups_total{result="hit"} 2.0' in metrics
+    await client.close()
+
+
+async def test_no_cache_asks_the_grid_again_and_no_store_keeps_the_answer_out(
+    gateway: Server, emulator: Server
+) -> None:
+    client = async_client(gateway)
+    kept = unique("Cached once")
+    assert (await ask(client, kept))[0] == "miss"
+    result, job_id, _ = await ask(client, kept, **{"cache-control": "no-cache"})
+    assert result == "bypass" and job_id  # not read: a job of its own, which refreshes the entry
+    assert (await ask(client, kept))[0] == "hit"
+    private = unique("Never stored")
+    for _ in range(2):
+        result, job_id, _ = await ask(client, private, **{"cache-control": "no-store"})
+        assert result == "miss" and job_id
+    assert (await ask(client, private))[0] == "miss"  # the no-store answers were not kept
+    assert emulator_stats(emulator)["jobs_created"] == 5
+    await client.close()
+
+
+async def test_a_key_that_opts_out_bypasses_the_cache(gateway: Server, emulator: Server) -> None:
+    prompt = unique("Asked by both")
+    alice, bob = async_client(gateway), async_client(gateway, BOB_KEY)
+    assert (await ask(alice, prompt))[0] == "miss"
+    result, job_id, _ = await ask(bob, prompt)
+    assert result == "bypass" and job_id
+    assert emulator_stats(emulator)["jobs_created"] == 2
+    await alice.close()
+    await bob.close()
+
+
+@pytest.mark.skipif(REDIS is None, reason="set REDIS_URL to share the cache in Redis")
+async def test_with_redis_a_second_replica_answers_from_the_first_ones_answer(
+    gateway: Server, emulator: Server, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    tmp = tmp_path_factory.mktemp("economy-replica")
+    with running(start_gateway(tmp, economy_config(emulator))) as second:
+        prompt = unique("Shared between replicas")
+        one, two = async_client(gateway), async_client(second)
+        result, job_id, text = await ask(one, prompt)
+        assert result == "miss" and job_id
+        assert await ask(two, prompt, stream=True) == ("hit", "", text)
+        assert emulator_stats(emulator)["jobs_created"] == 1
+        await one.close()
+        await two.close()
+    assert REDIS is not None
+    store = redis.Redis.from_url(REDIS)
+    assert list(store.scan_iter(match=PREFIX + "*"))  # the answers are kept there
+    store.close()
