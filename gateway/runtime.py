@@ -180,6 +180,8 @@ class Runtime:
                 queue_ms=None if exchange.queue_wait is None else exchange.queue_wait * 1000,
                 ttft_ms=None if exchange.ttft is None else exchange.ttft * 1000,
                 prompt_text=exchange.prompt_text if self.settings.ledger.log_prompts else None,
+                cached=exchange.cached,
+                tokens_saved=exchange.tokens_saved,
             )
         )
 

@@ -14,6 +14,7 @@ import asyncpg
 
 from gateway.ledger.record import UsageRecord, UsageRow
 from gateway.ledger.store import (
+    ADDED_COLUMNS,
     COLUMNS,
     DEFAULT_TABLE,
     as_utc,
@@ -75,9 +76,15 @@ class PostgresStore:
                         duration_ms DOUBLE PRECISION NOT NULL,
                         queue_ms DOUBLE PRECISION,
                         ttft_ms DOUBLE PRECISION,
-                        prompt_text TEXT
+                        prompt_text TEXT,
+                        cached BOOLEAN NOT NULL DEFAULT FALSE,
+                        tokens_saved INTEGER NOT NULL DEFAULT 0
                     )"""
                 )
+                for name, declaration in ADDED_COLUMNS:  # a table made by an older gateway
+                    await conn.execute(
+                        f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {name} {declaration}"
+                    )
                 await conn.execute(f'CREATE INDEX IF NOT EXISTS {t}_time ON {t} ("time")')
                 await conn.execute(
                     f'CREATE INDEX IF NOT EXISTS {t}_key_time ON {t} (key_name, "time")'
@@ -139,4 +146,6 @@ def _row(record: UsageRecord) -> tuple[Any, ...]:
         record.queue_ms,
         record.ttft_ms,
         record.prompt_text,
+        record.cached,
+        record.tokens_saved,
     )

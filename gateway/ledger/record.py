@@ -30,6 +30,8 @@ class UsageRecord:
     queue_ms: float | None = None
     ttft_ms: float | None = None
     prompt_text: str | None = None
+    cached: bool = False  # answered from the response cache
+    tokens_saved: int = 0  # tokens the grid did not generate again for it
 
     @property
     def total_tokens(self) -> int:
@@ -52,3 +54,5 @@ class UsageRow:
     completion_tokens: int
     total_tokens: int
     avg_duration_ms: float
+    cached: int = 0  # requests answered from the response cache
+    tokens_saved: int = 0

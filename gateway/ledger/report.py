@@ -78,12 +78,25 @@ def rows_to_json(rows: Sequence[UsageRow]) -> list[dict[str, Any]]:
             "completion_tokens": row.completion_tokens,
             "total_tokens": row.total_tokens,
             "avg_duration_ms": round(row.avg_duration_ms, 1),
+            "cached": row.cached,
+            "tokens_saved": row.tokens_saved,
         }
         for row in rows
     ]
 
 
-_HEADINGS = ("KEY", "MODEL", "REQUESTS", "ERRORS", "PROMPT", "COMPLETION", "TOTAL", "AVG MS")
+_HEADINGS = (
+    "KEY",
+    "MODEL",
+    "REQUESTS",
+    "ERRORS",
+    "PROMPT",
+    "COMPLETION",
+    "TOTAL",
+    "AVG MS",
+    "CACHED",
+    "SAVED",
+)
 
 
 def format_report(
@@ -109,6 +122,8 @@ def format_report(
             completion_tokens=sum(r.completion_tokens for r in rows),
             total_tokens=sum(r.total_tokens for r in rows),
             avg_duration_ms=avg,
+            cached=sum(r.cached for r in rows),
+            tokens_saved=sum(r.tokens_saved for r in rows),
         )
         table.append([*_cells(total)])
     widths = [max(len(h), *(len(line[i]) for line in table)) for i, h in enumerate(_HEADINGS)]
@@ -139,6 +154,8 @@ def _cells(row: UsageRow) -> tuple[str, ...]:
         f"{row.completion_tokens:,}",
         f"{row.total_tokens:,}",
         f"{row.avg_duration_ms:,.0f}",
+        f"{row.cached:,}",
+        f"{row.tokens_saved:,}",
     )
 
 

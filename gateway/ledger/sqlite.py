@@ -16,6 +16,7 @@ import aiosqlite
 
 from gateway.ledger.record import UsageRecord, UsageRow
 from gateway.ledger.store import (
+    ADDED_COLUMNS,
     COLUMNS,
     DEFAULT_TABLE,
     as_utc,
@@ -83,9 +84,16 @@ class SqliteStore:
                     duration_ms REAL NOT NULL,
                     queue_ms REAL,
                     ttft_ms REAL,
-                    prompt_text TEXT
+                    prompt_text TEXT,
+                    cached INTEGER NOT NULL DEFAULT 0,
+                    tokens_saved INTEGER NOT NULL DEFAULT 0
                 )"""
             )
+            async with db.execute(f"PRAGMA table_info({t})") as cursor:
+                present = {str(row[1]) for row in await cursor.fetchall()}
+            for name, declaration in ADDED_COLUMNS:  # a table made by an older gateway
+                if name not in present:
+                    await db.execute(f"ALTER TABLE {t} ADD COLUMN {name} {declaration}")
             await db.execute(f'CREATE INDEX IF NOT EXISTS {t}_time ON {t} ("time")')
             await db.execute(f'CREATE INDEX IF NOT EXISTS {t}_key_time ON {t} (key_name, "time")')
             await db.commit()
@@ -146,4 +154,6 @@ def _row(record: UsageRecord) -> tuple[Any, ...]:
         record.queue_ms,
         record.ttft_ms,
         record.prompt_text,
+        int(record.cached),
+        record.tokens_saved,
     )

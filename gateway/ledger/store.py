@@ -5,7 +5,9 @@ One table, one row per request, created when missing::
     request_id TEXT, time (UTC), key_name TEXT, model TEXT, endpoint TEXT, stream BOOLEAN,
     prompt_tokens INTEGER, completion_tokens INTEGER, job_ids TEXT (a JSON array),
     outcome TEXT, status_code INTEGER, duration_ms REAL, queue_ms REAL NULL,
-    ttft_ms REAL NULL, prompt_text TEXT NULL
+    ttft_ms REAL NULL, prompt_text TEXT NULL, cached BOOLEAN, tokens_saved INTEGER
+
+(the last two were added later: :data:`ADDED_COLUMNS` are added to an older table on open)
 
 with an index on ``time`` and one on ``(key_name, time)``: reports select a time range, often
 for one key.
@@ -39,6 +41,14 @@ COLUMNS = (
     "queue_ms",
     "ttft_ms",
     "prompt_text",
+    "cached",
+    "tokens_saved",
+)
+
+#: Columns added after the first release, as (name, SQL type and default), for older tables.
+ADDED_COLUMNS = (
+    ("cached", "BOOLEAN NOT NULL DEFAULT FALSE"),
+    ("tokens_saved", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -104,7 +114,9 @@ def report_query(
         "SELECT key_name, model, COUNT(*), "
         "SUM(CASE WHEN outcome = 'ok' THEN 0 ELSE 1 END), "
         "COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), "
-        f"COALESCE(AVG(duration_ms), 0) FROM {table}"
+        f"COALESCE(AVG(duration_ms), 0), "
+        "SUM(CASE WHEN cached THEN 1 ELSE 0 END), COALESCE(SUM(tokens_saved), 0) "
+        f"FROM {table}"
         + (" WHERE " + " AND ".join(where) if where else "")
         + " GROUP BY key_name, model ORDER BY key_name, model"
     )
@@ -112,7 +124,7 @@ def report_query(
 
 
 def row_from_result(values: Sequence[Any]) -> UsageRow:
-    key_name, model, requests, errors, prompt, completion, avg = values
+    key_name, model, requests, errors, prompt, completion, avg, cached, saved = values
     return UsageRow(
         key_name=str(key_name),
         model=str(model),
@@ -122,4 +134,6 @@ def row_from_result(values: Sequence[Any]) -> UsageRow:
         completion_tokens=int(completion),
         total_tokens=int(prompt) + int(completion),
         avg_duration_ms=float(avg),
+        cached=int(cached or 0),
+        tokens_saved=int(saved or 0),
     )

@@ -56,7 +56,7 @@ def test_parse_time_range_rejects(since: str | None, until: str | None, message:
 
 ROWS = [
     UsageRow("alice", "llama", 3, 1, 1200, 300, 1500, 250.0),
-    UsageRow("bob-the-builder", "mistral-7b", 1, 0, 5, 5, 10, 1000.0),
+    UsageRow("bob-the-builder", "mistral-7b", 1, 0, 5, 5, 10, 1000.0, cached=1, tokens_saved=10),
 ]
 
 
@@ -71,6 +71,8 @@ def test_rows_to_json() -> None:
             "completion_tokens": 300,
             "total_tokens": 1500,
             "avg_duration_ms": 250.0,
+            "cached": 0,
+            "tokens_saved": 0,
         }
     ]
     assert rows_to_json([]) == []
@@ -81,11 +83,25 @@ def test_format_report_table() -> None:
     lines = text.splitlines()
     assert lines[0] == "Usage from 2024-05-10 00:00:00 UTC to 2024-05-10 15:30:00 UTC"
     assert lines[1].split() == [
-        "KEY", "MODEL", "REQUESTS", "ERRORS", "PROMPT", "COMPLETION", "TOTAL", "AVG", "MS"
+        "KEY", "MODEL", "REQUESTS", "ERRORS", "PROMPT", "COMPLETION", "TOTAL", "AVG", "MS",
+        "CACHED", "SAVED",
     ]  # fmt: skip
-    assert lines[3].split() == ["alice", "llama", "3", "1", "1,200", "300", "1,500", "250"]
-    assert lines[4].split() == ["bob-the-builder", "mistral-7b", "1", "0", "5", "5", "10", "1,000"]
-    assert lines[-1].split() == ["TOTAL", "4", "1", "1,205", "305", "1,510", "438"]
+    assert lines[3].split() == [
+        "alice",
+        "llama",
+        "3",
+        "1",
+        "1,200",
+        "300",
+        "1,500",
+        "250",
+        "0",
+        "0",
+    ]
+    assert lines[4].split() == [
+        "bob-the-builder", "mistral-7b", "1", "0", "5", "5", "10", "1,000", "1", "10"
+    ]  # fmt: skip
+    assert lines[-1].split() == ["TOTAL", "4", "1", "1,205", "305", "1,510", "438", "1", "10"]
     # Columns line up: every number ends where its heading ends.
     assert len({len(line) for line in lines[1:4]}) == 1
 

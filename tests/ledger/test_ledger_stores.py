@@ -93,6 +93,49 @@ async def test_report_groups_by_key_and_model(store: LedgerStore) -> None:
     assert await store.report(T0, T0 + timedelta(hours=1), "carol") == []
 
 
+async def test_cache_hits_are_counted_with_the_tokens_they_saved(store: LedgerStore) -> None:
+    await store.write_many(
+        [
+            make_record(1, prompt_tokens=10, completion_tokens=5),
+            make_record(2, prompt_tokens=10, completion_tokens=5, cached=True, tokens_saved=15),
+            make_record(3, prompt_tokens=10, completion_tokens=5, cached=True, tokens_saved=15),
+        ]
+    )
+    [row] = await store.report(None, None)
+    assert (row.requests, row.cached, row.tokens_saved) == (3, 2, 30)
+
+
+async def test_a_table_from_before_the_cache_gains_its_columns(store_url: str, table: str) -> None:
+    """An older gateway's table (no cached, tokens_saved) is extended on open, rows kept."""
+    from gateway.ledger import store_from_url
+
+    old_columns = (
+        'request_id TEXT, "time" TEXT, key_name TEXT, model TEXT, endpoint TEXT, '
+        "stream BOOLEAN, prompt_tokens INTEGER, completion_tokens INTEGER, job_ids TEXT, "
+        "outcome TEXT, status_code INTEGER, duration_ms REAL, queue_ms REAL, ttft_ms REAL, "
+        "prompt_text TEXT"
+    )
+    if store_url.startswith("sqlite"):
+        async with aiosqlite.connect(sqlite_path(store_url)) as db:
+            await db.execute(f"CREATE TABLE {table} ({old_columns})")
+            await db.commit()
+    else:
+        conn = await asyncpg.connect(store_url)
+        try:
+            columns = old_columns.replace('"time" TEXT', '"time" TIMESTAMPTZ')
+            await conn.execute(f"CREATE TABLE {table} ({columns})")
+        finally:
+            await conn.close()
+    store = store_from_url(store_url, table=table)
+    await store.open()
+    try:
+        await store.write_many([make_record(1, cached=True, tokens_saved=7)])
+        [row] = await store.report(None, None)
+        assert (row.cached, row.tokens_saved) == (1, 7)
+    finally:
+        await store.close()
+
+
 async def test_report_range_is_half_open(store: LedgerStore) -> None:
     await store.write_many([make_record(n) for n in range(10)])  # T0 + 0..9 s
 
