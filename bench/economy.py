@@ -5,8 +5,9 @@ Starts the emulator and gateways on loopback (one gateway per batch window measu
 * batching: upstream submissions per completion and the latency of a request at low load (one
   request at a time) and at high load (an open-loop burst of requests per second), for each
   ``upstream.submit_batch_window``; "added" is the mean latency above the window-0 run;
-* cache: gateway CPU per request answered by the upstream (a miss) and per cache hit, and the
-  upstream jobs a burst of identical requests made.
+* cache: gateway CPU per request answered by the upstream (a miss) and per cache hit (the
+  gateway's process CPU time over the run, divided by its requests), and the upstream jobs and
+  submissions a burst of identical concurrent requests made (shared jobs).
 
 The emulator answers at once (no queue, 1000 words/s) and the gateway polls every 20 ms, so the
 latency measured is the gateway's own plus the window, not the grid's.
@@ -32,6 +33,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.report import percentile
+from bench.servers import tree_usage
 from tests.e2e.servers import (
     ALICE_KEY,
     Server,
@@ -162,13 +164,87 @@ def print_batching(rows: list[tuple[float, LoadResult, LoadResult]], rate: float
         )
 
 
+@dataclass
+class CacheResult:
+    miss_cpu_ms: float
+    hit_cpu_ms: float
+    miss_ms: float
+    hit_ms: float
+    burst: int
+    burst_jobs: int
+    burst_submissions: int
+
+
+async def cpu_per_request(
+    gateway: Server, http: httpx.AsyncClient, prompts: Sequence[str], concurrency: int
+) -> tuple[float, float]:
+    """(gateway CPU ms, mean latency ms) per request over ``prompts``, ``concurrency`` at once."""
+    queue = list(prompts)
+    latencies: list[float] = []
+
+    async def worker() -> None:
+        while queue:
+            took = await timed(http, queue.pop())
+            if took is not None:
+                latencies.append(took)
+
+    before = tree_usage(gateway.process.pid).cpu
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    cpu = tree_usage(gateway.process.pid).cpu - before
+    return cpu * 1000 / len(prompts), statistics.fmean(latencies) * 1000
+
+
+async def caching(tmp: Path, emulator: Server, requests: int, burst: int) -> CacheResult:
+    config = gateway_config(
+        emulator.url,
+        upstream={"base_url": emulator.url, "poll_interval": 0.25},  # the default
+        cache={"models": ["gemma-2b"], "max_entries": 100_000},
+        limits={"keepalive_interval": 5.0, "default_deadline": 60},
+        logging={"format": "json", "level": "warning"},
+    )
+    limits = httpx.Limits(max_connections=burst, max_keepalive_connections=burst)
+    with running(start_gateway(tmp, config)) as gateway:
+        async with (
+            httpx.AsyncClient(base_url=gateway.url, timeout=60, limits=limits) as http,
+            httpx.AsyncClient(base_url=emulator.url) as admin,
+        ):
+            await timed(http, "warm up [[emulate:words 20]]")
+            # A job as the grid runs one, in brief: a queue, then 40 words at 20 words/s.
+            job = "[[emulate:words 40]] [[emulate:queue 1]] [[emulate:wps 20]]"
+            prompts = [f"cache {i} {job}" for i in range(requests)]
+            miss_cpu, miss_ms = await cpu_per_request(gateway, http, prompts, 50)
+            hit_cpu, _ = await cpu_per_request(gateway, http, prompts, 50)
+            _, hit_ms = await cpu_per_request(gateway, http, prompts[:20], 1)  # alone: latency
+            await admin.post("/emulator/stats/reset")
+            same = "the same for all [[emulate:words 20]]"
+            await asyncio.gather(*(timed(http, same) for _ in range(burst)))
+            submissions, jobs = await counts(admin)
+    return CacheResult(miss_cpu, hit_cpu, miss_ms, hit_ms, burst, jobs, submissions)
+
+
+def print_caching(result: CacheResult) -> None:
+    print("Response cache (jobs: 1 s queue, 40 words at 20 words/s; 50 requests at a time)")
+    print(f"{'':>22} {'gateway CPU/request':>20} {'mean latency':>13}  (hits: one at a time)")
+    print(f"{'miss (upstream job)':>22} {result.miss_cpu_ms:>18.2f}ms {result.miss_ms:>11.1f}ms")
+    print(f"{'hit (no upstream call)':>22} {result.hit_cpu_ms:>18.2f}ms {result.hit_ms:>11.1f}ms")
+    ratio = result.miss_cpu_ms / result.hit_cpu_ms if result.hit_cpu_ms > 0 else float("inf")
+    print(f"{'':>22} a hit costs 1/{ratio:.1f} of a miss")
+    print(
+        f"{result.burst} identical concurrent requests: {result.burst_jobs} upstream job(s), "
+        f"{result.burst_submissions} submission(s)"
+    )
+
+
 async def run(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="economy-"))
     windows = [float(w) for w in args.windows.split(",")]
     extra = ("--queue-seconds", "0", "--words-per-second", "1000")
     with running(start_emulator(tmp, *extra)) as emulator:
         rows = await batching(tmp, emulator, windows, args.low, args.rate, args.seconds)
+        cached = await caching(tmp, emulator, args.cache_requests, args.burst)
     print_batching(rows, args.rate)
+    print()
+    print_caching(cached)
 
 
 def main() -> None:
@@ -176,9 +252,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--windows", default="0,2,5,10,25", help="batch windows in ms, 0 first")
-    parser.add_argument("--low", type=int, default=40, help="sequential requests at low load")
-    parser.add_argument("--rate", type=float, default=150, help="requests per second at high load")
+    parser.add_argument("--low", type=int, default=60, help="sequential requests at low load")
+    parser.add_argument("--rate", type=float, default=100, help="requests per second at high load")
     parser.add_argument("--seconds", type=float, default=2.0, help="length of the high-load burst")
+    parser.add_argument("--cache-requests", type=int, default=200, help="requests per cache run")
+    parser.add_argument("--burst", type=int, default=50, help="identical concurrent requests")
     args = parser.parse_args()
     asyncio.run(run(args))
 

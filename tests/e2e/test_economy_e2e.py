@@ -236,6 +236,24 @@ async def test_no_cache_asks_the_grid_again_and_no_store_keeps_the_answer_out(
     await client.close()
 
 
+async def test_a_legacy_completion_is_answered_from_the_cache_in_its_own_shape(
+    gateway: Server, emulator: Server
+) -> None:
+    client = async_client(gateway)
+    prompt = unique("Once upon a time")
+    first = await client.completions.with_raw_response.create(model="gemma-2b", prompt=prompt)
+    again = await client.completions.with_raw_response.create(
+        model="gemma-2b", prompt=prompt, echo=True
+    )
+    assert (first.headers["x-gateway-cache"], again.headers["x-gateway-cache"]) == ("miss", "hit")
+    text = first.parse().choices[0].text
+    assert text == reply_for(job_prompt(emulator, first.headers["x-job-id"]))
+    echoed = again.parse()
+    assert echoed.object == "text_completion" and echoed.choices[0].text == prompt + text
+    assert emulator_stats(emulator)["jobs_created"] == 1
+    await client.close()
+
+
 async def test_a_key_that_opts_out_bypasses_the_cache(gateway: Server, emulator: Server) -> None:
     prompt = unique("Asked by both")
     alice, bob = async_client(gateway), async_client(gateway, BOB_KEY)
