@@ -146,3 +146,16 @@ def test_example_config_lists_every_option() -> None:
     key = {"key_sha256": None, **data["keys"][0]}  # given as a comment beside 'key'
     missing += _missing(KeySettings, key, "keys[].")
     assert missing == []
+
+
+def test_cache_settings_are_checked_at_start_up() -> None:
+    from gateway.config import ConfigError, parse_settings
+
+    models = [{"name": "m", "tag": "m:1"}]
+    assert parse_settings({"models": models, "cache": {"models": ["m"]}}).cache.models == ("m",)
+    with pytest.raises(ConfigError, match="unknown model 'nope'"):
+        parse_settings({"models": models, "cache": {"models": ["nope"]}})
+    with pytest.raises(ConfigError, match=r"cache\.redis_url or redis\.url"):
+        parse_settings({"models": models, "cache": {"backend": "redis"}})
+    with pytest.raises(ConfigError, match="submit_batch_window"):
+        parse_settings({"upstream": {"submit_batch_window": -1}})

@@ -32,6 +32,7 @@ from tests.e2e.servers import (
     start_gateway,
 )
 
+CAROL_KEY = "sk-test-carol-0123456789"
 #: Long enough that a hundred requests parsed one after the other on a busy machine still
 #: fall into a few windows.
 WINDOW_MS = 300
@@ -71,6 +72,7 @@ def economy_config(emulator: Server) -> dict[str, object]:
         keys=[
             {"name": "alice", "key": ALICE_KEY, "upstream_token": ALICE_TOKEN},
             {"name": "bob", "key": BOB_KEY, "upstream_token": BOB_TOKEN, "cache": False},
+            {"name": "carol", "key": CAROL_KEY, "upstream_token": ALICE_TOKEN, "rpm": 2},
         ],
     )
 
@@ -251,6 +253,15 @@ async def test_a_legacy_completion_is_answered_from_the_cache_in_its_own_shape(
     echoed = again.parse()
     assert echoed.object == "text_completion" and echoed.choices[0].text == prompt + text
     assert emulator_stats(emulator)["jobs_created"] == 1
+    await client.close()
+
+
+async def test_hits_count_in_the_keys_request_limits(gateway: Server) -> None:
+    client = async_client(gateway, CAROL_KEY)
+    prompt = unique("Asked three times")
+    assert [(await ask(client, prompt))[0] for _ in range(2)] == ["miss", "hit"]
+    with pytest.raises(openai.RateLimitError):
+        await ask(client, prompt)
     await client.close()
 
 
