@@ -147,6 +147,8 @@ class Completions:
     async def _submit(
         self, key: KeySettings, account: str, plan: Plan, deadline: float
     ) -> Submitted:
+        if self.drain_deadline != math.inf:  # also for a request that waited to join
+            raise _shutting_down()
         slots = self.slots(key.upstream_token)
         wait = deadline - asyncio.get_running_loop().time()
         await slots.acquire(plan.n_choices, max(wait, 0.0))

@@ -133,7 +133,6 @@ async def serve(request: Request, route: str, planner: Planner, errors: ErrorRen
         policy = rt.cache.policy(request.headers, key, plan.model)
         share = cache_key(plan) if policy.active else None
         cached = await rt.cache.lookup(share) if share is not None and policy.read else None
-        headers["x-gateway-cache"] = "hit" if cached else "miss" if policy.read else "bypass"
         # A hit counts in the key's request limits; its tokens only where the operator says.
         free = cached is not None and not settings.cache.count_in_budget
         admission = await rt.limiter.admit(
@@ -143,6 +142,8 @@ async def serve(request: Request, route: str, planner: Planner, errors: ErrorRen
             aliases=plan.model.aliases,
         )
         headers.update(admission.headers)
+        # Only once admitted: a refused request must not learn what is cached.
+        headers["x-gateway-cache"] = "hit" if cached else "miss" if policy.read else "bypass"
 
         async def release_admission(done: Exchange) -> None:
             await admission.release(0 if free else done.prompt_tokens + done.completion_tokens)
