@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -263,6 +264,28 @@ async def test_hits_count_in_the_keys_request_limits(gateway: Server) -> None:
     with pytest.raises(openai.RateLimitError):
         await ask(client, prompt)
     await client.close()
+
+
+async def test_the_messages_door_answers_a_hit_in_anthropic_shape_streamed_or_not(
+    gateway: Server, emulator: Server
+) -> None:
+    sdk = anthropic.AsyncAnthropic(base_url=gateway.url, api_key=ALICE_KEY, max_retries=0)
+    messages: list[anthropic.types.MessageParam] = [
+        {"role": "user", "content": unique("Asked the Messages door")}
+    ]
+    first = await sdk.messages.with_raw_response.create(
+        model="gemma-2b", max_tokens=1024, messages=messages
+    )
+    assert first.headers["x-gateway-cache"] == "miss"
+    text = (await first.parse()).content[0].text  # type: ignore[union-attr]
+    assert text == reply_for(job_prompt(emulator, first.headers["x-job-id"]))
+    async with sdk.messages.stream(model="gemma-2b", max_tokens=1024, messages=messages) as stream:
+        streamed = "".join([piece async for piece in stream.text_stream])
+        final = await stream.get_final_message()
+        assert stream.response.headers["x-gateway-cache"] == "hit"
+    assert streamed == text and final.stop_reason == "end_turn"
+    assert emulator_stats(emulator)["jobs_created"] == 1
+    await sdk.close()
 
 
 async def test_a_key_that_opts_out_bypasses_the_cache(gateway: Server, emulator: Server) -> None:
