@@ -226,6 +226,15 @@ class LedgerSettings(_Frozen):
         return value
 
 
+class ResponsesSettings(_Frozen):
+    """The Responses API's store: stored responses, their items, background runs."""
+
+    store_url: str | None = None  # None: the ledger's database
+    table: str = Field("gateway_responses", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,50}$")
+    retention_hours: float = Field(720.0, gt=0)
+    background_lease_seconds: float = Field(15.0, ge=1)
+
+
 class AdminSettings(_Frozen):
     key: str | None = Field(None, min_length=8, repr=False)
     key_sha256: str | None = None
@@ -271,6 +280,7 @@ class Settings(_Frozen):
     limits: LimitSettings = LimitSettings()
     redis: RedisSettings = RedisSettings()
     ledger: LedgerSettings = LedgerSettings()
+    responses: ResponsesSettings = ResponsesSettings()
     admin: AdminSettings = AdminSettings()
     logging: LoggingSettings = LoggingSettings()
     emulator: EmulatorSettings = EmulatorSettings()

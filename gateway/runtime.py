@@ -17,6 +17,7 @@ from gateway.engine.service import Completions
 from gateway.http.exchange import Exchange
 from gateway.ledger import Ledger, UsageRecord
 from gateway.limits import Limiter
+from gateway.openai.responses.door import ResponsesDoor
 from gateway.ops.logs import SecretRedactor, capped_names, config_secrets, log_request
 from gateway.ops.metrics import Metrics
 from gateway.ops.shutdown import FINAL_EVENT_MARGIN
@@ -55,6 +56,8 @@ class Runtime:
     on_reload: Callable[[Settings], None] | None = None
     #: Masks the config's secrets in what the upstream says, before a client or log sees it.
     redactor: SecretRedactor = field(default_factory=SecretRedactor)
+    #: The Responses API's store and background runs.
+    responses: ResponsesDoor | None = None
 
     @classmethod
     def build(cls, settings: Settings, base_url: str, metrics: Metrics) -> Runtime:
@@ -102,6 +105,7 @@ class Runtime:
             ledger=ledger,
             redactor=redactor,
             cache=ResponseCache.from_settings(settings, on_event=metrics.observe_cache),
+            responses=ResponsesDoor(settings),
         )
         holder.append(runtime)
         return runtime
@@ -209,6 +213,8 @@ class Runtime:
 
     async def start(self) -> None:
         await self.ledger.start()
+        if self.responses is not None:
+            await self.responses.start(self)
 
     def begin_drain(self) -> None:
         """Shutdown began: unready now; requests still running near the grace end are cut."""
@@ -267,6 +273,8 @@ class Runtime:
         return True
 
     async def aclose(self) -> None:
+        if self.responses is not None:
+            await self.responses.aclose()
         await self.completions.batcher.aclose()
         await self.cache.aclose()
         await self.hub.aclose()

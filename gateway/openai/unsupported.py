@@ -21,7 +21,6 @@ UNSUPPORTED_PREFIXES = (
     "threads",
     "vector_stores",
     "uploads",
-    "responses",
     "realtime",
     "edits",
     "engines",
@@ -41,6 +40,7 @@ UNSUPPORTED_PREFIXES = (
 SERVED = {
     "/v1/chat/completions": "POST",
     "/v1/completions": "POST",
+    "/v1/responses": "POST",
     "/v1/models": "GET",
     "/v1/usage": "GET",
 }

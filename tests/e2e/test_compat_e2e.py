@@ -688,7 +688,6 @@ _OTHER_ROUTES: list[tuple[str, Callable[[openai.OpenAI], object]]] = [
     ("files", lambda c: c.files.list()),
     ("fine_tuning", lambda c: c.fine_tuning.jobs.list()),
     ("batches", lambda c: c.batches.list()),
-    ("responses", lambda c: c.responses.create(model="gemma-2b", input="hi")),
     ("vector_stores", lambda c: c.vector_stores.list()),
     ("assistants", lambda c: c.beta.assistants.list()),
     ("threads", lambda c: c.beta.threads.create()),

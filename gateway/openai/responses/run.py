@@ -1,0 +1,404 @@
+"""One response as it is generated: the engine's events -> Responses stream events and object.
+
+A :class:`ResponseRun` holds the response object (its output items so far) and the next
+``sequence_number``. :meth:`feed` turns an engine event into the Responses events it means
+(a message item opens at the first text, a ``function_call`` item at the first piece of a
+call, arguments stream as they come); :meth:`finish` / :meth:`fail` close the open item and
+add the terminal event. Streamed, non-streamed and background responses all go through it,
+so the object a client retrieves is the one the stream described.
+
+A run restored from a stored object (:meth:`restore`) after a restart is fed the job's events
+again from the start; what the stored object already holds is skipped, so the stream resumes
+where it stopped with the same item ids and sequence numbers.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from gateway.choices import ChoiceEnd, ChoiceReset, Event, KeepAlive, TextDelta, ToolCallDelta
+from gateway.errors import GatewayError
+from gateway.tools import ToolCallChunk
+
+StreamEvent = dict[str, Any]
+
+TERMINAL = frozenset({"completed", "incomplete", "failed", "cancelled"})
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(24)}"
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+    return {
+        "input_tokens": prompt_tokens,
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "output_tokens": completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def error_object(error: GatewayError) -> dict[str, str]:
+    """A failure as the ``response.error`` the spec allows (its codes are a closed list)."""
+    code = "rate_limit_exceeded" if error.status_code == 429 else "server_error"
+    return {"code": code, "message": error.message}
+
+
+def _text_part(text: str = "") -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+class ResponseRun:
+    """The response object and its stream, built from one choice's events."""
+
+    __slots__ = (
+        "_call_item",
+        "_ids",
+        "_message",
+        "_namespaces",
+        "_seen_calls",
+        "_skip",
+        "obj",
+        "seq",
+    )
+
+    def __init__(
+        self,
+        obj: dict[str, Any],
+        namespaces: Mapping[str, str] | None = None,
+        ids: list[str] | None = None,
+    ) -> None:
+        self.obj = obj
+        self.seq = 0
+        self._ids = ids or []  # item ids to use before making new ones (replaying a stored run)
+        self._namespaces = dict(namespaces or {})
+        self._message: dict[str, Any] | None = None  # the open message item
+        self._call_item: dict[int, dict[str, Any]] = {}  # engine call index -> its item
+        self._seen_calls = 0  # calls the engine has started
+        # Restored runs: how much of the engine's text / each call's arguments to skip.
+        self._skip: list[int] = [0]
+
+    # ------------------------------------------------------------------ building blocks
+
+    @property
+    def output(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.obj["output"]
+        return items
+
+    @property
+    def id(self) -> str:
+        return str(self.obj["id"])
+
+    @property
+    def status(self) -> str:
+        return str(self.obj["status"])
+
+    def _new_id(self, prefix: str) -> str:
+        return self._ids.pop(0) if self._ids else new_id(prefix)
+
+    def _event(self, kind: str, **fields: Any) -> StreamEvent:
+        event = {"type": kind, **fields, "sequence_number": self.seq}
+        self.seq += 1
+        return event
+
+    def snapshot(self) -> dict[str, Any]:
+        """The object now, safe to store or send (a copy)."""
+        copied: dict[str, Any] = _copy(self.obj)
+        return copied
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def opening(self) -> list[StreamEvent]:
+        """``response.created`` and, unless queued, ``response.in_progress``."""
+        events = [self._event("response.created", response=self.snapshot())]
+        if self.status == "queued":
+            events.append(self._event("response.queued", response=self.snapshot()))
+        else:
+            events.append(self._event("response.in_progress", response=self.snapshot()))
+        return events
+
+    def start(self) -> list[StreamEvent]:
+        """A queued (background) response whose job began: ``response.in_progress``."""
+        if self.status != "queued":
+            return []
+        self.obj["status"] = "in_progress"
+        return [self._event("response.in_progress", response=self.snapshot())]
+
+    def feed(self, event: Event) -> list[StreamEvent]:
+        if isinstance(event, TextDelta):
+            return self._text(event.text)
+        if isinstance(event, ToolCallDelta):
+            return self._call(event)
+        if isinstance(event, ChoiceEnd):
+            self.obj["_reason"] = event.reason
+            return self._close_all()
+        if isinstance(event, ChoiceReset):  # non-streamed only: the final log replaces it all
+            self.obj["output"] = []
+            self._message = None
+            self._call_item.clear()
+            self._seen_calls = 0
+            return []
+        assert isinstance(event, KeepAlive)
+        return []
+
+    def finish(self, prompt_tokens: int, completion_tokens: int) -> list[StreamEvent]:
+        """Every choice ended: close what is open, then the terminal event."""
+        events = self._close_all()
+        reason = self.obj.pop("_reason", "stop")
+        self.obj["usage"] = usage(prompt_tokens, completion_tokens)
+        if reason == "length":
+            self.obj["status"] = "incomplete"
+            self.obj["incomplete_details"] = {"reason": "max_output_tokens"}
+            kind = "response.incomplete"
+        else:
+            self.obj["status"] = "completed"
+            self.obj["completed_at"] = int(time.time())
+            kind = "response.completed"
+        events.append(self._event(kind, response=self.snapshot()))
+        return events
+
+    def fail(
+        self, error: GatewayError, prompt_tokens: int, completion_tokens: int
+    ) -> list[StreamEvent]:
+        events = self._close_all(status="incomplete")
+        self.obj.pop("_reason", None)
+        self.obj["status"] = "failed"
+        self.obj["error"] = error_object(error)
+        self.obj["usage"] = usage(prompt_tokens, completion_tokens)
+        events.append(self._event("response.failed", response=self.snapshot()))
+        return events
+
+    def cancel(self) -> None:
+        self._close_all(status="incomplete")
+        self.obj.pop("_reason", None)
+        self.obj["status"] = "cancelled"
+
+    # ------------------------------------------------------------------ items
+
+    def _text(self, text: str) -> list[StreamEvent]:
+        if self._skip[0]:
+            dropped = min(self._skip[0], len(text))
+            self._skip[0] -= dropped
+            text = text[dropped:]
+        if not text:
+            return []
+        events: list[StreamEvent] = []
+        message = self._message
+        if message is None:
+            events.extend(self._close_calls())
+            message = self._message = {
+                "id": self._new_id("msg"),
+                "type": "message",
+                "status": "in_progress",
+                "content": [],
+                "role": "assistant",
+            }
+            index = len(self.output)
+            self.output.append(message)
+            events.append(
+                self._event("response.output_item.added", output_index=index, item=_copy(message))
+            )
+            message["content"].append(_text_part())
+            events.append(
+                self._event(
+                    "response.content_part.added",
+                    item_id=message["id"],
+                    output_index=index,
+                    content_index=0,
+                    part=_text_part(),
+                )
+            )
+        part = message["content"][0]
+        part["text"] += text
+        events.append(
+            self._event(
+                "response.output_text.delta",
+                item_id=message["id"],
+                output_index=self.output.index(message),
+                content_index=0,
+                delta=text,
+                logprobs=[],
+            )
+        )
+        return events
+
+    def _call(self, event: ToolCallDelta) -> list[StreamEvent]:
+        piece = event.call
+        events: list[StreamEvent] = []
+        if piece.id is not None:  # a new call
+            number = self._seen_calls
+            self._seen_calls += 1
+            restored = self._restored_call(number)
+            if restored is not None:
+                self._call_item[piece.index] = restored
+            else:
+                events.extend(self._close_message())
+                item: dict[str, Any] = {
+                    "id": self._new_id("fc"),
+                    "type": "function_call",
+                    "status": "in_progress",
+                    "arguments": "",
+                    "call_id": piece.id,
+                    "name": piece.name or "",
+                }
+                namespace = self._namespaces.get(piece.name or "")
+                if namespace:
+                    item["namespace"] = namespace
+                self._call_item[piece.index] = item
+                self.output.append(item)
+                events.append(
+                    self._event(
+                        "response.output_item.added",
+                        output_index=len(self.output) - 1,
+                        item=_copy(item),
+                    )
+                )
+        item = self._call_item[piece.index]
+        arguments = piece.arguments
+        skip = item.pop("_skip", 0)
+        if skip:
+            item["_skip"] = max(0, skip - len(arguments))
+            arguments = arguments[skip:]
+            if not item["_skip"]:
+                item.pop("_skip")
+        if arguments:
+            item["arguments"] += arguments
+            events.append(
+                self._event(
+                    "response.function_call_arguments.delta",
+                    item_id=item["id"],
+                    output_index=self.output.index(item),
+                    delta=arguments,
+                )
+            )
+        return events
+
+    def _restored_call(self, number: int) -> dict[str, Any] | None:
+        calls = [i for i in self.output if i.get("type") == "function_call"]
+        if number >= len(calls):
+            return None
+        item = calls[number]
+        if item.get("status") == "in_progress":
+            item["_skip"] = len(item["arguments"])
+        else:
+            item["_skip"] = 1 << 60  # finished before the restart: nothing of it is new
+        return item
+
+    def _close_message(self, status: str = "completed") -> list[StreamEvent]:
+        message, self._message = self._message, None
+        if message is None:
+            return []
+        index = self.output.index(message)
+        part = message["content"][0]
+        message["status"] = status
+        return [
+            self._event(
+                "response.output_text.done",
+                item_id=message["id"],
+                output_index=index,
+                content_index=0,
+                text=part["text"],
+                logprobs=[],
+            ),
+            self._event(
+                "response.content_part.done",
+                item_id=message["id"],
+                output_index=index,
+                content_index=0,
+                part=_copy(part),
+            ),
+            self._event("response.output_item.done", output_index=index, item=_copy(message)),
+        ]
+
+    def _close_calls(self, status: str = "completed") -> list[StreamEvent]:
+        events: list[StreamEvent] = []
+        for item in self.output:
+            if item.get("type") != "function_call" or item.get("status") != "in_progress":
+                continue
+            if "_skip" in item:  # restored, its job has not reached it again yet
+                continue
+            item["status"] = status
+            index = self.output.index(item)
+            events.append(
+                self._event(
+                    "response.function_call_arguments.done",
+                    item_id=item["id"],
+                    name=item["name"],
+                    output_index=index,
+                    arguments=item["arguments"],
+                )
+            )
+            events.append(
+                self._event("response.output_item.done", output_index=index, item=_copy(item))
+            )
+        return events
+
+    def _close_all(self, status: str = "completed") -> list[StreamEvent]:
+        events = self._close_message(status)
+        for item in self.output:
+            item.pop("_skip", None)
+        return events + self._close_calls(status)
+
+    # ------------------------------------------------------------------ restarts
+
+    @classmethod
+    def restore(
+        cls, obj: dict[str, Any], seq: int, namespaces: Mapping[str, str] | None = None
+    ) -> ResponseRun:
+        """A run continuing ``obj`` (stored at sequence number ``seq``) after a restart."""
+        run = cls(obj, namespaces)
+        run.seq = seq
+        messages = [i for i in run.output if i.get("type") == "message"]
+        run._skip = [sum(len(m["content"][0]["text"]) for m in messages if m["content"])]
+        open_messages = [m for m in messages if m.get("status") == "in_progress"]
+        run._message = open_messages[-1] if open_messages else None
+        return run
+
+
+def replay(obj: dict[str, Any]) -> list[StreamEvent]:
+    """The stream events a stored (finished) response would have been sent with."""
+    output = obj.get("output") or []
+    start = {
+        **obj,
+        "output": [],
+        "status": "in_progress",
+        "usage": None,
+        "error": None,
+        "incomplete_details": None,
+        "completed_at": None,
+    }
+    run = ResponseRun(start, ids=[str(item.get("id")) for item in output])
+    events = run.opening()
+    calls = 0
+    for item in output:
+        if item.get("type") == "message":
+            text = "".join(p.get("text", "") for p in item.get("content") or [])
+            events.extend(run.feed(TextDelta(0, text)) if text else [])
+        elif item.get("type") == "function_call":
+            chunk = ToolCallChunk(
+                calls,
+                str(item.get("call_id")),
+                str(item.get("name")),
+                str(item.get("arguments", "")),
+            )
+            calls += 1
+            events.extend(run.feed(ToolCallDelta(0, chunk)))
+    events.extend(run._close_all())
+    kind = {"incomplete": "response.incomplete", "failed": "response.failed"}.get(
+        str(obj.get("status")), "response.completed"
+    )
+    events.append(run._event(kind, response=_copy(obj)))
+    return events
+
+
+def _copy(value: Any) -> Any:
+    """A deep copy of JSON data without the run's private ``_`` keys."""
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items() if not k.startswith("_")}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
