@@ -25,7 +25,7 @@ def response_object(
 ) -> dict[str, Any]:
     """A response with no output yet."""
     extra = request.model_extra or {}
-    return {
+    obj: dict[str, Any] = {
         "id": response_id or new_id("resp"),
         "object": "response",
         "created_at": int(time.time()),
@@ -53,10 +53,11 @@ def response_object(
         "top_logprobs": 0,
         "top_p": request.top_p if request.top_p is not None else 1.0,
         "truncation": extra.get("truncation") if extra.get("truncation") == "auto" else "disabled",
-        "usage": None,
-        "user": extra.get("user") if isinstance(extra.get("user"), str) else None,
         "metadata": dict(request.metadata or {}),
     }
+    if isinstance(extra.get("user"), str):  # neither may be null in the spec: left out instead
+        obj["user"] = extra["user"]
+    return obj
 
 
 def _text(request: CreateResponse) -> dict[str, Any]:

@@ -61,7 +61,7 @@ async def _served(request: Request, route: str, handler: Handler) -> Response:
         exchange.status, exchange.outcome = error.status_code, error.code or "error"
         await rt.finish(exchange)
         return error_response(error)
-    exchange.status = response.status_code
+    exchange.status = getattr(response, "status_code", 200)
     await rt.finish(exchange)
     return response
 

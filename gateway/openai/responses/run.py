@@ -371,6 +371,7 @@ def replay(obj: dict[str, Any]) -> list[StreamEvent]:
         "incomplete_details": None,
         "completed_at": None,
     }
+    start.pop("usage", None)
     run = ResponseRun(start, ids=[str(item.get("id")) for item in output])
     events = run.opening()
     calls = 0

@@ -1,0 +1,131 @@
+"""ResponseRun: engine events -> Responses stream events and object, checked against the spec."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.choices import ChoiceEnd, KeepAlive, TextDelta, ToolCallDelta
+from gateway.errors import UpstreamError
+from gateway.openai.responses.render import response_object
+from gateway.openai.responses.run import ResponseRun, replay
+from gateway.openai.responses.translate import translate
+from gateway.openai.responses.wire import CreateResponse
+from gateway.tools import ToolCallChunk
+from tests.openai_spec import check, check_event
+
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Weather now.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    "strict": True,
+}
+
+
+def _run(**fields: Any) -> ResponseRun:
+    request = CreateResponse.model_validate({"model": "gemma-2b", "input": "hi", **fields})
+    translated = translate(request, [], [{"role": "user", "content": "hi"}], {})
+    return ResponseRun(response_object(request, translated, "gemma-2b"), translated.namespaces)
+
+
+def _types(events: list[dict[str, Any]]) -> list[str]:
+    return [e["type"] for e in events]
+
+
+def _all_valid(events: list[dict[str, Any]]) -> None:
+    for event in events:
+        check_event(event)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+
+
+def test_text_streams_as_openai_sequence() -> None:
+    run = _run()
+    events = run.opening()
+    events += run.feed(TextDelta(0, "Hello "))
+    events += run.feed(KeepAlive())
+    events += run.feed(TextDelta(0, "world"))
+    events += run.feed(ChoiceEnd(0, "stop"))
+    events += run.finish(3, 2)
+    assert _types(events) == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    _all_valid(events)
+    final = events[-1]["response"]
+    assert final["status"] == "completed"
+    assert final["output"][0]["content"][0]["text"] == "Hello world"
+    assert final["usage"]["total_tokens"] == 5
+    check("Response", run.snapshot())
+
+
+def test_tool_call_arguments_stream_piece_by_piece() -> None:
+    run = _run(tools=[WEATHER])
+    events = run.opening()
+    events += run.feed(TextDelta(0, "Let me look."))
+    events += run.feed(ToolCallDelta(0, ToolCallChunk(0, "call_1", "get_weather", '{"ci')))
+    events += run.feed(ToolCallDelta(0, ToolCallChunk(0, None, None, 'ty": "Paris"}')))
+    events += run.feed(ToolCallDelta(0, ToolCallChunk(1, "call_2", "get_weather", "{}")))
+    events += run.feed(ChoiceEnd(0, "tool_calls"))
+    events += run.finish(3, 9)
+    _all_valid(events)
+    deltas = [e["delta"] for e in events if e["type"] == "response.function_call_arguments.delta"]
+    assert deltas == ['{"ci', 'ty": "Paris"}', "{}"]
+    done = [e for e in events if e["type"] == "response.function_call_arguments.done"]
+    assert [e["arguments"] for e in done] == ['{"city": "Paris"}', "{}"]
+    output = run.snapshot()["output"]
+    assert [i["type"] for i in output] == ["message", "function_call", "function_call"]
+    assert output[1]["call_id"] == "call_1" and output[1]["status"] == "completed"
+    check("Response", run.snapshot())
+
+
+def test_length_cut_is_incomplete_and_failure_is_failed() -> None:
+    run = _run(max_output_tokens=2)
+    events = run.opening() + run.feed(TextDelta(0, "one two")) + run.feed(ChoiceEnd(0, "length"))
+    events += run.finish(3, 2)
+    _all_valid(events)
+    assert events[-1]["type"] == "response.incomplete"
+    assert run.snapshot()["incomplete_details"] == {"reason": "max_output_tokens"}
+
+    failing = _run()
+    events = failing.opening() + failing.feed(TextDelta(0, "part"))
+    events += failing.fail(UpstreamError("The upstream job failed."), 3, 1)
+    _all_valid(events)
+    assert events[-1]["type"] == "response.failed"
+    assert events[-1]["response"]["error"] == {
+        "code": "server_error",
+        "message": "The upstream job failed.",
+    }
+
+
+def test_a_restored_run_skips_what_it_already_sent() -> None:
+    run = _run(background=True)
+    events = run.opening() + run.feed(TextDelta(0, "Hello "))
+    stored, seq = run.snapshot(), run.seq
+    again = ResponseRun.restore(stored, seq)
+    more = again.feed(TextDelta(0, "Hello wor")) + again.feed(TextDelta(0, "ld"))
+    more += again.feed(ChoiceEnd(0, "stop")) + again.finish(1, 2)
+    _all_valid(events + more)
+    deltas = [e["delta"] for e in events + more if e["type"] == "response.output_text.delta"]
+    assert deltas == ["Hello ", "wor", "ld"]
+    assert again.snapshot()["output"][0]["id"] == stored["output"][0]["id"]
+
+
+def test_replay_derives_the_stream_of_a_stored_response() -> None:
+    run = _run(tools=[WEATHER])
+    run.feed(TextDelta(0, "Sure."))
+    run.feed(ToolCallDelta(0, ToolCallChunk(0, "call_1", "get_weather", '{"city": "Rome"}')))
+    run.feed(ChoiceEnd(0, "tool_calls"))
+    run.finish(1, 1)
+    events = replay(run.snapshot())
+    _all_valid(events)
+    assert events[-1]["response"] == run.snapshot()
+    added = [e["item"]["id"] for e in events if e["type"] == "response.output_item.added"]
+    assert added == [i["id"] for i in run.snapshot()["output"]]
