@@ -33,11 +33,11 @@ from gateway.http.middleware import HeaderGuardMiddleware, RequestIdMiddleware
 from gateway.openai.chat import chat_completions, completions
 from gateway.openai.models import get_model, list_models
 from gateway.openai.openapi import openapi_document
+from gateway.openai.responses.create import create_response
 from gateway.openai.responses.routes import (
     cancel_response,
     compact_response,
     count_input_tokens,
-    create_response,
     delete_response,
     list_input_items,
     retrieve_response,

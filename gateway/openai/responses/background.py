@@ -19,14 +19,15 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from gateway.choices import ChoiceState, KeepAlive
 from gateway.config import KeySettings
+from gateway.engine.choices import ChoiceState
+from gateway.engine.events import KeepAlive
+from gateway.engine.planning import Plan
+from gateway.engine.service import Submitted
 from gateway.errors import GatewayError, InternalError
-from gateway.exchange import Exchange
+from gateway.http.exchange import Exchange
 from gateway.openai.responses.run import TERMINAL, ResponseRun, StreamEvent
 from gateway.openai.responses.store import ResponseStore, StoredResponse
-from gateway.planning import Plan
-from gateway.service import Submitted
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime

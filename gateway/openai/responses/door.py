@@ -7,6 +7,7 @@ own responses are visible), translates, and keeps what a stored response needs.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -14,18 +15,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gateway.config import KeySettings, Settings
+from gateway.engine.planning import Plan, plan_conversation
 from gateway.errors import BadRequest, GatewayError, NotFound, ServiceUnavailable
-from gateway.openai.responses import contract
+from gateway.http.bodies import validate
 from gateway.openai.responses.background import Background
 from gateway.openai.responses.render import response_object, stored_items
 from gateway.openai.responses.run import TERMINAL, ResponseRun
 from gateway.openai.responses.store import ResponseStore, StoredResponse
 from gateway.openai.responses.translate import Translated, input_items, references, translate
 from gateway.openai.responses.wire import CreateResponse
-from gateway.planning import Plan
 
 if TYPE_CHECKING:
-    from gateway.catalog import ModelCatalog
+    from gateway.engine.catalog import ModelCatalog
     from gateway.runtime import Runtime
 
 logger = logging.getLogger("gateway.responses")
@@ -50,6 +51,7 @@ class ResponsesDoor:
         self._catalog: ModelCatalog | None = None
         self._runtime: Runtime | None = None
         self._open = False
+        self._saving: set[asyncio.Task[None]] = set()
 
     async def start(self, runtime: Runtime) -> None:
         self._runtime = runtime
@@ -97,8 +99,6 @@ class ResponsesDoor:
         return record
 
     async def prepare(self, data: dict[str, Any], key: KeySettings) -> Prepared:
-        from gateway.bodies import validate
-
         request = validate(CreateResponse, data)
         if request.background and not request.store:
             raise BadRequest("background responses must be stored (store: true).", param="store")
@@ -157,6 +157,14 @@ class ResponsesDoor:
         except Exception:
             logger.exception("could not store response %s", record.id)
 
+    def save_later(self, record: StoredResponse, prepared: Prepared) -> None:
+        """Store a response from code that cannot wait (a stream's failure frame)."""
+        if not prepared.request.store:
+            return
+        task = asyncio.create_task(self.save(record, prepared))
+        self._saving.add(task)
+        task.add_done_callback(self._saving.discard)
+
     def _replan(self, record: StoredResponse, key: KeySettings) -> tuple[Plan, ResponseRun]:
         runtime = self._runtime
         assert runtime is not None
@@ -165,7 +173,7 @@ class ResponsesDoor:
         request = CreateResponse.model_validate(record.request)
         translated = translate(request, record.history, input_items(request), {})
         translated.conversation.stream = True
-        plan = contract.plan(translated.conversation, runtime.catalog, runtime.settings.limits)
+        plan = plan_conversation(translated.conversation, runtime.catalog, runtime.settings.limits)
         return plan, ResponseRun.restore(record.body, record.seq, translated.namespaces)
 
 

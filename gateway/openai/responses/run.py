@@ -19,9 +19,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.choices import ChoiceEnd, ChoiceReset, Event, KeepAlive, TextDelta, ToolCallDelta
+from gateway.engine.events import ChoiceEnd, ChoiceReset, Event, KeepAlive, TextDelta, ToolCallDelta
+from gateway.engine.tools import ToolCallChunk
 from gateway.errors import GatewayError
-from gateway.tools import ToolCallChunk
 
 StreamEvent = dict[str, Any]
 

@@ -15,8 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from gateway.errors import BadRequest, UnsupportedParameter
-from gateway.openai.responses.contract import (
+from gateway.engine.conversation import (
     Conversation,
     Message,
     OutputFormat,
@@ -24,6 +23,7 @@ from gateway.openai.responses.contract import (
     ToolChoice,
     ToolDefinition,
 )
+from gateway.errors import BadRequest, UnsupportedParameter
 from gateway.openai.responses.wire import CreateResponse
 
 #: Tools OpenAI runs on its side: not offered to the model, not refused (logged as ignored).

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.choices import ChoiceEnd, KeepAlive, TextDelta, ToolCallDelta
+from gateway.engine.events import ChoiceEnd, KeepAlive, TextDelta, ToolCallDelta
+from gateway.engine.tools import ToolCallChunk
 from gateway.errors import UpstreamError
 from gateway.openai.responses.render import response_object
 from gateway.openai.responses.run import ResponseRun, replay
 from gateway.openai.responses.translate import translate
 from gateway.openai.responses.wire import CreateResponse
-from gateway.tools import ToolCallChunk
 from tests.openai_spec import check, check_event
 
 WEATHER = {
