@@ -13,6 +13,8 @@ from __future__ import annotations
 from importlib import metadata
 from typing import Any
 
+from gateway.openai.responses import openapi as responses_openapi
+
 ERROR_STATUSES = {
     "400": "Invalid request: malformed JSON, a wrong type, a value out of range.",
     "401": "Missing or unknown API key.",
@@ -381,6 +383,7 @@ def openapi_document() -> dict[str, Any]:
             "/v1/completions": {
                 "post": _completion_operation("Text completion", "CompletionRequest", "Completion")
             },
+            **responses_openapi.paths(),
             "/v1/models": {
                 "get": {
                     "summary": "The models this key may use",
@@ -489,6 +492,6 @@ def openapi_document() -> dict[str, Any]:
                     "description": "A gateway key (never the upstream token).",
                 }
             },
-            "schemas": _schemas(),
+            "schemas": {**_schemas(), **responses_openapi.schemas()},
         },
     }
