@@ -92,7 +92,8 @@ def register_secrets(setup: LoggingSetup, settings: Settings) -> None:
 
 async def _openapi(request: Request) -> Response:
     """``GET /openapi.json``: the gateway's own API, every door's routes in one document."""
-    return JSONResponse(with_messages_api(openapi_document()))
+    limits = request.app.state.runtime.settings.limits  # the document states the real ones
+    return JSONResponse(with_messages_api(openapi_document(limits)))
 
 
 async def _metrics(request: Request) -> Response:

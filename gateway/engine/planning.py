@@ -178,7 +178,7 @@ def plan_prompts(
     if not prompts:
         raise BadRequest("prompt must not be empty.", param="prompt")
     stops = [s for s in request.stops if s]
-    max_tokens = request.max_tokens or model.max_tokens
+    max_tokens = request.max_tokens if request.max_tokens is not None else model.max_tokens
     _common_limits(request.n, stops, max_tokens, limits, "max_tokens", prompts=len(prompts))
     for prompt in prompts:
         _check_prompt(prompt, limits, "prompt")

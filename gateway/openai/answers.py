@@ -41,14 +41,19 @@ def tool_call_delta(chunk: ToolCallChunk) -> dict[str, Any]:
 class AnswerShape:
     """Builds every object one request answers with, sharing its id, time and model."""
 
-    __slots__ = ("_text_events", "chat", "created", "fingerprint", "id", "model")
+    __slots__ = ("_text_events", "chat", "created", "fingerprint", "id", "model", "usage_null")
 
-    def __init__(self, kind: str, model: str, fingerprint: str) -> None:
+    def __init__(
+        self, kind: str, model: str, fingerprint: str, *, include_usage: bool = False
+    ) -> None:
         self.chat = kind == "chat"
         self.id = ("chatcmpl-" if self.chat else "cmpl-") + secrets.token_hex(12)
         self.created = int(time.time())
         self.model = model
         self.fingerprint = fingerprint
+        #: With ``stream_options.include_usage`` every chunk before the usage chunk says
+        #: ``"usage": null``, as OpenAI's do (strictly generated clients expect the key).
+        self.usage_null = include_usage
         self._text_events: dict[int, tuple[bytes, bytes] | None] = {}
 
     def _envelope(self, obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
@@ -80,9 +85,13 @@ class AnswerShape:
             if tool_call is not None:
                 delta["tool_calls"] = [tool_call_delta(tool_call)]
             choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
-            return self._envelope("chat.completion.chunk", [choice])
-        choice = {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish}
-        return self._envelope("text_completion", [choice])
+            chunk = self._envelope("chat.completion.chunk", [choice])
+        else:
+            choice = {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish}
+            chunk = self._envelope("text_completion", [choice])
+        if self.usage_null:
+            chunk["usage"] = None
+        return chunk
 
     def text_event(self, index: int, text: str) -> bytes:
         """``sse(self.chunk(index, text))``, from a template: only the text is encoded per event.

@@ -22,7 +22,8 @@ from gateway.openai.translate import plan_chat, plan_text
 
 def _codec(ctx: RequestContext, kind: str, plan: Plan) -> CompletionCodec:
     fingerprint = ctx.runtime.settings.server.system_fingerprint
-    return CompletionCodec(AnswerShape(kind, plan.model.name, fingerprint), plan)
+    shape = AnswerShape(kind, plan.model.name, fingerprint, include_usage=plan.include_usage)
+    return CompletionCodec(shape, plan)
 
 
 async def _plan_chat(ctx: RequestContext) -> tuple[Plan, Codec]:

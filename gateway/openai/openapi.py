@@ -13,6 +13,8 @@ from __future__ import annotations
 from importlib import metadata
 from typing import Any
 
+from gateway.config import LimitSettings
+from gateway.openai.openapi_answers import answer_schemas, with_headers
 from gateway.openai.responses import openapi as responses_openapi
 
 ERROR_STATUSES = {
@@ -56,19 +58,23 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {"anyOf": [schema, {"type": "null"}]}
 
 
-_STOP = {
-    "description": "Up to 4 sequences (configurable) where the answer stops; not included.",
-    "anyOf": [
-        {"type": "string"},
-        {"type": "array", "items": {"type": "string"}, "maxItems": 16},
-        {"type": "null"},
-    ],
-}
+def _stop(limits: LimitSettings) -> dict[str, Any]:
+    most = limits.max_stop_sequences
+    return {
+        "description": f"Up to {most} sequences (limits.max_stop_sequences) where the answer "
+        "stops; not included.",
+        "anyOf": [
+            {"type": "string"},
+            {"type": "array", "items": {"type": "string"}, "maxItems": most},
+            {"type": "null"},
+        ],
+    }
+
 
 _IGNORED_NUMBERS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
 
 
-def _sampling_properties() -> dict[str, Any]:
+def _sampling_properties(limits: LimitSettings) -> dict[str, Any]:
     properties: dict[str, Any] = {
         "model": {
             "type": "string",
@@ -88,7 +94,7 @@ def _sampling_properties() -> dict[str, Any]:
             "default": 1,
             "description": "Choices; one upstream job each (limits.max_n).",
         },
-        "stop": _STOP,
+        "stop": _stop(limits),
         "max_tokens": _nullable({"type": "integer", "minimum": 1}),
         "logprobs": {
             "description": "Not available (the upstream reports no probabilities): true is refused."
@@ -101,7 +107,7 @@ def _sampling_properties() -> dict[str, Any]:
     return properties
 
 
-def _schemas() -> dict[str, Any]:
+def _schemas(limits: LimitSettings) -> dict[str, Any]:
     text_part = {
         "type": "object",
         "required": ["type", "text"],
@@ -148,7 +154,7 @@ def _schemas() -> dict[str, Any]:
         "type": "object",
         "required": ["model", "messages"],
         "properties": {
-            **_sampling_properties(),
+            **_sampling_properties(limits),
             "messages": {
                 "type": "array",
                 "minItems": 1,
@@ -187,55 +193,12 @@ def _schemas() -> dict[str, Any]:
         "type": "object",
         "required": ["model", "prompt"],
         "properties": {
-            **_sampling_properties(),
+            **_sampling_properties(limits),
             "prompt": {
                 "description": "Text, or a list of texts (one choice each); token ids are refused.",
                 "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
             },
             "echo": {"type": "boolean", "default": False},
-        },
-    }
-    usage = {
-        "type": "object",
-        "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
-        "properties": {
-            "prompt_tokens": {"type": "integer"},
-            "completion_tokens": {"type": "integer"},
-            "total_tokens": {"type": "integer"},
-        },
-    }
-    envelope = {
-        "id": {"type": "string"},
-        "object": {"type": "string"},
-        "created": {"type": "integer"},
-        "model": {"type": "string"},
-        "system_fingerprint": {"type": "string"},
-        "usage": usage,
-    }
-    finish = {"type": "string", "enum": ["stop", "length", "tool_calls", "content_filter"]}
-    chat_choice = {
-        "type": "object",
-        "required": ["index", "message", "finish_reason"],
-        "properties": {
-            "index": {"type": "integer"},
-            "message": {
-                "type": "object",
-                "required": ["role"],
-                "properties": {
-                    "role": {"type": "string", "enum": ["assistant"]},
-                    "content": _nullable({"type": "string"}),
-                },
-            },
-            "finish_reason": finish,
-        },
-    }
-    text_choice = {
-        "type": "object",
-        "required": ["index", "text", "finish_reason"],
-        "properties": {
-            "index": {"type": "integer"},
-            "text": {"type": "string"},
-            "finish_reason": finish,
         },
     }
     model = {
@@ -268,24 +231,6 @@ def _schemas() -> dict[str, Any]:
         "ChatMessage": message,
         "ChatCompletionRequest": chat,
         "CompletionRequest": completion,
-        "ChatCompletion": {
-            "type": "object",
-            "required": ["id", "object", "created", "model", "choices"],
-            "properties": {
-                **envelope,
-                "object": {"type": "string", "enum": ["chat.completion"]},
-                "choices": {"type": "array", "items": chat_choice},
-            },
-        },
-        "Completion": {
-            "type": "object",
-            "required": ["id", "object", "created", "model", "choices"],
-            "properties": {
-                **envelope,
-                "object": {"type": "string", "enum": ["text_completion"]},
-                "choices": {"type": "array", "items": text_choice},
-            },
-        },
         "Model": model,
         "ModelList": {
             "type": "object",
@@ -336,23 +281,28 @@ _SSE_EVENT = {
 
 
 def _completion_operation(summary: str, request: str, answer: str) -> dict[str, Any]:
-    return {
-        "summary": summary,
-        "parameters": [_TIMEOUT_HEADER],
-        "requestBody": {"required": True, "content": _json(_ref(request))},
-        "responses": {
-            "200": {
-                "description": "The answer: one JSON object, or server-sent events with "
-                "`stream: true` (chunks, then `data: [DONE]`; an error after the first "
-                'byte arrives as `data: {"error": ...}`).',
-                "content": {
-                    **_json(_ref(answer)),
-                    "text/event-stream": {"schema": _SSE_EVENT},
+    chunk = "ChatCompletionChunk" if answer == "ChatCompletion" else "CompletionChunk"
+    return with_headers(
+        {
+            "summary": summary,
+            "parameters": [_TIMEOUT_HEADER],
+            "requestBody": {"required": True, "content": _json(_ref(request))},
+            "responses": {
+                "200": {
+                    "description": "The answer: one JSON object, or server-sent events with "
+                    f"`stream: true` (each `data:` a {chunk} as JSON, then `data: [DONE]`; an "
+                    'error after the first byte arrives as `data: {"error": ...}`).',
+                    "content": {
+                        **_json(_ref(answer)),
+                        "text/event-stream": {"schema": _SSE_EVENT},
+                    },
                 },
+                **_errors(
+                    "400", "401", "403", "404", "413", "415", "429", "500", "502", "503", "504"
+                ),
             },
-            **_errors("400", "401", "403", "404", "413", "415", "429", "500", "502", "503", "504"),
-        },
-    }
+        }
+    )
 
 
 def _plain(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -362,8 +312,9 @@ def _plain(description: str, schema: dict[str, Any] | None = None) -> dict[str, 
     return answer
 
 
-def openapi_document() -> dict[str, Any]:
-    """A fresh copy of the document (callers may change theirs)."""
+def openapi_document(limits: LimitSettings | None = None) -> dict[str, Any]:
+    """A fresh copy of the document (callers may change theirs), stating ``limits``."""
+    limits = limits or LimitSettings()
     status = {"type": "object", "properties": {"status": {"type": "string"}}}
     return {
         "openapi": "3.1.0",
@@ -492,6 +443,6 @@ def openapi_document() -> dict[str, Any]:
                     "description": "A gateway key (never the upstream token).",
                 }
             },
-            "schemas": {**_schemas(), **responses_openapi.schemas()},
+            "schemas": {**_schemas(limits), **answer_schemas(), **responses_openapi.schemas()},
         },
     }

@@ -65,10 +65,24 @@ class FunctionCall(_Lenient):
     arguments: str = ""
 
 
+class CustomCall(_Lenient):
+    name: str
+    input: str = ""
+
+
 class ToolCall(_Lenient):
+    """An earlier call in the history: a function call, or a custom tool's free-text call."""
+
     id: str = ""
-    type: Literal["function"] = "function"
-    function: FunctionCall
+    type: Literal["function", "custom"] = "function"
+    function: FunctionCall | None = None
+    custom: CustomCall | None = None
+
+    @model_validator(mode="after")
+    def _has_its_call(self) -> ToolCall:
+        if (self.function if self.type == "function" else self.custom) is None:
+            raise ValueError(f"a tool call of type {self.type!r} needs its '{self.type}' object")
+        return self
 
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -98,9 +112,24 @@ class ToolDefinition(_Lenient):
     function: FunctionDefinition
 
 
+class CustomToolDefinition(_Lenient):
+    """A free-text tool: accepted by the model here, refused (with a message saying so)."""
+
+    type: Literal["custom"]
+    custom: dict[str, Any] = Field(default_factory=dict)
+
+
 class NamedToolChoice(_Lenient):
-    type: Literal["function"]
-    function: dict[str, Any]
+    type: Literal["function", "custom"]
+    function: dict[str, Any] | None = None
+    custom: dict[str, Any] | None = None
+
+
+class AllowedToolsChoice(_Lenient):
+    """``{"type": "allowed_tools", "allowed_tools": {"mode": ..., "tools": [...]}}``."""
+
+    type: Literal["allowed_tools"]
+    allowed_tools: dict[str, Any]
 
 
 class JsonSchemaFormat(_Lenient):
@@ -145,8 +174,10 @@ class ChatCompletionRequest(_SamplingRequest):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_completion_tokens: int | None = Field(None, ge=1)
     top_logprobs: int | None = None
-    tools: list[ToolDefinition] | None = None
-    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    tools: list[ToolDefinition | CustomToolDefinition] | None = None
+    tool_choice: (
+        Literal["none", "auto", "required"] | NamedToolChoice | AllowedToolsChoice | None
+    ) = None
     parallel_tool_calls: bool | None = None
     functions: list[FunctionDefinition] | None = None
     function_call: Any = None
@@ -156,5 +187,8 @@ class ChatCompletionRequest(_SamplingRequest):
 
 
 class CompletionRequest(_SamplingRequest):
-    prompt: str | list[str] | list[int] | list[list[int]]
+    #: The spec's default when null or missing: the model starts a new document.
+    prompt: str | list[str] | list[int] | list[list[int]] = "<|endoftext|>"
     echo: bool = False
+    #: 0 is allowed (with ``echo``, the prompt back and nothing generated).
+    max_tokens: int | None = Field(None, ge=0)

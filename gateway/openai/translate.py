@@ -6,6 +6,7 @@ in OpenAI's terms; the engine then sees only a :class:`~gateway.engine.conversat
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from gateway.config import LimitSettings
@@ -20,14 +21,17 @@ from gateway.engine.conversation import (
     ToolDefinition,
 )
 from gateway.engine.planning import Plan, TextPrompts, plan_conversation, plan_prompts
-from gateway.errors import UnsupportedParameter
+from gateway.errors import BadRequest, UnsupportedParameter
 from gateway.openai.protocol import (
     IGNORED_FIELDS,
+    AllowedToolsChoice,
     ChatCompletionRequest,
     ChatMessage,
     CompletionRequest,
+    CustomToolDefinition,
     NamedToolChoice,
 )
+from gateway.openai.protocol import ToolCall as WireCall
 
 _ROLES: dict[str, Role] = {
     "developer": "system",
@@ -62,16 +66,22 @@ def _message_text(message: ChatMessage, index: int) -> str:
     return "".join(parts)
 
 
+def _call(call: WireCall) -> ToolCall:
+    """A custom tool's call in the history is written back as a call with ``input``, so a
+    conversation that holds one can still be continued."""
+    if call.custom is not None and call.type == "custom":
+        return ToolCall(call.id, call.custom.name, json.dumps({"input": call.custom.input}))
+    assert call.function is not None
+    return ToolCall(call.id, call.function.name, call.function.arguments)
+
+
 def chat_messages(messages: Sequence[ChatMessage]) -> list[Message]:
     return [
         Message(
             role=_ROLES[message.role],
             text=_message_text(message, i),
             name=message.name,
-            tool_calls=tuple(
-                ToolCall(call.id, call.function.name, call.function.arguments)
-                for call in message.tool_calls or ()
-            ),
+            tool_calls=tuple(_call(call) for call in message.tool_calls or ()),
             tool_call_id=message.tool_call_id,
         )
         for i, message in enumerate(messages)
@@ -100,14 +110,52 @@ def _refuse_unsupported(request: ChatCompletionRequest) -> None:
         )
 
 
+def _refuse_custom_tools(request: ChatCompletionRequest) -> None:
+    for i, tool in enumerate(request.tools or ()):
+        if isinstance(tool, CustomToolDefinition):
+            raise UnsupportedParameter(
+                "Custom (free-text) tools are not supported by this service: define the tool "
+                "as a function tool with a string parameter instead.",
+                param=f"tools[{i}]",
+            )
+
+
 def _tool_choice(request: ChatCompletionRequest) -> ToolChoice | None:
     choice = request.tool_choice
     if choice is None:
         return None
+    if isinstance(choice, AllowedToolsChoice):
+        return _allowed(choice)
     if isinstance(choice, NamedToolChoice):
-        name = choice.function.get("name")
+        if choice.type == "custom":
+            raise UnsupportedParameter(
+                "Custom (free-text) tools are not supported by this service.", param="tool_choice"
+            )
+        name = (choice.function or {}).get("name")
         return ToolChoice("auto", forced=name if isinstance(name, str) else repr(name))
     return ToolChoice(choice)
+
+
+def _allowed(choice: AllowedToolsChoice) -> ToolChoice:
+    spec = choice.allowed_tools
+    mode = spec.get("mode", "auto")
+    tools = spec.get("tools")
+    if mode not in ("auto", "required") or not isinstance(tools, list):
+        raise BadRequest(
+            "tool_choice.allowed_tools needs mode 'auto' or 'required' and a list of tools.",
+            param="tool_choice.allowed_tools",
+        )
+    names = []
+    for tool in tools:
+        function = tool.get("function") if isinstance(tool, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(name, str):
+            raise BadRequest(
+                "Each allowed tool must be {'type': 'function', 'function': {'name': ...}}.",
+                param="tool_choice.allowed_tools.tools",
+            )
+        names.append(name)
+    return ToolChoice(mode, allowed=tuple(names), param="tool_choice.allowed_tools")
 
 
 def _output_format(request: ChatCompletionRequest) -> OutputFormat | None:
@@ -137,6 +185,7 @@ def _ignored(request: ChatCompletionRequest | CompletionRequest) -> list[str]:
 def chat_conversation(request: ChatCompletionRequest) -> Conversation:
     """The chat request as the engine's conversation; what it cannot honour is refused."""
     _refuse_unsupported(request)
+    _refuse_custom_tools(request)
     return Conversation(
         model=request.model,
         messages=chat_messages(request.messages),
@@ -149,6 +198,7 @@ def chat_conversation(request: ChatCompletionRequest) -> Conversation:
                 param=f"tools[{i}].function.parameters",
             )
             for i, tool in enumerate(request.tools or ())
+            if not isinstance(tool, CustomToolDefinition)
         ],
         tool_choice=_tool_choice(request),
         parallel_tool_calls=request.parallel_tool_calls is not False,
