@@ -51,6 +51,7 @@ class ResponsesDoor:
         self._catalog: ModelCatalog | None = None
         self._runtime: Runtime | None = None
         self._open = False
+        self._max_items = settings.limits.max_messages
         self._saving: set[asyncio.Task[None]] = set()
 
     async def start(self, runtime: Runtime) -> None:
@@ -106,6 +107,8 @@ class ResponsesDoor:
         if request.previous_response_id is not None:
             history = await self._chain(request.previous_response_id, key)
         items = input_items(request)
+        if len(items) > self._max_items:  # before any lookup: each reference is a query
+            raise BadRequest(f"At most {self._max_items} input items are allowed.", param="input")
         refs = references(items)
         resolved = await (await self.ready_store()).find_items(refs, key.name) if refs else {}
         translated = translate(request, history, items, resolved)

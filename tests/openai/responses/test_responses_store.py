@@ -1,0 +1,105 @@
+"""The response store on SQLite, and on PostgreSQL when DATABASE_URL is set."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from gateway.openai.responses.store import ResponseStore, StoredResponse
+
+DATABASE_URL = os.environ.get("DATABASE_URL")
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param(
+            "postgres", marks=pytest.mark.skipif(not DATABASE_URL, reason="DATABASE_URL unset")
+        ),
+    ]
+)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ResponseStore]:
+    table = f"resp_test_{uuid.uuid4().hex[:10]}"
+    url = f"sqlite:///{tmp_path}/r.db" if request.param == "sqlite" else str(DATABASE_URL)
+    store = ResponseStore(url, table)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+        if request.param == "postgres":
+            conn = await asyncpg.connect(DATABASE_URL)
+            try:
+                for suffix in ("", "_items", "_events"):
+                    await conn.execute(f"DROP TABLE IF EXISTS {table}{suffix}")
+            finally:
+                await conn.close()
+
+
+def _record(rid: str, key: str = "alice", **fields: object) -> StoredResponse:
+    now = time.time()
+    base: dict[str, object] = {
+        "id": rid,
+        "key_name": key,
+        "created_at": now,
+        "expires_at": now + 60,
+        "status": "completed",
+        "background": False,
+        "body": {"id": rid, "status": "completed", "output": [{"id": "msg_1", "type": "message"}]},
+    }
+    base.update(fields)
+    return StoredResponse(**base)  # type: ignore[arg-type]
+
+
+async def test_a_response_is_visible_to_its_key_only(store: ResponseStore) -> None:
+    await store.put(_record("resp_1"), [{"id": "in_1", "type": "message", "role": "user"}])
+    now = time.time()
+    got = await store.get("resp_1", "alice", now)
+    assert got is not None and got.body["status"] == "completed"
+    assert await store.get("resp_1", "bob", now) is None
+    assert [i["id"] for i in await store.items("resp_1")] == ["in_1"]
+    assert [i["id"] for i in await store.items("resp_1", role="output")] == ["msg_1"]
+    assert set(await store.find_items(["in_1", "msg_1"], "alice")) == {"in_1", "msg_1"}
+    assert await store.find_items(["in_1"], "bob") == {}
+    assert not await store.delete("resp_1", "bob")
+    assert await store.delete("resp_1", "alice")
+    assert await store.get("resp_1", "alice", now) is None
+
+
+async def test_retention_hides_then_purges(store: ResponseStore) -> None:
+    await store.put(_record("resp_old", expires_at=time.time() - 1), [])
+    assert await store.get("resp_old", "alice", time.time()) is None
+    assert await store.purge(time.time()) == 1
+
+
+async def test_background_progress_leases_and_cancel(store: ResponseStore) -> None:
+    record = _record(
+        "resp_bg",
+        status="queued",
+        background=True,
+        lease_until=time.time() + 60,
+        body={"id": "resp_bg", "status": "queued", "output": []},
+    )
+    await store.put(record, [])
+    assert await store.claim("other", time.time(), 5) == []  # its lease is live
+    record.status, record.seq, record.job_ids = "in_progress", 3, ["job1"]
+    events = [{"type": "x", "sequence_number": n} for n in range(3)]
+    assert await store.update(record, events)
+    assert [e["sequence_number"] for e in await store.events("resp_bg", 0)] == [1, 2]
+    record.lease_until = time.time() - 1  # the gateway that followed it died
+    assert await store.update(record)
+    claimed = await store.claim("other", time.time(), 5)
+    assert [(r.id, r.owner, r.job_ids, r.seq) for r in claimed] == [
+        ("resp_bg", "other", ["job1"], 3)
+    ]
+    assert await store.claim("third", time.time(), 5) == []  # taken once
+    assert await store.cancel("resp_bg", "alice", {"id": "resp_bg", "status": "cancelled"})
+    assert not await store.update(record)  # its runner learns it was cancelled
+    got = await store.get("resp_bg", "alice", time.time())
+    assert got is not None and got.status == "cancelled"
