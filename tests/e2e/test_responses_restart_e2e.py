@@ -1,8 +1,8 @@
 """End to end: a background response survives its gateway being killed mid-job.
 
-The gateway is killed (SIGKILL: no shutdown, no goodbye) while following the job; a new gateway
-on the same store takes the run over when its lease runs out, and ``retrieve`` then shows the
-whole, right text.
+The gateway is killed (SIGKILL: no shutdown, no goodbye) or stopped (SIGTERM: it hands its runs
+over) while following the job; a new gateway on the same store takes the run over (when its
+lease runs out, or at once), and ``retrieve`` then shows the whole, right text.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import openai
+import pytest
 
 from tests.e2e.servers import ALICE_KEY, Server, gateway_config, start_gateway
 
@@ -38,8 +39,9 @@ def _retrieve_until(api: openai.OpenAI, rid: str, done: Any, limit: float = 20) 
         time.sleep(0.1)
 
 
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "stopped"])
 def test_a_killed_gateways_background_response_is_finished_by_the_next(
-    emulator: Server, tmp_path: Path
+    emulator: Server, tmp_path: Path, sig: signal.Signals
 ) -> None:
     config = _config(emulator, tmp_path)
     first = start_gateway(tmp_path, config)
@@ -54,7 +56,9 @@ def test_a_killed_gateways_background_response_is_finished_by_the_next(
         assert partial.status == "in_progress"
         assert REPLY.startswith(partial.output_text)
     finally:
-        first.stop(signal.SIGKILL)
+        first.stop(sig)
+    if sig == signal.SIGTERM:  # a graceful stop hands the run over, and says so
+        assert '"outcome": "handed_over"' in first.output()
     second = start_gateway(tmp_path, config)
     try:
         api = openai.OpenAI(base_url=second.url + "/v1", api_key=ALICE_KEY, max_retries=0)

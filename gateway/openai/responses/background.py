@@ -24,7 +24,7 @@ from gateway.engine.choices import ChoiceState
 from gateway.engine.events import KeepAlive
 from gateway.engine.planning import Plan
 from gateway.engine.service import Submitted
-from gateway.errors import GatewayError, InternalError
+from gateway.errors import GatewayError, InternalError, ServiceUnavailable
 from gateway.http.exchange import Exchange
 from gateway.openai.responses.run import TERMINAL, ResponseRun, StreamEvent
 from gateway.openai.responses.store import ResponseStore, StoredResponse
@@ -91,8 +91,9 @@ class Background:
             try:
                 now = time.time()
                 await self.store.purge(now)
-                for record in await self.store.claim(self.owner, now, self.lease):
-                    self._adopt(runtime, record)
+                if not runtime.shutting_down:  # a draining gateway hands runs over
+                    for record in await self.store.claim(self.owner, now, self.lease):
+                        self._adopt(runtime, record)
             except Exception:
                 logger.exception("the background scan failed; retrying")
             await asyncio.sleep(max(0.2, self.lease / 3))
@@ -186,9 +187,14 @@ class Background:
             _settle(exchange, follower, choices)
             if follower.cancelled:
                 exchange.status, exchange.outcome = 499, "cancelled"
-            else:  # shutting down: another gateway takes over when the lease runs out
-                exchange.status, exchange.outcome = 503, "handed_over"
+            else:  # shutting down: another gateway takes over at once
+                await self._hand_over(follower, exchange)
             raise
+        except ServiceUnavailable as exc:
+            if exc.code != "server_shutdown":
+                raise
+            _settle(exchange, follower, choices)
+            await self._hand_over(follower, exchange)
         except Exception as exc:
             error = (
                 exc
@@ -213,13 +219,27 @@ class Background:
             self.followers.pop(follower.record.id, None)
             await runtime.finish(exchange)
 
-    async def _save(self, follower: Follower, *, final: bool = False) -> bool:
+    async def _hand_over(self, follower: Follower, exchange: Exchange) -> None:
+        """Leave the run to the next gateway: progress saved with no lease left. The gateway
+        that finishes it records its whole usage, so this one records none."""
+        exchange.status, exchange.outcome = 503, "handed_over"
+        exchange.prompt_tokens = exchange.completion_tokens = 0
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._save(follower, release=True), timeout=5)
+
+    async def _save(
+        self, follower: Follower, *, final: bool = False, release: bool = False
+    ) -> bool:
+        """Save progress and renew the lease (or give it up: ``final``, ``release``)."""
         record = follower.record
         new = [e for e in follower.events if e["sequence_number"] >= record.seq]
         record.body = follower.run.snapshot()
         record.status = follower.run.status
         record.seq = follower.run.seq
-        record.lease_until = 0.0 if final else time.time() + self.lease
+        if final or release:
+            record.lease_until = 0.0
+        else:
+            record.lease_until = time.time() + self.lease
         try:
             return await self.store.update(record, new, final=final)
         except Exception:
