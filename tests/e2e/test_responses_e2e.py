@@ -15,7 +15,7 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from tests.e2e.servers import ALICE_KEY, BOB_KEY
+from tests.e2e.servers import ALICE_KEY, BOB_KEY, Server
 from tests.openai_spec import check, check_event
 
 MODEL = "gemma-2b"
@@ -164,6 +164,16 @@ def test_retrieve_input_items_delete(base_url: str) -> None:
     assert [i.role for i in items] == ["developer", "user"]  # type: ignore[union-attr]
     listing = raw(base_url, "GET", f"/responses/{made.id}/input_items").json()
     check("ResponseItemList", listing)
+    replayed = sse_events(
+        raw(base_url, "GET", f"/responses/{made.id}", params={"stream": "true"}).text
+    )
+    for event in replayed:
+        check_event(event)
+    assert replayed[-1]["type"] == "response.completed"
+    assert (
+        replayed[-1]["response"]["output"]
+        == raw(base_url, "GET", f"/responses/{made.id}").json()["output"]
+    )
     api.responses.delete(made.id)
     with pytest.raises(openai.NotFoundError):
         api.responses.retrieve(made.id)
@@ -248,6 +258,59 @@ def test_hosted_tools_are_ignored_and_namespaces_offered(base_url: str) -> None:
     assert call["namespace"] == "crm"
 
 
+def test_a_codex_shaped_request_works_as_sent(base_url: str) -> None:
+    body = {
+        "model": MODEL,
+        "instructions": "You are a coding agent.",
+        "input": [
+            {
+                "type": "message",
+                "role": "developer",
+                "content": [{"type": "input_text", "text": "Sandbox: read-only."}],
+            },
+            {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "List files [[emulate:reply Done]]"}],
+            },
+        ],
+        "tools": [
+            {
+                "type": "function",
+                "name": "shell",
+                "description": "Run a command.",
+                "strict": False,
+                "parameters": {
+                    "type": "object",
+                    "properties": {"command": {"type": "array", "items": {"type": "string"}}},
+                    "required": ["command"],
+                },
+            },
+            {
+                "type": "custom",
+                "name": "apply_patch",
+                "description": "Patch files.",
+                "format": {"type": "grammar", "syntax": "lark", "definition": "start: /.+/"},
+            },
+            {"type": "web_search"},
+        ],
+        "tool_choice": "auto",
+        "parallel_tool_calls": False,
+        "reasoning": {"effort": "medium", "summary": "auto"},
+        "store": False,
+        "stream": True,
+        "include": ["reasoning.encrypted_content"],
+        "prompt_cache_key": "session-1",
+    }
+    answer = raw(base_url, "POST", "/responses", json=body)
+    assert answer.status_code == 200, answer.text
+    events = sse_events(answer.text)
+    for event in events:
+        check_event(event)
+    assert events[-1]["type"] == "response.completed"
+    assert events[-1]["response"]["output"][0]["content"][0]["text"] == "Done"
+
+
 def test_input_tokens_and_compact(base_url: str) -> None:
     count = raw(base_url, "POST", "/responses/input_tokens", json={"model": MODEL, "input": "hi"})
     assert count.status_code == 200
@@ -270,19 +333,31 @@ def _wait(api: openai.OpenAI, response_id: str, until: set[str], limit: float = 
         time.sleep(0.1)
 
 
-def test_background_then_polling(base_url: str) -> None:
+def test_background_then_polling(base_url: str, gateway: Server) -> None:
     api = client(base_url)
-    made = api.responses.create(
+    answer = api.responses.with_raw_response.create(
         model=MODEL,
         input="bg [[emulate:wps 20]] [[emulate:reply a b c d e f g h]]",
         background=True,
     )
+    made = answer.parse()
+    request_id = answer.headers["x-request-id"]
     assert made.status == "queued"
     check("Response", raw(base_url, "GET", f"/responses/{made.id}").json())
     done = _wait(api, made.id, {"completed", "failed"})
     assert done.status == "completed"
     assert done.output_text == "a b c d e f g h"
     assert done.usage is not None and done.usage.output_tokens > 0
+    # The run is one access line (and ledger row) with its usage, written when it ends.
+    deadline = time.monotonic() + 5
+    while True:
+        lines = [json.loads(line) for line in gateway.output().splitlines() if request_id in line]
+        ended = [r for r in lines if r.get("outcome") == "ok" and r.get("route") == "/v1/responses"]
+        if ended or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert ended and ended[0]["completion_tokens"] == done.usage.output_tokens
+    assert any(r.get("outcome") == "background" for r in lines)  # the POST's own line
 
 
 def test_cancel_a_background_response(base_url: str) -> None:
