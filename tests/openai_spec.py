@@ -10,6 +10,9 @@ types) is checked as written.
 from __future__ import annotations
 
 import functools
+import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -91,10 +94,20 @@ def _components() -> dict[str, Any]:
     path = _path()
     if path is None:
         pytest.skip("OpenAI's OpenAPI document is not available")
+    # Parsing 3 MB of YAML takes seconds; its converted schemas are kept as JSON beside it.
+    stat = path.stat()
+    cached = Path(tempfile.gettempdir()) / f"openai-spec-{stat.st_size}-{stat.st_mtime_ns}.json"
+    if cached.exists():
+        loaded: dict[str, Any] = json.loads(cached.read_text())
+        return loaded
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     document = yaml.load(path.read_text(), Loader=loader)
     schemas = document["components"]["schemas"]
-    return {"schemas": _convert(schemas, schemas)}
+    converted = {"schemas": _convert(schemas, schemas)}
+    partial = cached.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_text(json.dumps(converted, default=str))  # dates in examples
+    partial.replace(cached)  # atomic: parallel sessions never read half a file
+    return converted
 
 
 @functools.cache

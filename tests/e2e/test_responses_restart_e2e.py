@@ -17,7 +17,7 @@ import pytest
 
 from tests.e2e.servers import ALICE_KEY, Server, gateway_config, start_gateway
 
-REPLY = " ".join(f"word{i}" for i in range(30))
+REPLY = " ".join(f"word{i}" for i in range(24))
 
 
 def _config(emulator: Server, tmp: Path) -> dict[str, Any]:
@@ -49,7 +49,7 @@ def test_a_killed_gateways_background_response_is_finished_by_the_next(
         api = openai.OpenAI(base_url=first.url + "/v1", api_key=ALICE_KEY, max_retries=0)
         made = api.responses.create(
             model="gemma-2b",
-            input=f"[[emulate:wps 10]] [[emulate:reply {REPLY}]]",
+            input=f"[[emulate:wps 12]] [[emulate:reply {REPLY}]]",
             background=True,
         )
         partial = _retrieve_until(api, made.id, lambda r: len(r.output_text.split()) >= 3)
