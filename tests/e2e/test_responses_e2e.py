@@ -111,6 +111,34 @@ def test_stream_helpers_see_openais_event_sequence(base_url: str) -> None:
     assert "response.function_call_arguments.done" in types
 
 
+def test_failures_and_cuts(base_url: str) -> None:
+    failing = raw(
+        base_url,
+        "POST",
+        "/responses",
+        json={
+            "model": MODEL,
+            "input": "x [[emulate:words 30]] [[emulate:fail boom]]",
+            "stream": True,
+        },
+    )
+    events = sse_events(failing.text)
+    for event in events:
+        check_event(event)
+    assert "response.output_text.delta" in [e["type"] for e in events]  # it had begun
+    assert events[-1]["type"] == "response.failed"  # then ended: no hang, no empty success
+    assert events[-1]["response"]["error"]["code"] == "server_error"
+    with pytest.raises(openai.APIStatusError) as info:  # not streamed: a real status
+        client(base_url).responses.create(model=MODEL, input="x [[emulate:fail boom]]")
+    assert info.value.status_code == 502
+    cut = client(base_url).responses.create(
+        model=MODEL, input="x [[emulate:words 40]]", max_output_tokens=16
+    )
+    assert cut.status == "incomplete"
+    assert cut.incomplete_details is not None
+    assert cut.incomplete_details.reason == "max_output_tokens"
+
+
 def test_parse_with_a_pydantic_model(base_url: str) -> None:
     class Person(BaseModel):
         name: str
