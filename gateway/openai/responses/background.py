@@ -105,7 +105,13 @@ class Background:
             if key is None:
                 raise InternalError("The key that created this response no longer exists.")
             plan, run = self._replan(record, key)
-        except GatewayError as error:
+        except Exception as exc:  # it cannot be followed again: it ends, failed
+            logger.warning("background response %s cannot be followed again: %s", record.id, exc)
+            error = (
+                exc
+                if isinstance(exc, GatewayError)
+                else InternalError("The gateway could not resume following this response.")
+            )
             run = ResponseRun.restore(record.body, record.seq)
             follower = Follower(record, run)
             follower.task = asyncio.create_task(self._fail(follower, error))
@@ -129,8 +135,11 @@ class Background:
         self.follow(runtime, record, run, plan, jobs, exchange)
 
     async def _fail(self, follower: Follower, error: GatewayError) -> None:
-        follower.publish(follower.run.fail(error, 0, 0))
-        await self._save(follower, final=True)
+        try:
+            follower.publish(follower.run.fail(error, 0, 0))
+            await self._save(follower, final=True)
+        finally:
+            self.followers.pop(follower.record.id, None)
 
     def follow(
         self,
@@ -261,6 +270,14 @@ class Background:
     async def tail(self, record: StoredResponse, after: int) -> AsyncIterator[StreamEvent]:
         """A background run's stream events after ``after``, until it ends."""
         last = after
+        follower = self.followers.get(record.id)
+        if follower is not None and follower.events:  # a run resumed here: older events stored
+            first = follower.events[0]["sequence_number"]
+            for event in await self.store.events(record.id, last):
+                if event["sequence_number"] >= first:
+                    break
+                last = event["sequence_number"]
+                yield event
         while True:
             follower = self.followers.get(record.id)
             if follower is not None:
