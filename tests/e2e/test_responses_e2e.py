@@ -246,6 +246,10 @@ def test_bad_input_is_a_400_naming_the_item(base_url: str) -> None:
             tools=[WEATHER],
         )
     assert info.value.param == "tool_choice"
+    for body in ([1, 2], {"model": MODEL, "input": 7}, {"model": MODEL, "background": "yes"}):
+        answer = raw(base_url, "POST", "/responses", json=body)
+        assert answer.status_code == 400, (body, answer.text)
+        assert answer.json()["error"]["type"] == "invalid_request_error"
 
 
 def test_hosted_tools_are_ignored_and_namespaces_offered(base_url: str) -> None:

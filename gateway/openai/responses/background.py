@@ -132,7 +132,9 @@ class Background:
         exchange.key_name, exchange.model = key.name, plan.model.name
         exchange.prompt_tokens, exchange.stream = plan.prompt_tokens, False
         exchange.job_ids = list(record.job_ids)
-        self.follow(runtime, record, run, plan, jobs, exchange)
+        follower = self.follow(runtime, record, run, plan, jobs, exchange)
+        if record.seq == 0:  # lost before its first save: its stream starts here
+            follower.publish(run.opening())
 
     async def _fail(self, follower: Follower, error: GatewayError) -> None:
         try:

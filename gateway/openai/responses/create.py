@@ -123,7 +123,7 @@ def _errors(error: GatewayError, headers: dict[str, str]) -> Response:
 
 async def _plan(ctx: RequestContext) -> tuple[Plan, Codec]:
     door = door_of(ctx.runtime)
-    if ctx.data.get("background") is True:
+    if isinstance(ctx.data, dict) and ctx.data.get("background") is True:
         raise Handover(await _background(ctx))
     prepared = await door.prepare(ctx.data, ctx.key)
     plan = plan_conversation(
