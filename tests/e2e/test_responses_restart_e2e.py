@@ -69,3 +69,32 @@ def test_a_killed_gateways_background_response_is_finished_by_the_next(
         assert "following background response" in second.output()
     finally:
         second.stop()
+
+
+def test_a_background_response_holds_its_keys_concurrency_slot(
+    emulator: Server, tmp_path: Path
+) -> None:
+    config = _config(emulator, tmp_path)
+    config["keys"] = [{**config["keys"][0], "max_concurrent": 1}]
+    server = start_gateway(tmp_path, config)
+    try:
+        api = openai.OpenAI(base_url=server.url + "/v1", api_key=ALICE_KEY, max_retries=0)
+        made = api.responses.create(
+            model="gemma-2b", input="[[emulate:wps 10]] [[emulate:words 12]]", background=True
+        )
+        with pytest.raises(openai.RateLimitError):  # the run holds the key's one slot
+            api.responses.create(model="gemma-2b", input="and me? [[emulate:reply no]]")
+        done = _retrieve_until(api, made.id, lambda r: r.status == "completed")
+        assert done.status == "completed"
+        deadline = time.monotonic() + 5
+        while True:  # the slot is free once the run has ended
+            try:
+                again = api.responses.create(model="gemma-2b", input="now [[emulate:reply yes]]")
+                break
+            except openai.RateLimitError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        assert again.output_text == "yes"
+    finally:
+        server.stop()

@@ -32,6 +32,7 @@ from gateway.openai.codec import KEEPALIVE_COMMENT
 from gateway.openai.responses.door import Prepared, ResponsesDoor, new_object
 from gateway.openai.responses.render import sse
 from gateway.openai.responses.run import ResponseRun, StreamEvent
+from gateway.openai.responses.store import StoredResponse
 from gateway.runtime import Runtime
 
 ROUTE = "/v1/responses"
@@ -96,7 +97,7 @@ class ResponseCodec:
         if self.prepared.request.store:
             await self.door.save(self._record(), self.prepared)
 
-    def _record(self) -> Any:
+    def _record(self) -> StoredResponse:
         return self.door.record(self.prepared, self.run.snapshot(), self.key)
 
 
