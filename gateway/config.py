@@ -393,6 +393,9 @@ class Settings(_Frozen):
                     f"keys {other!r} and {key.name!r} have the same secret (key or key_sha256); "
                     "give each key its own"
                 )
+        for name in key_names:
+            if name.startswith("team:"):
+                raise ValueError(f"key name {name!r}: names starting with 'team:' are reserved")
         account_names = [a.name for a in self.accounts]
         if len(account_names) != len(set(account_names)):
             raise ValueError("account names must be unique")
