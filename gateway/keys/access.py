@@ -35,9 +35,7 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
 
 class AdminKeys:
     def __init__(self, keys: Sequence[AdminKeySettings]) -> None:
-        self._entries = [
-            (bytes.fromhex(k.digest), AdminIdentity(k.name, k.role)) for k in keys
-        ]
+        self._entries = [(bytes.fromhex(k.digest), AdminIdentity(k.name, k.role)) for k in keys]
 
     def authorize(
         self,

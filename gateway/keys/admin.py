@@ -176,7 +176,8 @@ class KeyAdmin:
         if current is None:
             where = " (it is a config key: change it in the config file)"
             raise NotFound(
-                f"No database key named {name!r}" + (where if name in self.config_names else "")
+                f"No database key named {name!r}"
+                + (where if name in self.config_names else "")
                 + ".",
                 code="key_not_found",
             )
@@ -247,4 +248,3 @@ def _set_fields(body: BaseModel, exclude: frozenset[str] = frozenset()) -> dict[
             value = _DEFAULTS[name]
         fields[name] = value
     return fields
-

@@ -94,12 +94,8 @@ class KeyStore:
                 await tx.fetch("SELECT pg_advisory_xact_lock(hashtext(?))", [self.keys])
             await tx.execute(self._create(self.keys, KeyRecord, KEY_COLUMNS))
             await tx.execute(self._create(self.teams, TeamRecord, TEAM_COLUMNS))
-            await tx.execute(
-                f"CREATE INDEX IF NOT EXISTS {self.keys}_seq ON {self.keys} (seq)"
-            )
-            await tx.execute(
-                f"CREATE INDEX IF NOT EXISTS {self.teams}_seq ON {self.teams} (seq)"
-            )
+            await tx.execute(f"CREATE INDEX IF NOT EXISTS {self.keys}_seq ON {self.keys} (seq)")
+            await tx.execute(f"CREATE INDEX IF NOT EXISTS {self.teams}_seq ON {self.teams} (seq)")
             serial = "BIGSERIAL" if self.db.dialect == "postgresql" else "INTEGER"
             await tx.execute(
                 f"CREATE TABLE IF NOT EXISTS {self.audit_table} (id {serial} PRIMARY KEY, "

@@ -50,6 +50,7 @@ class KeyWatcher:
         self.postgres_url = postgres_url
         self.on_health = on_health
         self.healthy = False
+        self._failed = False
         self._opened = False
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -70,12 +71,16 @@ class KeyWatcher:
         """Refresh now (a change was announced, or made here)."""
         self._wake.set()
 
+    async def open(self) -> None:
+        if not self._opened:
+            async with asyncio.timeout(REFRESH_TIMEOUT):
+                await self.store.open()
+            self._opened = True
+
     async def refresh(self) -> None:
         try:
+            await self.open()
             async with asyncio.timeout(REFRESH_TIMEOUT):
-                if not self._opened:
-                    await self.store.open()
-                    self._opened = True
                 changes = await self.store.changes(self.registry.version)
         except Exception as exc:
             self._health(False, exc)
@@ -86,8 +91,10 @@ class KeyWatcher:
     def _health(self, healthy: bool, exc: BaseException | None = None) -> None:
         if healthy != self.healthy or (not healthy and not self.registry.loaded):
             if healthy:
-                logger.warning("key database reachable: %d keys loaded", len(self.registry))
+                log = logger.warning if self._failed else logger.info
+                log("key database reachable: %d keys loaded", len(self.registry))
             else:
+                self._failed = True
                 logger.warning(
                     "key database unreachable (%s: %s): serving the %d keys already loaded",
                     type(exc).__name__,
@@ -153,9 +160,10 @@ class KeyWatcher:
             conn = None
             try:
                 conn = await asyncpg.connect(self.postgres_url, timeout=5.0)
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda *_, lost=lost: lost.set())
                 await conn.add_listener(self.store.channel, lambda *_: self.poke())
-                while not conn.is_closed():
-                    await asyncio.sleep(5.0)
+                await lost.wait()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

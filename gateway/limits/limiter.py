@@ -210,13 +210,13 @@ class Limiter:
                 param="model",
             )
 
-        if team is not None and team.models is not None:
-            if not any(n in team.models for n in (model, *aliases)):
-                raise PermissionDenied(
-                    f"This API key's team {team.name!r} may not use the model {model!r}.",
-                    code="model_not_allowed",
-                    param="model",
-                )
+        team_models = team.models if team is not None else None
+        if team_models is not None and not any(n in team_models for n in (model, *aliases)):
+            raise PermissionDenied(
+                f"This API key's team may not use the model {model!r}.",
+                code="model_not_allowed",
+                param="model",
+            )
 
         tokens = max(0, int(estimated_tokens))
         team_admission = None

@@ -60,6 +60,17 @@ class _Class:
     groups: dict[str, _Group] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Share:
+    """Who a request waits as: its key and team, their weights, and its priority class."""
+
+    key: str = ""
+    team: str | None = None
+    weight: float = 1.0
+    team_weight: float = 1.0
+    priority: int = 0
+
+
 def _head_since(flow: _Flow) -> float:
     return flow.waiters[0].since
 
@@ -88,17 +99,9 @@ class JobSlots:
         # A request larger than the whole cap may still run alone rather than never.
         return self.in_use + n <= self.capacity or self.in_use == 0
 
-    async def acquire(
-        self,
-        n: int,
-        wait: float,
-        *,
-        key: str = "",
-        team: str | None = None,
-        weight: float = 1.0,
-        team_weight: float = 1.0,
-        priority: int = 0,
-    ) -> None:
+    async def acquire(self, n: int, wait: float, share: Share | None = None) -> None:
+        share = share or Share()
+        key, team, priority = share.key, share.team, share.priority
         if self.capacity is None:
             self.in_use += n
             return
@@ -116,7 +119,8 @@ class JobSlots:
         loop = asyncio.get_running_loop()
         waiter = _Waiter(n, loop.create_future(), loop.time())
         group_name = f"team:{team}" if team else f"key:{key}"
-        flow = self._enqueue(priority, group_name, team_weight if team else weight, key, weight)
+        group_weight = share.team_weight if team else share.weight
+        flow = self._enqueue(priority, group_name, group_weight, key, share.weight)
         flow.waiters.append(waiter)
         self._waiting += 1
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from gateway.upstream.slots import JobSlots
+from gateway.upstream.slots import JobSlots, Share
 
 
 class Line:
@@ -18,7 +18,7 @@ class Line:
 
     async def queue(self, key: str, count: int = 1, **options: Any) -> None:
         async def take() -> None:
-            await self.slots.acquire(1, 30, key=key, **options)
+            await self.slots.acquire(1, 30, Share(key, **options))
             self.order.append(key)
 
         for _ in range(count):
@@ -96,8 +96,8 @@ async def test_a_higher_priority_goes_first() -> None:
 async def test_waits_are_reported_per_key() -> None:
     waits: list[tuple[str, float]] = []
     slots = JobSlots(1, 10, on_wait=lambda key, seconds: waits.append((key, seconds)))
-    await slots.acquire(1, 1, key="A")
-    task = asyncio.create_task(slots.acquire(1, 5, key="B"))
+    await slots.acquire(1, 1, Share("A"))
+    task = asyncio.create_task(slots.acquire(1, 5, Share("B")))
     await asyncio.sleep(0.02)
     slots.release(1)
     await task
