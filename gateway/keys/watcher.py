@@ -26,6 +26,12 @@ logger = logging.getLogger("gateway.keys")
 REFRESH_TIMEOUT = 5.0
 
 
+def _raise_if_cancelling() -> None:
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def redis_channel(prefix: str) -> str:
     return f"{prefix}keys:changed"
 
@@ -144,9 +150,8 @@ class KeyWatcher:
                 async for message in pubsub.listen():
                     if message.get("type") == "message":
                         self.poke()
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:
+                _raise_if_cancelling()  # a client library may turn our cancellation into its error
                 logger.debug("key change subscription lost: %s", exc)
             finally:
                 with contextlib.suppress(Exception):
@@ -164,9 +169,8 @@ class KeyWatcher:
                 conn.add_termination_listener(lambda *_, lost=lost: lost.set())
                 await conn.add_listener(self.store.channel, lambda *_: self.poke())
                 await lost.wait()
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:
+                _raise_if_cancelling()
                 logger.debug("key change LISTEN lost: %s", exc)
             finally:
                 if conn is not None:
@@ -175,12 +179,12 @@ class KeyWatcher:
             await asyncio.sleep(1.0)
 
     async def aclose(self) -> None:
-        for task in self._tasks:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
+        if tasks:
+            # Bounded: a listener stuck in a client library must not hold up shutdown.
+            await asyncio.wait(tasks, timeout=2.0)
         if self._redis is not None:
             with contextlib.suppress(Exception):
                 await self._redis.aclose()
