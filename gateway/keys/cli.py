@@ -68,8 +68,12 @@ def _limit(text: str) -> int | str:
 
 def _add_fields(parser: argparse.ArgumentParser, *, key: bool) -> None:
     for name in LIMIT_FIELDS:
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_limit,
-                            help="a number, or 'none' to clear")  # fmt: skip
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            type=_limit,
+            help="a number, or 'none' to clear",
+        )
     parser.add_argument("--models", help="comma-separated model names, or 'all'")
     parser.add_argument("--weight", type=float, help="fair-share weight (default 1)")
     parser.add_argument("--priority", type=int, help="fair-share priority class (default 0)")
@@ -213,8 +217,9 @@ def _command(
 
 def add_key_commands(keys_sub: Any) -> None:
     """``create | list | show | update | rotate | revoke`` beside ``keys generate``."""
-    create = _command(keys_sub, "create", "create a database key (prints its secret once)",
-                      _create, writes=True)  # fmt: skip
+    create = _command(
+        keys_sub, "create", "create a database key (prints its secret once)", _create, writes=True
+    )
     create.add_argument("name")
     _add_fields(create, key=True)
     listing = _command(keys_sub, "list", "list database keys", _list, writes=False)
@@ -227,13 +232,19 @@ def add_key_commands(keys_sub: Any) -> None:
     update = _command(keys_sub, "update", "change a database key", _update, writes=True)
     update.add_argument("name")
     _add_fields(update, key=True)
-    rotate = _command(keys_sub, "rotate", "give a key a new secret (printed once)",
-                      _rotate, writes=True)  # fmt: skip
+    rotate = _command(
+        keys_sub, "rotate", "give a key a new secret (printed once)", _rotate, writes=True
+    )
     rotate.add_argument("name")
-    rotate.add_argument("--grace-seconds", type=int, default=0,
-                        help="the old secret stays valid this long (default 0)")  # fmt: skip
-    revoke = _command(keys_sub, "revoke", "revoke a key (kept for the ledger)", _revoke,
-                      writes=True)  # fmt: skip
+    rotate.add_argument(
+        "--grace-seconds",
+        type=int,
+        default=0,
+        help="the old secret stays valid this long (default 0)",
+    )
+    revoke = _command(
+        keys_sub, "revoke", "revoke a key (kept for the ledger)", _revoke, writes=True
+    )
     revoke.add_argument("name")
 
 
@@ -246,10 +257,8 @@ def add_team_commands(sub: Any) -> None:
     _command(teams_sub, "list", "list teams", _team_list, writes=False)
     show = _command(teams_sub, "show", "show one team", _team_show, writes=False)
     show.add_argument("name")
-    update = _command(teams_sub, "update", "change a team", _team_update,
-                      writes=True)  # fmt: skip
+    update = _command(teams_sub, "update", "change a team", _team_update, writes=True)
     update.add_argument("name")
     _add_fields(update, key=False)
-    delete = _command(teams_sub, "delete", "delete a team without keys", _team_delete,
-                      writes=True)  # fmt: skip
+    delete = _command(teams_sub, "delete", "delete a team without keys", _team_delete, writes=True)
     delete.add_argument("name")

@@ -13,6 +13,8 @@ from __future__ import annotations
 from importlib import metadata
 from typing import Any
 
+from gateway.ops.admin_openapi import admin_paths
+
 ERROR_STATUSES = {
     "400": "Invalid request: malformed JSON, a wrong type, a value out of range.",
     "401": "Missing or unknown API key.",
@@ -473,6 +475,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            **admin_paths(),
             "/openapi.json": {
                 "get": {
                     "summary": "This document",
