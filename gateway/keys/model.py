@@ -7,10 +7,9 @@ shapes that leave the process, and they leave the digests out too.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from types import MappingProxyType
+from typing import Any, Literal, NamedTuple, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -20,10 +19,16 @@ LIMIT_FIELDS = ("rpm", "tpm", "max_concurrent", "daily_tokens", "monthly_tokens"
 
 Scheme = Literal["sha256", "hmac"]
 
+#: The shared default of ``metadata`` (read-only, so no record can change another's).
+_NO_METADATA = cast(dict[str, Any], MappingProxyType({}))
 
-@dataclass(frozen=True, slots=True)
-class KeyRecord:
-    """One database key as stored (times are epoch seconds)."""
+
+class KeyRecord(NamedTuple):
+    """One database key as stored (times are epoch seconds).
+
+    A named tuple, not a dataclass: a starting replica builds 100,000 of them, and a tuple is
+    several times quicker to make. ``metadata`` is never changed in place.
+    """
 
     name: str
     digest: str
@@ -40,7 +45,7 @@ class KeyRecord:
     daily_tokens: int | None = None
     monthly_tokens: int | None = None
     expires_at: float | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = _NO_METADATA
     weight: float = 1.0
     priority: int = 0
     disabled: bool = False
@@ -50,11 +55,10 @@ class KeyRecord:
     seq: int = 0
 
     def replace(self, **changes: Any) -> KeyRecord:
-        return dataclasses.replace(self, **changes)
+        return self._replace(**changes)
 
 
-@dataclass(frozen=True, slots=True)
-class TeamRecord:
+class TeamRecord(NamedTuple):
     """A team: limits and budgets its keys share, and its weight and priority for fair share."""
 
     name: str
@@ -66,14 +70,14 @@ class TeamRecord:
     monthly_tokens: int | None = None
     weight: float = 1.0
     priority: int = 0
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = _NO_METADATA
     created_at: float = 0.0
     updated_at: float = 0.0
     deleted_at: float | None = None
     seq: int = 0
 
     def replace(self, **changes: Any) -> TeamRecord:
-        return dataclasses.replace(self, **changes)
+        return self._replace(**changes)
 
 
 def iso(moment: float | None) -> str | None:
@@ -93,7 +97,7 @@ def key_view(record: KeyRecord) -> dict[str, Any]:
         "models": list(record.models) if record.models is not None else None,
         **{name: getattr(record, name) for name in LIMIT_FIELDS},
         "expires_at": iso(record.expires_at),
-        "metadata": record.metadata,
+        "metadata": dict(record.metadata),
         "weight": record.weight,
         "priority": record.priority,
         "created_at": iso(record.created_at),
@@ -112,7 +116,7 @@ def team_view(record: TeamRecord) -> dict[str, Any]:
         **{name: getattr(record, name) for name in LIMIT_FIELDS},
         "weight": record.weight,
         "priority": record.priority,
-        "metadata": record.metadata,
+        "metadata": dict(record.metadata),
         "created_at": iso(record.created_at),
         "updated_at": iso(record.updated_at),
     }

@@ -21,8 +21,8 @@ from gateway.keys.store import Changes
 
 logger = logging.getLogger("gateway.keys")
 
-#: (expected digest, the key, the end of its validity for a rotated-out secret)
-_Entry = tuple[str, KeySettings, float | None]
+#: (expected digest, the key's name, the end of its validity for a rotated-out secret)
+_Entry = tuple[str, str, float | None]
 
 
 def key_settings(record: KeyRecord, token: str) -> KeySettings:
@@ -66,6 +66,7 @@ class KeyRegistry:
         self.version = 0
         self.loaded = False
         self._records: dict[str, KeyRecord] = {}
+        #: Built on a key's first request, not at start-up (loading 100,000 keys stays fast).
         self._settings: dict[str, KeySettings] = {}
         self._by_digest: dict[str, _Entry] = {}
         self._teams: dict[str, TeamRecord] = {}
@@ -97,21 +98,19 @@ class KeyRegistry:
         if record.name in self.config_names:
             logger.error("database key %r is also a config key: the config's is used", record.name)
             return
-        token = self.accounts.get(record.account or "")
-        if token is None:
+        if record.account not in self.accounts:
             logger.error("key %r names unknown account %r: refused", record.name, record.account)
             return
-        settings = key_settings(record, token)
-        self._settings[record.name] = settings
-        self._by_digest[record.digest] = (record.digest, settings, None)
+        self._by_digest[record.digest] = (record.digest, record.name, None)
         if record.prev_digest is not None and record.prev_until is not None:
-            self._by_digest[record.prev_digest] = (record.prev_digest, settings, record.prev_until)
+            entry = (record.prev_digest, record.name, record.prev_until)
+            self._by_digest[record.prev_digest] = entry
 
     def _forget(self, record: KeyRecord) -> None:
         self._settings.pop(record.name, None)
         for digest in (record.digest, record.prev_digest):
             entry = self._by_digest.get(digest or "")
-            if entry is not None and entry[1].name == record.name:
+            if entry is not None and entry[1] == record.name:
                 del self._by_digest[digest or ""]
 
     def put_team(self, record: TeamRecord) -> None:
@@ -132,18 +131,29 @@ class KeyRegistry:
             entry = self._by_digest.get(candidate)
         if entry is None:
             return None
-        expected, settings, valid_until = entry
+        expected, name, valid_until = entry
         if not hmac.compare_digest(expected, candidate):
             return None
         if valid_until is not None and now >= valid_until:
             return None
-        return settings
+        return self.settings(name)
 
     def record(self, name: str) -> KeyRecord | None:
         return self._records.get(name)
 
     def settings(self, name: str) -> KeySettings | None:
-        return self._settings.get(name)
+        """The runtime view of a live key (``None`` if revoked or unusable)."""
+        found = self._settings.get(name)
+        if found is not None:
+            return found
+        record = self._records.get(name)
+        if record is None or record.revoked_at is not None or record.name in self.config_names:
+            return None
+        token = self.accounts.get(record.account or "")
+        if token is None:
+            return None
+        found = self._settings[name] = key_settings(record, token)
+        return found
 
     def team(self, name: str | None) -> TeamRecord | None:
         return self._teams.get(name) if name else None

@@ -22,8 +22,9 @@ from gateway.keys.store import KeyStore
 
 logger = logging.getLogger("gateway.keys")
 
-#: Longest a refresh may take before it counts as a failure.
+#: Longest a refresh may take before it counts as a failure (the first one loads every key).
 REFRESH_TIMEOUT = 5.0
+FIRST_LOAD_TIMEOUT = 60.0
 
 
 def _raise_if_cancelling() -> None:
@@ -86,7 +87,8 @@ class KeyWatcher:
     async def refresh(self) -> None:
         try:
             await self.open()
-            async with asyncio.timeout(REFRESH_TIMEOUT):
+            limit = REFRESH_TIMEOUT if self.registry.loaded else FIRST_LOAD_TIMEOUT
+            async with asyncio.timeout(limit):
                 changes = await self.store.changes(self.registry.version)
         except Exception as exc:
             self._health(False, exc)
