@@ -97,18 +97,18 @@ class KeyWatcher:
         self._health(True)
 
     def _health(self, healthy: bool, exc: BaseException | None = None) -> None:
-        if healthy != self.healthy or (not healthy and not self.registry.loaded):
-            if healthy:
-                log = logger.warning if self._failed else logger.info
-                log("key database reachable: %d keys loaded", len(self.registry))
-            else:
-                self._failed = True
-                logger.warning(
-                    "key database unreachable (%s: %s): serving the %d keys already loaded",
-                    type(exc).__name__,
-                    exc,
-                    len(self.registry),
-                )
+        """Log each change of state once (not every poll while the database is away)."""
+        if healthy and not self.healthy:
+            log = logger.warning if self._failed else logger.info
+            log("key database reachable: %d keys loaded", len(self.registry))
+        elif not healthy and (self.healthy or not self._failed):
+            self._failed = True
+            logger.warning(
+                "key database unreachable (%s: %s): serving the %d keys already loaded",
+                type(exc).__name__,
+                exc,
+                len(self.registry),
+            )
         self.healthy = healthy
         if self.on_health is not None:
             self.on_health(healthy)

@@ -324,8 +324,8 @@ class Limiter:
             await self.store.settle(claim, actual_tokens, now_ms)
         except StoreUnavailable as exc:
             self._store_failed(exc)
-        else:
-            self._store_ok()
+        # No _store_ok() on success: a settle with nothing to free or correct skips the store,
+        # so it proves nothing (the next claim, the probe, ends an outage).
 
     def _store_failed(self, exc: StoreUnavailable) -> None:
         self._next_probe = time.monotonic() + self.probe_interval
