@@ -12,7 +12,7 @@ import hmac
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from gateway.auth import bearer_token
+from gateway.auth import presented_key
 from gateway.config import AdminKeySettings
 from gateway.errors import AuthenticationFailed, NotFound, PermissionDenied
 
@@ -26,11 +26,6 @@ class AdminIdentity:
     def actor(self) -> str:
         """How the audit trail names this caller."""
         return f"admin:{self.name}"
-
-
-def presented_key(headers: Mapping[str, str]) -> str | None:
-    """``Authorization: Bearer <key>``, or ``x-api-key: <key>``."""
-    return bearer_token(headers) or (headers.get("x-api-key") or "").strip() or None
 
 
 class AdminKeys:
