@@ -43,6 +43,7 @@ from gateway.openai.responses.routes import (
     retrieve_response,
 )
 from gateway.openai.unsupported import unsupported
+from gateway.ops import admin_keys
 from gateway.ops.admin import admin_reload, admin_usage, own_usage
 from gateway.ops.health import healthz, readyz, root
 from gateway.ops.inflight import InFlightMiddleware
@@ -170,6 +171,7 @@ def create_app(
         Route("/v1/usage", own_usage, methods=["GET"]),
         Route("/admin/usage", admin_usage, methods=["GET"]),
         Route("/admin/reload", admin_reload, methods=["POST"]),
+        *admin_keys.ROUTES,
         Route("/", root, methods=["GET"]),
         Route("/v1/{rest:path}", unsupported, methods=_ANY),
     ]

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from gateway.config import KeySettings
 from gateway.errors import AuthenticationFailed
+
+if TYPE_CHECKING:
+    from gateway.keys.registry import KeyRegistry
 
 
 def bearer_token(headers: Mapping[str, str]) -> str | None:
@@ -34,11 +39,13 @@ class KeyRing:
     """Checks presented keys against sha256 digests, comparing each in constant time.
 
     Every configured digest is compared (no early exit), so the time taken says nothing
-    about which key, if any, nearly matched.
+    about which key, if any, nearly matched. Keys from the database (``registry``) are then
+    found by their digest in one dict lookup (see :mod:`gateway.keys.registry`).
     """
 
-    def __init__(self, keys: Sequence[KeySettings]) -> None:
+    def __init__(self, keys: Sequence[KeySettings], registry: KeyRegistry | None = None) -> None:
         self._entries = [(bytes.fromhex(k.digest), k) for k in keys]
+        self.registry = registry
 
     def authenticate(self, headers: Mapping[str, str]) -> KeySettings:
         presented = presented_key(headers)
@@ -48,19 +55,27 @@ class KeyRing:
                 "'x-api-key: <gateway key>'.",
                 code="missing_api_key",
             )
-        digest = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
+        hashed = hashlib.sha256(presented.encode("utf-8", "surrogateescape"))
+        digest = hashed.digest()
         found: KeySettings | None = None
         for expected, key in self._entries:
             if hmac.compare_digest(digest, expected):
                 found = key
+        if found is None and self.registry is not None:
+            found = self.registry.lookup(hashed.hexdigest(), presented, time.time())
         if found is None:
             raise AuthenticationFailed("Incorrect API key provided.")
         return found
 
 
-def account_names(keys: Sequence[KeySettings]) -> dict[str, str]:
-    """A printable name per upstream token (the first key using it), for logs and metrics."""
+def account_names(
+    keys: Sequence[KeySettings], accounts: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """A printable name per upstream token, for logs and metrics: the name of its configured
+    account (``accounts``: name -> token), else the first key using it."""
     names: dict[str, str] = {}
+    for name, token in (accounts or {}).items():
+        names.setdefault(token, name)
     for key in keys:
         names.setdefault(key.upstream_token, key.name)
     return names

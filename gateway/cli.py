@@ -1,4 +1,4 @@
-"""``gateway serve | emulator | keys | usage``."""
+"""``gateway serve | emulator | keys | teams | usage``."""
 
 from __future__ import annotations
 
@@ -168,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     generate = keys_sub.add_parser("generate", help="print a new key and its sha256")
     generate.set_defaults(func=_keys_generate)
+    from gateway.keys.cli import add_key_commands, add_team_commands
+
+    add_key_commands(keys_sub)
+    add_team_commands(sub)
 
     usage = sub.add_parser("usage", help="print usage by key and model from the ledger")
     usage.add_argument("--config", help=f"YAML config file (default: ${CONFIG_ENV})")

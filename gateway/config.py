@@ -25,6 +25,8 @@ from pydantic import (
 )
 
 CONFIG_ENV = "GATEWAY_CONFIG"
+#: Names of accounts, teams and database keys: safe in URLs, logs and metric labels.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 DEFAULT_FINISHED = ("completed", "complete", "finished", "done", "success", "succeeded", "ended")
@@ -115,11 +117,29 @@ class ModelSettings(_Frozen):
     cache: bool | None = None  # None: as cache.models says
 
 
+def _sha256_hex(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+        raise ValueError("must be 64 hex digits (a sha256 digest)")
+    return value.lower() if value else value
+
+
+class AccountSettings(_Frozen):
+    """An upstream account by name: keys refer to it with ``account:``; its token stays here."""
+
+    name: str = Field(min_length=1, pattern=NAME_PATTERN)
+    upstream_token: str = Field(min_length=1, repr=False)
+
+
 class KeySettings(_Frozen):
     name: str = Field(min_length=1)
     key: str | None = Field(None, min_length=8, repr=False)
     key_sha256: str | None = None
+    #: Filled from ``accounts`` when the key names an ``account`` instead (see Settings).
     upstream_token: str = Field(min_length=1, repr=False)
+    account: str | None = None
+    team: str | None = None
+    weight: float = Field(1.0, gt=0, le=1000)
+    priority: int = Field(0, ge=-100, le=100)
     models: tuple[str, ...] | None = None
     rpm: int | None = Field(None, ge=1)
     tpm: int | None = Field(None, ge=1)
@@ -133,9 +153,7 @@ class KeySettings(_Frozen):
     @field_validator("key_sha256")
     @classmethod
     def _hex(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", value):
-            raise ValueError("must be 64 hex digits (a sha256 digest)")
-        return value.lower() if value else value
+        return _sha256_hex(value)
 
     @model_validator(mode="after")
     def _one_key(self) -> KeySettings:
@@ -235,9 +253,59 @@ class ResponsesSettings(_Frozen):
     background_lease_seconds: float = Field(15.0, ge=1)
 
 
+class AdminKeySettings(_Frozen):
+    """One admin key: ``admin`` may change keys and teams, ``viewer`` may only read."""
+
+    name: str = Field(min_length=1)
+    key: str | None = Field(None, min_length=8, repr=False)
+    key_sha256: str | None = None
+    role: Literal["admin", "viewer"] = "admin"
+
+    @field_validator("key_sha256")
+    @classmethod
+    def _hex(cls, value: str | None) -> str | None:
+        return _sha256_hex(value)
+
+    @model_validator(mode="after")
+    def _one_key(self) -> AdminKeySettings:
+        if (self.key is None) == (self.key_sha256 is None):
+            raise ValueError("give exactly one of 'key' or 'key_sha256'")
+        return self
+
+    @property
+    def digest(self) -> str:
+        if self.key_sha256 is not None:
+            return self.key_sha256
+        assert self.key is not None
+        return hashlib.sha256(self.key.encode()).hexdigest()
+
+
 class AdminSettings(_Frozen):
     key: str | None = Field(None, min_length=8, repr=False)
     key_sha256: str | None = None
+    keys: tuple[AdminKeySettings, ...] = ()
+
+    def all_keys(self) -> tuple[AdminKeySettings, ...]:
+        """``keys`` plus the single ``key`` / ``key_sha256`` of older configs (role admin)."""
+        if self.key is None and self.key_sha256 is None:
+            return self.keys
+        legacy = AdminKeySettings(name="admin", key=self.key, key_sha256=self.key_sha256)
+        return (legacy, *self.keys)
+
+
+class KeyStoreSettings(_Frozen):
+    """Keys and teams kept in the database of ``ledger.url``, managed through /admin."""
+
+    enabled: bool = True
+    #: HMAC-SHA256 secret for the digests of new database keys (from the environment).
+    secret: str | None = Field(None, min_length=16, repr=False)
+    poll_seconds: float = Field(0.5, gt=0, le=60)
+    table_prefix: str = Field("gateway_", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
+
+    @field_validator("secret", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
 
 class LoggingSettings(_Frozen):
@@ -276,15 +344,45 @@ class Settings(_Frozen):
     server: ServerSettings = ServerSettings()
     upstream: UpstreamSettings = UpstreamSettings()
     models: tuple[ModelSettings, ...] = ()
+    accounts: tuple[AccountSettings, ...] = ()
     keys: tuple[KeySettings, ...] = ()
     limits: LimitSettings = LimitSettings()
     redis: RedisSettings = RedisSettings()
     ledger: LedgerSettings = LedgerSettings()
     responses: ResponsesSettings = ResponsesSettings()
     admin: AdminSettings = AdminSettings()
+    key_store: KeyStoreSettings = KeyStoreSettings()
     logging: LoggingSettings = LoggingSettings()
     emulator: EmulatorSettings = EmulatorSettings()
     cache: CacheSettings = CacheSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_accounts(cls, data: Any) -> Any:
+        """A key naming an ``account`` gets that account's upstream token (kept out of the DB)."""
+        if not isinstance(data, dict) or not isinstance(data.get("keys"), list | tuple):
+            return data
+        tokens = {
+            a.get("name"): a.get("upstream_token")
+            for a in data.get("accounts") or ()
+            if isinstance(a, dict)
+        }
+        keys = []
+        for key in data["keys"]:
+            if isinstance(key, dict) and key.get("account") is not None:
+                if key["account"] not in tokens:
+                    raise ValueError(
+                        f"key {key.get('name')!r} names unknown account {key['account']!r}"
+                    )
+                if key.get("upstream_token") is None:
+                    key = {**key, "upstream_token": tokens[key["account"]]}
+                elif key["upstream_token"] != tokens[key["account"]]:
+                    raise ValueError(
+                        f"key {key.get('name')!r} gives an upstream_token other than its "
+                        f"account's ({key['account']!r}): give one or the other"
+                    )
+            keys.append(key)
+        return {**data, "keys": keys}
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:
@@ -305,6 +403,15 @@ class Settings(_Frozen):
                     f"keys {other!r} and {key.name!r} have the same secret (key or key_sha256); "
                     "give each key its own"
                 )
+        for name in key_names:
+            if name.startswith("team:"):
+                raise ValueError(f"key name {name!r}: names starting with 'team:' are reserved")
+        account_names = [a.name for a in self.accounts]
+        if len(account_names) != len(set(account_names)):
+            raise ValueError("account names must be unique")
+        admin_names = [a.name for a in self.admin.all_keys()]
+        if len(admin_names) != len(set(admin_names)):
+            raise ValueError("admin key names must be unique (the single admin.key is 'admin')")
         for key in self.keys:
             for allowed in key.models or ():
                 if allowed not in seen:

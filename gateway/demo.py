@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.config import KeySettings, ModelSettings, Settings
+from gateway.config import AccountSettings, KeySettings, ModelSettings, Settings
 
 DEMO_MODELS = (
     ModelSettings(name="gemma-2b", tag="gemma:2b", aliases=("gemma:2b",), template="gemma"),
@@ -11,8 +11,10 @@ DEMO_MODELS = (
 
 
 def with_demo_defaults(settings: Settings, emulator_token: str) -> Settings:
-    """Fill in demo models and the demo key when the config gives none."""
+    """Fill in demo models, the demo key and the demo account when the config gives none."""
     update: dict[str, object] = {}
+    if not settings.accounts:
+        update["accounts"] = (AccountSettings(name="demo", upstream_token=emulator_token),)
     if not settings.models:
         update["models"] = DEMO_MODELS
     if not settings.keys:

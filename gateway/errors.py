@@ -123,6 +123,13 @@ class NotFound(GatewayError):
     default_code = "not_found"
 
 
+class Conflict(GatewayError):
+    """The request contradicts the current state (a name already taken, a revoked key)."""
+
+    status_code = 409
+    error_type = "invalid_request_error"
+
+
 class RateLimited(GatewayError):
     status_code = 429
     error_type = "rate_limit_error"

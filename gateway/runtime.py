@@ -15,6 +15,7 @@ from gateway.engine.cache import ResponseCache
 from gateway.engine.catalog import ModelCatalog
 from gateway.engine.service import Completions
 from gateway.http.exchange import Exchange
+from gateway.keys.service import KeyService
 from gateway.ledger import Ledger, UsageRecord
 from gateway.limits import Limiter
 from gateway.openai.responses.door import ResponsesDoor
@@ -48,6 +49,7 @@ class Runtime:
     limiter: Limiter
     ledger: Ledger
     cache: ResponseCache
+    key_service: KeyService
     shutting_down: bool = False
     #: Monotonic times of the last upstream call that got an answer / that could not get one.
     last_upstream_ok: float = field(default=0.0)
@@ -61,7 +63,8 @@ class Runtime:
 
     @classmethod
     def build(cls, settings: Settings, base_url: str, metrics: Metrics) -> Runtime:
-        accounts = account_names(settings.keys)
+        named = {a.name: a.upstream_token for a in settings.accounts}
+        accounts = account_names(settings.keys, named)
         holder: list[Runtime] = []
 
         def observe(kind: str, outcome: str, seconds: float) -> None:
@@ -92,20 +95,23 @@ class Runtime:
         )
         metrics.init_accounts(accounts.values())
         ledger = Ledger.from_settings(settings.ledger, on_drop=metrics.count_ledger_dropped)
+        catalog = ModelCatalog(settings.models)
+        key_service = KeyService(settings, metrics, catalog.names())
         runtime = cls(
             settings=settings,
             metrics=metrics,
-            catalog=ModelCatalog(settings.models),
-            keys=KeyRing(settings.keys),
+            catalog=catalog,
+            keys=KeyRing(settings.keys, key_service.registry if key_service.enabled else None),
             client=client,
             hub=hub,
-            completions=Completions(settings, client, hub, batcher),
+            completions=Completions(settings, client, hub, batcher, metrics.observe_slot_wait),
             accounts=accounts,
             limiter=Limiter.from_settings(settings, on_degraded=metrics.set_limits_degraded),
             ledger=ledger,
             redactor=redactor,
             cache=ResponseCache.from_settings(settings, on_event=metrics.observe_cache),
             responses=ResponsesDoor(settings),
+            key_service=key_service,
         )
         holder.append(runtime)
         return runtime
@@ -197,12 +203,14 @@ class Runtime:
         before = {k.name for k in self.settings.keys}
         after = {k.name for k in fresh.keys}
         catalog = ModelCatalog(fresh.models) if fresh.models else self.catalog
+        self.key_service.check_names(fresh.keys)
         self.settings = self.settings.model_copy(
             update={"keys": fresh.keys, "models": catalog.models}
         )
-        self.keys = KeyRing(fresh.keys)
+        self.keys = KeyRing(fresh.keys, self.keys.registry)
         self.catalog = catalog
-        self.accounts = account_names(fresh.keys)
+        named = {a.name: a.upstream_token for a in self.settings.accounts}
+        self.accounts = account_names(fresh.keys, named)
         self.metrics.init_accounts(self.accounts.values())
         self.redactor.register_secrets(config_secrets(self.settings))
         if self.on_reload is not None:
@@ -215,6 +223,7 @@ class Runtime:
         await self.ledger.start()
         if self.responses is not None:
             await self.responses.start(self)
+        await self.key_service.start()
 
     def begin_drain(self) -> None:
         """Shutdown began: unready now; requests still running near the grace end are cut."""
@@ -258,6 +267,8 @@ class Runtime:
     async def dependencies(self) -> dict[str, bool]:
         """Reported by /readyz without deciding readiness: they never fail a request."""
         info: dict[str, bool] = {"ledger": self.ledger.healthy}
+        if self.key_service.enabled:
+            info["keys_db"] = self.key_service.healthy
         if self.settings.redis.url and self.settings.redis.failure_policy == "open":
             info["redis"] = not self.limiter.degraded and await self._redis_reachable()
         return info
@@ -281,3 +292,4 @@ class Runtime:
         await self.client.aclose()
         await self.limiter.close()
         await self.ledger.stop()
+        await self.key_service.aclose()

@@ -27,7 +27,7 @@ from gateway.upstream.batcher import SubmitBatcher
 from gateway.upstream.client import JobsClient
 from gateway.upstream.errors import UpstreamFailure
 from gateway.upstream.poller import AccountPoller, PollerHub
-from gateway.upstream.slots import JobSlots
+from gateway.upstream.slots import JobSlots, Share
 
 logger = logging.getLogger("gateway.service")
 
@@ -69,6 +69,7 @@ class Completions:
         client: JobsClient,
         hub: PollerHub,
         batcher: SubmitBatcher | None = None,
+        on_slot_wait: Callable[[str, float], None] | None = None,
     ) -> None:
         self._settings = settings
         self._hub = hub
@@ -77,6 +78,7 @@ class Completions:
         self.batcher = batcher or SubmitBatcher(
             client, upstream.submit_batch_window / 1000, upstream.submit_batch_max_inputs
         )
+        self._on_slot_wait = on_slot_wait
         self._slots: dict[str, JobSlots] = {}
         #: Jobs in flight that identical requests may join, by cache key; None: not submitted.
         self._shared: dict[str, asyncio.Future[Submitted | None]] = {}
@@ -87,7 +89,9 @@ class Completions:
         slots = self._slots.get(token)
         if slots is None:
             upstream = self._settings.upstream
-            slots = JobSlots(upstream.max_jobs_per_token, upstream.queue_size_per_token)
+            slots = JobSlots(
+                upstream.max_jobs_per_token, upstream.queue_size_per_token, self._on_slot_wait
+            )
             self._slots[token] = slots
         return slots
 
@@ -107,13 +111,15 @@ class Completions:
         deadline: float,
         *,
         share: str | None = None,
+        fair: Share | None = None,
     ) -> Submitted:
         """Submit ``plan``'s jobs; with ``share`` (a cache key), join the jobs of an identical
-        request in flight instead, or let later identical requests join these."""
+        request in flight instead, or let later identical requests join these. ``fair`` says
+        how the request waits for its account's job cap (see :mod:`gateway.upstream.slots`)."""
         if self.drain_deadline != math.inf:
             raise _shutting_down()
         if share is None:
-            return await self._submit(key, account, plan, deadline)
+            return await self._submit(key, account, plan, deadline, fair)
         while (pending := self._shared.get(share)) is not None:
             try:
                 async with asyncio.timeout_at(deadline):
@@ -129,7 +135,7 @@ class Completions:
         pending = asyncio.get_running_loop().create_future()
         self._shared[share] = pending
         try:
-            submitted = await self._submit(key, account, plan, deadline)
+            submitted = await self._submit(key, account, plan, deadline, fair)
         except BaseException:
             self._forget(share, pending)
             raise
@@ -145,13 +151,19 @@ class Completions:
             pending.set_result(None)
 
     async def _submit(
-        self, key: KeySettings, account: str, plan: Plan, deadline: float
+        self,
+        key: KeySettings,
+        account: str,
+        plan: Plan,
+        deadline: float,
+        fair: Share | None = None,
     ) -> Submitted:
         if self.drain_deadline != math.inf:  # also for a request that waited to join
             raise _shutting_down()
         slots = self.slots(key.upstream_token)
         wait = deadline - asyncio.get_running_loop().time()
-        await slots.acquire(plan.n_choices, max(wait, 0.0))
+        fair = fair or Share(key.name, key.team, key.weight, priority=key.priority)
+        await slots.acquire(plan.n_choices, max(wait, 0.0), fair)
         try:
             async with asyncio.timeout_at(deadline):
                 ids = await self.batcher.submit(

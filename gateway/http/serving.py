@@ -140,6 +140,7 @@ async def serve(request: Request, route: str, planner: Planner, errors: ErrorRen
             plan.model.name,
             0 if free else estimate(plan, settings.limits),
             aliases=plan.model.aliases,
+            team=rt.key_service.team_limits(key),
         )
         headers.update(admission.headers)
         # Only once admitted: a refused request must not learn what is cached.
@@ -153,7 +154,12 @@ async def serve(request: Request, route: str, planner: Planner, errors: ErrorRen
         if cached is None:
             share_jobs = share if settings.cache.share_jobs else None
             jobs = await rt.completions.submit(
-                key, rt.account(key), plan, deadline, share=share_jobs
+                key,
+                rt.account(key),
+                plan,
+                deadline,
+                share=share_jobs,
+                fair=rt.key_service.share(key),
             )
     except GatewayError as error:
         if isinstance(error, RateLimited) and exchange.key_name:

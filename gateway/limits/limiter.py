@@ -23,6 +23,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC
 from typing import Literal
 
@@ -43,6 +44,19 @@ from gateway.limits.state import (
 logger = logging.getLogger("gateway.limits")
 
 FailurePolicy = Literal["open", "closed"]
+
+
+#: Team counters live beside key counters; key names cannot start with this (see config).
+TEAM_PREFIX = "team:"
+
+
+@dataclass(frozen=True, slots=True)
+class TeamLimits:
+    """What a team's keys share: limits over all of them together, and allowed models."""
+
+    name: str
+    quota: Quota
+    models: tuple[str, ...] | None = None
 
 
 def quota_of(key: KeySettings) -> Quota:
@@ -77,6 +91,8 @@ class Admission:
         self._limiter = limiter
         self._claim = claim
         self._released = False
+        #: The team's admission, released with this one.
+        self.partner: Admission | None = None
 
     @property
     def claim(self) -> Claim | None:
@@ -97,6 +113,8 @@ class Admission:
         self._released = True
         if self._limiter is not None and self._claim is not None:
             await self._limiter._settle(self, self._claim, max(0, actual_tokens))
+        if self.partner is not None:
+            await self.partner.release(actual_tokens)
 
 
 class Limiter:
@@ -163,8 +181,13 @@ class Limiter:
         estimated_tokens: int,
         *,
         aliases: Iterable[str] = (),
+        team: TeamLimits | None = None,
     ) -> Admission:
         """Admit one request of ``key`` for ``model`` or raise the refusal.
+
+        A ``team``'s limits are claimed first, on counters its keys share; a request its key
+        then refuses gives the team's tokens and concurrency back (its one request stays in the
+        team's requests-per-minute window).
 
         ``estimated_tokens`` is the prompt's tokens plus the completion tokens expected
         (``max_tokens``); ``aliases`` are other names of the same model, any of which may
@@ -187,14 +210,42 @@ class Limiter:
                 param="model",
             )
 
+        team_models = team.models if team is not None else None
+        if team_models is not None and not any(n in team_models for n in (model, *aliases)):
+            raise PermissionDenied(
+                f"This API key's team may not use the model {model!r}.",
+                code="model_not_allowed",
+                param="model",
+            )
+
         tokens = max(0, int(estimated_tokens))
-        quota = quota_of(key)
+        team_admission = None
+        if team is not None and not team.quota.unlimited:
+            team_admission = await self._admit_quota(
+                TEAM_PREFIX + team.name, team.quota, tokens, now, f"team {team.name!r}"
+            )
+        try:
+            admission = await self._admit_quota(key.name, quota_of(key), tokens, now, "key")
+        except BaseException:
+            if team_admission is not None:
+                await team_admission.release(0)
+            raise
+        if team_admission is not None:
+            admission.partner = team_admission
+            if not admission.headers:
+                admission.headers = team_admission.headers
+        return admission
+
+    async def _admit_quota(
+        self, name: str, quota: Quota, tokens: int, now: float, who: str
+    ) -> Admission:
+        """One atomic claim on the counters of ``name`` (a key, or a team)."""
         if quota.unlimited:
             return Admission(None, None, {}, estimated_tokens=tokens)
 
         now_ms = round(now * 1000)
         claim = Claim(
-            key=key.name,
+            key=name,
             claim_id=uuid.uuid4().hex,
             tokens=tokens,
             now_ms=now_ms,
@@ -216,7 +267,7 @@ class Limiter:
 
         headers = rate_limit_headers(quota, verdict)
         if verdict.refused is not None:
-            raise _refusal(claim, verdict, headers)
+            raise _refusal(claim, verdict, headers, who)
         admission = Admission(self, claim, headers, estimated_tokens=tokens)
         if quota.max_concurrent is not None:
             self._live.add(admission)
@@ -273,8 +324,8 @@ class Limiter:
             await self.store.settle(claim, actual_tokens, now_ms)
         except StoreUnavailable as exc:
             self._store_failed(exc)
-        else:
-            self._store_ok()
+        # No _store_ok() on success: a settle with nothing to free or correct skips the store,
+        # so it proves nothing (the next claim, the probe, ends an outage).
 
     def _store_failed(self, exc: StoreUnavailable) -> None:
         self._next_probe = time.monotonic() + self.probe_interval
@@ -318,7 +369,9 @@ class Limiter:
                 logger.exception("renewing concurrency leases failed")
 
 
-def _refusal(claim: Claim, verdict: Verdict, headers: dict[str, str]) -> RateLimited:
+def _refusal(
+    claim: Claim, verdict: Verdict, headers: dict[str, str], who: str = "key"
+) -> RateLimited:
     quota, tokens = claim.quota, claim.tokens
     retry = verdict.retry_after_ms / 1000 if verdict.retry_after_ms is not None else None
     code = "rate_limit_exceeded"
@@ -362,6 +415,8 @@ def _refusal(claim: Claim, verdict: Verdict, headers: dict[str, str]) -> RateLim
             f"Too many concurrent requests for this key: Limit {quota.max_concurrent}. "
             "Retry when one of them has finished."
         )
+    if who != "key":
+        message = f"Shared limit of {who}: " + message.replace("this key", who)
     headers = dict(headers)
     if retry is not None:
         message += f" Please try again in {format_duration(retry)}."

@@ -16,6 +16,7 @@ from typing import Any
 from gateway.config import LimitSettings
 from gateway.openai.openapi_answers import answer_schemas, with_headers
 from gateway.openai.responses import openapi as responses_openapi
+from gateway.ops.admin_openapi import admin_paths
 
 ERROR_STATUSES = {
     "400": "Invalid request: malformed JSON, a wrong type, a value out of range.",
@@ -427,6 +428,7 @@ def openapi_document(limits: LimitSettings | None = None) -> dict[str, Any]:
                     },
                 }
             },
+            **admin_paths(),
             "/openapi.json": {
                 "get": {
                     "summary": "This document",

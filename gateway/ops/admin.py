@@ -2,31 +2,60 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+from collections.abc import Callable
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.auth import bearer_token
 from gateway.config import ConfigError
-from gateway.errors import AuthenticationFailed, BadRequest, GatewayError, NotFound
+from gateway.errors import BadRequest, GatewayError
 from gateway.http.common import error_response, runtime
 from gateway.ledger import parse_time_range, rows_to_json
+from gateway.ledger.record import UsageRow
+from gateway.ops.admin_keys import authorize
 from gateway.runtime import Runtime
 
+GROUPINGS = ("key", "team", "model")
 
-def _require_admin(rt: Runtime, request: Request) -> None:
-    admin = rt.settings.admin
-    expected = admin.key_sha256 or (
-        hashlib.sha256(admin.key.encode()).hexdigest() if admin.key else None
-    )
-    if expected is None:
-        raise NotFound("The admin endpoints are off: no admin key is configured.")
-    presented = bearer_token(request.headers) or ""
-    digest = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).hexdigest()
-    if not hmac.compare_digest(digest, expected):
-        raise AuthenticationFailed("This endpoint needs the admin key.")
+
+def _require_admin(rt: Runtime, request: Request, *, write: bool = False) -> None:
+    authorize(rt, request, write=write)
+
+
+def team_of(rt: Runtime, key_name: str) -> str | None:
+    """The team a key belongs to now (usage is grouped by today's membership)."""
+    key = rt.key_service.registry.settings(key_name)
+    if key is None:
+        record = rt.key_service.registry.record(key_name)
+        if record is not None:
+            return record.team
+        key = next((k for k in rt.settings.keys if k.name == key_name), None)
+    return key.team if key is not None else None
+
+
+def regroup(rows: list[UsageRow], group: Callable[[UsageRow], tuple[str, str]]) -> list[UsageRow]:
+    """Add rows up under new (key_name, model) labels."""
+    sums: dict[tuple[str, str], list[UsageRow]] = {}
+    for row in rows:
+        sums.setdefault(group(row), []).append(row)
+    out = []
+    for (label, model), part in sorted(sums.items()):
+        requests = sum(r.requests for r in part)
+        out.append(
+            UsageRow(
+                key_name=label,
+                model=model,
+                requests=requests,
+                errors=sum(r.errors for r in part),
+                prompt_tokens=sum(r.prompt_tokens for r in part),
+                completion_tokens=sum(r.completion_tokens for r in part),
+                total_tokens=sum(r.total_tokens for r in part),
+                avg_duration_ms=(
+                    sum(r.avg_duration_ms * r.requests for r in part) / requests if requests else 0
+                ),
+            )
+        )
+    return out
 
 
 async def _usage_answer(rt: Runtime, request: Request, key_name: str | None) -> Response:
@@ -35,13 +64,29 @@ async def _usage_answer(rt: Runtime, request: Request, key_name: str | None) -> 
         since, until = parse_time_range(query.get("since"), query.get("until"))
     except ValueError as exc:
         raise BadRequest(str(exc), param="since") from None
+    group_by = query.get("group_by") or "key"
+    if group_by not in GROUPINGS:
+        raise BadRequest(f"'group_by' must be one of {', '.join(GROUPINGS)}.", param="group_by")
     rows = await rt.ledger.report(since, until, key_name)
+    team = query.get("team")
+    if team is not None:
+        rows = [r for r in rows if team_of(rt, r.key_name) == team]
+    data = rows_to_json(rows)
+    if group_by == "team":
+        data = rows_to_json(regroup(rows, lambda r: (team_of(rt, r.key_name) or "", r.model)))
+        for item in data:
+            item["team"] = item.pop("key_name") or None
+    elif group_by == "model":
+        data = rows_to_json(regroup(rows, lambda r: ("", r.model)))
+        for item in data:
+            del item["key_name"]
     return JSONResponse(
         {
             "object": "usage_report",
             "since": since.isoformat(),
             "until": until.isoformat(),
-            "data": rows_to_json(rows),
+            "group_by": group_by,
+            "data": data,
         }
     )
 
@@ -68,7 +113,7 @@ async def own_usage(request: Request) -> Response:
 async def admin_reload(request: Request) -> Response:
     rt = runtime(request)
     try:
-        _require_admin(rt, request)
+        _require_admin(rt, request, write=True)
         try:
             changes = rt.reload()
         except ConfigError as exc:

@@ -120,8 +120,11 @@ def config_secrets(settings: Settings) -> list[str | None]:
     return [
         *(k.upstream_token for k in settings.keys),
         *(k.key for k in settings.keys),
+        *(a.upstream_token for a in settings.accounts),
+        *(k.key for k in settings.admin.keys),
         settings.admin.key,
         settings.emulator.token,
+        settings.key_store.secret,
     ]
 
 

@@ -112,6 +112,9 @@ class Metrics:
     log_rewrites: Counter
     limits_degraded: Gauge
     ledger_dropped: Counter
+    slot_wait: Histogram
+    keys_store_up: Gauge
+    keys_loaded: Gauge
     circuit_open: Gauge
     build_info: Gauge
     submission_inputs: Histogram
@@ -226,6 +229,25 @@ class Metrics:
             ledger_dropped=Counter(
                 "gateway_ledger_dropped_total",
                 "Usage records dropped because the ledger queue was full or failing.",
+                registry=reg,
+            ),
+            slot_wait=Histogram(
+                "gateway_job_slot_wait_seconds",
+                "Time a request waited for its upstream account's job cap, by key.",
+                ["key"],
+                buckets=WAIT_BUCKETS,
+                registry=reg,
+            ),
+            keys_store_up=Gauge(
+                "gateway_keys_store_up",
+                "1 while the key database answers; 0: serving the keys loaded before.",
+                multiprocess_mode="livemin",
+                registry=reg,
+            ),
+            keys_loaded=Gauge(
+                "gateway_keys_loaded",
+                "Database keys held in memory (revoked ones included).",
+                multiprocess_mode="livemax",
                 registry=reg,
             ),
             circuit_open=Gauge(
@@ -347,6 +369,13 @@ class Metrics:
 
     def set_limits_degraded(self, degraded: bool) -> None:
         self.limits_degraded.set(1 if degraded else 0)
+
+    def observe_slot_wait(self, key: str, seconds: float) -> None:
+        self.slot_wait.labels(key=key).observe(seconds)
+
+    def set_keys_store(self, up: bool, loaded: int) -> None:
+        self.keys_store_up.set(1 if up else 0)
+        self.keys_loaded.set(loaded)
 
     def count_ledger_dropped(self, count: int = 1) -> None:
         self.ledger_dropped.inc(count)

@@ -566,9 +566,12 @@ async def test_ledger_rows_reports_and_usage_endpoints(cluster: Cluster) -> None
 
     async with httpx.AsyncClient(timeout=30) as http:
         url = gateways[2].url
-        for headers in ({}, auth(LEDGER_KEY), auth("sk-not-the-admin-key")):
+        for headers in ({}, auth("sk-not-the-admin-key")):
             refused = await http.get(url + "/admin/usage", headers=headers)
             assert refused.status_code == 401, refused.text
+        # A gateway key is known, just not allowed here (the admin API contract).
+        refused = await http.get(url + "/admin/usage", headers=auth(LEDGER_KEY))
+        assert refused.status_code == 403, refused.text
         admin = await http.get(url + "/admin/usage", headers=auth(ADMIN_KEY))
         assert admin.status_code == 200
         assert {"alice", "ledger"} <= {row["key_name"] for row in admin.json()["data"]}

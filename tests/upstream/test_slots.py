@@ -1,4 +1,4 @@
-"""The per-account cap on jobs in flight: FIFO waiting, bounded line, no leaked slots."""
+"""The per-account cap on jobs in flight: fair waiting, bounded line, no leaked slots."""
 
 from __future__ import annotations
 
