@@ -1,48 +1,127 @@
 #!/usr/bin/env python3
 """Set-up included: ``python3 dev.py serve`` runs the gateway, ``python3 dev.py test`` tests it.
 
-The first run creates ``.venv`` and installs the project with its test tools; later runs
-reuse it until ``pyproject.toml`` changes. Needs only Python 3.11+.
+The first run creates ``.venv`` and installs what the command needs: ``serve`` only the
+gateway's own dependencies (a quick start), ``test`` and ``setup`` the test tools too. Later
+runs reuse it until ``pyproject.toml`` changes. Needs only Python 3.11+.
+
+usage: python3 dev.py COMMAND [ARGS]
+
+  serve [options]     run the gateway (options as `gateway serve`; no config: the demo)
+  test [pytest args]  ruff check, ruff format --check, mypy gateway, then pytest (with no
+                      args: all of it, as CI); uses Redis / PostgreSQL when they answer on
+                      127.0.0.1:6379 / :5432, and ends with a line on what was skipped and why
+  setup               create .venv with the test tools and stop (for editors, bench/)
+  gateway ARGS        any `gateway` subcommand inside the venv (emulator, keys, usage, ...)
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
+import json
 import os
+import socket
 import subprocess
 import sys
+import tempfile
 import venv
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 STAMP = VENV / ".installed-from"
+COMMANDS = ("serve", "test", "setup", "gateway")
+# What each command needs installed: serving needs no test tools (a 5x smaller venv).
+EXTRAS = {"serve": (), "gateway": (), "test": ("test",), "setup": ("test",)}
+LOCAL_SERVICES = {
+    "REDIS_URL": ("redis://127.0.0.1:6379/0", 6379),
+    "DATABASE_URL": ("postgresql://postgres@127.0.0.1:5432/test", 5432),
+}
 
 
 def _python() -> str:
     return str(BIN / "python")
 
 
-def ensure_environment() -> None:
+def _installed() -> tuple[str, set[str]]:
+    """The pyproject digest and the extras the venv was last installed with."""
+    try:
+        stamp = json.loads(STAMP.read_text())
+        return str(stamp["pyproject"]), set(stamp["extras"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "", set()
+
+
+def ensure_environment(extras: tuple[str, ...]) -> None:
     if sys.version_info < (3, 11):  # noqa: UP036 (dev.py may be run by an older python3)
         sys.exit("dev.py: Python 3.11 or newer is needed")
     wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    if STAMP.exists() and STAMP.read_text() == wanted:
+    digest, have = _installed()
+    if digest == wanted and have.issuperset(extras):
         return
     if not (BIN / "python").exists():
         print("dev.py: creating .venv", flush=True)
         venv.create(VENV, with_pip=True)
-    print("dev.py: installing the gateway and its test tools into .venv", flush=True)
+    keep = have if digest == wanted else set()
+    chosen = sorted(keep | set(extras))
+    what = "the gateway and its test tools" if "test" in chosen else "the gateway"
+    print(f"dev.py: installing {what} into .venv", flush=True)
     pip = [_python(), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "-U", "pip"], check=True)
-    subprocess.run([*pip, "-e", f"{ROOT}[test]"], check=True)
-    STAMP.write_text(wanted)
+    target = f"{ROOT}[{','.join(chosen)}]" if chosen else str(ROOT)
+    subprocess.run([*pip, "-e", target], check=True)
+    STAMP.write_text(json.dumps({"pyproject": wanted, "extras": chosen}))
 
 
-def run(cmd: list[str]) -> int:
+def run(cmd: list[str], env: dict[str, str] | None = None) -> int:
     print("$ " + " ".join(cmd), flush=True)
-    return subprocess.run(cmd, cwd=ROOT).returncode
+    return subprocess.run(cmd, cwd=ROOT, env=env).returncode
+
+
+def _answers(port: int) -> bool:
+    """True when something accepts connections on 127.0.0.1:``port``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def test_environment() -> dict[str, str]:
+    """The environment for pytest: local Redis / PostgreSQL used when they answer, as in CI."""
+    env = dict(os.environ)
+    for name, (url, port) in LOCAL_SERVICES.items():
+        if name not in env and _answers(port):
+            env[name] = url
+            print(f"dev.py: {name}={url} (it answers)", flush=True)
+    return env
+
+
+def skip_summary(junit: Path) -> str:
+    """One line: how many tests ran, and each reason for a skip with its count."""
+    try:
+        root = ET.parse(junit).getroot()
+    except (OSError, ET.ParseError):
+        return "dev.py: no test report was written"
+    outcomes: collections.Counter[str] = collections.Counter()
+    reasons: collections.Counter[str] = collections.Counter()
+    for case in root.iter("testcase"):
+        skipped = case.find("skipped")
+        if skipped is not None:
+            outcomes["skipped"] += 1
+            reason = (skipped.get("message") or "no reason given").strip()
+            reasons[reason.removeprefix("Skipped: ")] += 1
+        elif case.find("failure") is not None or case.find("error") is not None:
+            outcomes["failed"] += 1
+        else:
+            outcomes["passed"] += 1
+    counts = f"{outcomes['passed']} passed, {outcomes['failed']} failed"
+    if not reasons:
+        return f"dev.py: {counts}, nothing skipped"
+    why = "; ".join(f"{n} x {reason}" for reason, n in reasons.most_common())
+    return f"dev.py: {counts}, {outcomes['skipped']} skipped ({why})"
 
 
 def test(extra: list[str]) -> int:
@@ -55,16 +134,20 @@ def test(extra: list[str]) -> int:
         for check in checks:
             if code := run(check):
                 return code
-    return run([_python(), "-m", "pytest", *extra])
+    env = test_environment()
+    with tempfile.TemporaryDirectory(prefix="dev-py-") as tmp:
+        junit = Path(tmp) / "junit.xml"
+        code = run([_python(), "-m", "pytest", f"--junitxml={junit}", *extra], env=env)
+        print(skip_summary(junit), flush=True)
+    return code
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("serve", "test", "setup", "gateway"):
+    if not argv or argv[0] not in COMMANDS:
         print(__doc__)
-        print("usage: python3 dev.py serve [gateway serve options] | test [pytest args] | setup")
         return 2
-    ensure_environment()
     command, rest = argv[0], argv[1:]
+    ensure_environment(EXTRAS[command])
     if command == "serve":
         return run([str(BIN / "gateway"), "serve", *rest])
     if command == "gateway":
