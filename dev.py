@@ -47,7 +47,7 @@ def _python() -> str:
 
 
 def _installed() -> tuple[str, set[str]]:
-    """The pyproject digest and the extras the venv was last installed with."""
+    """The pyproject digest and what the venv holds: extras, and "project" once installed."""
     try:
         stamp = json.loads(STAMP.read_text())
         return str(stamp["pyproject"]), set(stamp["extras"])
@@ -55,24 +55,52 @@ def _installed() -> tuple[str, set[str]]:
         return "", set()
 
 
+def _pip() -> list[str]:
+    """pip for the venv: this Python's own when it can install elsewhere (no ensurepip: ~6 s)."""
+    if (BIN / "pip").exists():
+        return [_python(), "-m", "pip"]
+    probe = subprocess.run(
+        [sys.executable, "-m", "pip", "--version"], capture_output=True, text=True, check=False
+    )
+    version = probe.stdout.split()[1] if probe.returncode == 0 else "0"
+    if tuple(int(p) for p in version.split(".")[:2] if p.isdigit()) >= (22, 3):
+        return [sys.executable, "-m", "pip", "--python", _python()]
+    subprocess.run([_python(), "-m", "ensurepip", "-q"], check=True)
+    return [_python(), "-m", "pip"]
+
+
 def ensure_environment(extras: tuple[str, ...]) -> None:
+    """Install what the command needs; ``serve`` gets the dependencies only, run from source.
+
+    ``test`` and ``setup`` install the project itself (editable, with pip in the venv, as
+    editors and bench/ expect); serving needs neither, and skipping the build is most of the
+    quick start's set-up time.
+    """
     if sys.version_info < (3, 11):  # noqa: UP036 (dev.py may be run by an older python3)
         sys.exit("dev.py: Python 3.11 or newer is needed")
-    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    pyproject = (ROOT / "pyproject.toml").read_bytes()
+    wanted = hashlib.sha256(pyproject).hexdigest()
     digest, have = _installed()
-    if digest == wanted and have.issuperset(extras):
+    need = set(extras) | ({"project"} if extras else set())
+    if digest == wanted and have.issuperset(need):
         return
     if not (BIN / "python").exists():
         print("dev.py: creating .venv", flush=True)
-        venv.create(VENV, with_pip=True)
-    keep = have if digest == wanted else set()
-    chosen = sorted(keep | set(extras))
-    what = "the gateway and its test tools" if "test" in chosen else "the gateway"
-    print(f"dev.py: installing {what} into .venv", flush=True)
-    pip = [_python(), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
-    target = f"{ROOT}[{','.join(chosen)}]" if chosen else str(ROOT)
-    subprocess.run([*pip, "-e", target], check=True)
-    STAMP.write_text(json.dumps({"pyproject": wanted, "extras": chosen}))
+        venv.create(VENV, with_pip=False)
+    chosen = (have if digest == wanted else set()) | need
+    pip = [*_pip(), "install", "--disable-pip-version-check", "-q"]
+    if "project" in chosen:
+        print("dev.py: installing the gateway and its test tools into .venv", flush=True)
+        named = sorted(chosen - {"project"})
+        target = f"{ROOT}[{','.join(named)}]" if named else str(ROOT)
+        subprocess.run([*pip, "-e", target, "pip"], check=True)
+    else:
+        print("dev.py: installing what the gateway needs into .venv", flush=True)
+        import tomllib  # here: dev.py must reach its version check on an older python3
+
+        dependencies = tomllib.loads(pyproject.decode())["project"]["dependencies"]
+        subprocess.run([*pip, *dependencies], check=True)
+    STAMP.write_text(json.dumps({"pyproject": wanted, "extras": sorted(chosen)}))
 
 
 def run(cmd: list[str], env: dict[str, str] | None = None) -> int:
@@ -148,10 +176,10 @@ def main(argv: list[str]) -> int:
         return 2
     command, rest = argv[0], argv[1:]
     ensure_environment(EXTRAS[command])
-    if command == "serve":
-        return run([str(BIN / "gateway"), "serve", *rest])
+    if command == "serve":  # from the source tree: serving needs no installed project
+        return run([_python(), "-m", "gateway", "serve", *rest])
     if command == "gateway":
-        return run([str(BIN / "gateway"), *rest])
+        return run([_python(), "-m", "gateway", *rest])
     if command == "test":
         return test(rest)
     return 0

@@ -53,10 +53,12 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], limit: float) -> No
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise SystemExit(f"first_hour: the command exited with {process.returncode}")
-        with contextlib.suppress(OSError, urllib.error.URLError):
-            with urllib.request.urlopen(url + "/healthz", timeout=1.0) as answer:
-                if answer.status == 200:
-                    return
+        with (
+            contextlib.suppress(OSError, urllib.error.URLError),
+            urllib.request.urlopen(url + "/healthz", timeout=1.0) as answer,
+        ):
+            if answer.status == 200:
+                return
         time.sleep(0.05)
     raise SystemExit(f"first_hour: no answer from {url} within {limit:g} s")
 
@@ -101,7 +103,12 @@ def main() -> int:
         print("$ " + shlex.join(command), flush=True)
         log = (Path(tmp) / "serve.log").open("wb")
         process = subprocess.Popen(
-            command, cwd=clone, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            cwd=clone,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         try:
             url = f"http://127.0.0.1:{port}"
