@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.config_errors import format_validation_error
+
 CONFIG_ENV = "GATEWAY_CONFIG"
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -348,19 +350,11 @@ def interpolate_tree(value: Any, environ: dict[str, str] | os._Environ[str]) -> 
     return value
 
 
-def _format_validation_error(error: ValidationError) -> str:
-    lines = []
-    for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        lines.append(f"  {where}: {item['msg']}")
-    return "invalid configuration:\n" + "\n".join(lines)
-
-
 def parse_settings(data: dict[str, Any]) -> Settings:
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc)) from None
+        raise ConfigError(format_validation_error(exc, data, Settings)) from None
 
 
 def load_settings(

@@ -137,8 +137,15 @@ def run_emulator(host: str, port: int, config: EmulatorConfig) -> None:
 def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``gateway emulator`` options; read them back with :func:`config_from_args`."""
     defaults = EmulatorConfig()
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0: any free one)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help="port (default: %(default)s; 0: any free one)",
+    )
     parser.add_argument(
         "--token",
         action="append",
@@ -146,17 +153,34 @@ def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="TOKEN",
         help="accepted bearer token (repeatable; default: any non-empty token)",
     )
-    parser.add_argument("--queue-seconds", type=float, default=defaults.queue_seconds)
-    parser.add_argument("--words-per-second", type=float, default=defaults.words_per_second)
-    parser.add_argument("--finished-status", default=defaults.finished_status)
     parser.add_argument(
-        "--words", type=int, default=defaults.default_words, help="words of a default reply"
+        "--queue-seconds",
+        type=float,
+        default=defaults.queue_seconds,
+        help="how long a job waits before it runs (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--words-per-second",
+        type=float,
+        default=defaults.words_per_second,
+        help="how fast a running job's log grows (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--finished-status",
+        default=defaults.finished_status,
+        help="the status an ended job reports (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--words",
+        type=int,
+        default=defaults.default_words,
+        help="words of a default reply (default: %(default)s)",
     )
     parser.add_argument(
         "--retention-seconds",
         type=float,
         default=defaults.retention_seconds,
-        help="how long ended jobs stay visible",
+        help="how long ended jobs stay visible, in seconds (default: %(default)s)",
     )
 
 
