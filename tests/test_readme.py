@@ -73,3 +73,16 @@ def test_links_into_the_repository_resolve(page: Path, target: str) -> None:
     if anchor:
         assert resolved.suffix == ".md", f"{page.name}: {target}: an anchor into a non-page"
         assert anchor in anchors(resolved), f"{page.name}: no heading for #{anchor} in {path}"
+
+
+#: Files the text tells the reader to write.
+WRITTEN_BY_THE_READER = {"deploy/.env"}
+_CODE_PATH = re.compile(r"`((?:gateway|tests|bench|deploy|examples)/[\w./-]*)`")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_files_named_in_the_text_exist(page: Path) -> None:
+    """A module map that names moved files misleads more than none."""
+    named = set(_CODE_PATH.findall(page.read_text())) - WRITTEN_BY_THE_READER
+    missing = sorted(p for p in named if not (ROOT / p).exists())
+    assert not missing, f"{page.name} names files that do not exist: {missing}"
