@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.auth import KeyRing, account_names
 from gateway.config import CONFIG_ENV, ConfigError, KeySettings, Settings, load_settings
@@ -27,6 +28,7 @@ from gateway.upstream.errors import UpstreamFailure
 from gateway.upstream.poller import PollerHub
 
 access_log = logging.getLogger("gateway.access")
+admin_log = logging.getLogger("gateway.admin")
 shutdown_log = logging.getLogger("gateway.shutdown")
 
 #: How long a successful upstream call keeps /readyz green without a fresh probe.
@@ -160,7 +162,7 @@ class Runtime:
             **self._logged_prompt(exchange),
         )
 
-    def _logged_prompt(self, exchange: Exchange) -> dict[str, str]:
+    def _logged_prompt(self, exchange: Exchange) -> dict[str, Any]:
         """The prompt, in the access log only when the operator turned ``log_prompts`` on."""
         if self.settings.logging.log_prompts and exchange.prompt_text is not None:
             return {"prompt": exchange.prompt_text}
@@ -208,7 +210,7 @@ class Runtime:
         if self.on_reload is not None:
             self.on_reload(self.settings)
         changes = {"keys": len(after), "added": len(after - before), "removed": len(before - after)}
-        access_log.warning("config reloaded: %s", changes)
+        admin_log.info("config reloaded: %s", changes)
         return changes
 
     async def start(self) -> None:

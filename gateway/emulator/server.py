@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import socket
 from collections.abc import Generator
 from types import TracebackType
@@ -42,6 +43,21 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
+class _NotFromTask(logging.Filter):
+    """Drops the records logged by one task: the embedded server's own start and stop lines
+    ("Started server process", "Shutting down"), which would repeat the gateway's."""
+
+    def __init__(self, task: asyncio.Task[None]) -> None:
+        super().__init__()
+        self.task = task
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            return asyncio.current_task() is not self.task
+        except RuntimeError:  # no running loop: another thread's record
+            return True
+
+
 class EmbeddedEmulator:
     """The emulator on a real socket inside the running event loop.
 
@@ -65,6 +81,7 @@ class EmbeddedEmulator:
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._base_url: str | None = None
+        self._quiet: _NotFromTask | None = None
 
     @classmethod
     def from_settings(cls, settings: EmulatorSettings) -> EmbeddedEmulator:
@@ -94,6 +111,8 @@ class EmbeddedEmulator:
         )
         self._server = _QuietServer(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        self._quiet = _NotFromTask(self._task)
+        logging.getLogger("uvicorn.error").addFilter(self._quiet)
         while not self._server.started:
             if self._task.done():
                 sock.close()
@@ -111,7 +130,9 @@ class EmbeddedEmulator:
         try:
             await self._task
         finally:
-            self._server = self._task = self._base_url = None
+            if self._quiet is not None:
+                logging.getLogger("uvicorn.error").removeFilter(self._quiet)
+            self._server = self._task = self._base_url = self._quiet = None
 
     async def __aenter__(self) -> EmbeddedEmulator:
         await self.start()

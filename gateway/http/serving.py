@@ -36,6 +36,7 @@ from gateway.http.bodies import parse_json, read_body
 from gateway.http.common import client_timeout, deadline_cap, request_id, runtime
 from gateway.http.exchange import Exchange
 from gateway.http.responses import DeferredJSONResponse, ErrorRenderer, EventStreamResponse
+from gateway.ops.access import LOGGED_ELSEWHERE
 from gateway.runtime import Runtime
 
 logger = logging.getLogger("gateway.streaming")
@@ -117,6 +118,7 @@ async def serve(request: Request, route: str, planner: Planner, errors: ErrorRen
     rt = runtime(request)
     settings = rt.settings
     exchange = Exchange(request_id(request), route)
+    request.scope.setdefault("state", {})[LOGGED_ELSEWHERE] = True  # rt.finish writes the line
     headers: dict[str, str] = {}
     try:
         key = rt.keys.authenticate(request.headers)
@@ -188,7 +190,7 @@ async def serve(request: Request, route: str, planner: Planner, errors: ErrorRen
         await rt.finish(exchange)
 
     if plan.stream:
-        body = stream_body(codec, plan, choices, events, exchange)
+        body = stream_body(codec, plan, choices, events, exchange, headers)
         return EventStreamResponse(body, headers, on_close, errors)  # type: ignore[return-value]
 
     async def produce() -> dict[str, Any]:
@@ -197,6 +199,7 @@ async def serve(request: Request, route: str, planner: Planner, errors: ErrorRen
             await codec.complete(answer, exchange)
             return codec.render(answer)
         finally:
+            headers["x-job-id"] = ",".join(exchange.job_ids)  # the jobs asked again included
             await events.aclose()  # type: ignore[attr-defined]
             await exchange.release()  # before the answer is written (see Exchange.release)
 
@@ -254,15 +257,21 @@ async def stream_body(
     choices: Sequence[ChoiceState],
     events: AsyncIterator[Event],
     exchange: Exchange,
+    headers: dict[str, str] | None = None,
 ) -> AsyncIterator[bytes]:
-    """The stream's body. The first item is produced only once the first event is known."""
+    """The stream's body. The first item is produced only once the first event is known.
+
+    ``headers`` are the response's, sent with that first item: ``x-job-id`` is brought up to
+    date then, with the jobs asked again before anything reached the client."""
     try:
         first: Event | None = await anext(events)
     except StopAsyncIteration:
         first = None
     except GatewayError:
+        _list_jobs(headers, exchange, choices)
         await exchange.release()  # answered with a status of its own: free the slot first
         raise
+    _list_jobs(headers, exchange, choices)
     builder = AnswerBuilder(plan.n_choices) if codec.keeps_answer else None
     yield codec.opening()
     try:
@@ -291,6 +300,14 @@ async def stream_body(
         )
     await exchange.release()  # before the last bytes: the client may send its next request at once
     yield codec.closing(plan.prompt_tokens, exchange.completion_tokens)
+
+
+def _list_jobs(
+    headers: dict[str, str] | None, exchange: Exchange, choices: Sequence[ChoiceState]
+) -> None:
+    if headers is not None:
+        ids = [*exchange.job_ids, *(j for c in choices for j in c.job_ids[1:])]
+        headers["x-job-id"] = ",".join(dict.fromkeys(ids))
 
 
 def _encode(codec: Codec, event: Event, exchange: Exchange, builder: AnswerBuilder | None) -> bytes:

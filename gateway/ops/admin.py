@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -14,6 +15,8 @@ from gateway.errors import AuthenticationFailed, BadRequest, GatewayError, NotFo
 from gateway.http.common import error_response, runtime
 from gateway.ledger import parse_time_range, rows_to_json
 from gateway.runtime import Runtime
+
+admin_log = logging.getLogger("gateway.admin")
 
 
 def _require_admin(rt: Runtime, request: Request) -> None:
@@ -72,6 +75,9 @@ async def admin_reload(request: Request) -> Response:
         try:
             changes = rt.reload()
         except ConfigError as exc:
+            admin_log.error(
+                "config reload (POST /admin/reload) failed; keeping the current config: %s", exc
+            )
             raise BadRequest(f"The config was not reloaded: {exc}", code="invalid_config") from None
     except GatewayError as error:
         return error_response(error)
