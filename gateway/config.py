@@ -274,6 +274,31 @@ class EmulatorSettings(_Frozen):
     words_per_second: float = Field(20.0, gt=0)
 
 
+class TracingSettings(_Frozen):
+    """OpenTelemetry traces over OTLP/HTTP; off while ``otlp_endpoint`` is unset."""
+
+    otlp_endpoint: str | None = None
+    service_name: str = Field("llm-gateway", min_length=1)
+    sample_ratio: float = Field(1.0, ge=0, le=1)
+    headers: dict[str, str] = Field(default_factory=dict, repr=False)
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _needs_otel(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        import importlib.util  # find_spec looks without importing
+
+        if importlib.util.find_spec("opentelemetry.sdk") is None:
+            raise ValueError(
+                "OpenTelemetry is not installed: pip install 'llm-gateway[otel]' "
+                "(or leave tracing.otlp_endpoint unset)"
+            )
+        return value
+
+
 class Settings(_Frozen):
     server: ServerSettings = ServerSettings()
     upstream: UpstreamSettings = UpstreamSettings()
@@ -287,6 +312,7 @@ class Settings(_Frozen):
     logging: LoggingSettings = LoggingSettings()
     emulator: EmulatorSettings = EmulatorSettings()
     cache: CacheSettings = CacheSettings()
+    tracing: TracingSettings = TracingSettings()
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:

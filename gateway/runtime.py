@@ -22,6 +22,7 @@ from gateway.openai.responses.door import ResponsesDoor
 from gateway.ops.logs import SecretRedactor, capped_names, config_secrets, log_request
 from gateway.ops.metrics import Metrics
 from gateway.ops.shutdown import FINAL_EVENT_MARGIN
+from gateway.ops.tracing import NoTracing, RequestTracing, build_tracing
 from gateway.upstream.batcher import SubmitBatcher
 from gateway.upstream.client import JobsClient
 from gateway.upstream.errors import UpstreamFailure
@@ -60,6 +61,7 @@ class Runtime:
     redactor: SecretRedactor = field(default_factory=SecretRedactor)
     #: The Responses API's store and background runs.
     responses: ResponsesDoor | None = None
+    tracing: RequestTracing = field(default_factory=NoTracing)
 
     @classmethod
     def build(cls, settings: Settings, base_url: str, metrics: Metrics) -> Runtime:
@@ -108,6 +110,7 @@ class Runtime:
             redactor=redactor,
             cache=ResponseCache.from_settings(settings, on_event=metrics.observe_cache),
             responses=ResponsesDoor(settings),
+            tracing=build_tracing(settings.tracing, settings.logging.log_prompts),
         )
         holder.append(runtime)
         return runtime
@@ -143,6 +146,8 @@ class Runtime:
             metrics.count_log_rewrite()
         if exchange.key_name is not None and exchange.model is not None:
             self._record_usage(exchange)
+        exchange.mark("finished")
+        self.tracing.record(exchange)
         log_request(
             access_log,
             request_id=exchange.request_id,
@@ -283,3 +288,4 @@ class Runtime:
         await self.client.aclose()
         await self.limiter.close()
         await self.ledger.stop()
+        await asyncio.to_thread(self.tracing.close)  # the exporter's last batch, off the loop

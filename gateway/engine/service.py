@@ -107,13 +107,15 @@ class Completions:
         deadline: float,
         *,
         share: str | None = None,
+        on_slot: Callable[[], None] | None = None,
     ) -> Submitted:
         """Submit ``plan``'s jobs; with ``share`` (a cache key), join the jobs of an identical
-        request in flight instead, or let later identical requests join these."""
+        request in flight instead, or let later identical requests join these. ``on_slot`` is
+        called once the account's job cap grants the choices' places (traces time the wait)."""
         if self.drain_deadline != math.inf:
             raise _shutting_down()
         if share is None:
-            return await self._submit(key, account, plan, deadline)
+            return await self._submit(key, account, plan, deadline, on_slot)
         while (pending := self._shared.get(share)) is not None:
             try:
                 async with asyncio.timeout_at(deadline):
@@ -129,7 +131,7 @@ class Completions:
         pending = asyncio.get_running_loop().create_future()
         self._shared[share] = pending
         try:
-            submitted = await self._submit(key, account, plan, deadline)
+            submitted = await self._submit(key, account, plan, deadline, on_slot)
         except BaseException:
             self._forget(share, pending)
             raise
@@ -145,13 +147,20 @@ class Completions:
             pending.set_result(None)
 
     async def _submit(
-        self, key: KeySettings, account: str, plan: Plan, deadline: float
+        self,
+        key: KeySettings,
+        account: str,
+        plan: Plan,
+        deadline: float,
+        on_slot: Callable[[], None] | None = None,
     ) -> Submitted:
         if self.drain_deadline != math.inf:  # also for a request that waited to join
             raise _shutting_down()
         slots = self.slots(key.upstream_token)
         wait = deadline - asyncio.get_running_loop().time()
         await slots.acquire(plan.n_choices, max(wait, 0.0))
+        if on_slot is not None:
+            on_slot()
         try:
             async with asyncio.timeout_at(deadline):
                 ids = await self.batcher.submit(

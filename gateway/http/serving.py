@@ -96,6 +96,9 @@ class RequestContext:
         return deadline_cap(self.request, self.data)
 
 
+#: The W3C trace-context headers a client may send; traces continue them (ops/tracing.py).
+TRACE_HEADERS = ("traceparent", "tracestate")
+
 Planner = Callable[[RequestContext], Awaitable[tuple[Plan, Codec]]]
 
 
@@ -119,6 +122,11 @@ async def serve(request: Request, route: str, planner: Planner, errors: ErrorRen
     settings = rt.settings
     exchange = Exchange(request_id(request), route)
     request.scope.setdefault("state", {})[LOGGED_ELSEWHERE] = True  # rt.finish writes the line
+    exchange.trace_headers = {
+        name: value
+        for name in ("traceparent", "tracestate")
+        if (value := request.headers.get(name))
+    }
     headers: dict[str, str] = {}
     try:
         key = rt.keys.authenticate(request.headers)
@@ -126,6 +134,7 @@ async def serve(request: Request, route: str, planner: Planner, errors: ErrorRen
         raw = await read_body(request, settings.limits.max_body_bytes)
         data = parse_json(raw, settings.limits.max_json_depth)
         plan, codec = await planner(RequestContext(request, rt, key, data, exchange))
+        exchange.mark("planned")
         exchange.model = plan.model.name
         exchange.stream = plan.stream
         exchange.prompt_tokens = plan.prompt_tokens
@@ -146,6 +155,7 @@ async def serve(request: Request, route: str, planner: Planner, errors: ErrorRen
         headers.update(admission.headers)
         # Only once admitted: a refused request must not learn what is cached.
         headers["x-gateway-cache"] = "hit" if cached else "miss" if policy.read else "bypass"
+        exchange.mark("admitted")
 
         async def release_admission(done: Exchange) -> None:
             await admission.release(0 if free else done.prompt_tokens + done.completion_tokens)
@@ -155,7 +165,12 @@ async def serve(request: Request, route: str, planner: Planner, errors: ErrorRen
         if cached is None:
             share_jobs = share if settings.cache.share_jobs else None
             jobs = await rt.completions.submit(
-                key, rt.account(key), plan, deadline, share=share_jobs
+                key,
+                rt.account(key),
+                plan,
+                deadline,
+                share=share_jobs,
+                on_slot=lambda: exchange.mark("slot"),
             )
     except GatewayError as error:
         if isinstance(error, RateLimited) and exchange.key_name:
@@ -227,6 +242,7 @@ def _follow(
 
     exchange.cleanups.append(release_jobs)
     exchange.submitted_at = time.perf_counter()
+    exchange.marks["submitted"] = exchange.submitted_at
     headers["x-job-id"] = ",".join(jobs.ids)
     choices = [
         ChoiceState(i, job_id, plan, settings.upstream.strip_ansi)
@@ -280,6 +296,7 @@ async def stream_body(
             async for event in events:
                 yield _encode(codec, event, exchange, builder)
     except (GeneratorExit, asyncio.CancelledError):  # the client left: count what it got
+        exchange.mark("generated")
         settle(exchange, choices)
         raise
     except Exception as exc:
@@ -289,10 +306,12 @@ async def stream_body(
             logger.exception("stream failed after it began")
             error = InternalError("The gateway failed while streaming; it has been logged.")
         exchange.status, exchange.outcome = error.status_code, error.code or "error"
+        exchange.mark("generated")
         settle(exchange, choices)
         await exchange.release()
         yield codec.failure(error)
         return
+    exchange.mark("generated")
     settle(exchange, choices)
     if builder is not None:
         await codec.complete(
@@ -331,8 +350,10 @@ async def collect(
             if builder.add(event):
                 exchange.mark_text()
     except GatewayError:
+        exchange.mark("generated")
         settle(exchange, choices)  # answers asked for again were generated all the same
         raise
+    exchange.mark("generated")
     settle(exchange, choices)
     answer = builder.answer(plan.prompt_tokens, exchange.completion_tokens)
     if plan.echo_prompts is not None:
