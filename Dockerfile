@@ -5,7 +5,7 @@
 #
 #   docker build -t llm-gateway .
 #   docker run --rm -p 8080:8080 -v "$PWD/gateway.yaml:/etc/gateway/config.yaml:ro" \
-#     -e UPSTREAM_TOKEN -e GATEWAY_API_KEY llm-gateway
+#     -e ALICE_GATEWAY_KEY -e TEAM_A_UPSTREAM_TOKEN llm-gateway
 #   docker run --rm -p 8080:8080 -e GATEWAY_CONFIG= llm-gateway
 #
 # Configuration: a YAML file mounted at /etc/gateway/config.yaml (GATEWAY_CONFIG); secrets come

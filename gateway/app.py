@@ -44,6 +44,7 @@ from gateway.openai.responses.routes import (
 )
 from gateway.openai.unsupported import unsupported
 from gateway.ops import admin_keys
+from gateway.ops.access import AccessLogMiddleware
 from gateway.ops.admin import admin_reload, admin_usage, own_usage
 from gateway.ops.health import healthz, readyz, root
 from gateway.ops.inflight import InFlightMiddleware
@@ -179,6 +180,7 @@ def create_app(
         routes.append(Route("/metrics", _metrics, methods=["GET"]))
     middleware = [
         Middleware(RequestIdMiddleware),
+        Middleware(AccessLogMiddleware),
         Middleware(InFlightMiddleware, metrics=app_metrics),
         Middleware(HeaderGuardMiddleware),
     ]

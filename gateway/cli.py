@@ -1,4 +1,4 @@
-"""``gateway serve | emulator | keys | teams | usage``."""
+"""gateway serve | emulator | keys | teams | usage: the OpenAI-compatible gateway and its tools."""
 
 from __future__ import annotations
 
@@ -43,6 +43,9 @@ def _serve(args: argparse.Namespace) -> int:
         prepare_multiprocess_dir(multiproc_dir)
     host = args.host or settings.server.host
     port = args.port if args.port is not None else settings.server.port
+    if problem := _cannot_listen(host, port):
+        print(f"gateway: cannot listen on {host}:{port}: {problem}", file=sys.stderr)
+        return 2
     workers = args.workers or settings.server.workers
     metrics = None if workers > 1 else Metrics.create()
     app: object = (
@@ -93,6 +96,22 @@ def _metrics_server(
         return render_merged() if metrics is None else render_latest(metrics)
 
     return MetricsServer(host, server.metrics_port, render, server.metrics_token).start()
+
+
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be bound (in use, no such address), or None: asked before
+    start-up, so a taken port is one line and exit status 2, not uvicorn's log and traceback."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 def _emulator(args: argparse.Namespace) -> int:
@@ -148,9 +167,11 @@ def _usage(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from gateway import __version__
     from gateway.emulator.server import add_emulator_arguments
 
     parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"gateway {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the OpenAI-compatible gateway")

@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.config_errors import format_validation_error
+
 CONFIG_ENV = "GATEWAY_CONFIG"
 #: Names of accounts, teams and database keys: safe in URLs, logs and metric labels.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -340,6 +342,31 @@ class EmulatorSettings(_Frozen):
     words_per_second: float = Field(20.0, gt=0)
 
 
+class TracingSettings(_Frozen):
+    """OpenTelemetry traces over OTLP/HTTP; off while ``otlp_endpoint`` is unset."""
+
+    otlp_endpoint: str | None = None
+    service_name: str = Field("llm-gateway", min_length=1)
+    sample_ratio: float = Field(1.0, ge=0, le=1)
+    headers: dict[str, str] = Field(default_factory=dict, repr=False)
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _needs_otel(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        import importlib.util  # find_spec looks without importing
+
+        if importlib.util.find_spec("opentelemetry.sdk") is None:
+            raise ValueError(
+                "OpenTelemetry is not installed: pip install 'llm-gateway[otel]' "
+                "(or leave tracing.otlp_endpoint unset)"
+            )
+        return value
+
+
 class Settings(_Frozen):
     server: ServerSettings = ServerSettings()
     upstream: UpstreamSettings = UpstreamSettings()
@@ -355,6 +382,7 @@ class Settings(_Frozen):
     logging: LoggingSettings = LoggingSettings()
     emulator: EmulatorSettings = EmulatorSettings()
     cache: CacheSettings = CacheSettings()
+    tracing: TracingSettings = TracingSettings()
 
     @model_validator(mode="before")
     @classmethod
@@ -455,19 +483,11 @@ def interpolate_tree(value: Any, environ: dict[str, str] | os._Environ[str]) -> 
     return value
 
 
-def _format_validation_error(error: ValidationError) -> str:
-    lines = []
-    for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        lines.append(f"  {where}: {item['msg']}")
-    return "invalid configuration:\n" + "\n".join(lines)
-
-
 def parse_settings(data: dict[str, Any]) -> Settings:
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc)) from None
+        raise ConfigError(format_validation_error(exc, data, Settings)) from None
 
 
 def load_settings(

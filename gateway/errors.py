@@ -5,11 +5,11 @@
     │   └── UnsupportedParameter      a field the upstream cannot honour
     ├── PayloadTooLarge (413)
     ├── UnsupportedMediaType (415)
-    ├── AuthenticationFailed (401)
+    ├── AuthenticationFailed (401)    invalid_request_error, code invalid_api_key
     ├── PermissionDenied (403)
     ├── NotFound (404)                unknown model or route
     ├── MethodNotAllowed (405)
-    ├── RateLimited (429)             carries Retry-After
+    ├── RateLimited (429)             type requests or tokens; carries Retry-After
     ├── ServiceUnavailable (503)      circuit open, shutting down
     ├── UpstreamError (502)           the jobs API failed or a job failed
     ├── DeadlineExceeded (504)
@@ -36,18 +36,22 @@ class GatewayError(Exception):
         param: str | None = None,
         code: str | None = None,
         headers: dict[str, str] | None = None,
+        kind: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.code = code if code is not None else self.default_code
         self.headers = headers or {}
+        #: The ``type`` clients branch on: the class's, unless this error says more (a 429's
+        #: ``requests`` or ``tokens``, as OpenAI sends it).
+        self.kind = kind or self.error_type
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "error": {
                 "message": self.message,
-                "type": self.error_type,
+                "type": self.kind,
                 "param": self.param,
                 "code": self.code,
             }
@@ -108,7 +112,7 @@ class ClientDisconnected(GatewayError):
 
 class AuthenticationFailed(GatewayError):
     status_code = 401
-    error_type = "authentication_error"
+    error_type = "invalid_request_error"  # as OpenAI sends it, with code invalid_api_key
     default_code = "invalid_api_key"
 
 
@@ -131,8 +135,10 @@ class Conflict(GatewayError):
 
 
 class RateLimited(GatewayError):
+    """OpenAI's 429 ``type`` says which limit: ``requests`` (the default) or ``tokens``."""
+
     status_code = 429
-    error_type = "rate_limit_error"
+    error_type = "requests"
     default_code = "rate_limit_exceeded"
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:

@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.auth import KeyRing, account_names
 from gateway.config import CONFIG_ENV, ConfigError, KeySettings, Settings, load_settings
@@ -22,12 +23,14 @@ from gateway.openai.responses.door import ResponsesDoor
 from gateway.ops.logs import SecretRedactor, capped_names, config_secrets, log_request
 from gateway.ops.metrics import Metrics
 from gateway.ops.shutdown import FINAL_EVENT_MARGIN
+from gateway.ops.tracing import NoTracing, RequestTracing, build_tracing
 from gateway.upstream.batcher import SubmitBatcher
 from gateway.upstream.client import JobsClient
 from gateway.upstream.errors import UpstreamFailure
 from gateway.upstream.poller import PollerHub
 
 access_log = logging.getLogger("gateway.access")
+admin_log = logging.getLogger("gateway.admin")
 shutdown_log = logging.getLogger("gateway.shutdown")
 
 #: How long a successful upstream call keeps /readyz green without a fresh probe.
@@ -60,6 +63,7 @@ class Runtime:
     redactor: SecretRedactor = field(default_factory=SecretRedactor)
     #: The Responses API's store and background runs.
     responses: ResponsesDoor | None = None
+    tracing: RequestTracing = field(default_factory=NoTracing)
 
     @classmethod
     def build(cls, settings: Settings, base_url: str, metrics: Metrics) -> Runtime:
@@ -112,6 +116,7 @@ class Runtime:
             cache=ResponseCache.from_settings(settings, on_event=metrics.observe_cache),
             responses=ResponsesDoor(settings),
             key_service=key_service,
+            tracing=build_tracing(settings.tracing, settings.logging.log_prompts),
         )
         holder.append(runtime)
         return runtime
@@ -147,6 +152,8 @@ class Runtime:
             metrics.count_log_rewrite()
         if exchange.key_name is not None and exchange.model is not None:
             self._record_usage(exchange)
+        exchange.mark("finished")
+        self.tracing.record(exchange)
         log_request(
             access_log,
             request_id=exchange.request_id,
@@ -166,7 +173,7 @@ class Runtime:
             **self._logged_prompt(exchange),
         )
 
-    def _logged_prompt(self, exchange: Exchange) -> dict[str, str]:
+    def _logged_prompt(self, exchange: Exchange) -> dict[str, Any]:
         """The prompt, in the access log only when the operator turned ``log_prompts`` on."""
         if self.settings.logging.log_prompts and exchange.prompt_text is not None:
             return {"prompt": exchange.prompt_text}
@@ -216,7 +223,7 @@ class Runtime:
         if self.on_reload is not None:
             self.on_reload(self.settings)
         changes = {"keys": len(after), "added": len(after - before), "removed": len(before - after)}
-        access_log.warning("config reloaded: %s", changes)
+        admin_log.info("config reloaded: %s", changes)
         return changes
 
     async def start(self) -> None:
@@ -293,3 +300,4 @@ class Runtime:
         await self.limiter.close()
         await self.ledger.stop()
         await self.key_service.aclose()
+        await asyncio.to_thread(self.tracing.close)  # the exporter's last batch, off the loop

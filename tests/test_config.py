@@ -74,9 +74,13 @@ def test_default_values_in_interpolation(tmp_path: Path) -> None:
         ({"upstream": {"poll_interval": -1}}, "upstream.poll_interval"),
         ({"upstream": {"base_url": "ftp://x"}}, "upstream.base_url"),
         ({"upstream": {"pol_interval": 1}}, "upstream.pol_interval"),
-        ({"models": [{"name": "m"}]}, "models.0.tag"),
-        ({"keys": [{"name": "a", "upstream_token": "t"}]}, "keys.0"),
-        ({"keys": [{"name": "a", "key_sha256": "zz", "upstream_token": "t"}]}, "keys.0.key_sha256"),
+        ({"models": [{"name": "m"}]}, "models[m].tag"),
+        ({"models": [{"tag": "t"}]}, "models[0].name"),
+        ({"keys": [{"name": "a", "upstream_token": "t"}]}, "keys[a]"),
+        (
+            {"keys": [{"name": "a", "key_sha256": "zz", "upstream_token": "t"}]},
+            "keys[a].key_sha256",
+        ),
         ({"limits": {"max_n": 0}}, "limits.max_n"),
         ({"redis": {"failure_policy": "maybe"}}, "redis.failure_policy"),
     ],
@@ -159,3 +163,21 @@ def test_cache_settings_are_checked_at_start_up() -> None:
         parse_settings({"models": models, "cache": {"backend": "redis"}})
     with pytest.raises(ConfigError, match="submit_batch_window"):
         parse_settings({"upstream": {"submit_batch_window": -1}})
+
+
+def test_config_errors_name_entries_suggest_fields_and_speak_of_lists() -> None:
+    data = {
+        "upstream": {"pol_interval": 1, "finished_statuses": "done"},
+        "keys": [
+            {"name": "alice", "key": "sk-12345678", "upstream_token": "t"},
+            {"name": "bob", "key": "sk-87654321"},
+        ],
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_settings(data)
+    lines = str(info.value).splitlines()
+    assert "  keys[bob].upstream_token: Field required" in lines
+    assert "  upstream.pol_interval: unknown field (did you mean 'poll_interval'?)" in lines
+    assert "  upstream.finished_statuses: Input should be a list" in lines
+    assert "tuple" not in str(info.value)
+    assert "Value error" not in str(info.value)

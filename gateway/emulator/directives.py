@@ -163,18 +163,27 @@ def parse_directives(prompt: str) -> Directives:
     return Directives(**fields)
 
 
-def reply_for(prompt: str, default_words: int = DEFAULT_WORDS) -> str:
+def reply_for(prompt: str, default_words: int = DEFAULT_WORDS, variant: int = 0) -> str:
     """The full text a job for ``prompt`` ends with (``json invalid_first`` aside: its valid form).
 
-    Without directives: ``default_words`` pseudo-random words seeded by the prompt's sha256.
+    Without directives: ``default_words`` pseudo-random words seeded by the prompt's sha256
+    (and by ``variant``, the job's place among the same prompt's ``n`` choices).
     """
-    return compose_reply(prompt, parse_directives(prompt), default_words)
+    return compose_reply(prompt, parse_directives(prompt), default_words, variant=variant)
 
 
 def compose_reply(
-    prompt: str, directives: Directives, default_words: int, *, broken_json: bool = False
+    prompt: str,
+    directives: Directives,
+    default_words: int,
+    *,
+    broken_json: bool = False,
+    variant: int = 0,
 ) -> str:
-    """The reply text once ``directives`` are known; ``broken_json`` breaks a ``json`` reply."""
+    """The reply text once ``directives`` are known; ``broken_json`` breaks a ``json`` reply.
+
+    ``variant`` tells apart the ``n`` choices of one prompt: a default reply differs for each
+    (variant 0 is the prompt's usual text), a directive's reply is what it says for all."""
     if directives.text is not None:
         return directives.text
     if directives.json is not None:
@@ -186,7 +195,7 @@ def compose_reply(
     if directives.tools:
         return "\n".join(render_tool_call(call) for call in directives.tools)
     count = directives.words if directives.words is not None else default_words
-    return pseudo_text(prompt, count)
+    return pseudo_text(prompt if variant == 0 else f"{prompt}\x00choice {variant}", count)
 
 
 def pseudo_text(seed: str, words: int) -> str:

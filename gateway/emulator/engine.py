@@ -306,11 +306,14 @@ class Engine:
         created_iso = datetime.fromtimestamp(wall, UTC).isoformat(timespec="seconds")
         owner = token_digest(token)
         ids: list[str] = []
+        repeats: dict[str, int] = {}
         for prompt in prompts:
             job_id = uuid.uuid4().hex
             directives = parse_directives(prompt)
+            # The same prompt twice in one submission is ``n`` choices: each its own text.
+            variant = repeats[prompt] = repeats.get(prompt, -1) + 1
             script = build_script(
-                self._reply(prompt, directives),
+                self._reply(prompt, directives, variant),
                 directives,
                 queue=self.config.queue_seconds if directives.queue is None else directives.queue,
                 wps=directives.wps or self.config.words_per_second,
@@ -403,14 +406,16 @@ class Engine:
         """Stats plus live figures."""
         return {**self.stats.snapshot(), "jobs_active": len(self._jobs)}
 
-    def _reply(self, prompt: str, directives: Directives) -> str:
+    def _reply(self, prompt: str, directives: Directives, variant: int = 0) -> str:
         broken = False
         spec = directives.json
         if spec is not None and spec.invalid_first:
             served = self._json_answers.get(spec.key, 0)
             self._json_answers[spec.key] = served + 1
             broken = served < spec.invalid_first
-        return compose_reply(prompt, directives, self.config.default_words, broken_json=broken)
+        return compose_reply(
+            prompt, directives, self.config.default_words, broken_json=broken, variant=variant
+        )
 
 
 def _command_line(prompt: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import socket
 from collections.abc import Generator
 from types import TracebackType
@@ -42,6 +43,21 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
+class _NotFromTask(logging.Filter):
+    """Drops the records logged by one task: the embedded server's own start and stop lines
+    ("Started server process", "Shutting down"), which would repeat the gateway's."""
+
+    def __init__(self, task: asyncio.Task[None]) -> None:
+        super().__init__()
+        self.task = task
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            return asyncio.current_task() is not self.task
+        except RuntimeError:  # no running loop: another thread's record
+            return True
+
+
 class EmbeddedEmulator:
     """The emulator on a real socket inside the running event loop.
 
@@ -65,6 +81,7 @@ class EmbeddedEmulator:
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._base_url: str | None = None
+        self._quiet: _NotFromTask | None = None
 
     @classmethod
     def from_settings(cls, settings: EmulatorSettings) -> EmbeddedEmulator:
@@ -94,6 +111,8 @@ class EmbeddedEmulator:
         )
         self._server = _QuietServer(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        self._quiet = _NotFromTask(self._task)
+        logging.getLogger("uvicorn.error").addFilter(self._quiet)
         while not self._server.started:
             if self._task.done():
                 sock.close()
@@ -111,7 +130,9 @@ class EmbeddedEmulator:
         try:
             await self._task
         finally:
-            self._server = self._task = self._base_url = None
+            if self._quiet is not None:
+                logging.getLogger("uvicorn.error").removeFilter(self._quiet)
+            self._server = self._task = self._base_url = self._quiet = None
 
     async def __aenter__(self) -> EmbeddedEmulator:
         await self.start()
@@ -137,8 +158,15 @@ def run_emulator(host: str, port: int, config: EmulatorConfig) -> None:
 def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``gateway emulator`` options; read them back with :func:`config_from_args`."""
     defaults = EmulatorConfig()
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0: any free one)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help="port (default: %(default)s; 0: any free one)",
+    )
     parser.add_argument(
         "--token",
         action="append",
@@ -146,17 +174,34 @@ def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="TOKEN",
         help="accepted bearer token (repeatable; default: any non-empty token)",
     )
-    parser.add_argument("--queue-seconds", type=float, default=defaults.queue_seconds)
-    parser.add_argument("--words-per-second", type=float, default=defaults.words_per_second)
-    parser.add_argument("--finished-status", default=defaults.finished_status)
     parser.add_argument(
-        "--words", type=int, default=defaults.default_words, help="words of a default reply"
+        "--queue-seconds",
+        type=float,
+        default=defaults.queue_seconds,
+        help="how long a job waits before it runs (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--words-per-second",
+        type=float,
+        default=defaults.words_per_second,
+        help="how fast a running job's log grows (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--finished-status",
+        default=defaults.finished_status,
+        help="the status an ended job reports (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--words",
+        type=int,
+        default=defaults.default_words,
+        help="words of a default reply (default: %(default)s)",
     )
     parser.add_argument(
         "--retention-seconds",
         type=float,
         default=defaults.retention_seconds,
-        help="how long ended jobs stay visible",
+        help="how long ended jobs stay visible, in seconds (default: %(default)s)",
     )
 
 

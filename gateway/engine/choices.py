@@ -185,7 +185,8 @@ class ChoiceState:
         message = f"The model did not answer with {what}: {outcome.problem}"
         if attempts > 1:
             message += f" (in {attempts} attempts)"
-        error = UpstreamError(message + ".", code=outcome.code)
+        # No retry can fix it (the gateway already asked again): the SDKs must not triple it.
+        error = UpstreamError(message + ".", code=outcome.code, headers={"x-should-retry": "false"})
         if retry and self.retries > 0:
             self.retry = Misfit(outcome.problem, error)
             return events

@@ -112,14 +112,16 @@ class Completions:
         *,
         share: str | None = None,
         fair: Share | None = None,
+        on_slot: Callable[[], None] | None = None,
     ) -> Submitted:
         """Submit ``plan``'s jobs; with ``share`` (a cache key), join the jobs of an identical
         request in flight instead, or let later identical requests join these. ``fair`` says
-        how the request waits for its account's job cap (see :mod:`gateway.upstream.slots`)."""
+        how the request waits for its account's job cap (see :mod:`gateway.upstream.slots`);
+        ``on_slot`` is called once the cap grants the choices' places (traces time the wait)."""
         if self.drain_deadline != math.inf:
             raise _shutting_down()
         if share is None:
-            return await self._submit(key, account, plan, deadline, fair)
+            return await self._submit(key, account, plan, deadline, fair, on_slot)
         while (pending := self._shared.get(share)) is not None:
             try:
                 async with asyncio.timeout_at(deadline):
@@ -135,7 +137,7 @@ class Completions:
         pending = asyncio.get_running_loop().create_future()
         self._shared[share] = pending
         try:
-            submitted = await self._submit(key, account, plan, deadline, fair)
+            submitted = await self._submit(key, account, plan, deadline, fair, on_slot)
         except BaseException:
             self._forget(share, pending)
             raise
@@ -157,6 +159,7 @@ class Completions:
         plan: Plan,
         deadline: float,
         fair: Share | None = None,
+        on_slot: Callable[[], None] | None = None,
     ) -> Submitted:
         if self.drain_deadline != math.inf:  # also for a request that waited to join
             raise _shutting_down()
@@ -164,6 +167,8 @@ class Completions:
         wait = deadline - asyncio.get_running_loop().time()
         fair = fair or Share(key.name, key.team, key.weight, priority=key.priority)
         await slots.acquire(plan.n_choices, max(wait, 0.0), fair)
+        if on_slot is not None:
+            on_slot()
         try:
             async with asyncio.timeout_at(deadline):
                 ids = await self.batcher.submit(

@@ -41,6 +41,17 @@ class Exchange:
     tokens_saved: int = 0  # tokens the grid did not generate again for this answer
     jobs_saved: int = 0  # upstream jobs not created: a hit's choices, or jobs joined
     cleanups: list[Callable[[Exchange], Awaitable[None]]] = field(default_factory=list)
+    #: perf_counter instants of the lifecycle's steps ("planned", "admitted", "slot", ...),
+    #: from which a trace is drawn afterwards (gateway/ops/tracing.py).
+    marks: dict[str, float] = field(default_factory=dict)
+    trace_headers: dict[str, str] = field(default_factory=dict)  # traceparent, tracestate
+
+    def mark(self, step: str) -> None:
+        self.marks.setdefault(step, time.perf_counter())
+
+    def epoch_ns(self, instant: float) -> int:
+        """A perf_counter instant of this exchange as Unix nanoseconds."""
+        return int((self.wall_started.timestamp() + instant - self.started) * 1e9)
 
     async def release(self) -> None:
         """Run each cleanup once; the runtime's ``finish`` always calls this again for what is
@@ -56,6 +67,7 @@ class Exchange:
     def mark_text(self) -> None:
         if self.first_text_at is None:
             self.first_text_at = time.perf_counter()
+            self.marks["first_text"] = self.first_text_at
 
     @property
     def duration(self) -> float:

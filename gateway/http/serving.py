@@ -36,6 +36,7 @@ from gateway.http.bodies import parse_json, read_body
 from gateway.http.common import client_timeout, deadline_cap, request_id, runtime
 from gateway.http.exchange import Exchange
 from gateway.http.responses import DeferredJSONResponse, ErrorRenderer, EventStreamResponse
+from gateway.ops.access import LOGGED_ELSEWHERE
 from gateway.runtime import Runtime
 
 logger = logging.getLogger("gateway.streaming")
@@ -95,6 +96,9 @@ class RequestContext:
         return deadline_cap(self.request, self.data)
 
 
+#: The W3C trace-context headers a client may send; traces continue them (ops/tracing.py).
+TRACE_HEADERS = ("traceparent", "tracestate")
+
 Planner = Callable[[RequestContext], Awaitable[tuple[Plan, Codec]]]
 
 
@@ -117,6 +121,12 @@ async def serve(request: Request, route: str, planner: Planner, errors: ErrorRen
     rt = runtime(request)
     settings = rt.settings
     exchange = Exchange(request_id(request), route)
+    request.scope.setdefault("state", {})[LOGGED_ELSEWHERE] = True  # rt.finish writes the line
+    exchange.trace_headers = {
+        name: value
+        for name in ("traceparent", "tracestate")
+        if (value := request.headers.get(name))
+    }
     headers: dict[str, str] = {}
     try:
         key = rt.keys.authenticate(request.headers)
@@ -124,6 +134,7 @@ async def serve(request: Request, route: str, planner: Planner, errors: ErrorRen
         raw = await read_body(request, settings.limits.max_body_bytes)
         data = parse_json(raw, settings.limits.max_json_depth)
         plan, codec = await planner(RequestContext(request, rt, key, data, exchange))
+        exchange.mark("planned")
         exchange.model = plan.model.name
         exchange.stream = plan.stream
         exchange.prompt_tokens = plan.prompt_tokens
@@ -145,6 +156,7 @@ async def serve(request: Request, route: str, planner: Planner, errors: ErrorRen
         headers.update(admission.headers)
         # Only once admitted: a refused request must not learn what is cached.
         headers["x-gateway-cache"] = "hit" if cached else "miss" if policy.read else "bypass"
+        exchange.mark("admitted")
 
         async def release_admission(done: Exchange) -> None:
             await admission.release(0 if free else done.prompt_tokens + done.completion_tokens)
@@ -160,6 +172,7 @@ async def serve(request: Request, route: str, planner: Planner, errors: ErrorRen
                 deadline,
                 share=share_jobs,
                 fair=rt.key_service.share(key),
+                on_slot=lambda: exchange.mark("slot"),
             )
     except GatewayError as error:
         if isinstance(error, RateLimited) and exchange.key_name:
@@ -194,7 +207,7 @@ async def serve(request: Request, route: str, planner: Planner, errors: ErrorRen
         await rt.finish(exchange)
 
     if plan.stream:
-        body = stream_body(codec, plan, choices, events, exchange)
+        body = stream_body(codec, plan, choices, events, exchange, headers)
         return EventStreamResponse(body, headers, on_close, errors)  # type: ignore[return-value]
 
     async def produce() -> dict[str, Any]:
@@ -203,6 +216,7 @@ async def serve(request: Request, route: str, planner: Planner, errors: ErrorRen
             await codec.complete(answer, exchange)
             return codec.render(answer)
         finally:
+            headers["x-job-id"] = ",".join(exchange.job_ids)  # the jobs asked again included
             await events.aclose()  # type: ignore[attr-defined]
             await exchange.release()  # before the answer is written (see Exchange.release)
 
@@ -230,6 +244,7 @@ def _follow(
 
     exchange.cleanups.append(release_jobs)
     exchange.submitted_at = time.perf_counter()
+    exchange.marks["submitted"] = exchange.submitted_at
     headers["x-job-id"] = ",".join(jobs.ids)
     choices = [
         ChoiceState(i, job_id, plan, settings.upstream.strip_ansi)
@@ -260,15 +275,21 @@ async def stream_body(
     choices: Sequence[ChoiceState],
     events: AsyncIterator[Event],
     exchange: Exchange,
+    headers: dict[str, str] | None = None,
 ) -> AsyncIterator[bytes]:
-    """The stream's body. The first item is produced only once the first event is known."""
+    """The stream's body. The first item is produced only once the first event is known.
+
+    ``headers`` are the response's, sent with that first item: ``x-job-id`` is brought up to
+    date then, with the jobs asked again before anything reached the client."""
     try:
         first: Event | None = await anext(events)
     except StopAsyncIteration:
         first = None
     except GatewayError:
+        _list_jobs(headers, exchange, choices)
         await exchange.release()  # answered with a status of its own: free the slot first
         raise
+    _list_jobs(headers, exchange, choices)
     builder = AnswerBuilder(plan.n_choices) if codec.keeps_answer else None
     yield codec.opening()
     try:
@@ -277,6 +298,7 @@ async def stream_body(
             async for event in events:
                 yield _encode(codec, event, exchange, builder)
     except (GeneratorExit, asyncio.CancelledError):  # the client left: count what it got
+        exchange.mark("generated")
         settle(exchange, choices)
         raise
     except Exception as exc:
@@ -286,10 +308,12 @@ async def stream_body(
             logger.exception("stream failed after it began")
             error = InternalError("The gateway failed while streaming; it has been logged.")
         exchange.status, exchange.outcome = error.status_code, error.code or "error"
+        exchange.mark("generated")
         settle(exchange, choices)
         await exchange.release()
         yield codec.failure(error)
         return
+    exchange.mark("generated")
     settle(exchange, choices)
     if builder is not None:
         await codec.complete(
@@ -297,6 +321,14 @@ async def stream_body(
         )
     await exchange.release()  # before the last bytes: the client may send its next request at once
     yield codec.closing(plan.prompt_tokens, exchange.completion_tokens)
+
+
+def _list_jobs(
+    headers: dict[str, str] | None, exchange: Exchange, choices: Sequence[ChoiceState]
+) -> None:
+    if headers is not None:
+        ids = [*exchange.job_ids, *(j for c in choices for j in c.job_ids[1:])]
+        headers["x-job-id"] = ",".join(dict.fromkeys(ids))
 
 
 def _encode(codec: Codec, event: Event, exchange: Exchange, builder: AnswerBuilder | None) -> bytes:
@@ -320,8 +352,10 @@ async def collect(
             if builder.add(event):
                 exchange.mark_text()
     except GatewayError:
+        exchange.mark("generated")
         settle(exchange, choices)  # answers asked for again were generated all the same
         raise
+    exchange.mark("generated")
     settle(exchange, choices)
     answer = builder.answer(plan.prompt_tokens, exchange.completion_tokens)
     if plan.echo_prompts is not None:

@@ -421,4 +421,5 @@ def _refusal(
     if retry is not None:
         message += f" Please try again in {format_duration(retry)}."
         headers["retry-after-ms"] = str(max(0, round(retry * 1000)))
-    return RateLimited(message, retry_after=retry, code=code, headers=headers)
+    kind = "tokens" if verdict.refused in ("tokens", "day", "month") else "requests"
+    return RateLimited(message, retry_after=retry, code=code, headers=headers, kind=kind)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from starlette.requests import Request
@@ -16,6 +17,7 @@ from gateway.ops.admin_keys import authorize
 from gateway.runtime import Runtime
 
 GROUPINGS = ("key", "team", "model")
+admin_log = logging.getLogger("gateway.admin")
 
 
 def _require_admin(rt: Runtime, request: Request, *, write: bool = False) -> None:
@@ -117,6 +119,9 @@ async def admin_reload(request: Request) -> Response:
         try:
             changes = rt.reload()
         except ConfigError as exc:
+            admin_log.error(
+                "config reload (POST /admin/reload) failed; keeping the current config: %s", exc
+            )
             raise BadRequest(f"The config was not reloaded: {exc}", code="invalid_config") from None
     except GatewayError as error:
         return error_response(error)

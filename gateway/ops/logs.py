@@ -309,6 +309,7 @@ def log_request(
     prompt_tokens: int | None = None,
     completion_tokens: int | None = None,
     outcome: str = "ok",
+    level: int | None = None,
     **extra: Any,
 ) -> None:
     """Write the one structured line for a finished request (warning level for 5xx).
@@ -334,7 +335,8 @@ def log_request(
         "outcome": outcome,
         **extra,
     }
-    level = logging.WARNING if status >= 500 else logging.INFO
+    if level is None:
+        level = logging.WARNING if status >= 500 else logging.INFO
     logger.log(level, "%s %s %s", route, status, outcome, extra=fields)
 
 

@@ -21,7 +21,10 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any, NoReturn
 
+from gateway.config import ConfigError
+
 logger = logging.getLogger("gateway.shutdown")
+admin_log = logging.getLogger("gateway.admin")
 
 #: Seconds before uvicorn's own deadline at which remaining requests are ended by us.
 FINAL_EVENT_MARGIN = 1.0
@@ -91,6 +94,8 @@ def reload_on_sighup(reload: Callable[[], object]) -> Iterator[None]:
     def on_hup() -> None:
         try:
             reload()
+        except ConfigError as exc:  # the operator's mistake: the reason, not a traceback
+            admin_log.error("config reload on SIGHUP failed; keeping the current config: %s", exc)
         except Exception:
             logger.exception("config reload on SIGHUP failed; keeping the current config")
 

@@ -180,12 +180,17 @@ def test_json_with_a_charset_or_no_content_type_is_fine(gateway: Server) -> None
         (
             [(b"authorization", b"Bearer sk-\xe9\xff")],
             401,
-            "authentication_error",
+            "invalid_request_error",
             "invalid_api_key",
         ),
-        ([("authorization", f"Basic {ALICE_KEY}")], 401, "authentication_error", "missing_api_key"),
-        ([("authorization", "Bearer")], 401, "authentication_error", "missing_api_key"),
-        ([], 401, "authentication_error", "missing_api_key"),
+        (
+            [("authorization", f"Basic {ALICE_KEY}")],
+            401,
+            "invalid_request_error",
+            "missing_api_key",
+        ),
+        ([("authorization", "Bearer")], 401, "invalid_request_error", "missing_api_key"),
+        ([], 401, "invalid_request_error", "missing_api_key"),
     ],
     ids=[
         "auth-twice",

@@ -207,11 +207,13 @@ def test_n_choices_come_from_one_submission(base_url: str, emulator: Server) -> 
     prompt = job_prompt(emulator, ids[0])
     assert all(job_prompt(emulator, i) == prompt for i in ids)
     assert [c.index for c in completion.choices] == [0, 1, 2]
-    assert all(c.message.content == reply_for(prompt) for c in completion.choices)
+    replies = [reply_for(prompt, variant=i) for i in range(3)]
+    assert len(set(replies)) == 3  # each choice its own text, so choices cannot be mixed up
+    assert [c.message.content for c in completion.choices] == replies
     assert all(c.finish_reason == "stop" for c in completion.choices)
     assert completion.usage is not None
     assert completion.usage.prompt_tokens == count_tokens(prompt)  # the prompt counts once
-    assert completion.usage.completion_tokens == 3 * count_tokens(reply_for(prompt))
+    assert completion.usage.completion_tokens == sum(count_tokens(r) for r in replies)
     assert completion.usage.total_tokens == (
         completion.usage.prompt_tokens + completion.usage.completion_tokens
     )

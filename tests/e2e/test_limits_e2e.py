@@ -245,7 +245,7 @@ async def test_a_burst_across_three_replicas_admits_exactly_the_rpm(cluster: Clu
     assert remaining == list(range(BURST_RPM))
     for answer in refused:
         error = answer.json()["error"]
-        assert (error["type"], error["code"]) == ("rate_limit_error", "rate_limit_exceeded")
+        assert (error["type"], error["code"]) == ("requests", "rate_limit_exceeded")
         assert int(answer.headers["retry-after"]) >= 1
         assert answer.headers["x-ratelimit-limit-requests"] == str(BURST_RPM)
         assert answer.headers["x-ratelimit-remaining-requests"] == "0"

@@ -394,3 +394,18 @@ def test_default_reply_uses_configured_word_count(clock: Clock) -> None:
     clock.now += 60
     assert log_of(engine, job_id) == pseudo_text("hi", 5)
     assert parse_directives("hi") == Directives()
+
+
+def test_each_of_n_choices_gets_its_own_text() -> None:
+    """One submission with the same prompt n times is n choices: n different default texts."""
+    engine = Engine(EmulatorConfig(queue_seconds=0))
+
+    def finals(ids: list[str]) -> list[str]:
+        return [engine._jobs[i].script.texts[engine._jobs[i].script.final] for i in ids]
+
+    texts = finals(engine.submit(TOKEN, ["same prompt"] * 3 + ["other"], "gemma:2b"))
+    assert texts == [reply_for("same prompt", variant=v) for v in range(3)] + [reply_for("other")]
+    assert len(set(texts)) == 4
+    assert texts[0] == reply_for("same prompt")  # the first is the prompt's usual text
+    directed = finals(engine.submit(TOKEN, ["[[emulate:reply Hi.]]"] * 2, "gemma:2b"))
+    assert directed == ["Hi.", "Hi."]  # a directive's reply is what it says, for every choice
