@@ -21,6 +21,7 @@ from gateway.limits import Limiter
 from gateway.openai.responses.door import ResponsesDoor
 from gateway.ops.logs import SecretRedactor, capped_names, config_secrets, log_request
 from gateway.ops.metrics import Metrics
+from gateway.ops.recent import LiveView
 from gateway.ops.shutdown import FINAL_EVENT_MARGIN
 from gateway.upstream.batcher import SubmitBatcher
 from gateway.upstream.client import JobsClient
@@ -60,6 +61,8 @@ class Runtime:
     redactor: SecretRedactor = field(default_factory=SecretRedactor)
     #: The Responses API's store and background runs.
     responses: ResponsesDoor | None = None
+    #: Recent upstream calls and failures, and the completions in flight (``/admin/live``).
+    live: LiveView = field(default_factory=LiveView)
 
     @classmethod
     def build(cls, settings: Settings, base_url: str, metrics: Metrics) -> Runtime:
@@ -71,6 +74,7 @@ class Runtime:
             metrics.observe_upstream(kind, outcome, seconds)  # type: ignore[arg-type]
             if holder:
                 holder[0].note_upstream(outcome)
+                holder[0].live.observe_upstream(outcome, seconds)
 
         def on_tick(account: str, jobs: int, chunk_sizes: Sequence[int]) -> None:
             metrics.set_jobs_in_flight(account, jobs)
@@ -129,6 +133,7 @@ class Runtime:
     async def finish(self, exchange: Exchange) -> None:
         """The end of every request: cleanups not yet run, metrics, ledger, the access log line."""
         await exchange.release()
+        self.live.finished(exchange)
         metrics = self.metrics
         key = exchange.key_name or "-"
         model = exchange.model or "-"
