@@ -16,11 +16,19 @@ from typing import Any
 import pytest
 
 from gateway.config import AdminSettings
-from tests.e2e.servers import Server, gateway_config, running, start_emulator, start_gateway
+from tests.e2e.servers import (
+    ALICE_TOKEN,
+    Server,
+    gateway_config,
+    running,
+    start_emulator,
+    start_gateway,
+)
 
 CHROMIUM = os.environ.get("GATEWAY_TEST_CHROMIUM", "/usr/bin/chromium")
 ADMIN_KEY = "sk-test-admin-0123456789"
 VIEWER_KEY = "sk-test-viewer-0123456789"
+ACCOUNT = "team-a"
 #: Whether this gateway knows admin roles (issue 16's ``admin.keys``).
 ROLES = "keys" in AdminSettings.model_fields
 
@@ -57,6 +65,8 @@ def console_gateway(
         admin=admin_section(),
         ledger={"url": f"sqlite:///{tmp / 'usage.db'}", "batch_size": 1},
     )
+    if ROLES:  # database keys run their jobs on a named account
+        config["accounts"] = [{"name": ACCOUNT, "upstream_token": ALICE_TOKEN}]
     with running(start_gateway(tmp, config)) as server:
         yield server
 
