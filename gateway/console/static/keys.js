@@ -94,6 +94,12 @@ export class Keys {
     await Promise.all([this.loadKeys(), this.loadTeams()]);
   }
 
+  /** Show one more problem under the page (keys and teams load side by side). */
+  problem(message) {
+    const node = $('keys-error');
+    node.textContent = node.textContent ? `${node.textContent} ${message}` : message;
+  }
+
   async loadKeys(more = false) {
     try {
       const answer = await api(`/admin/keys${query({
@@ -107,7 +113,7 @@ export class Keys {
       $('keys-more').hidden = !answer.has_more;
       this.drawKeys();
     } catch (error) {
-      $('keys-error').textContent = `Keys: ${error.message}`;
+      this.problem(`Keys: ${error.message}`);
     }
   }
 
@@ -216,7 +222,7 @@ export class Keys {
         return cells;
       }));
     } catch (error) {
-      $('keys-error').textContent = `Teams: ${error.message}`;
+      this.problem(`Teams: ${error.message}`);
     }
   }
 

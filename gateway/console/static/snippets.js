@@ -5,6 +5,23 @@ function shellQuote(text) {
   return `'${text.replace(/'/g, "'\\''")}'`;
 }
 
+/** A Python literal for a JSON value (a JSON string is also a valid Python string). */
+function py(value, indent = '') {
+  if (value === null || value === undefined) return 'None';
+  if (value === true) return 'True';
+  if (value === false) return 'False';
+  if (typeof value === 'number') return String(value);
+  if (typeof value === 'string') return JSON.stringify(value);
+  const inner = `${indent}    `;
+  if (Array.isArray(value)) {
+    if (!value.length) return '[]';
+    return `[\n${value.map((v) => inner + py(v, inner)).join(',\n')},\n${indent}]`;
+  }
+  const entries = Object.entries(value);
+  if (!entries.length) return '{}';
+  return `{\n${entries.map(([k, v]) => `${inner}${JSON.stringify(k)}: ${py(v, inner)}`).join(',\n')},\n${indent}}`;
+}
+
 export function snippet(kind, baseUrl, request) {
   const json = JSON.stringify(request, null, 2);
   if (kind === 'curl') {
@@ -16,15 +33,13 @@ export function snippet(kind, baseUrl, request) {
     ].join('\n');
   }
   if (kind === 'python') {
-    // A JSON string literal is also a valid Python string literal.
     return [
-      'import json',
       'import os',
       '',
       'from openai import OpenAI',
       '',
       `client = OpenAI(base_url=${JSON.stringify(baseUrl)}, api_key=os.environ["GATEWAY_API_KEY"])`,
-      `request = json.loads(${JSON.stringify(json)})`,
+      `request = ${py(request)}`,
       'for chunk in client.chat.completions.create(**request):',
       '    if chunk.choices and chunk.choices[0].delta.content:',
       '        print(chunk.choices[0].delta.content, end="", flush=True)',
