@@ -12,7 +12,7 @@ from tests.console.conftest import ADMIN_KEY
 from tests.console.pages import sign_in
 from tests.e2e.servers import ALICE_KEY, Server
 
-QUEUED_LONG = "[[emulate:queue 2]] [[emulate:words 36]] [[emulate:wps 12]] Tell me a story."
+QUEUED_LONG = "[[emulate:queue 1.5]] [[emulate:words 24]] [[emulate:wps 12]] Tell me a story."
 
 
 def read_answer(page: Page) -> tuple[int, str]:
@@ -50,7 +50,7 @@ def test_an_answer_streams_in_after_the_queued_state(page: Page) -> None:
     assert 0 < first[0] < later[0]
     expect(state).to_have_attribute("data-state", "done", timeout=15_000)
     words = answer.inner_text().split()
-    assert len(words) == 36
+    assert len(words) == 24
     expect(page.locator("#pg-ttft")).to_have_text(re.compile(r"^\d+ ms$"))
     expect(page.locator("#pg-tokens")).to_have_text(re.compile(r"\d+ prompt \+ \d+ completion"))
 
