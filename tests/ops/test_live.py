@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from gateway.config import Settings
-from gateway.exchange import Exchange
+from gateway.http.exchange import Exchange
 from gateway.ops.recent import FAILURES, SAMPLES, LiveView, circuit_state, percentile
 from gateway.upstream.breaker import CircuitBreaker
 from tests.inprocess import client as http_client
