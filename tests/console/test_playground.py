@@ -32,6 +32,10 @@ def send(page: Page, text: str) -> None:
 
 def test_an_answer_streams_in_after_the_queued_state(page: Page) -> None:
     sign_in(page, ALICE_KEY, "Playground")
+    # The key is in this tab's session storage only: no cookie, no local storage, no URL.
+    assert page.evaluate("sessionStorage.getItem('gateway-console-key')") == ALICE_KEY
+    assert page.evaluate("document.cookie + localStorage.length") == "0"
+    assert ALICE_KEY not in page.url
     state = page.locator("#pg-state")
     answer = page.get_by_role("region", name="Answer")
     send(page, QUEUED_LONG)
@@ -114,3 +118,34 @@ def test_copy_as_code_reads_the_key_from_the_environment(page: Page) -> None:
         text = code.inner_text()
         assert "/v1" in text and "Hello there" in text and "GATEWAY_API_KEY" in text
         assert ALICE_KEY not in text
+
+
+WEATHER_TOOL = (
+    '[{"type": "function", "function": {"name": "get_weather", "parameters": '
+    '{"type": "object", "properties": {"city": {"type": "string"}}}}}]'
+)
+
+
+def test_tools_stream_as_tool_calls_and_bad_json_is_refused_in_the_page(page: Page) -> None:
+    sign_in(page, ALICE_KEY, "Playground")
+    page.get_by_text("Tools and JSON schema").click()
+    page.get_by_label("JSON schema for the answer", exact=True).fill("{not json")
+    send(page, "hello")
+    expect(page.get_by_role("alert").filter(has_text="not valid JSON")).to_be_visible()
+    expect(page.locator("#pg-state")).to_have_attribute("data-state", "idle")
+    page.get_by_label("JSON schema for the answer", exact=True).fill("")
+    page.get_by_label("Tools (JSON array of function tools)", exact=True).fill(WEATHER_TOOL)
+    send(page, '[[emulate:tool get_weather {"city": "Paris"}]] Weather in Paris?')
+    expect(page.locator("#pg-state")).to_have_text("done (tool_calls)", timeout=10_000)
+    calls = page.get_by_label("Tool calls", exact=True)
+    expect(calls).to_contain_text('"name": "get_weather"')
+    expect(calls).to_contain_text("Paris")
+
+
+def test_a_wrong_key_is_refused_and_nothing_is_kept(page: Page) -> None:
+    page.goto("/")
+    page.get_by_label("API key", exact=True).fill("sk-not-a-key-at-all")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert").filter(has_text="not accepted")).to_be_visible()
+    assert page.evaluate("sessionStorage.length") == 0
+    expect(page.get_by_role("navigation")).to_be_hidden()

@@ -79,7 +79,13 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
             "upstream": {"base_url": "http://127.0.0.1:9", "max_jobs_per_token": 3},
             "models": [{"name": "gemma-2b", "tag": "gemma:2b"}],
             "keys": [
-                {"name": "alice", "key": "sk-test-alice-0123", "upstream_token": "tok-secret-a"}
+                {
+                    "name": "alice",
+                    "key": "sk-test-alice-0123",
+                    "upstream_token": "tok-secret-a",
+                    "rpm": 7,
+                    "daily_tokens": 1000,
+                }
             ],
             "ledger": {"url": "sqlite:///:memory:"},
             "admin": {"key": ADMIN},
@@ -110,3 +116,12 @@ async def test_admin_live_needs_an_admin_key_and_names_no_token(
     ]
     assert live["jobs"] == [] and live["recent_failures"] == []
     assert "tok-secret-a" not in answer.text
+
+
+async def test_own_usage_states_the_keys_limits(client: httpx.AsyncClient) -> None:
+    answer = await client.get("/v1/usage", headers={"authorization": "Bearer sk-test-alice-0123"})
+    assert answer.status_code == 200
+    limits = answer.json()["limits"]
+    assert limits["rpm"] == 7 and limits["daily_tokens"] == 1000
+    assert limits["tpm"] is None and limits["models"] is None
+    assert "tok-secret-a" not in answer.text and "sk-test-alice" not in answer.text
