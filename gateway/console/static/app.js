@@ -27,12 +27,20 @@ class Console {
 
   /** Which doors this key opens: the API (a gateway key) and/or the admin API. */
   async identify() {
-    let models = null;
+    const [models, admin] = await Promise.all([this.models(), this.role()]);
+    return { models, admin };
+  }
+
+  async models() {
     try {
-      models = (await api('/v1/models')).data;
+      return (await api('/v1/models')).data;
     } catch (error) {
       if (!(error instanceof ApiError) || error.status >= 500) throw error;
+      return null;
     }
+  }
+
+  async role() {
     let admin = null;
     try {
       admin = await api('/admin/whoami');
@@ -48,7 +56,7 @@ class Console {
         }
       }
     }
-    return { models, admin };
+    return admin;
   }
 
   async signIn(key) {
