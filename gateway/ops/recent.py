@@ -81,17 +81,18 @@ class LiveView:
     failures: collections.deque[dict[str, Any]] = field(
         default_factory=lambda: collections.deque(maxlen=FAILURES)
     )
-    open: dict[str, Exchange] = field(default_factory=dict)
+    #: By object identity: a request id may come from the client, so two may share one.
+    open: dict[int, Exchange] = field(default_factory=dict)
 
     def observe_upstream(self, outcome: str, seconds: float) -> None:
         self.samples.append((time.monotonic(), seconds, outcome == "ok"))
 
     def following(self, exchange: Exchange) -> None:
         """A completion's jobs were submitted: show them until the exchange finishes."""
-        self.open[exchange.request_id] = exchange
+        self.open[id(exchange)] = exchange
 
     def finished(self, exchange: Exchange) -> None:
-        self.open.pop(exchange.request_id, None)
+        self.open.pop(id(exchange), None)
         if exchange.status >= 400:
             self.failures.append(
                 {
@@ -121,9 +122,9 @@ class LiveView:
         (a request that never reached ``finish`` must not stay listed for ever)."""
         now = time.perf_counter()
         rows: list[dict[str, Any]] = []
-        for rid, exchange in list(self.open.items()):
+        for ident, exchange in list(self.open.items()):
             if now - exchange.started > stale_after:
-                del self.open[rid]
+                del self.open[ident]
                 continue
             state = "queued" if exchange.first_text_at is None else "generating"
             for job_id in exchange.job_ids:

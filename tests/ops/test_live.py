@@ -52,6 +52,16 @@ def test_jobs_show_queued_then_generating_and_leave_when_finished() -> None:
     assert list(view.failures) == []  # a 200 is no failure
 
 
+def test_two_requests_with_one_client_request_id_are_both_listed() -> None:
+    view = LiveView()
+    first, second = (Exchange("req_same", "/v1/chat/completions") for _ in range(2))
+    first.job_ids, second.job_ids = ["c" * 32], ["d" * 32]
+    view.following(first)
+    view.following(second)
+    view.finished(first)
+    assert [j["job_id"] for j in view.jobs(60)] == ["d" * 32]
+
+
 def test_an_exchange_that_never_finished_is_dropped_when_stale() -> None:
     view = LiveView()
     exchange = Exchange("req_1", "/v1/chat/completions")
