@@ -12,7 +12,8 @@ from tests.console.conftest import ADMIN_KEY
 from tests.console.pages import sign_in
 from tests.e2e.servers import ALICE_KEY, Server
 
-QUEUED_LONG = "[[emulate:queue 1.5]] [[emulate:words 24]] [[emulate:wps 12]] Tell me a story."
+# Queued for 3 s: the first keep-alive comes 1 s after submission, with room for a loaded machine.
+QUEUED_LONG = "[[emulate:queue 3]] [[emulate:words 24]] [[emulate:wps 12]] Tell me a story."
 
 
 def read_answer(page: Page) -> tuple[int, str]:
