@@ -84,7 +84,9 @@ async def test_unknown_files_are_a_404_in_the_error_shape(
 
 async def test_console_off_leaves_no_page() -> None:
     async with started(settings(console=False)) as app, http_client(app) as http:
-        assert (await http.get("/")).status_code == 404
+        probe = await http.get("/")  # the plain answer for clients probing the base URL
+        assert probe.status_code == 200 and probe.json()["status"] == "ok"
+        assert "content-security-policy" not in probe.headers
         assert (await http.get("/console/app.js")).status_code == 404
         assert (await http.get("/healthz")).status_code == 200
 
