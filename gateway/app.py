@@ -18,6 +18,7 @@ from gateway.anthropic import routes as anthropic
 from gateway.anthropic.messages import count_tokens, messages
 from gateway.anthropic.openapi import with_messages_api
 from gateway.config import Settings
+from gateway.console.routes import console_routes
 from gateway.demo import with_demo_defaults
 from gateway.emulator.server import EmbeddedEmulator
 from gateway.errors import (
@@ -48,6 +49,7 @@ from gateway.ops.access import AccessLogMiddleware
 from gateway.ops.admin import admin_reload, admin_usage, own_usage
 from gateway.ops.health import healthz, readyz, root
 from gateway.ops.inflight import InFlightMiddleware
+from gateway.ops.live import admin_live
 from gateway.ops.logs import LoggingSetup, config_secrets, configure_logging
 from gateway.ops.metrics import Metrics, render_latest
 from gateway.ops.metrics_access import token_matches
@@ -173,11 +175,14 @@ def create_app(
         Route("/admin/usage", admin_usage, methods=["GET"]),
         Route("/admin/reload", admin_reload, methods=["POST"]),
         *admin_keys.ROUTES,
+        Route("/admin/live", admin_live, methods=["GET"]),
         Route("/", root, methods=["GET"]),
         Route("/v1/{rest:path}", unsupported, methods=_ANY),
     ]
     if settings.server.metrics_port is None:  # else served on its own port (gateway/cli.py)
         routes.append(Route("/metrics", _metrics, methods=["GET"]))
+    if settings.server.console:  # first: its page takes / from the plain probe answer
+        routes[:0] = console_routes()
     middleware = [
         Middleware(RequestIdMiddleware),
         Middleware(AccessLogMiddleware),

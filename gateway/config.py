@@ -205,6 +205,7 @@ class ServerSettings(_Frozen):
     # /metrics: on its own port (0 = any free one, for tests) and/or behind a bearer token.
     metrics_port: int | None = Field(None, ge=0, le=65535)
     metrics_token: str | None = Field(None, min_length=16, repr=False)
+    console: bool = True
 
 
 class RedisSettings(_Frozen):

@@ -22,6 +22,7 @@ from gateway.limits import Limiter
 from gateway.openai.responses.door import ResponsesDoor
 from gateway.ops.logs import SecretRedactor, capped_names, config_secrets, log_request
 from gateway.ops.metrics import Metrics
+from gateway.ops.recent import LiveView
 from gateway.ops.shutdown import FINAL_EVENT_MARGIN
 from gateway.ops.tracing import NoTracing, RequestTracing, build_tracing
 from gateway.upstream.batcher import SubmitBatcher
@@ -64,6 +65,8 @@ class Runtime:
     #: The Responses API's store and background runs.
     responses: ResponsesDoor | None = None
     tracing: RequestTracing = field(default_factory=NoTracing)
+    #: Recent upstream calls and failures, and the completions in flight (``/admin/live``).
+    live: LiveView = field(default_factory=LiveView)
 
     @classmethod
     def build(cls, settings: Settings, base_url: str, metrics: Metrics) -> Runtime:
@@ -75,6 +78,7 @@ class Runtime:
             metrics.observe_upstream(kind, outcome, seconds)  # type: ignore[arg-type]
             if holder:
                 holder[0].note_upstream(outcome)
+                holder[0].live.observe_upstream(outcome, seconds)
 
         def on_tick(account: str, jobs: int, chunk_sizes: Sequence[int]) -> None:
             metrics.set_jobs_in_flight(account, jobs)
@@ -134,6 +138,7 @@ class Runtime:
     async def finish(self, exchange: Exchange) -> None:
         """The end of every request: cleanups not yet run, metrics, ledger, the access log line."""
         await exchange.release()
+        self.live.finished(exchange)
         metrics = self.metrics
         key = exchange.key_name or "-"
         model = exchange.model or "-"

@@ -235,6 +235,7 @@ def _follow(
     rt = runtime(request)
     settings = rt.settings
     exchange.job_ids = list(jobs.ids)
+    rt.live.following(exchange)
     if jobs.shared:
         rt.cache.count_join()
         exchange.jobs_saved = len(jobs.ids)

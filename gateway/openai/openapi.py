@@ -15,6 +15,7 @@ from typing import Any
 
 from gateway.config import LimitSettings
 from gateway.openai.openapi_answers import answer_schemas, with_headers
+from gateway.openai.openapi_console import console_paths
 from gateway.openai.responses import openapi as responses_openapi
 from gateway.ops.admin_openapi import admin_paths
 
@@ -436,6 +437,7 @@ def openapi_document(limits: LimitSettings | None = None) -> dict[str, Any]:
                     "responses": {"200": _plain("OpenAPI 3.1", {"type": "object"})},
                 }
             },
+            **console_paths(),
         },
         "components": {
             "securitySchemes": {

@@ -1,1 +1,1 @@
-"""ops"""
+"""Operations: what operators and their tools read (live state, admin routes)."""

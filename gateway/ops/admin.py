@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.config import ConfigError
+from gateway.config import ConfigError, KeySettings
 from gateway.errors import BadRequest, GatewayError
 from gateway.http.common import error_response, runtime
 from gateway.ledger import parse_time_range, rows_to_json
@@ -60,7 +61,27 @@ def regroup(rows: list[UsageRow], group: Callable[[UsageRow], tuple[str, str]]) 
     return out
 
 
-async def _usage_answer(rt: Runtime, request: Request, key_name: str | None) -> Response:
+def key_limits(key: KeySettings) -> dict[str, Any]:
+    """What a key may use: its own limits, shown to the key itself (never its secrets)."""
+    return {
+        "rpm": key.rpm,
+        "tpm": key.tpm,
+        "max_concurrent": key.max_concurrent,
+        "daily_tokens": key.daily_tokens,
+        "monthly_tokens": key.monthly_tokens,
+        "expires_at": None if key.expires_at is None else key.expires_at.isoformat(),
+        "models": None if key.models is None else list(key.models),
+    }
+
+
+def require_admin_reader(rt: Runtime, request: Request) -> None:
+    """Any admin key: for routes that only read (the live view)."""
+    _require_admin(rt, request)
+
+
+async def _usage_answer(
+    rt: Runtime, request: Request, key_name: str | None, extra: dict[str, Any] | None = None
+) -> Response:
     query = request.query_params
     try:
         since, until = parse_time_range(query.get("since"), query.get("until"))
@@ -89,6 +110,7 @@ async def _usage_answer(rt: Runtime, request: Request, key_name: str | None) -> 
             "until": until.isoformat(),
             "group_by": group_by,
             "data": data,
+            **(extra or {}),
         }
     )
 
@@ -103,11 +125,11 @@ async def admin_usage(request: Request) -> Response:
 
 
 async def own_usage(request: Request) -> Response:
-    """``GET /v1/usage``: the calling key's usage by model."""
+    """``GET /v1/usage``: the calling key's usage by model, and its limits (for the console)."""
     rt = runtime(request)
     try:
         key = rt.keys.authenticate(request.headers)
-        return await _usage_answer(rt, request, key.name)
+        return await _usage_answer(rt, request, key.name, {"limits": key_limits(key)})
     except GatewayError as error:
         return error_response(error)
 

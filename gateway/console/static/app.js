@@ -1,0 +1,165 @@
+// The console's entry: sign-in, which pages a key may see, and hash navigation between them.
+
+import { $ } from './dom.js';
+import { api, ApiError, session } from './api.js';
+import { Playground } from './playground.js';
+import { Usage } from './usage.js';
+import { Keys } from './keys.js';
+import { Live } from './live.js';
+
+const PAGES = ['signin', 'playground', 'usage', 'keys', 'live'];
+
+class Console {
+  constructor() {
+    this.user = false;
+    this.admin = null; // {name, role} for an admin key
+    this.playground = new Playground();
+    this.usage = new Usage();
+    this.keys = new Keys();
+    this.live = new Live();
+    $('signin-form').addEventListener('submit', (event) => {
+      event.preventDefault();
+      this.signIn($('apikey').value.trim());
+    });
+    $('signout').addEventListener('click', () => this.signOut());
+    window.addEventListener('hashchange', () => this.route());
+  }
+
+  /** Which doors this key opens: the API (a gateway key) and/or the admin API. */
+  async identify() {
+    const [models, admin] = await Promise.all([this.models(), this.role()]);
+    return { models, admin };
+  }
+
+  async models() {
+    try {
+      return (await api('/v1/models')).data;
+    } catch (error) {
+      if (!(error instanceof ApiError) || error.status >= 500) throw error;
+      return null;
+    }
+  }
+
+  async role() {
+    let admin = null;
+    try {
+      admin = await api('/admin/whoami');
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      if (error.status === 404 && error.code === 'unknown_url') {
+        // A gateway without /admin/whoami: any admin key may read the live view.
+        try {
+          await api('/admin/live');
+          admin = { name: 'admin', role: 'admin' };
+        } catch {
+          admin = null;
+        }
+      }
+    }
+    return admin;
+  }
+
+  async signIn(key) {
+    const problem = $('signin-error');
+    problem.textContent = '';
+    if (!key) {
+      problem.textContent = 'Enter a key.';
+      return;
+    }
+    session.set(key);
+    let who;
+    try {
+      who = await this.identify();
+    } catch (error) {
+      session.clear();
+      problem.textContent = `The gateway could not be reached: ${error.message}`;
+      return;
+    }
+    if (!who.models && !who.admin) {
+      session.clear();
+      problem.textContent = 'This key is not accepted by the gateway.';
+      return;
+    }
+    $('apikey').value = '';
+    this.enter(who);
+  }
+
+  enter({ models, admin }) {
+    this.user = Boolean(models);
+    this.admin = admin;
+    if (models) this.playground.setModels(models);
+    this.usage.admin = Boolean(admin) && !models;
+    this.keys.setRole(admin ? admin.role : null);
+    for (const node of document.querySelectorAll('[data-for]')) {
+      node.hidden = node.dataset.for === 'admin' ? !admin : !this.user;
+    }
+    $('nav').hidden = false;
+    $('who').hidden = false;
+    $('whoami').textContent = admin ? `${admin.name} (${admin.role})` : 'signed in';
+    const wanted = window.location.hash.slice(1);
+    if (!this.allowed(wanted)) window.location.hash = this.user ? '#playground' : '#usage';
+    this.route();
+  }
+
+  allowed(page) {
+    if (page === 'playground') return this.user;
+    if (page === 'usage') return this.user || Boolean(this.admin);
+    if (page === 'keys' || page === 'live') return Boolean(this.admin);
+    return false;
+  }
+
+  signOut() {
+    this.playground.clear();
+    this.live.leave();
+    session.clear();
+    this.user = false;
+    this.admin = null;
+    $('nav').hidden = true;
+    $('who').hidden = true;
+    window.location.hash = '';
+    this.show('signin');
+  }
+
+  show(page) {
+    for (const name of PAGES) $(`page-${name}`).hidden = name !== page;
+    for (const link of document.querySelectorAll('#nav a')) {
+      if (link.dataset.page === page) link.setAttribute('aria-current', 'page');
+      else link.removeAttribute('aria-current');
+    }
+    document.title = `${page === 'signin' ? 'Sign in' : page.charAt(0).toUpperCase() + page.slice(1)} · Gateway console`;
+  }
+
+  route() {
+    if (!session.key || (!this.user && !this.admin)) {
+      this.show('signin');
+      return;
+    }
+    const page = window.location.hash.slice(1);
+    if (!this.allowed(page)) return;
+    this.show(page);
+    if (page === 'live') this.live.start();
+    else this.live.leave();
+    if (page === 'usage') this.usage.load();
+    if (page === 'keys') this.keys.load();
+  }
+
+  async restore() {
+    if (!session.key) {
+      this.show('signin');
+      return;
+    }
+    try {
+      const who = await this.identify();
+      if (who.models || who.admin) {
+        this.enter(who);
+        return;
+      }
+    } catch {
+      // fall through to the sign-in page
+    }
+    session.clear();
+    this.show('signin');
+  }
+}
+
+new Console().restore();
