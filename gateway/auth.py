@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC
 
 from gateway.config import KeySettings
-from gateway.errors import AuthenticationFailed
+from gateway.errors import AuthenticationFailed, PermissionDenied
 
 
 def bearer_token(headers: Mapping[str, str]) -> str | None:
@@ -30,15 +32,30 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
     return value or None
 
 
+def key_refusal(key: KeySettings, now: float) -> PermissionDenied | None:
+    """Why ``key`` may not be used at all at ``now`` (disabled, expired), or None."""
+    if key.disabled:
+        return PermissionDenied("This API key is disabled.", code="key_disabled")
+    if key.expires_at is not None:
+        expires = key.expires_at
+        if expires.tzinfo is None:
+            expires = expires.replace(tzinfo=UTC)
+        if now >= expires.timestamp():
+            return PermissionDenied("This API key has expired.", code="key_expired")
+    return None
+
+
 class KeyRing:
     """Checks presented keys against sha256 digests, comparing each in constant time.
 
     Every configured digest is compared (no early exit), so the time taken says nothing
-    about which key, if any, nearly matched.
+    about which key, if any, nearly matched. A disabled or expired key is refused here, so
+    that every route that authenticates refuses it.
     """
 
-    def __init__(self, keys: Sequence[KeySettings]) -> None:
+    def __init__(self, keys: Sequence[KeySettings], clock: Callable[[], float] = time.time) -> None:
         self._entries = [(bytes.fromhex(k.digest), k) for k in keys]
+        self._clock = clock
 
     def authenticate(self, headers: Mapping[str, str]) -> KeySettings:
         presented = presented_key(headers)
@@ -55,6 +72,9 @@ class KeyRing:
                 found = key
         if found is None:
             raise AuthenticationFailed("Incorrect API key provided.")
+        refusal = key_refusal(found, self._clock())
+        if refusal is not None:
+            raise refusal
         return found
 
 

@@ -27,11 +27,12 @@ from starlette.responses import Response
 from gateway.config import KeySettings, LimitSettings
 from gateway.engine.answer import Answer, AnswerBuilder
 from gateway.engine.cache import ReplayedChoice, cache_key, replay
+from gateway.engine.catalog import ModelCatalog, allows
 from gateway.engine.choices import ChoiceState
 from gateway.engine.events import Event, TextDelta, ToolCallDelta
 from gateway.engine.planning import Plan
 from gateway.engine.service import Submitted
-from gateway.errors import GatewayError, InternalError, RateLimited
+from gateway.errors import GatewayError, InternalError, NotFound, RateLimited
 from gateway.http.bodies import parse_json, read_body
 from gateway.http.common import client_timeout, deadline_cap, request_id, runtime
 from gateway.http.exchange import Exchange
@@ -90,6 +91,11 @@ class RequestContext:
         return self.runtime.settings.limits
 
     @property
+    def catalog(self) -> ModelCatalog:
+        """The models as this key sees them: one it may not use does not exist (a 404)."""
+        return self.runtime.catalog.for_key(self.key.models)
+
+    @property
     def client_timeout(self) -> float | None:
         """How long the client waits for a non-streamed answer (its deadline's cap)."""
         return deadline_cap(self.request, self.data)
@@ -118,6 +124,7 @@ async def serve(request: Request, route: str, planner: Planner, errors: ErrorRen
     settings = rt.settings
     exchange = Exchange(request_id(request), route)
     headers: dict[str, str] = {}
+    data: dict[str, Any] | None = None
     try:
         key = rt.keys.authenticate(request.headers)
         exchange.key_name = key.name
@@ -159,6 +166,8 @@ async def serve(request: Request, route: str, planner: Planner, errors: ErrorRen
         if isinstance(error, RateLimited) and exchange.key_name:
             rt.metrics.count_rate_limited(exchange.key_name, error.code or "rate_limited")
         exchange.status, exchange.outcome = error.status_code, error.code or "error"
+        if isinstance(error, NotFound) and error.param == "model" and exchange.key_name:
+            _note_disallowed(rt.catalog, key.models, data, exchange)
         # No job ran: the ledger, the token metrics and the limits' correction count nothing.
         exchange.prompt_tokens = 0
         await rt.finish(exchange)
@@ -233,6 +242,22 @@ def _follow(
         plan, jobs, deadline, choices, keepalive=keepalive_interval(request, settings.limits)
     )
     return choices, events
+
+
+def _note_disallowed(
+    catalog: ModelCatalog, allowed: Sequence[str] | None, data: Any, exchange: Exchange
+) -> None:
+    """A model the key may not use got the same 404 as an unknown one; the operator's ledger
+    and log still say which model it was and why (``model_not_allowed``)."""
+    name = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(name, str):
+        return
+    try:
+        model = catalog.resolve(name)
+    except NotFound:
+        return  # unknown: nothing a client typed becomes a metric label or a ledger model
+    if not allows(allowed, model):
+        exchange.model, exchange.outcome = model.name, "model_not_allowed"
 
 
 def completion_tokens(choices: Sequence[ChoiceState]) -> int:

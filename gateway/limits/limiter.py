@@ -23,9 +23,9 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterable
-from datetime import UTC
 from typing import Literal
 
+from gateway.auth import key_refusal
 from gateway.config import KeySettings, Settings
 from gateway.errors import PermissionDenied, RateLimited, ServiceUnavailable
 from gateway.limits.headers import format_duration, rate_limit_headers
@@ -171,14 +171,9 @@ class Limiter:
         appear in ``key.models``.
         """
         now = self._clock()
-        if key.disabled:
-            raise PermissionDenied("This API key is disabled.", code="key_disabled")
-        if key.expires_at is not None:
-            expires = key.expires_at
-            if expires.tzinfo is None:
-                expires = expires.replace(tzinfo=UTC)
-            if now >= expires.timestamp():
-                raise PermissionDenied("This API key has expired.", code="key_expired")
+        refusal = key_refusal(key, now)  # authentication refused it already; kept for callers
+        if refusal is not None:
+            raise refusal
         allowed = key.models
         if allowed is not None and not any(n in allowed for n in (model, *aliases)):
             raise PermissionDenied(
