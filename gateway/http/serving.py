@@ -142,10 +142,11 @@ async def serve(request: Request, route: str, planner: Planner, errors: ErrorRen
         cached = await rt.cache.lookup(share) if share is not None and policy.read else None
         # A hit counts in the key's request limits; its tokens only where the operator says.
         free = cached is not None and not settings.cache.count_in_budget
+        charged = 0 if free else estimate(plan, settings.limits)  # abandon() charges it
         admission = await rt.limiter.admit(
             key,
             plan.model.name,
-            0 if free else estimate(plan, settings.limits),
+            charged,
             aliases=plan.model.aliases,
         )
         headers.update(admission.headers)
@@ -197,7 +198,7 @@ async def serve(request: Request, route: str, planner: Planner, errors: ErrorRen
         await rt.finish(exchange)
 
     if plan.stream:
-        body = stream_body(codec, plan, choices, events, exchange)
+        body = stream_body(codec, plan, choices, events, exchange, charged)
         return EventStreamResponse(body, headers, on_close, errors)  # type: ignore[return-value]
 
     async def produce() -> dict[str, Any]:
@@ -205,6 +206,10 @@ async def serve(request: Request, route: str, planner: Planner, errors: ErrorRen
             answer = await collect(plan, choices, events, exchange)
             await codec.complete(answer, exchange)
             return codec.render(answer)
+        except asyncio.CancelledError:  # the client left while its answer was being made
+            settle(exchange, choices)
+            abandon(exchange, plan, choices, charged)
+            raise
         finally:
             await events.aclose()  # type: ignore[attr-defined]
             await exchange.release()  # before the answer is written (see Exchange.release)
@@ -260,6 +265,22 @@ def _note_disallowed(
         exchange.model, exchange.outcome = model.name, "model_not_allowed"
 
 
+def abandon(
+    exchange: Exchange, plan: Plan, choices: Sequence[ChoiceState], estimate_tokens: int
+) -> None:
+    """The client left before every choice ended: the jobs run on upstream (it has no cancel),
+    so the request is charged at least what admission estimated, never just what it read.
+
+    Called before the exchange's cleanups release the admission, so the limits, the budgets,
+    the metrics and the ledger row (outcome ``abandoned``, status 499) all get this count.
+    """
+    if exchange.cached or all(choice.done for choice in choices):
+        return  # a replayed answer runs no job; a complete one only lost its last bytes
+    estimated_completion = max(0, estimate_tokens - plan.prompt_tokens)
+    exchange.completion_tokens = max(exchange.completion_tokens, estimated_completion)
+    exchange.status, exchange.outcome = 499, "abandoned"
+
+
 def completion_tokens(choices: Sequence[ChoiceState]) -> int:
     return sum(c.completion_tokens for c in choices)
 
@@ -279,12 +300,20 @@ async def stream_body(
     choices: Sequence[ChoiceState],
     events: AsyncIterator[Event],
     exchange: Exchange,
+    estimate_tokens: int = 0,
 ) -> AsyncIterator[bytes]:
-    """The stream's body. The first item is produced only once the first event is known."""
+    """The stream's body. The first item is produced only once the first event is known.
+
+    ``estimate_tokens`` is what admission charged: a client that leaves before the end is
+    charged at least that (:func:`abandon`)."""
     try:
         first: Event | None = await anext(events)
     except StopAsyncIteration:
         first = None
+    except (GeneratorExit, asyncio.CancelledError):  # the client left before the first event
+        settle(exchange, choices)
+        abandon(exchange, plan, choices, estimate_tokens)
+        raise
     except GatewayError:
         await exchange.release()  # answered with a status of its own: free the slot first
         raise
@@ -297,6 +326,7 @@ async def stream_body(
                 yield _encode(codec, event, exchange, builder)
     except (GeneratorExit, asyncio.CancelledError):  # the client left: count what it got
         settle(exchange, choices)
+        abandon(exchange, plan, choices, estimate_tokens)
         raise
     except Exception as exc:
         if isinstance(exc, GatewayError):
