@@ -1,11 +1,13 @@
 """Per-key admission: who may call, which model, how often, how much, how many at once.
 
 :meth:`Limiter.admit` checks, in order: disabled (403 ``key_disabled``), expired (403
-``key_expired``), model not allowed (403 ``model_not_allowed``), then requests per minute, tokens
-per minute, daily budget, monthly budget and concurrent requests (429), all in one atomic claim
-on the store, so a refused request consumes nothing. An admitted request gets an
-:class:`Admission`; the caller releases it exactly once (in a ``finally``) with the tokens actually
-used, which frees the concurrency slot and corrects the token counts from the estimate.
+``key_expired``; authentication refuses both first), model not allowed (403
+``model_not_allowed``; the routes answer such a model with the 404 of an unknown one before
+admission), then requests per minute, tokens per minute, daily budget, monthly budget and
+concurrent requests (429), all in one atomic claim on the store, so a refused request consumes
+nothing. An admitted request gets an :class:`Admission`; the caller releases it exactly once
+(in a ``finally``) with the tokens actually used, which frees the concurrency slot and corrects
+the token counts from the estimate.
 
 If the store cannot be reached, ``failure_policy`` decides: ``open`` admits without limits,
 ``closed`` refuses with 503 ``limits_unavailable``. The first failure logs a warning and flips
