@@ -11,9 +11,10 @@ A schema comes from the request (``response_format.json_schema.schema``,
   fails instead of being fetched.
 * Patterns (``pattern``, ``patternProperties``) are matched by RE2, whose time is linear in the
   text and whose compiled size is bounded, never by a backtracking engine; a pattern RE2 does
-  not support (lookaround, backreferences) is a 400. Every check of an answer also has a wall
-  clock budget (``limits.schema_check_seconds``); the caller runs it in a worker thread
-  (RE2 releases the GIL), so the event loop keeps serving while it runs.
+  not support (lookaround, backreferences) is a 400. ``uniqueItems`` hashes instead of
+  comparing pairs. Every check of an answer also has a wall-clock budget
+  (``limits.schema_check_seconds``), checked before each keyword is applied; the caller runs
+  the check in a worker thread (RE2 releases the GIL), so the event loop keeps serving.
 * Size: a schema has at most :data:`MAX_SCHEMA_NODES` values, :data:`MAX_SCHEMA_DEPTH` levels
   and patterns of at most :data:`MAX_PATTERN_CHARS` characters.
 """
@@ -24,7 +25,7 @@ import contextvars
 import functools
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,11 +87,51 @@ def _compiled(pattern: str) -> Any:
     return re2.compile(source, _RE2_OPTIONS)
 
 
-def _search(pattern: str, text: str) -> bool:
+def _in_time() -> None:
     deadline = _deadline.get(None)
     if deadline is not None and time.monotonic() > deadline:
-        raise _TooSlow(pattern)
+        raise _TooSlow
+
+
+def _search(pattern: str, text: str) -> bool:
+    _in_time()
     return _compiled(pattern).search(text) is not None
+
+
+def _timed(keyword: Callable[..., Any]) -> Callable[..., Iterator[Any]]:
+    """``keyword`` that first checks the deadline: every step of a check is bounded."""
+
+    def check(validator: Any, value: Any, instance: Any, schema: Any) -> Iterator[Any]:
+        _in_time()
+        yield from keyword(validator, value, instance, schema) or ()
+
+    return check
+
+
+def _canonical(value: Any) -> Any:
+    """A hashable form equal for JSON-equal values (1 == 1.0, true != 1, key order ignored)."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return (type(value).__name__, value)
+    if isinstance(value, int | float):
+        return ("number", float(value) if isinstance(value, float) else value)
+    if isinstance(value, list):
+        return ("array", tuple(_canonical(v) for v in value))
+    if isinstance(value, dict):
+        return ("object", frozenset((k, _canonical(v)) for k, v in value.items()))
+    return ("other", repr(value))
+
+
+def _unique_items(validator: Any, unique: Any, instance: Any, schema: Any) -> Iterator[Any]:
+    """jsonschema's uniqueItems compares unhashable items pairwise (quadratic): this hashes."""
+    if not unique or not validator.is_type(instance, "array"):
+        return
+    seen: set[Any] = set()
+    for item in instance:
+        key = _canonical(item)
+        if key in seen:
+            yield ValidationError(f"{instance!r} has non-unique elements")
+            return
+        seen.add(key)
 
 
 def _pattern(validator: Validator, pattern: str, instance: Any, schema: Any) -> Iterator[Any]:
@@ -112,7 +153,10 @@ def _pattern_properties(
 @functools.lru_cache(maxsize=16)
 def _safe(base: Any) -> Any:
     """``base`` (a jsonschema validator class) with patterns matched by RE2, under a deadline."""
-    overrides = {"pattern": _pattern, "patternProperties": _pattern_properties}
+    overrides = {name: _timed(keyword) for name, keyword in base.VALIDATORS.items()}
+    overrides["pattern"] = _timed(_pattern)
+    overrides["patternProperties"] = _timed(_pattern_properties)
+    overrides["uniqueItems"] = _timed(_unique_items)
     return extend(base, overrides)  # type: ignore[no-untyped-call]
 
 

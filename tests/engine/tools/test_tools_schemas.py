@@ -134,3 +134,22 @@ def test_the_time_budget_ends_a_long_check_with_a_clear_400() -> None:
     assert caught.value.code == "schema_too_complex"
     assert caught.value.param == PARAM
     assert "took longer than" in caught.value.message
+
+
+def test_unique_items_is_linear_and_keeps_json_equality() -> None:
+    schema = compile_schema({"uniqueItems": True}, PARAM)
+    assert schema.problem([1, 1.0]) is not None
+    assert schema.problem([True, 1]) is None
+    assert schema.problem([{"a": 1, "b": [2]}, {"b": [2], "a": 1}]) is not None
+    assert schema.problem([{"a": 1}, {"a": 2}, [1], [True], None, "1"]) is None
+    many = [{"n": i, "tags": [str(i)]} for i in range(20_000)]
+    start = time.monotonic()
+    assert schema.problem(many) is None  # pairwise comparison takes minutes here
+    assert time.monotonic() - start < 2.0
+
+
+def test_the_budget_bounds_every_keyword_not_only_patterns() -> None:
+    schema = compile_schema({"items": {"type": "object"}}, PARAM, seconds=1e-9)
+    with pytest.raises(BadRequest) as caught:
+        schema.problem([{}] * 100)
+    assert caught.value.code == "schema_too_complex"
