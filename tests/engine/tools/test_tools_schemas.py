@@ -142,10 +142,12 @@ def test_unique_items_is_linear_and_keeps_json_equality() -> None:
     assert schema.problem([True, 1]) is None
     assert schema.problem([{"a": 1, "b": [2]}, {"b": [2], "a": 1}]) is not None
     assert schema.problem([{"a": 1}, {"a": 2}, [1], [True], None, "1"]) is None
-    many = [{"n": i, "tags": [str(i)]} for i in range(20_000)]
+    many = [{"n": i, "tags": [str(i)]} for i in range(5_000)]
     start = time.monotonic()
-    assert schema.problem(many) is None  # pairwise comparison takes minutes here
-    assert time.monotonic() - start < 2.0
+    assert schema.problem(many) is None
+    # Pairwise (12.5 million comparisons) takes over 10 s here, hashing a few milliseconds:
+    # the bound is loose so a loaded machine does not fail it.
+    assert time.monotonic() - start < 5.0
 
 
 def test_the_budget_bounds_every_keyword_not_only_patterns() -> None:
