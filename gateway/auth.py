@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC
 from typing import TYPE_CHECKING
 
 from gateway.config import KeySettings
-from gateway.errors import AuthenticationFailed
+from gateway.errors import AuthenticationFailed, PermissionDenied
 
 if TYPE_CHECKING:
     from gateway.keys.registry import KeyRegistry
@@ -35,17 +36,37 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
     return value or None
 
 
+def key_refusal(key: KeySettings, now: float) -> PermissionDenied | None:
+    """Why ``key`` may not be used at all at ``now`` (disabled, expired), or None."""
+    if key.disabled:
+        return PermissionDenied("This API key is disabled.", code="key_disabled")
+    if key.expires_at is not None:
+        expires = key.expires_at
+        if expires.tzinfo is None:
+            expires = expires.replace(tzinfo=UTC)
+        if now >= expires.timestamp():
+            return PermissionDenied("This API key has expired.", code="key_expired")
+    return None
+
+
 class KeyRing:
     """Checks presented keys against sha256 digests, comparing each in constant time.
 
     Every configured digest is compared (no early exit), so the time taken says nothing
     about which key, if any, nearly matched. Keys from the database (``registry``) are then
-    found by their digest in one dict lookup (see :mod:`gateway.keys.registry`).
+    found by their digest in one dict lookup (see :mod:`gateway.keys.registry`). A disabled or
+    expired key is refused here, so that every route that authenticates refuses it.
     """
 
-    def __init__(self, keys: Sequence[KeySettings], registry: KeyRegistry | None = None) -> None:
+    def __init__(
+        self,
+        keys: Sequence[KeySettings],
+        registry: KeyRegistry | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._entries = [(bytes.fromhex(k.digest), k) for k in keys]
         self.registry = registry
+        self._clock = clock
 
     def authenticate(self, headers: Mapping[str, str]) -> KeySettings:
         presented = presented_key(headers)
@@ -65,6 +86,9 @@ class KeyRing:
             found = self.registry.lookup(hashed.hexdigest(), presented, time.time())
         if found is None:
             raise AuthenticationFailed("Incorrect API key provided.")
+        refusal = key_refusal(found, self._clock())
+        if refusal is not None:
+            raise refusal
         return found
 
 

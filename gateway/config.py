@@ -185,6 +185,7 @@ class LimitSettings(_Frozen):
     keepalive_interval: float = Field(15.0, gt=0)
     completion_estimate: int = Field(256, ge=1)
     structured_retries: int = Field(2, ge=0)
+    schema_check_seconds: float = Field(0.5, gt=0, le=60)
 
 
 class ServerSettings(_Frozen):

@@ -8,7 +8,7 @@ import pytest
 
 from gateway.auth import KeyRing, account_names, bearer_token
 from gateway.config import KeySettings
-from gateway.errors import AuthenticationFailed
+from gateway.errors import AuthenticationFailed, PermissionDenied
 
 ALICE = KeySettings(name="alice", key="sk-alice-123456", upstream_token="tok-a")
 BOB = KeySettings(
@@ -62,3 +62,21 @@ def test_x_api_key_is_a_gateway_key_too() -> None:
     assert info.value.code == "missing_api_key"
     with pytest.raises(AuthenticationFailed):
         ring.authenticate({"x-api-key": "sk-guess"})
+
+
+def test_disabled_and_expired_keys_are_refused_by_authentication() -> None:
+    """So every route that takes a key refuses them, not only the ones that admit."""
+    disabled = KeySettings(name="d", key="sk-disabled-1234", upstream_token="t", disabled=True)
+    expiring = KeySettings(
+        name="e", key="sk-expiring-1234", upstream_token="t", expires_at="2030-01-01T00:00:00Z"
+    )
+    before, after = 1_800_000_000.0, 1_900_000_000.0  # 2027 and 2030
+    ring = KeyRing([disabled, expiring], clock=lambda: before)
+    with pytest.raises(PermissionDenied) as info:
+        ring.authenticate({"authorization": "Bearer sk-disabled-1234"})
+    assert info.value.code == "key_disabled"
+    assert ring.authenticate({"authorization": "Bearer sk-expiring-1234"}).name == "e"
+    later = KeyRing([expiring], clock=lambda: after)
+    with pytest.raises(PermissionDenied) as info:
+        later.authenticate({"authorization": "Bearer sk-expiring-1234"})
+    assert info.value.code == "key_expired"

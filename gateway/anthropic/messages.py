@@ -33,7 +33,7 @@ def _errors(request: Request) -> Callable[[GatewayError, dict[str, str]], Respon
 
 async def _plan(ctx: RequestContext) -> tuple[Plan, Codec]:
     wire = validate(MessagesRequest, ctx.data)
-    catalog = ctx.runtime.catalog
+    catalog = ctx.catalog  # the key's view: a model it may not use does not exist
     catalog.resolve(wire.model)  # an unknown model is a 404 before the content is looked at
     plan = plan_conversation(conversation(wire), catalog, ctx.limits, ctx.client_timeout)
     return plan, MessageCodec(plan.model.name, plan.prompt_tokens)
@@ -49,11 +49,12 @@ async def count_tokens(request: Request) -> Response:
     rt = runtime(request)
     limits = rt.settings.limits
     try:
-        rt.keys.authenticate(request.headers)
+        key = rt.keys.authenticate(request.headers)
         data = parse_json(await read_body(request, limits.max_body_bytes), limits.max_json_depth)
         wire = validate(CountTokensRequest, data)
-        rt.catalog.resolve(wire.model)
-        plan = plan_conversation(conversation(wire), rt.catalog, limits)
+        catalog = rt.catalog.for_key(key.models)
+        catalog.resolve(wire.model)
+        plan = plan_conversation(conversation(wire), catalog, limits)
     except GatewayError as error:
         return error_response(error, request_id=request_id(request))
     return JSONResponse({"input_tokens": plan.prompt_tokens})

@@ -36,8 +36,7 @@ async def list_models(request: Request) -> Response:
         key = rt.keys.authenticate(request.headers)
         entries = [
             (name, model)
-            for model in rt.catalog.models
-            if key.models is None or model.name in key.models
+            for model in rt.catalog.for_key(key.models).models
             for name in (model.name, *model.aliases)
             if not is_pattern(name)
         ]
@@ -53,7 +52,7 @@ async def get_model(request: Request) -> Response:
     try:
         key = rt.keys.authenticate(request.headers)
         name = request.path_params["model"]
-        model = rt.catalog.resolve(name, key.models)
+        model = rt.catalog.for_key(key.models).resolve(name)
     except GatewayError as error:
         return error_response(error, request_id=rid)
     return JSONResponse(model_object(name, model))

@@ -7,9 +7,10 @@ are tried in config order, only on names of a sane length.
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from gateway.config import ModelSettings
 from gateway.engine.prompts import PromptTemplate, template_for
@@ -23,9 +24,17 @@ def is_pattern(alias: str) -> bool:
     return any(c in alias for c in "*?[")
 
 
+def allows(allowed: Collection[str] | None, model: ModelSettings) -> bool:
+    """Whether a key allowed ``allowed`` may use ``model``: naming it or any alias allows it."""
+    return allowed is None or any(n in allowed for n in (model.name, *model.aliases))
+
+
 class ModelCatalog:
+    """Every configured model; :meth:`for_key` is the part of it one key may see."""
+
     def __init__(self, models: Sequence[ModelSettings]) -> None:
         self.models = tuple(models)
+        self.allowed: frozenset[str] | None = None
         self._by_name: dict[str, ModelSettings] = {}
         self._patterns: list[tuple[re.Pattern[str], ModelSettings]] = []
         self._templates: dict[str, PromptTemplate] = {}
@@ -40,10 +49,12 @@ class ModelCatalog:
             except ValueError as exc:
                 raise ValueError(f"models[{model.name}].template: {exc}") from None
 
-    def resolve(self, name: str, allowed: tuple[str, ...] | None = None) -> ModelSettings:
+    def resolve(self, name: str, allowed: Collection[str] | None = None) -> ModelSettings:
         """The model called ``name``; one outside ``allowed`` looks exactly like an unknown one."""
         model = self._by_name.get(name) or self._match(name)
-        if model is None or (allowed is not None and model.name not in allowed):
+        if allowed is None:
+            allowed = self.allowed
+        if model is None or not allows(allowed, model):
             raise NotFound(
                 f"The model '{name}' does not exist or you do not have access to it.",
                 param="model",
@@ -56,9 +67,23 @@ class ModelCatalog:
             return None
         return next((model for regex, model in self._patterns if regex.match(name)), None)
 
+    def for_key(self, allowed: Collection[str] | None) -> ModelCatalog:
+        """This catalog as a key allowed ``allowed`` sees it: the other models do not exist."""
+        if allowed is None:
+            return self
+        view = copy.copy(self)  # shares the name and template tables
+        view.allowed = frozenset(allowed)
+        view.models = tuple(m for m in self.models if allows(view.allowed, m))
+        return view
+
     def template(self, model: ModelSettings) -> PromptTemplate:
         return self._templates[model.name]
 
     def names(self) -> list[str]:
-        """Every exact name and alias (patterns are not names)."""
-        return list(self._by_name)
+        """Every exact name and alias this catalog shows (patterns are not names)."""
+        return [
+            name
+            for model in self.models
+            for name in (model.name, *model.aliases)
+            if name == model.name or not is_pattern(name)
+        ]

@@ -36,6 +36,7 @@ from typing import Any, NoReturn
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from gateway.engine.turns import guard_for
 from gateway.errors import BadRequest
 
 __all__ = ["PRESETS", "ROLES", "PromptMessage", "PromptTemplate", "template_for"]
@@ -331,7 +332,7 @@ def _environment() -> ImmutableSandboxedEnvironment:
 class PromptTemplate:
     """A compiled chat template. Compile once (``template_for`` caches), render per request."""
 
-    __slots__ = ("_template", "bos_token", "eos_token", "name", "source")
+    __slots__ = ("_guard", "_template", "bos_token", "eos_token", "name", "source")
 
     def __init__(
         self, source: str, *, name: str = "custom", bos_token: str = "", eos_token: str = ""
@@ -340,6 +341,9 @@ class PromptTemplate:
         self.source = source
         self.bos_token = bos_token
         self.eos_token = eos_token
+        # Client text may not write this template's control tokens (gateway.engine.turns).
+        custom = PRESETS.get(name) != source
+        self._guard = guard_for(name, custom, (bos_token, eos_token))
         try:
             self._template = _environment().from_string(source)
         except jinja2.TemplateSyntaxError as exc:
@@ -350,10 +354,16 @@ class PromptTemplate:
     def __repr__(self) -> str:
         return f"PromptTemplate(name={self.name!r})"
 
+    def _as_dict(self, message: PromptMessage) -> dict[str, str]:
+        result = {"role": message.role, "content": self._guard(message.content)}
+        if message.name is not None:
+            result["name"] = self._guard.name(message.name)
+        return result
+
     def render(self, messages: Sequence[PromptMessage]) -> str:
         """The prompt for ``messages``. A template that rejects them raises ``BadRequest``."""
         context = {
-            "messages": [_as_dict(m) for m in messages],
+            "messages": [self._as_dict(m) for m in messages],
             "add_generation_prompt": True,
             "bos_token": self.bos_token,
             "eos_token": self.eos_token,
@@ -371,13 +381,6 @@ class PromptTemplate:
                 f"{type(exc).__name__}: {exc}",
                 param="messages",
             ) from None
-
-
-def _as_dict(message: PromptMessage) -> dict[str, str]:
-    result = {"role": message.role, "content": message.content}
-    if message.name is not None:
-        result["name"] = message.name
-    return result
 
 
 def template_for(

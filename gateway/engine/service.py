@@ -26,6 +26,7 @@ from gateway.errors import (
 from gateway.upstream.batcher import SubmitBatcher
 from gateway.upstream.client import JobsClient
 from gateway.upstream.errors import UpstreamFailure
+from gateway.upstream.models import JobSnapshot
 from gateway.upstream.poller import AccountPoller, PollerHub
 from gateway.upstream.slots import JobSlots, Share
 
@@ -258,7 +259,7 @@ class Completions:
                         choice = open_jobs.get(snapshot.id)
                         if choice is None:
                             continue
-                        for event in choice.update(snapshot):
+                        for event in await self._update(plan, choice, snapshot):
                             yield event
                         if choice.retry is not None:
                             retrying.append(choice)
@@ -269,6 +270,15 @@ class Completions:
                 # the new jobs with them.
                 for choice in retrying:
                     await self.resubmit(plan, jobs, choice)
+
+    @staticmethod
+    async def _update(plan: Plan, choice: ChoiceState, snapshot: JobSnapshot) -> list[Event]:
+        """``choice.update``; in a worker thread when it may check the answer against a
+        client's schema, so that a slow check (bounded by its own budget) never holds the loop.
+        """
+        if plan.output is not None and plan.output.checks_schemas:
+            return await asyncio.to_thread(choice.update, snapshot)
+        return choice.update(snapshot)
 
 
 def _shutting_down() -> ServiceUnavailable:

@@ -27,11 +27,12 @@ from starlette.responses import Response
 from gateway.config import KeySettings, LimitSettings
 from gateway.engine.answer import Answer, AnswerBuilder
 from gateway.engine.cache import ReplayedChoice, cache_key, replay
+from gateway.engine.catalog import ModelCatalog, allows
 from gateway.engine.choices import ChoiceState
 from gateway.engine.events import Event, TextDelta, ToolCallDelta
 from gateway.engine.planning import Plan
 from gateway.engine.service import Submitted
-from gateway.errors import GatewayError, InternalError, RateLimited
+from gateway.errors import GatewayError, InternalError, NotFound, RateLimited
 from gateway.http.bodies import parse_json, read_body
 from gateway.http.common import client_timeout, deadline_cap, request_id, runtime
 from gateway.http.exchange import Exchange
@@ -91,6 +92,11 @@ class RequestContext:
         return self.runtime.settings.limits
 
     @property
+    def catalog(self) -> ModelCatalog:
+        """The models as this key sees them: one it may not use does not exist (a 404)."""
+        return self.runtime.catalog.for_key(self.key.models)
+
+    @property
     def client_timeout(self) -> float | None:
         """How long the client waits for a non-streamed answer (its deadline's cap)."""
         return deadline_cap(self.request, self.data)
@@ -128,6 +134,7 @@ async def serve(request: Request, route: str, planner: Planner, errors: ErrorRen
         if (value := request.headers.get(name))
     }
     headers: dict[str, str] = {}
+    data: dict[str, Any] | None = None
     try:
         key = rt.keys.authenticate(request.headers)
         exchange.key_name = key.name
@@ -146,10 +153,11 @@ async def serve(request: Request, route: str, planner: Planner, errors: ErrorRen
         cached = await rt.cache.lookup(share) if share is not None and policy.read else None
         # A hit counts in the key's request limits; its tokens only where the operator says.
         free = cached is not None and not settings.cache.count_in_budget
+        charged = 0 if free else estimate(plan, settings.limits)  # abandon() charges it
         admission = await rt.limiter.admit(
             key,
             plan.model.name,
-            0 if free else estimate(plan, settings.limits),
+            charged,
             aliases=plan.model.aliases,
             team=rt.key_service.team_limits(key),
         )
@@ -178,6 +186,8 @@ async def serve(request: Request, route: str, planner: Planner, errors: ErrorRen
         if isinstance(error, RateLimited) and exchange.key_name:
             rt.metrics.count_rate_limited(exchange.key_name, error.code or "rate_limited")
         exchange.status, exchange.outcome = error.status_code, error.code or "error"
+        if isinstance(error, NotFound) and error.param == "model" and exchange.key_name:
+            _note_disallowed(rt.catalog, key.models, data, exchange)
         # No job ran: the ledger, the token metrics and the limits' correction count nothing.
         exchange.prompt_tokens = 0
         await rt.finish(exchange)
@@ -207,7 +217,7 @@ async def serve(request: Request, route: str, planner: Planner, errors: ErrorRen
         await rt.finish(exchange)
 
     if plan.stream:
-        body = stream_body(codec, plan, choices, events, exchange, headers)
+        body = stream_body(codec, plan, choices, events, exchange, headers, charged)
         return EventStreamResponse(body, headers, on_close, errors)  # type: ignore[return-value]
 
     async def produce() -> dict[str, Any]:
@@ -215,6 +225,10 @@ async def serve(request: Request, route: str, planner: Planner, errors: ErrorRen
             answer = await collect(plan, choices, events, exchange)
             await codec.complete(answer, exchange)
             return codec.render(answer)
+        except asyncio.CancelledError:  # the client left while its answer was being made
+            settle(exchange, choices)
+            abandon(exchange, plan, choices, charged)
+            raise
         finally:
             headers["x-job-id"] = ",".join(exchange.job_ids)  # the jobs asked again included
             await events.aclose()  # type: ignore[attr-defined]
@@ -257,6 +271,38 @@ def _follow(
     return choices, events
 
 
+def _note_disallowed(
+    catalog: ModelCatalog, allowed: Sequence[str] | None, data: Any, exchange: Exchange
+) -> None:
+    """A model the key may not use got the same 404 as an unknown one; the operator's ledger
+    and log still say which model it was and why (``model_not_allowed``)."""
+    name = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(name, str):
+        return
+    try:
+        model = catalog.resolve(name)
+    except NotFound:
+        return  # unknown: nothing a client typed becomes a metric label or a ledger model
+    if not allows(allowed, model):
+        exchange.model, exchange.outcome = model.name, "model_not_allowed"
+
+
+def abandon(
+    exchange: Exchange, plan: Plan, choices: Sequence[ChoiceState], estimate_tokens: int
+) -> None:
+    """The client left before every choice ended: the jobs run on upstream (it has no cancel),
+    so the request is charged at least what admission estimated, never just what it read.
+
+    Called before the exchange's cleanups release the admission, so the limits, the budgets,
+    the metrics and the ledger row (outcome ``abandoned``, status 499) all get this count.
+    """
+    if exchange.cached or all(choice.done for choice in choices):
+        return  # a replayed answer runs no job; a complete one only lost its last bytes
+    estimated_completion = max(0, estimate_tokens - plan.prompt_tokens)
+    exchange.completion_tokens = max(exchange.completion_tokens, estimated_completion)
+    exchange.status, exchange.outcome = 499, "abandoned"
+
+
 def completion_tokens(choices: Sequence[ChoiceState]) -> int:
     return sum(c.completion_tokens for c in choices)
 
@@ -277,15 +323,22 @@ async def stream_body(
     events: AsyncIterator[Event],
     exchange: Exchange,
     headers: dict[str, str] | None = None,
+    estimate_tokens: int = 0,
 ) -> AsyncIterator[bytes]:
     """The stream's body. The first item is produced only once the first event is known.
 
     ``headers`` are the response's, sent with that first item: ``x-job-id`` is brought up to
-    date then, with the jobs asked again before anything reached the client."""
+    date then, with the jobs asked again before anything reached the client.
+    ``estimate_tokens`` is what admission charged: a client that leaves before the end is
+    charged at least that (:func:`abandon`)."""
     try:
         first: Event | None = await anext(events)
     except StopAsyncIteration:
         first = None
+    except (GeneratorExit, asyncio.CancelledError):  # the client left before the first event
+        settle(exchange, choices)
+        abandon(exchange, plan, choices, estimate_tokens)
+        raise
     except GatewayError:
         _list_jobs(headers, exchange, choices)
         await exchange.release()  # answered with a status of its own: free the slot first
@@ -301,6 +354,7 @@ async def stream_body(
     except (GeneratorExit, asyncio.CancelledError):  # the client left: count what it got
         exchange.mark("generated")
         settle(exchange, choices)
+        abandon(exchange, plan, choices, estimate_tokens)
         raise
     except Exception as exc:
         if isinstance(exc, GatewayError):

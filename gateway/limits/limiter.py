@@ -1,11 +1,13 @@
 """Per-key admission: who may call, which model, how often, how much, how many at once.
 
 :meth:`Limiter.admit` checks, in order: disabled (403 ``key_disabled``), expired (403
-``key_expired``), model not allowed (403 ``model_not_allowed``), then requests per minute, tokens
-per minute, daily budget, monthly budget and concurrent requests (429), all in one atomic claim
-on the store, so a refused request consumes nothing. An admitted request gets an
-:class:`Admission`; the caller releases it exactly once (in a ``finally``) with the tokens actually
-used, which frees the concurrency slot and corrects the token counts from the estimate.
+``key_expired``; authentication refuses both first), model not allowed (403
+``model_not_allowed``; the routes answer such a model with the 404 of an unknown one before
+admission), then requests per minute, tokens per minute, daily budget, monthly budget and
+concurrent requests (429), all in one atomic claim on the store, so a refused request consumes
+nothing. An admitted request gets an :class:`Admission`; the caller releases it exactly once
+(in a ``finally``) with the tokens actually used, which frees the concurrency slot and corrects
+the token counts from the estimate.
 
 If the store cannot be reached, ``failure_policy`` decides: ``open`` admits without limits,
 ``closed`` refuses with 503 ``limits_unavailable``. The first failure logs a warning and flips
@@ -24,9 +26,9 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC
 from typing import Literal
 
+from gateway.auth import key_refusal
 from gateway.config import KeySettings, Settings
 from gateway.errors import PermissionDenied, RateLimited, ServiceUnavailable
 from gateway.limits.headers import format_duration, rate_limit_headers
@@ -194,14 +196,9 @@ class Limiter:
         appear in ``key.models``.
         """
         now = self._clock()
-        if key.disabled:
-            raise PermissionDenied("This API key is disabled.", code="key_disabled")
-        if key.expires_at is not None:
-            expires = key.expires_at
-            if expires.tzinfo is None:
-                expires = expires.replace(tzinfo=UTC)
-            if now >= expires.timestamp():
-                raise PermissionDenied("This API key has expired.", code="key_expired")
+        refusal = key_refusal(key, now)  # authentication refused it already; kept for callers
+        if refusal is not None:
+            raise refusal
         allowed = key.models
         if allowed is not None and not any(n in allowed for n in (model, *aliases)):
             raise PermissionDenied(

@@ -28,13 +28,13 @@ def _codec(ctx: RequestContext, kind: str, plan: Plan) -> CompletionCodec:
 
 async def _plan_chat(ctx: RequestContext) -> tuple[Plan, Codec]:
     request = validate(ChatCompletionRequest, ctx.data)
-    plan = plan_chat(request, ctx.runtime.catalog, ctx.limits, ctx.client_timeout)
+    plan = plan_chat(request, ctx.catalog, ctx.limits, ctx.client_timeout)
     return plan, _codec(ctx, "chat", plan)
 
 
 async def _plan_text(ctx: RequestContext) -> tuple[Plan, Codec]:
     request = validate(CompletionRequest, ctx.data)
-    plan = plan_text(request, ctx.runtime.catalog, ctx.limits, ctx.client_timeout)
+    plan = plan_text(request, ctx.catalog, ctx.limits, ctx.client_timeout)
     return plan, _codec(ctx, "text", plan)
 
 

@@ -27,8 +27,7 @@ async def list_models(request: Request) -> Response:
         return error_response(error)
     data = [
         _model_object(name, model)
-        for model in rt.catalog.models
-        if key.models is None or model.name in key.models
+        for model in rt.catalog.for_key(key.models).models
         for name in (model.name, *model.aliases)
         if not is_pattern(name)  # a glob alias is not a name to list
     ]
@@ -40,7 +39,7 @@ async def get_model(request: Request) -> Response:
     try:
         key = rt.keys.authenticate(request.headers)
         name = request.path_params["model"]
-        model = rt.catalog.resolve(name, key.models)
+        model = rt.catalog.for_key(key.models).resolve(name)
     except GatewayError as error:
         return error_response(error)
     return JSONResponse(_model_object(name, model))

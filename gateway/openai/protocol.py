@@ -91,7 +91,8 @@ Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 class ChatMessage(_Lenient):
     role: Role
     content: str | list[TextPart | OtherPart] | None = None
-    name: str | None = None
+    # OpenAI's rule; a name is written into the prompt's turn labels (gateway.engine.turns).
+    name: str | None = Field(None, pattern=r"^[a-zA-Z0-9_-]{1,64}$")
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
 

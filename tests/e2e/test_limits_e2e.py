@@ -307,15 +307,18 @@ def test_one_request_at_a_time_is_never_refused(cluster: Cluster) -> None:
         assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "ok"
 
 
-def test_models_expiry_and_disabled_keys_are_403(cluster: Cluster) -> None:
+def test_models_expiry_and_disabled_keys_are_refused(cluster: Cluster) -> None:
     gateway = cluster.gateways[0]
     user = [{"role": "user", "content": SHORT}]
     allowed = sdk(gateway, ONE_MODEL_KEY)
     assert allowed.chat.completions.create(model="gemma-2b", messages=user).choices
     # An alias of an allowed model is the same model.
     assert allowed.chat.completions.create(model="gpt-3.5-turbo", messages=user).choices
+    # A model the key may not use answers exactly like an unknown one (issue 12, item 7).
+    with pytest.raises(openai.NotFoundError) as missing:
+        allowed.chat.completions.create(model="llama2-uncensored", messages=user)
+    assert missing.value.code == "model_not_found"
     cases = [
-        (ONE_MODEL_KEY, "llama2-uncensored", "model_not_allowed"),
         (EXPIRED_KEY, "gemma-2b", "key_expired"),
         (DISABLED_KEY, "gemma-2b", "key_disabled"),
     ]
@@ -331,7 +334,7 @@ def test_models_expiry_and_disabled_keys_are_403(cluster: Cluster) -> None:
         json={**chat(SHORT, stream=True), "model": "llama2-uncensored"},
         headers=auth(ONE_MODEL_KEY),
     )
-    assert answer.status_code == 403 and error_code(answer) == "model_not_allowed"
+    assert answer.status_code == 404 and error_code(answer) == "model_not_found"
 
 
 def test_remaining_requests_count_down_on_json_and_streams(cluster: Cluster) -> None:
@@ -489,8 +492,8 @@ def send_ledger_traffic(gateways: Sequence[Server]) -> list[Sent]:
         headers=auth(LEDGER_KEY),
         timeout=30,
     )
-    assert refused.status_code == 403, refused.text
-    sent.append(Sent(refused.headers["x-request-id"], [], False, 403, 0, 0))
+    assert refused.status_code == 404, refused.text  # like an unknown model (issue 12, item 7)
+    sent.append(Sent(refused.headers["x-request-id"], [], False, 404, 0, 0))
 
     failed = httpx.post(
         gateways[0].url + CHAT,
@@ -517,7 +520,7 @@ async def test_ledger_rows_reports_and_usage_endpoints(cluster: Cluster) -> None
         row = by_request[one.request_id]
         assert json.loads(row["job_ids"]) == one.job_ids
         # Aliases are recorded under the model's name.
-        assert row["model"] == ("llama2-uncensored" if one.status == 403 else "gemma-2b")
+        assert row["model"] == ("llama2-uncensored" if one.status == 404 else "gemma-2b")
         assert row["endpoint"] == CHAT
         assert row["stream"] is one.stream
         assert row["status_code"] == one.status

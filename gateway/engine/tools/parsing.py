@@ -24,9 +24,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-import jsonschema
-from jsonschema.exceptions import best_match
-
 from gateway.engine.tools.jsonscan import JsonScan, Node, scan_json
 from gateway.engine.tools.spec import ToolSpec
 
@@ -399,7 +396,7 @@ def check_call(name: str, arguments: str, spec: ToolSpec) -> str | None:
     if not isinstance(value, dict):
         return f"the arguments of {name} are not a JSON object"
     if tool.validator is not None:
-        error: jsonschema.ValidationError | None = best_match(tool.validator.iter_errors(value))
+        error = tool.validator.problem(value)
         if error is not None:
             where = "/".join(str(part) for part in error.absolute_path) or "(top level)"
             return f"the arguments of {name} do not match its schema at {where}: {error.message}"

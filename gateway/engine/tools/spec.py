@@ -10,11 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import jsonschema
-from jsonschema.protocols import Validator
-from jsonschema.validators import validator_for
-
 from gateway.engine.conversation import Conversation, OutputFormat, ToolChoice, ToolDefinition
+from gateway.engine.tools.schemas import DEFAULT_CHECK_SECONDS, Schema, compile_schema
 from gateway.errors import BadRequest
 
 __all__ = ["JsonSpec", "OutputSpec", "Tool", "ToolSpec", "compile_schema", "output_spec"]
@@ -28,7 +25,7 @@ class Tool:
     description: str | None
     parameters: Mapping[str, Any] | None
     strict: bool
-    validator: Validator | None
+    validator: Schema | None
 
     def definition(self) -> dict[str, Any]:
         """The tool as OpenAI's ``tools`` entry, for the prompt."""
@@ -71,7 +68,7 @@ class JsonSpec:
     description: str | None = None
     schema: Mapping[str, Any] | None = None
     strict: bool = False
-    validator: Validator | None = None
+    validator: Schema | None = None
 
     @property
     def opener(self) -> str:
@@ -89,29 +86,20 @@ class OutputSpec:
     json: JsonSpec | None
     retries: int  # how many times an answer that does not fit is asked for again
 
-
-def compile_schema(schema: Any, param: str) -> Validator:
-    """A validator for ``schema`` (its ``$schema`` or draft 2020-12); a bad schema is a 400."""
-    if not isinstance(schema, dict):
-        raise BadRequest("A JSON schema must be an object.", param=param, code="invalid_schema")
-    cls = validator_for(schema, default=jsonschema.Draft202012Validator)
-    try:
-        cls.check_schema(schema)
-    except jsonschema.SchemaError as error:
-        raise BadRequest(
-            f"Invalid JSON schema: {error.message}", param=param, code="invalid_schema"
-        ) from None
-    validator: Validator = cls(schema)
-    return validator
+    @property
+    def checks_schemas(self) -> bool:
+        """Whether answers are checked against a client schema (worth a worker thread)."""
+        tools = self.tools.tools if self.tools else ()
+        return any(t.validator for t in tools) or bool(self.json and self.json.validator)
 
 
-def _tool(definition: ToolDefinition) -> Tool:
+def _tool(definition: ToolDefinition, seconds: float) -> Tool:
     parameters = definition.parameters
-    validator = compile_schema(parameters, definition.param) if parameters else None
+    validator = compile_schema(parameters, definition.param, seconds) if parameters else None
     return Tool(definition.name, definition.description, parameters, definition.strict, validator)
 
 
-def _tools(conversation: Conversation) -> ToolSpec | None:
+def _tools(conversation: Conversation, seconds: float) -> ToolSpec | None:
     choice = conversation.tool_choice or ToolChoice()
     if not conversation.tools:
         if conversation.tool_choice is not None and choice.mode != "none":
@@ -121,7 +109,7 @@ def _tools(conversation: Conversation) -> ToolSpec | None:
         return None
     if choice.mode == "none":
         return None
-    tools = tuple(_tool(definition) for definition in conversation.tools)
+    tools = tuple(_tool(definition, seconds) for definition in conversation.tools)
     names = [tool.name for tool in tools]
     if len(set(names)) != len(names):
         raise BadRequest("Tool names must be unique.", param="tools")
@@ -146,21 +134,26 @@ def _tools(conversation: Conversation) -> ToolSpec | None:
     return ToolSpec(tools, mode, forced, conversation.parallel_tool_calls)
 
 
-def _json(fmt: OutputFormat | None) -> JsonSpec | None:
+def _json(fmt: OutputFormat | None, seconds: float) -> JsonSpec | None:
     if fmt is None:
         return None
     if fmt.kind == "json_object":
         return JsonSpec("json_object")
     if fmt.schema is None:
         raise BadRequest("An output format of type json_schema needs a schema.", param=fmt.param)
-    validator = compile_schema(fmt.schema, fmt.schema_param)
+    validator = compile_schema(fmt.schema, fmt.schema_param, seconds)
     return JsonSpec("json_schema", fmt.name, fmt.description, fmt.schema, fmt.strict, validator)
 
 
-def output_spec(conversation: Conversation, retries: int) -> OutputSpec | None:
-    """The shape the answer must take, or None when plain text will do."""
-    tools = _tools(conversation)
-    fmt = _json(conversation.output_format)
+def output_spec(
+    conversation: Conversation, retries: int, check_seconds: float = DEFAULT_CHECK_SECONDS
+) -> OutputSpec | None:
+    """The shape the answer must take, or None when plain text will do.
+
+    ``check_seconds`` bounds each check of an answer against one of the request's schemas.
+    """
+    tools = _tools(conversation, check_seconds)
+    fmt = _json(conversation.output_format, check_seconds)
     if tools is None and fmt is None:
         return None
     return OutputSpec(tools, fmt, max(0, retries))

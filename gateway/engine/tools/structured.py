@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from jsonschema.exceptions import best_match
-
 from gateway.engine.tools.jsonscan import GrowingText, JsonScan, scan_json
 from gateway.engine.tools.spec import JsonSpec
 
@@ -66,7 +64,7 @@ def check_json(value_text: str, spec: JsonSpec) -> str | None:
     if spec.kind == "json_object" and not isinstance(value, dict):
         return "the answer is not a JSON object"
     if spec.validator is not None:
-        error = best_match(spec.validator.iter_errors(value))
+        error = spec.validator.problem(value)
         if error is not None:
             where = "/".join(str(part) for part in error.absolute_path) or "(top level)"
             return f"the JSON does not match the schema at {where}: {error.message}"

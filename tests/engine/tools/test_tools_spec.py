@@ -91,5 +91,5 @@ def test_a_json_schema_is_compiled_with_its_declared_draft() -> None:
         }
     ).json
     assert found is not None and found.strict and found.validator is not None
-    assert type(found.validator).__name__ == "Draft7Validator"
+    assert found.validator.draft == "Draft7Validator"
     assert found.opener == "{"
