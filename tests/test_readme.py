@@ -9,17 +9,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-# Pages written on other branches at the same time; until they are merged, a link to one is
-# reported as a skip (by name), never silently passed. Once a page exists it is checked.
-ARRIVING = {
-    "docs/security.md",
-    "docs/security-requests.md",
-    "docs/keys.md",
-    "docs/console.md",
-    "docs/economy.md",
-    "docs/responses.md",
-    "docs/anthropic.md",
-}
 _LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 _FENCE = re.compile(r"^```.*?^```", re.M | re.S)
 
@@ -66,9 +55,6 @@ def test_the_quick_start_is_two_commands_and_serve_comes_first() -> None:
 def test_links_into_the_repository_resolve(page: Path, target: str) -> None:
     path, _, anchor = target.partition("#")
     resolved = (page.parent / path).resolve() if path else page
-    relative = resolved.relative_to(ROOT).as_posix() if resolved.is_relative_to(ROOT) else path
-    if not resolved.exists() and relative in ARRIVING:
-        pytest.skip(f"{relative} arrives from another branch")
     assert resolved.exists(), f"{page.name}: {target} points at nothing"
     if anchor:
         assert resolved.suffix == ".md", f"{page.name}: {target}: an anchor into a non-page"

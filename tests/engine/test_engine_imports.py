@@ -47,3 +47,14 @@ def test_no_module_is_over_about_500_lines() -> None:
         if (n := len(p.read_text().splitlines())) > 520
     }
     assert long == {}
+
+
+def test_every_folder_of_the_package_is_a_package() -> None:
+    """A folder without ``__init__.py`` is left out of the wheel (and so of the image)."""
+    package = ENGINE.parent
+    folders = [
+        d
+        for d in package.rglob("*")
+        if d.is_dir() and d.name != "__pycache__" and "static" not in d.relative_to(package).parts
+    ]
+    assert [str(d) for d in folders if not (d / "__init__.py").exists()] == []
