@@ -55,6 +55,9 @@ def console_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve
         yield server
 
 
+CACHED_MODEL = "gemma-cached"
+
+
 @pytest.fixture(scope="session")
 def console_gateway(
     console_emulator: Server, tmp_path_factory: pytest.TempPathFactory
@@ -65,6 +68,8 @@ def console_gateway(
         admin=admin_section(),
         ledger={"url": f"sqlite:///{tmp / 'usage.db'}", "batch_size": 1},
     )
+    # A model whose answers the cache keeps, for the usage page's tokens saved.
+    config["models"].append({"name": CACHED_MODEL, "tag": "gemma:2b", "cache": True})
     if ROLES:  # database keys run their jobs on a named account
         config["accounts"] = [{"name": ACCOUNT, "upstream_token": ALICE_TOKEN}]
     with running(start_gateway(tmp, config)) as server:

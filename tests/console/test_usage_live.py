@@ -13,7 +13,7 @@ import openai
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.console.conftest import ADMIN_KEY
+from tests.console.conftest import ADMIN_KEY, CACHED_MODEL
 from tests.console.pages import sign_in
 from tests.e2e.servers import ALICE_KEY, BOB_KEY, Server
 
@@ -57,6 +57,19 @@ def test_my_usage_chart_matches_v1_usage(page: Page, console_gateway: Server) ->
     limits = page.get_by_role("region", name="Limits and budgets")
     expect(limits).to_contain_text("Requests per minute")
     expect(limits).to_contain_text("no limit")
+
+
+def test_my_usage_shows_the_tokens_the_cache_saved(page: Page, console_gateway: Server) -> None:
+    for _ in range(2):  # the second is a hit: no job, its tokens saved
+        chat(console_gateway, ALICE_KEY, CACHED_MODEL, "[[emulate:words 9]] cached question")
+    rows = settled_usage(console_gateway, "/v1/usage", ALICE_KEY, since="today")
+    saved = sum(r["tokens_saved"] for r in rows)
+    assert saved > 0 and sum(r["cached"] for r in rows) >= 1
+    sign_in(page, ALICE_KEY, "Playground")
+    page.get_by_role("link", name="Usage").click()
+    summary = page.locator("#usage-summary")
+    expect(summary).to_have_attribute("data-saved", str(saved))
+    expect(summary).to_contain_text(f"{saved:,} tokens saved by the cache")
 
 
 def test_admin_usage_by_model_exports_the_same_numbers_as_csv(

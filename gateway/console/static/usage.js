@@ -5,7 +5,7 @@ import { $, el, number, table } from './dom.js';
 import { api, query } from './api.js';
 import { barChart, legend } from './chart.js';
 
-const FIELDS = ['requests', 'errors', 'prompt_tokens', 'completion_tokens', 'total_tokens'];
+const FIELDS = ['requests', 'errors', 'prompt_tokens', 'completion_tokens', 'total_tokens', 'cached', 'tokens_saved'];
 const GROUP_FIELD = { key: ['key_name', 'key'], team: ['team', 'team_name'], model: ['model'] };
 
 function utcDay(offset) {
@@ -151,15 +151,17 @@ export class Usage {
   }
 
   show(heading, rows) {
-    this.headings = [heading, 'Requests', 'Errors', 'Prompt tokens', 'Completion tokens', 'Total tokens'];
+    this.headings = [heading, 'Requests', 'Errors', 'Prompt tokens', 'Completion tokens', 'Total tokens', 'Cache hits', 'Tokens saved'];
     this.rows = rows.map((r) => [r.label, ...FIELDS.map((f) => r[f] || 0)]);
     table($('usage-table'), this.headings, this.rows.map(([name, ...values]) => [name, ...values.map(number)]));
     const requests = rows.reduce((sum, r) => sum + (r.requests || 0), 0);
     const tokens = rows.reduce((sum, r) => sum + (r.total_tokens || 0), 0);
+    const saved = rows.reduce((sum, r) => sum + (r.tokens_saved || 0), 0);
     const summary = $('usage-summary');
     summary.dataset.requests = requests;
     summary.dataset.tokens = tokens;
-    summary.textContent = `${number(requests)} requests, ${number(tokens)} tokens in this range.`;
+    summary.dataset.saved = saved;
+    summary.textContent = `${number(requests)} requests, ${number(tokens)} tokens in this range; ${number(saved)} tokens saved by the cache.`;
   }
 
   showLimits(limits, today, month) {
