@@ -39,7 +39,7 @@ def test_the_readme_fits_on_a_few_screens() -> None:
     assert len((ROOT / "README.md").read_text().splitlines()) <= 150
 
 
-def test_the_quick_start_is_two_commands_and_serve_comes_first() -> None:
+def test_the_quick_start_is_two_commands_serve_then_test() -> None:
     text = (ROOT / "README.md").read_text()
     quick = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     block = re.search(r"```sh\n(.*?)```", quick, re.S)
@@ -47,6 +47,8 @@ def test_the_quick_start_is_two_commands_and_serve_comes_first() -> None:
     commands = [ln for ln in block.group(1).splitlines() if ln and not ln.startswith(" ")]
     assert len(commands) == 2, commands
     assert commands[0].startswith("python3 dev.py serve")
+    assert commands[1].startswith("python3 dev.py test")
+    assert "python3 dev.py test" in (ROOT / ".ci" / "run").read_text()  # CI runs the same
 
 
 @pytest.mark.parametrize(
