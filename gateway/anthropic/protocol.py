@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import Discriminator, Field, Tag
+
+from gateway.http.bodies import LenientModel as _Lenient
 
 #: Top-level fields accepted and not forwarded: the jobs API takes nothing but a prompt, and
 #: dropping these does not change what a correct answer looks like.
@@ -34,18 +36,6 @@ IGNORED_FIELDS = frozenset(
 #: Block types a client may send back from an earlier answer that carry nothing for a model
 #: that thinks in the open: dropped.
 DROPPED_BLOCKS = frozenset({"thinking", "redacted_thinking"})
-
-
-class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _null_means_default(cls, data: Any) -> Any:
-        """An explicit ``null`` is read like a missing field."""
-        if isinstance(data, dict):
-            return {k: v for k, v in data.items() if v is not None}
-        return data
 
 
 class TextBlock(_Lenient):

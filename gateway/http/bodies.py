@@ -13,7 +13,7 @@ import json
 import math
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from starlette.requests import ClientDisconnect, Request
 
 from gateway.errors import (
@@ -163,3 +163,18 @@ def _is_type_name(part: str) -> bool:
         or part[:1].isupper()
         or part.startswith(("function-", "literal["))
     )
+
+
+class LenientModel(BaseModel):
+    """The base of every door's wire models: unknown fields are kept (clients send many, and
+    the access line lists those ignored), and an explicit ``null`` reads like a missing field,
+    as OpenAI and Anthropic both treat it."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_means_default(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None}
+        return data

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from gateway.http.bodies import LenientModel as _Lenient
 
 #: Sampling and bookkeeping fields that are accepted and not forwarded: the jobs API has no
 #: parameters beyond the prompt, and dropping these does not change what an answer means.
@@ -37,18 +39,6 @@ IGNORED_FIELDS = frozenset(
         "verbosity",
     }
 )
-
-
-class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _null_means_default(cls, data: Any) -> Any:
-        """OpenAI treats an explicit ``null`` like a missing field; so do we."""
-        if isinstance(data, dict):
-            return {k: v for k, v in data.items() if v is not None}
-        return data
 
 
 class TextPart(_Lenient):
