@@ -11,8 +11,14 @@ usage: python3 dev.py COMMAND [ARGS]
   test [pytest args]  ruff check, ruff format --check, mypy gateway, then pytest (with no
                       args: all of it, as CI); uses Redis / PostgreSQL when they answer on
                       127.0.0.1:6379 / :5432, and ends with a line on what was skipped and why
+  test --fast [args]  only the unit and in-process tests (no subprocess servers, no browser,
+                      no lint): about a minute
   setup               create .venv with the test tools and stop (for editors, bench/)
   gateway ARGS        any `gateway` subcommand inside the venv (emulator, keys, usage, ...)
+  example FILE        run one of examples/ against the gateway, installing its client first
+                      (Python into .venv; Node packages into a cache directory, not the clone)
+
+Paths (--config, files) are read from the current directory, as any command would.
 """
 
 from __future__ import annotations
@@ -25,17 +31,32 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import venv
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-VENV = ROOT / ".venv"
+#: ``DEV_PY_VENV`` moves the environment (tests point it at a prepared one).
+VENV = Path(os.environ.get("DEV_PY_VENV") or ROOT / ".venv")
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 STAMP = VENV / ".installed-from"
-COMMANDS = ("serve", "test", "setup", "gateway")
+COMMANDS = ("serve", "test", "setup", "gateway", "example")
 # What each command needs installed: serving needs no test tools (a 5x smaller venv).
-EXTRAS = {"serve": (), "gateway": (), "test": ("test",), "setup": ("test",)}
+EXTRAS = {"serve": (), "gateway": (), "example": (), "test": ("test",), "setup": ("test",)}
+#: What each example imports beyond the gateway's own dependencies (``dev.py example``).
+EXAMPLE_NEEDS = {
+    "openai_chat.py": ("openai>=1.60",),
+    "openai_responses.py": ("openai>=1.60",),
+    "anthropic_messages.py": ("anthropic>=0.50",),
+    "langchain_chat.py": ("langchain-openai>=0.3",),
+    "llamaindex_chat.py": ("llama-index-llms-openai-like>=0.3",),
+    "openai_agents.py": ("openai-agents>=0.20",),
+    "openai_node.mjs": ("openai",),
+    "vercel_ai.mjs": ("ai", "@ai-sdk/openai-compatible"),
+}
+#: The pytest marker of tests that start servers as subprocesses or a browser (tests/conftest.py).
+SLOW_MARK = "not subprocess"
 LOCAL_SERVICES = {
     "REDIS_URL": ("redis://127.0.0.1:6379/0", 6379),
     "DATABASE_URL": ("postgresql://postgres@127.0.0.1:5432/test", 5432),
@@ -88,19 +109,134 @@ def ensure_environment(extras: tuple[str, ...]) -> None:
         print("dev.py: creating .venv", flush=True)
         venv.create(VENV, with_pip=False)
     chosen = (have if digest == wanted else set()) | need
-    pip = [*_pip(), "install", "--disable-pip-version-check", "-q"]
+    # Not -q: pip's own lines ("Collecting ...", "Installing ...") are the progress a first run
+    # shows; a minute of silence looks like a hang.
+    pip = [*_pip(), "install", "--disable-pip-version-check", "--progress-bar", "off"]
     if "project" in chosen:
         print("dev.py: installing the gateway and its test tools into .venv", flush=True)
         named = sorted(chosen - {"project"})
         target = f"{ROOT}[{','.join(named)}]" if named else str(ROOT)
-        subprocess.run([*pip, "-e", target, "pip"], check=True)
+        _install([*pip, "-e", target, "pip"])
     else:
         print("dev.py: installing what the gateway needs into .venv", flush=True)
         import tomllib  # here: dev.py must reach its version check on an older python3
 
         dependencies = tomllib.loads(pyproject.decode())["project"]["dependencies"]
-        subprocess.run([*pip, *dependencies], check=True)
+        _install([*pip, *dependencies])
     STAMP.write_text(json.dumps({"pyproject": wanted, "extras": sorted(chosen)}))
+
+
+def _install(cmd: list[str]) -> None:
+    """Run pip, its lines shortened to what is happening, with the time taken at the end."""
+    started = time.monotonic()
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as pip:
+        assert pip.stdout is not None
+        for line in pip.stdout:
+            if line.startswith(("Collecting", "Installing", "Successfully", "ERROR", "error")):
+                print(f"  {line.rstrip()[:110]}", flush=True)
+            elif "rror" in line or "arning" in line:
+                print(f"  {line.rstrip()}", flush=True)
+    if pip.returncode:
+        sys.exit(f"dev.py: installing failed (exit status {pip.returncode}); see above")
+    print(f"dev.py: installed in {time.monotonic() - started:.0f} s", flush=True)
+
+
+def gateway_process(args: list[str]) -> int:
+    """Become ``python -m gateway ARGS`` (POSIX ``exec``), in the caller's directory.
+
+    Replacing dev.py instead of starting a child means a supervisor's SIGTERM or a terminal's
+    Ctrl-C reaches the gateway itself: nothing is left holding the port. The gateway runs from
+    the source tree (``PYTHONPATH``), so serving needs no installed project, and relative paths
+    (``--config``, a SQLite ledger) are the caller's, not the repository's.
+    """
+    if (problem := _missing_config(args)) is not None:
+        print(f"dev.py: {problem}", file=sys.stderr, flush=True)
+        return 2
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    cmd = [_python(), "-m", "gateway", *args]
+    if os.name == "posix":
+        sys.stdout.flush()
+        os.execve(cmd[0], cmd, env)
+    return subprocess.run(cmd, env=env).returncode  # elsewhere: Ctrl-C reaches both anyway
+
+
+def _missing_config(args: list[str]) -> str | None:
+    """What is wrong with ``--config PATH`` when it names no file: the path tried, in full."""
+    for index, arg in enumerate(args):
+        if arg == "--config" and index + 1 < len(args):
+            path = args[index + 1]
+        elif arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+        else:
+            continue
+        tried = Path(path).expanduser().resolve()
+        if not tried.is_file():
+            return f"no config file at {tried} (--config {path}, read from {Path.cwd()})"
+    return None
+
+
+def example(args: list[str]) -> int:
+    """``dev.py example FILE``: install what FILE's client needs, then run it."""
+    if not args:
+        print(
+            "usage: python3 dev.py example examples/FILE (one of: "
+            + ", ".join(sorted(EXAMPLE_NEEDS))
+            + ")",
+            file=sys.stderr,
+        )
+        return 2
+    path = Path(args[0]).expanduser().resolve()
+    needs = EXAMPLE_NEEDS.get(path.name)
+    if needs is None or not path.is_file():
+        known = ", ".join(sorted(EXAMPLE_NEEDS))
+        print(f"dev.py: {path} is not a runnable example (one of: {known})", file=sys.stderr)
+        return 2
+    if path.suffix == ".mjs":
+        return _node_example(path, needs, args[1:])
+    missing = subprocess.run(
+        [_python(), "-c", f"import {_module_of(path)}"], capture_output=True, check=False
+    ).returncode
+    if missing:
+        print(f"dev.py: installing {', '.join(needs)} into .venv", flush=True)
+        _install([*_pip(), "install", "--disable-pip-version-check", *needs])
+    return subprocess.run([_python(), str(path), *args[1:]]).returncode
+
+
+def _module_of(path: Path) -> str:
+    """The module an example imports first of its client (to ask whether it is installed)."""
+    return {
+        "anthropic_messages.py": "anthropic",
+        "langchain_chat.py": "langchain_openai",
+        "llamaindex_chat.py": "llama_index.llms.openai_like",
+        "openai_agents.py": "agents",
+    }.get(path.name, "openai")
+
+
+def node_cache() -> Path:
+    """Where Node examples get their packages: a cache directory outside the clone."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "llm-gateway" / "node-examples"
+
+
+def _node_example(path: Path, needs: tuple[str, ...], rest: list[str]) -> int:
+    """Copy the file next to its packages in the cache (ES modules resolve imports from the
+    file's own directory upwards), install them there once, run it from there."""
+    import shutil
+
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        print("dev.py: Node examples need node and npm on PATH", file=sys.stderr)
+        return 2
+    cache = node_cache()
+    cache.mkdir(parents=True, exist_ok=True)
+    if not all((cache / "node_modules" / name / "package.json").exists() for name in needs):
+        print(f"dev.py: npm install {' '.join(needs)} (into {cache})", flush=True)
+        npm = ["npm", "install", "--no-audit", "--no-fund", "--prefix", str(cache), *needs]
+        if code := subprocess.run(npm).returncode:
+            return code
+    runnable = cache / path.name
+    shutil.copyfile(path, runnable)
+    return subprocess.run(["node", str(runnable), *rest]).returncode
 
 
 def run(cmd: list[str], env: dict[str, str] | None = None) -> int:
@@ -153,6 +289,10 @@ def skip_summary(junit: Path) -> str:
 
 
 def test(extra: list[str]) -> int:
+    if "--fast" in extra:  # unit and in-process tests only; lint and type-check are CI's
+        extra = [arg for arg in extra if arg != "--fast"]
+        env = test_environment()
+        return run([_python(), "-m", "pytest", "-m", SLOW_MARK, "-q", *extra], env=env)
     checks = [
         [str(BIN / "ruff"), "check", "gateway", "tests", "bench", "dev.py"],
         [str(BIN / "ruff"), "format", "--check", "gateway", "tests", "bench", "dev.py"],
@@ -176,10 +316,12 @@ def main(argv: list[str]) -> int:
         return 2
     command, rest = argv[0], argv[1:]
     ensure_environment(EXTRAS[command])
-    if command == "serve":  # from the source tree: serving needs no installed project
-        return run([_python(), "-m", "gateway", "serve", *rest])
+    if command == "serve":
+        return gateway_process(["serve", *rest])
     if command == "gateway":
-        return run([_python(), "-m", "gateway", *rest])
+        return gateway_process(rest)
+    if command == "example":
+        return example(rest)
     if command == "test":
         return test(rest)
     return 0

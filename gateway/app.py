@@ -19,7 +19,7 @@ from gateway.anthropic.messages import count_tokens, messages
 from gateway.anthropic.openapi import with_messages_api
 from gateway.config import Settings
 from gateway.console.routes import console_routes
-from gateway.demo import with_demo_defaults
+from gateway.demo import demo_admin_key, with_demo_defaults
 from gateway.emulator.server import EmbeddedEmulator
 from gateway.errors import (
     AuthenticationFailed,
@@ -128,10 +128,12 @@ def create_app(
                 effective = with_demo_defaults(settings, settings.emulator.token)
                 logger.warning(
                     "no upstream configured: serving the embedded emulator at %s "
-                    "(demo key: %s; models: %s)",
+                    "(demo key: %s; demo admin key: %s; models: %s; usage ledger: %s)",
                     base_url,
                     settings.emulator.demo_key,
+                    demo_admin_key(effective) or "none (admin keys are configured)",
                     ", ".join(m.name for m in effective.models),
+                    effective.ledger.url,
                 )
             runtime = Runtime.build(effective, base_url, app_metrics)
             if logging_setup is not None:

@@ -138,8 +138,10 @@ def _usage(args: argparse.Namespace) -> int:
 
     from gateway.ledger import format_report, parse_time_range, rows_to_json, store_from_url
 
+    from gateway.keys.cli import require_config
+
     try:
-        settings = load_settings(args.config)
+        settings = load_settings(require_config(args.config))
         since, until = parse_time_range(args.since, args.until)
         store = store_from_url(settings.ledger.url, table=settings.ledger.table)
     except (ConfigError, ValueError) as exc:
@@ -204,8 +206,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _chosen_parser(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> argparse.ArgumentParser:
+    """The (sub)parser of the command ``args`` chose, e.g. ``keys create``'s own."""
+    while parser._subparsers is not None:
+        (action,) = (a for a in parser._subparsers._group_actions if a.dest != "help")
+        chosen = getattr(args, str(action.dest), None)
+        choices = action.choices if isinstance(action.choices, dict) else {}
+        if chosen not in choices:
+            break
+        parser = choices[chosen]
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the subcommand, with its usage (argparse would show the top level's)
+        _chosen_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     code: int = args.func(args)
     return code
 

@@ -6,9 +6,11 @@ This module is the only reader of the environment. Everything else receives a fr
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import os
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -340,8 +342,40 @@ class EmulatorSettings(_Frozen):
     port: int = Field(0, ge=0, le=65535)
     token: str = Field("demo-upstream-token", repr=False)
     demo_key: str = Field("sk-gateway-demo", min_length=8, repr=False)
+    #: The demo's admin key (console Keys and Live pages); null: none, the admin routes are off.
+    demo_admin_key: str | None = Field("sk-gateway-demo-admin", min_length=8, repr=False)
     queue_seconds: float = Field(0.5, ge=0)
     words_per_second: float = Field(20.0, gt=0)
+
+
+#: What tracing imports, and how to get it: from the checkout, or the exact packages (the
+#: project is not on PyPI, where another project's "llm-gateway" is).
+OTEL_MODULES = ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http")
+OTEL_INSTALL = (
+    "pip install -e '.[otel]' in the gateway's checkout, or pip install "
+    "opentelemetry-sdk opentelemetry-exporter-otlp-proto-http"
+)
+
+
+def missing_modules(names: Sequence[str]) -> list[str]:
+    """The dotted module names that cannot be imported, looked up without importing them.
+
+    ``find_spec("a.b")`` imports ``a`` and raises when ``a`` itself is absent, so each parent
+    is looked up first."""
+    import importlib.util
+
+    missing = []
+    for name in names:
+        parts = name.split(".")
+        for depth in range(1, len(parts) + 1):
+            try:
+                found = importlib.util.find_spec(".".join(parts[:depth])) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                missing.append(name)
+                break
+    return missing
 
 
 class TracingSettings(_Frozen):
@@ -359,11 +393,9 @@ class TracingSettings(_Frozen):
             return None
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
-        import importlib.util  # find_spec looks without importing
-
-        if importlib.util.find_spec("opentelemetry.sdk") is None:
+        if missing := missing_modules(OTEL_MODULES):
             raise ValueError(
-                "OpenTelemetry is not installed: pip install 'llm-gateway[otel]' "
+                f"OpenTelemetry is not installed ({missing[0]} is missing): {OTEL_INSTALL} "
                 "(or leave tracing.otlp_endpoint unset)"
             )
         return value
@@ -423,8 +455,8 @@ class Settings(_Frozen):
                     raise ValueError(f"model name or alias {name!r} is used twice")
                 seen.add(name)
         key_names = [k.name for k in self.keys]
-        if len(key_names) != len(set(key_names)):
-            raise ValueError("key names must be unique")
+        if twice := repeated(key_names):
+            raise ValueError(f"key names must be unique: {twice} given more than once")
         # Two keys with one secret: the first would silently take the other's requests.
         by_digest: dict[str, str] = {}
         for key in self.keys:
@@ -437,11 +469,14 @@ class Settings(_Frozen):
             if name.startswith("team:"):
                 raise ValueError(f"key name {name!r}: names starting with 'team:' are reserved")
         account_names = [a.name for a in self.accounts]
-        if len(account_names) != len(set(account_names)):
-            raise ValueError("account names must be unique")
+        if twice := repeated(account_names):
+            raise ValueError(f"account names must be unique: {twice} given more than once")
         admin_names = [a.name for a in self.admin.all_keys()]
-        if len(admin_names) != len(set(admin_names)):
-            raise ValueError("admin key names must be unique (the single admin.key is 'admin')")
+        if twice := repeated(admin_names):
+            raise ValueError(
+                f"admin key names must be unique: {twice} given more than once "
+                "(the single admin.key is 'admin')"
+            )
         for key in self.keys:
             for allowed in key.models or ():
                 if allowed not in seen:
@@ -459,6 +494,12 @@ class Settings(_Frozen):
         return self.upstream.base_url is None
 
 
+def repeated(names: list[str]) -> str:
+    """The names given more than once, quoted, for an error message ("'a', 'b'")."""
+    counts = collections.Counter(names)
+    return ", ".join(repr(name) for name, count in counts.items() if count > 1)
+
+
 def interpolate(text: str, environ: dict[str, str] | os._Environ[str]) -> str:
     """Replace ``${NAME}`` and ``${NAME:-default}``; an unset name without default is an error."""
 
@@ -474,14 +515,39 @@ def interpolate(text: str, environ: dict[str, str] | os._Environ[str]) -> str:
     return _ENV_PATTERN.sub(replace, text)
 
 
+def unset_variables(value: Any, environ: dict[str, str] | os._Environ[str]) -> list[str]:
+    """Every ``${NAME}`` (without default) in parsed YAML whose variable is unset, in order."""
+    if isinstance(value, str):
+        return [
+            m.group(1)
+            for m in _ENV_PATTERN.finditer(value)
+            if m.group(2) is None and m.group(1) not in environ
+        ]
+    children = value.values() if isinstance(value, dict) else value
+    if isinstance(value, dict | list):
+        return [name for child in children for name in unset_variables(child, environ)]
+    return []
+
+
 def interpolate_tree(value: Any, environ: dict[str, str] | os._Environ[str]) -> Any:
-    """Interpolate every string in parsed YAML (so comments and YAML syntax are left alone)."""
+    """Interpolate every string in parsed YAML (so comments and YAML syntax are left alone).
+
+    Every unset variable is named in one error, not one per run."""
+    if unset := list(dict.fromkeys(unset_variables(value, environ))):
+        if len(unset) == 1:
+            name = unset[0]
+            raise ConfigError(f"environment variable {name} is not set (used as ${{{name}}})")
+        raise ConfigError(f"environment variables not set: {', '.join(unset)}")
+    return _interpolated(value, environ)
+
+
+def _interpolated(value: Any, environ: dict[str, str] | os._Environ[str]) -> Any:
     if isinstance(value, str):
         return interpolate(value, environ)
     if isinstance(value, list):
-        return [interpolate_tree(v, environ) for v in value]
+        return [_interpolated(v, environ) for v in value]
     if isinstance(value, dict):
-        return {k: interpolate_tree(v, environ) for k, v in value.items()}
+        return {k: _interpolated(v, environ) for k, v in value.items()}
     return value
 
 

@@ -44,13 +44,14 @@ Rules:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import random
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from gateway.emulator.improvise import improvise
+from gateway.emulator.prose import sentences
 
 Style = Literal["plain", "fenced", "prose", "invalid"]
 
@@ -67,17 +68,6 @@ _DIGITS = re.compile(r"[0-9]{1,9}")
 _DECODER = json.JSONDecoder()
 _RESULT_CHARS = 200
 _MAX_WORDS = 100_000
-
-_WORDS = (
-    "the a an of to and in on for with as by from at about into over after under between "
-    "model answer question system network volunteer node job queue result value number light "
-    "river mountain garden signal pattern reason method window letter story bridge simple "
-    "careful quiet bright distant common useful gentle steady clear early small large open "
-    "final rapid certain honest modern ancient hidden shared builds carries finds gives holds "
-    "keeps makes moves needs opens reads sends shows takes turns waits writes returns follows "
-    "explains measures often rarely slowly quickly together again always perhaps indeed"
-)
-_VOCABULARY = tuple(_WORDS.split())
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +156,7 @@ def parse_directives(prompt: str) -> Directives:
 def reply_for(prompt: str, default_words: int = DEFAULT_WORDS, variant: int = 0) -> str:
     """The full text a job for ``prompt`` ends with (``json invalid_first`` aside: its valid form).
 
-    Without directives: ``default_words`` pseudo-random words seeded by the prompt's sha256
+    Without directives: ``default_words`` words of sentences seeded by the prompt's sha256
     (and by ``variant``, the job's place among the same prompt's ``n`` choices).
     """
     return compose_reply(prompt, parse_directives(prompt), default_words, variant=variant)
@@ -194,28 +184,16 @@ def compose_reply(
         )
     if directives.tools:
         return "\n".join(render_tool_call(call) for call in directives.tools)
+    if directives.words is None and (improvised := improvise(prompt)) is not None:
+        return improvised  # the gateway's tool or JSON instructions, answered as asked
     count = directives.words if directives.words is not None else default_words
     return pseudo_text(prompt if variant == 0 else f"{prompt}\x00choice {variant}", count)
 
 
 def pseudo_text(seed: str, words: int) -> str:
-    """``words`` readable pseudo-words in sentences, the same for the same ``seed``."""
-    rng = random.Random(hashlib.sha256(seed.encode("utf-8", "surrogatepass")).digest())
-    out: list[str] = []
-    left = rng.randint(6, 12)
-    capital = True
-    for index in range(words):
-        word = rng.choice(_VOCABULARY)
-        if capital:
-            word, capital = word.capitalize(), False
-        left -= 1
-        if left == 0 or index == words - 1:
-            word += "."
-            capital, left = True, rng.randint(6, 12)
-        elif rng.random() < 0.08:
-            word += ","
-        out.append(word)
-    return " ".join(out)
+    """``words`` words of readable sentences (:mod:`gateway.emulator.prose`), the same for the
+    same ``seed``."""
+    return sentences(seed, words)
 
 
 def render_tool_call(call: ToolCall) -> str:

@@ -11,8 +11,9 @@ import argparse
 import asyncio
 import getpass
 import json
+import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from gateway.config import CONFIG_ENV, ConfigError, Settings, load_settings
@@ -101,9 +102,26 @@ async def _announce(settings: Settings) -> None:
         await client.aclose()
 
 
+def require_config(path: str | None, environ: Mapping[str, str] | None = None) -> str:
+    """The config file a database command works on; none given is refused, not the demo.
+
+    Without a file the settings are the demo's, and the keys would go to a fresh
+    ``gateway-usage.db`` in the current directory that no gateway reads.
+    """
+    env = os.environ if environ is None else environ
+    chosen = path or env.get(CONFIG_ENV)
+    if not chosen:
+        raise ConfigError(
+            f"which gateway? give --config FILE (or set ${CONFIG_ENV}): the keys, teams and "
+            "usage live in the database of its ledger.url. The demo's (python3 dev.py serve) "
+            "are managed in its console or /admin with the demo admin key it prints"
+        )
+    return chosen
+
+
 def _run(args: argparse.Namespace, operation: Operation, *, writes: bool) -> int:
     try:
-        settings = load_settings(args.config)
+        settings = load_settings(require_config(args.config))
     except ConfigError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2

@@ -1,10 +1,10 @@
 """OpenTelemetry traces: one per completion request, exported over OTLP/HTTP (optional).
 
 Off by default, and then OpenTelemetry is not even imported: :func:`build_tracing` returns
-:class:`NoTracing`. With ``tracing.otlp_endpoint`` set (and ``pip install 'llm-gateway[otel]'``)
-each finished exchange becomes a trace, built afterwards from the instants the request
-lifecycle marked on its :class:`~gateway.http.exchange.Exchange`, so the data path carries no
-tracing code beyond those marks::
+:class:`NoTracing`. With ``tracing.otlp_endpoint`` set (and the ``otel`` extra installed:
+``pip install -e '.[otel]'``) each finished exchange becomes a trace, built afterwards from the
+instants the request lifecycle marked on its :class:`~gateway.http.exchange.Exchange`, so the
+data path carries no tracing code beyond those marks::
 
     chat gemma-2b                      SERVER span: GenAI attributes, status, job ids
     ├── admission                      per-key limits and budgets
