@@ -27,7 +27,7 @@
 # requirements.lock: made from pyproject.toml's dependencies with pip-tools; to refresh it
 # (new floors, a security release), run from the repository root and commit the result:
 #   pip install pip-tools
-#   pip-compile --generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml
+#   pip-compile --generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links --extra otel --output-file requirements.lock pyproject.toml
 # (add --upgrade to take new releases; the header of requirements.lock repeats the command).
 ARG PYTHON_IMAGE=python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
 

@@ -136,9 +136,8 @@ def _usage(args: argparse.Namespace) -> int:
     import asyncio
     import json
 
-    from gateway.ledger import format_report, parse_time_range, rows_to_json, store_from_url
-
     from gateway.keys.cli import require_config
+    from gateway.ledger import format_report, parse_time_range, rows_to_json, store_from_url
 
     try:
         settings = load_settings(require_config(args.config))

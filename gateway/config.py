@@ -6,11 +6,9 @@ This module is the only reader of the environment. Everything else receives a fr
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import os
 import re
-from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -26,12 +24,20 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.config_errors import format_validation_error
+from gateway.config_env import ConfigError as ConfigError
+from gateway.config_env import interpolate as interpolate
+from gateway.config_env import interpolate_tree
+from gateway.config_errors import (
+    OTEL_INSTALL,
+    OTEL_MODULES,
+    format_validation_error,
+    missing_modules,
+    repeated,
+)
 
 CONFIG_ENV = "GATEWAY_CONFIG"
 #: Names of accounts, teams and database keys: safe in URLs, logs and metric labels.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 DEFAULT_FINISHED = ("completed", "complete", "finished", "done", "success", "succeeded", "ended")
 DEFAULT_FAILED = (
@@ -53,10 +59,6 @@ DEFAULT_FAILED = (
 #: What ``redis.url`` and ``ledger.url`` may start with (the clients that open them).
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 LEDGER_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used; the message names the bad field."""
 
 
 class _Frozen(BaseModel):
@@ -348,36 +350,6 @@ class EmulatorSettings(_Frozen):
     words_per_second: float = Field(20.0, gt=0)
 
 
-#: What tracing imports, and how to get it: from the checkout, or the exact packages (the
-#: project is not on PyPI, where another project's "llm-gateway" is).
-OTEL_MODULES = ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http")
-OTEL_INSTALL = (
-    "pip install -e '.[otel]' in the gateway's checkout, or pip install "
-    "opentelemetry-sdk opentelemetry-exporter-otlp-proto-http"
-)
-
-
-def missing_modules(names: Sequence[str]) -> list[str]:
-    """The dotted module names that cannot be imported, looked up without importing them.
-
-    ``find_spec("a.b")`` imports ``a`` and raises when ``a`` itself is absent, so each parent
-    is looked up first."""
-    import importlib.util
-
-    missing = []
-    for name in names:
-        parts = name.split(".")
-        for depth in range(1, len(parts) + 1):
-            try:
-                found = importlib.util.find_spec(".".join(parts[:depth])) is not None
-            except (ImportError, ValueError):
-                found = False
-            if not found:
-                missing.append(name)
-                break
-    return missing
-
-
 class TracingSettings(_Frozen):
     """OpenTelemetry traces over OTLP/HTTP; off while ``otlp_endpoint`` is unset."""
 
@@ -492,63 +464,6 @@ class Settings(_Frozen):
     def embedded_emulator(self) -> bool:
         """True when no upstream is configured: the gateway runs its own emulator."""
         return self.upstream.base_url is None
-
-
-def repeated(names: list[str]) -> str:
-    """The names given more than once, quoted, for an error message ("'a', 'b'")."""
-    counts = collections.Counter(names)
-    return ", ".join(repr(name) for name, count in counts.items() if count > 1)
-
-
-def interpolate(text: str, environ: dict[str, str] | os._Environ[str]) -> str:
-    """Replace ``${NAME}`` and ``${NAME:-default}``; an unset name without default is an error."""
-
-    def replace(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        value = environ.get(name)
-        if value is None:
-            if default is None:
-                raise ConfigError(f"environment variable {name} is not set (used as ${{{name}}})")
-            return default
-        return value
-
-    return _ENV_PATTERN.sub(replace, text)
-
-
-def unset_variables(value: Any, environ: dict[str, str] | os._Environ[str]) -> list[str]:
-    """Every ``${NAME}`` (without default) in parsed YAML whose variable is unset, in order."""
-    if isinstance(value, str):
-        return [
-            m.group(1)
-            for m in _ENV_PATTERN.finditer(value)
-            if m.group(2) is None and m.group(1) not in environ
-        ]
-    children = value.values() if isinstance(value, dict) else value
-    if isinstance(value, dict | list):
-        return [name for child in children for name in unset_variables(child, environ)]
-    return []
-
-
-def interpolate_tree(value: Any, environ: dict[str, str] | os._Environ[str]) -> Any:
-    """Interpolate every string in parsed YAML (so comments and YAML syntax are left alone).
-
-    Every unset variable is named in one error, not one per run."""
-    if unset := list(dict.fromkeys(unset_variables(value, environ))):
-        if len(unset) == 1:
-            name = unset[0]
-            raise ConfigError(f"environment variable {name} is not set (used as ${{{name}}})")
-        raise ConfigError(f"environment variables not set: {', '.join(unset)}")
-    return _interpolated(value, environ)
-
-
-def _interpolated(value: Any, environ: dict[str, str] | os._Environ[str]) -> Any:
-    if isinstance(value, str):
-        return interpolate(value, environ)
-    if isinstance(value, list):
-        return [_interpolated(v, environ) for v in value]
-    if isinstance(value, dict):
-        return {k: _interpolated(v, environ) for k, v in value.items()}
-    return value
 
 
 def parse_settings(data: dict[str, Any]) -> Settings:

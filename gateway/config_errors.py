@@ -7,6 +7,7 @@ where it has one, suggesting the closest valid name for an unknown field.
 
 from __future__ import annotations
 
+import collections
 import difflib
 import types
 import typing
@@ -85,3 +86,39 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
             if (found := _model_in(arg)) is not None:
                 return found
     return None
+
+
+def repeated(names: list[str]) -> str:
+    """The names given more than once, quoted, for an error message ("'a', 'b'")."""
+    counts = collections.Counter(names)
+    return ", ".join(repr(name) for name, count in counts.items() if count > 1)
+
+
+#: What tracing imports, and how to get it: from the checkout, or the exact packages (the
+#: project is not on PyPI, where another project's "llm-gateway" is).
+OTEL_MODULES = ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http")
+OTEL_INSTALL = (
+    "pip install -e '.[otel]' in the gateway's checkout, or pip install "
+    "opentelemetry-sdk opentelemetry-exporter-otlp-proto-http"
+)
+
+
+def missing_modules(names: Sequence[str]) -> list[str]:
+    """The dotted module names that cannot be imported, looked up without importing them.
+
+    ``find_spec("a.b")`` imports ``a`` and raises when ``a`` itself is absent, so each parent
+    is looked up first."""
+    import importlib.util
+
+    missing = []
+    for name in names:
+        parts = name.split(".")
+        for depth in range(1, len(parts) + 1):
+            try:
+                found = importlib.util.find_spec(".".join(parts[:depth])) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                missing.append(name)
+                break
+    return missing

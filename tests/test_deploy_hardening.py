@@ -73,6 +73,17 @@ def test_the_lock_satisfies_pyproject() -> None:
         assert requirement.specifier.contains(pins[name], prereleases=True), (spec, pins[name])
 
 
+def test_the_image_can_trace() -> None:
+    """The ``otel`` extra is locked too, so the image exports traces when configured."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    pins = locked()
+    for spec in project["optional-dependencies"]["otel"]:
+        requirement = Requirement(spec)
+        name = _canonical(requirement.name)
+        assert name in pins, f"{name} (the otel extra) is not in requirements.lock"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (spec, pins[name])
+
+
 def test_floors_exclude_releases_with_known_advisories() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     floors = {

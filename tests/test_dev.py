@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
+import os
+import signal
 import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
+import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,3 +70,101 @@ def test_local_services_are_used_when_they_answer(monkeypatch: pytest.MonkeyPatc
         env = dev.test_environment()
     assert env["REDIS_URL"] == "redis://up"
     assert "DATABASE_URL" not in env
+
+
+def prepared_venv(tmp_path: Path) -> Path:
+    """A venv dev.py takes as installed: its python runs this interpreter (which has it all)."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True, exist_ok=True)
+    python = venv / "bin" / "python"
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    (venv / ".installed-from").write_text(json.dumps({"pyproject": digest, "extras": []}))
+    return venv
+
+
+def dev_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("GATEWAY_CONFIG", "PYTHONPATH")}
+    return {**env, "DEV_PY_VENV": str(prepared_venv(tmp_path)), "XDG_CACHE_HOME": str(tmp_path)}
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.mark.skipif(os.name != "posix", reason="signals as a supervisor sends them: POSIX")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_dev_py_serve_stops_the_gateway(tmp_path: Path, sig: int) -> None:
+    """A supervisor signals dev.py: the gateway stops and the port is free, no orphan."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dev = subprocess.Popen(
+        [sys.executable, str(ROOT / "dev.py"), "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=dev_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while port_is_free(port):
+            assert dev.poll() is None, dev.stdout.read() if dev.stdout else ""
+            assert time.monotonic() < deadline, "the gateway did not start"
+            time.sleep(0.1)
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+        dev.send_signal(sig)
+        assert dev.wait(30) == 0
+        assert port_is_free(port)
+    finally:
+        if dev.poll() is None:
+            dev.kill()
+            dev.wait()
+    output = dev.stdout.read().decode() if dev.stdout else ""
+    assert "sk-gateway-demo-admin" in output, output  # the demo admin key, printed at start-up
+    assert not list(tmp_path.glob("*.db")), "the demo's ledger landed in the current directory"
+
+
+def test_a_relative_config_is_read_from_the_callers_directory(tmp_path: Path) -> None:
+    """--config gateway.yaml is the caller's file; when absent, the path tried is said."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "dev.py"), "serve", "--config", "nowhere.yaml"],
+        cwd=tmp_path,
+        env=dev_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert f"no config file at {tmp_path.resolve() / 'nowhere.yaml'}" in result.stderr
+    config = tmp_path / "bad.yaml"
+    config.write_text("server: {port: nope}\n")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "dev.py"), "serve", "--config", "bad.yaml"],
+        cwd=tmp_path,
+        env=dev_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "server.port" in result.stderr, result.stderr
+
+
+def test_example_names_what_it_can_run(capsys: pytest.CaptureFixture[str]) -> None:
+    dev = load_dev()
+    assert set(dev.EXAMPLE_NEEDS) == {
+        p.name for p in (ROOT / "examples").iterdir() if p.suffix in (".py", ".mjs")
+    }
+    assert dev.example([str(ROOT / "examples" / "nothing.py")]) == 2
+    assert "openai_chat.py" in capsys.readouterr().err
+
+
+def test_node_packages_go_to_a_cache_outside_the_clone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", "/somewhere/cache")
+    assert load_dev().node_cache() == Path("/somewhere/cache/llm-gateway/node-examples")

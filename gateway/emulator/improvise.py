@@ -95,13 +95,19 @@ def _chosen_tool(prompt: str, tools: list[dict[str, Any]], history: str) -> dict
         for tool in tools:
             if tool["name"] == forced.group(1):
                 return tool
-    asked = {w.lower() for w in _WORD.findall(history)}
+    asked = _meaningful(history)
 
     def overlap(tool: dict[str, Any]) -> int:
-        text = f"{tool['name'].replace('_', ' ')} {tool.get('description') or ''}"
-        return len({w.lower() for w in _WORD.findall(text)} & asked)
+        return len(
+            _meaningful(f"{tool['name'].replace('_', ' ')} {tool.get('description')}") & asked
+        )
 
     return max(tools, key=overlap)
+
+
+def _meaningful(text: str) -> set[str]:
+    """The lower-cased words of ``text`` that say something (four letters or more)."""
+    return {w.lower() for w in _WORD.findall(text) if len(w) > 3} - _COMMON
 
 
 def _call(tool: dict[str, Any], history: str, rng: random.Random) -> str:
