@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from gateway.auth import KeyRing, account_names
 from gateway.config import CONFIG_ENV, ConfigError, KeySettings, Settings, load_settings
@@ -33,6 +34,7 @@ from gateway.upstream.poller import PollerHub
 access_log = logging.getLogger("gateway.access")
 admin_log = logging.getLogger("gateway.admin")
 shutdown_log = logging.getLogger("gateway.shutdown")
+runtime_log = logging.getLogger("gateway.runtime")
 
 #: How long a successful upstream call keeps /readyz green without a fresh probe.
 UPSTREAM_FRESH_SECONDS = 30.0
@@ -236,6 +238,21 @@ class Runtime:
         if self.responses is not None:
             await self.responses.start(self)
         await self.key_service.start()
+        await self._say_if_redis_is_unreachable()
+
+    async def _say_if_redis_is_unreachable(self) -> None:
+        """A typo in ``redis.url`` is one line at start-up, not a surprise at the first request."""
+        if not self.settings.redis.url or getattr(self.limiter.store, "ping", None) is None:
+            return
+        if not await self._redis_reachable():
+            url = urlsplit(self.settings.redis.url)
+            where = f"{url.scheme}://{url.hostname}:{url.port or 6379}{url.path}"
+            runtime_log.warning(
+                "redis.url %s does not answer at start-up: check it; until it answers, "
+                "limits fail %s (redis.failure_policy)",
+                where,
+                self.settings.redis.failure_policy,
+            )
 
     def begin_drain(self) -> None:
         """Shutdown began: unready now; requests still running near the grace end are cut."""

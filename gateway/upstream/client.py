@@ -18,6 +18,7 @@ from gateway.config import UpstreamSettings
 from gateway.ops.logs import MASK, SecretRedactor
 from gateway.upstream.breaker import CircuitBreaker
 from gateway.upstream.errors import UpstreamFailure
+from gateway.upstream.failurelog import FailureLog
 from gateway.upstream.models import (
     JobSnapshot,
     StatusRules,
@@ -86,6 +87,7 @@ class JobsClient:
         self._redact = redact or SecretRedactor().redact
         self.rules = StatusRules.of(settings.finished_statuses, settings.failed_statuses)
         self._base_url = httpx.URL(base_url)
+        self._failures = FailureLog(base_url)
         self._observer = observer
         self._on_circuit_change = on_circuit_change
         self._breakers: dict[str, CircuitBreaker] = {}
@@ -240,6 +242,7 @@ class JobsClient:
             data = await self._request(method, path, token, body)
         except UpstreamFailure as failure:
             outcome = failure.kind
+            self._failures.note(kind, failure)
             if failure.transient:
                 breaker.failure()
             else:

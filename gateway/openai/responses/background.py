@@ -87,6 +87,7 @@ class Background:
                 await task
 
     async def _scan(self, runtime: Runtime) -> None:
+        failing = False  # a database that is down is said once, and its return once
         while True:
             try:
                 now = time.time()
@@ -94,8 +95,17 @@ class Background:
                 if not runtime.shutting_down:  # a draining gateway hands runs over
                     for record in await self.store.claim(self.owner, now, self.lease):
                         self._adopt(runtime, record)
-            except Exception:
-                logger.exception("the background scan failed; retrying")
+                if failing:
+                    logger.warning("the background scan works again")
+                failing = False
+            except Exception as exc:
+                if not failing:
+                    logger.warning(
+                        "the background scan failed (%s: %s); retrying quietly until it works",
+                        type(exc).__name__,
+                        str(exc).strip() or "no detail",
+                    )
+                failing = True
             await asyncio.sleep(max(0.2, self.lease / 3))
 
     def _adopt(self, runtime: Runtime, record: StoredResponse) -> None:

@@ -59,8 +59,12 @@ class ResponsesDoor:
         try:
             await self.store.open()
             self._open = True
-        except Exception:
-            logger.exception("the response store could not be opened; retrying on first use")
+        except Exception as exc:  # the database is down: one line, not a traceback
+            logger.warning(
+                "the response store could not be opened (%s: %s); retrying on first use",
+                type(exc).__name__,
+                str(exc).strip() or "no detail",
+            )
         self.background.start(runtime)
 
     async def aclose(self) -> None:
