@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.console.session import console_session
 from gateway.errors import NotFound
 from gateway.http.common import error_response
 
@@ -97,5 +98,6 @@ def console_routes() -> list[Route]:
 
     return [
         Route("/", home, methods=["GET", "HEAD"]),
+        Route("/console/session", console_session, methods=["GET"]),  # before the files
         Route("/console/{name}", asset, methods=["GET", "HEAD"]),
     ]

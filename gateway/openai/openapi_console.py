@@ -51,6 +51,25 @@ _LIVE = {
 }
 
 
+_SESSION = {
+    "type": "object",
+    "required": ["user", "admin"],
+    "properties": {
+        "user": {"type": "boolean"},
+        "admin": {
+            "anyOf": [
+                {
+                    "type": "object",
+                    "required": ["name", "role"],
+                    "properties": {"name": {"type": "string"}, "role": {"type": "string"}},
+                },
+                {"type": "null"},
+            ]
+        },
+    },
+}
+
+
 def console_paths() -> dict[str, Any]:
     return {
         "/console/{name}": {
@@ -64,6 +83,20 @@ def console_paths() -> dict[str, Any]:
                     "200": _text("The file", "text/javascript", "text/css", "text/html"),
                     "304": {"description": "Not modified (If-None-Match)"},
                     "404": _error("No such file (or the console is turned off)."),
+                },
+            }
+        },
+        "/console/session": {
+            "get": {
+                "summary": "Which doors the presented key opens (the console's sign-in); "
+                "200 for any key, so a sign-in logs no error in the browser",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "Whether the key is a gateway key; an admin key's name "
+                        "and role (null otherwise)",
+                        "content": {"application/json": {"schema": _SESSION}},
+                    },
                 },
             }
         },

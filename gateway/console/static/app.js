@@ -1,7 +1,7 @@
 // The console's entry: sign-in, which pages a key may see, and hash navigation between them.
 
 import { $ } from './dom.js';
-import { api, ApiError, session } from './api.js';
+import { api, session } from './api.js';
 import { Playground } from './playground.js';
 import { Usage } from './usage.js';
 import { Keys } from './keys.js';
@@ -25,38 +25,13 @@ class Console {
     window.addEventListener('hashchange', () => this.route());
   }
 
-  /** Which doors this key opens: the API (a gateway key) and/or the admin API. */
+  /** Which doors this key opens: the API (a gateway key) and/or the admin API. One answer
+   *  that is 200 for any key (``/console/session``), so a sign-in logs no 401 or 404 in the
+   *  browser's console; then the models, only for a gateway key. */
   async identify() {
-    const [models, admin] = await Promise.all([this.models(), this.role()]);
-    return { models, admin };
-  }
-
-  async models() {
-    try {
-      return (await api('/v1/models')).data;
-    } catch (error) {
-      if (!(error instanceof ApiError) || error.status >= 500) throw error;
-      return null;
-    }
-  }
-
-  async role() {
-    let admin = null;
-    try {
-      admin = await api('/admin/whoami');
-    } catch (error) {
-      if (!(error instanceof ApiError)) throw error;
-      if (error.status === 404 && error.code === 'unknown_url') {
-        // A gateway without /admin/whoami: any admin key may read the live view.
-        try {
-          await api('/admin/live');
-          admin = { name: 'admin', role: 'admin' };
-        } catch {
-          admin = null;
-        }
-      }
-    }
-    return admin;
+    const who = await api('/console/session');
+    const models = who.user ? (await api('/v1/models')).data : null;
+    return { models, admin: who.admin };
   }
 
   async signIn(key) {

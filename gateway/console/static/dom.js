@@ -49,3 +49,8 @@ export function number(value) {
   if (value === null || value === undefined) return '–';
   return Number(value).toLocaleString('en-US');
 }
+
+/** ``12:34:56 UTC``: the console shows every time in UTC, as the usage page's days are. */
+export function utcTime(value) {
+  return `${new Date(value).toISOString().slice(11, 19)} UTC`;
+}

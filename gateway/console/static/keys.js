@@ -128,9 +128,10 @@ export class Keys {
         limit(key.monthly_tokens), key.expires_at || '–', key.source || '–', status,
       ];
       if (this.canWrite) {
-        const actions = el('td', { class: 'actions' });
+        const buttons = el('div', { class: 'buttons' });
+        const actions = el('td', { class: 'actions' }, buttons);
         if (key.source !== 'config' && !key.revoked_at) {
-          actions.append(
+          buttons.append(
             el('button', { type: 'button', class: 'quiet', 'aria-label': `Edit ${key.name}`, onclick: () => this.editKey(key) }, 'Edit'),
             el('button', { type: 'button', class: 'quiet', 'aria-label': `Rotate ${key.name}`, onclick: () => this.rotate(key) }, 'Rotate'),
             el('button', { type: 'button', class: 'danger', 'aria-label': `Revoke ${key.name}`, onclick: () => this.revoke(key) }, 'Revoke'),
@@ -215,9 +216,9 @@ export class Keys {
           limit(team.monthly_tokens), team.models ? team.models.join(', ') : 'all', team.weight ?? '–', team.priority ?? '–',
         ];
         if (this.canWrite) {
-          cells.push(el('td', { class: 'actions' },
+          cells.push(el('td', { class: 'actions' }, el('div', { class: 'buttons' },
             el('button', { type: 'button', class: 'quiet', 'aria-label': `Edit team ${team.name}`, onclick: () => this.editTeam(team) }, 'Edit'),
-            el('button', { type: 'button', class: 'danger', 'aria-label': `Delete team ${team.name}`, onclick: () => this.deleteTeam(team) }, 'Delete')));
+            el('button', { type: 'button', class: 'danger', 'aria-label': `Delete team ${team.name}`, onclick: () => this.deleteTeam(team) }, 'Delete'))));
         }
         return cells;
       }));

@@ -1,6 +1,6 @@
 // The live view: /admin/live read once a second while the page is shown.
 
-import { $, el, number, table } from './dom.js';
+import { $, el, number, table, utcTime } from './dom.js';
 import { api } from './api.js';
 
 const INTERVAL_MS = 1000;
@@ -48,7 +48,7 @@ export class Live {
       $('live-error').textContent = error.message;
       return;
     }
-    $('live-updated').textContent = `Updated ${new Date(live.at).toLocaleTimeString()}`;
+    $('live-updated').textContent = `Updated ${utcTime(live.at)}`;
     const up = live.upstream;
     const fact = (name, value) => el('div', {}, el('dt', {}, name), el('dd', {}, value));
     const ms = (value) => (value === null || value === undefined ? '–' : `${number(value)} ms`);
@@ -64,7 +64,7 @@ export class Live {
         el('td', { class: `circuit ${a.circuit}` }, a.circuit.replace('_', '-'))]));
     table($('live-jobs'), ['Job id', 'Key', 'Model', 'State', 'For'],
       live.jobs.map((j) => [el('td', { class: 'mono' }, j.job_id), j.key || '–', j.model || '–', j.state, age(j.since)]));
-    table($('live-failures'), ['At', 'Route', 'Status', 'Outcome', 'Key'],
-      live.recent_failures.map((f) => [new Date(f.at).toLocaleTimeString(), f.route, String(f.status), f.outcome, f.key || '–']));
+    table($('live-failures'), ['At (UTC)', 'Route', 'Status', 'Outcome', 'Key'],
+      live.recent_failures.map((f) => [utcTime(f.at), f.route, String(f.status), f.outcome, f.key || '–']));
   }
 }
