@@ -2,7 +2,8 @@
 
 The base URL has no ``/v1``: the SDK adds it.
 
-    python examples/anthropic_messages.py # GATEWAY_URL, GATEWAY_API_KEY, GATEWAY_MODEL override
+    python3 dev.py example examples/anthropic_messages.py
+    (GATEWAY_URL, GATEWAY_API_KEY and GATEWAY_MODEL override the demo defaults)
 """
 
 import os

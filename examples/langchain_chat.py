@@ -1,6 +1,7 @@
 """LangChain's ChatOpenAI against the gateway: invoke, then stream.
 
-python examples/langchain_chat.py     # GATEWAY_URL, GATEWAY_API_KEY, GATEWAY_MODEL override
+python3 dev.py example examples/langchain_chat.py
+(GATEWAY_URL, GATEWAY_API_KEY and GATEWAY_MODEL override the demo defaults)
 """
 
 import os

@@ -2,7 +2,8 @@
 
 ``context_window`` is given so that LlamaIndex needs no tokenizer (nothing is downloaded).
 
-    python examples/llamaindex_chat.py    # GATEWAY_URL, GATEWAY_API_KEY, GATEWAY_MODEL override
+    python3 dev.py example examples/llamaindex_chat.py
+    (GATEWAY_URL, GATEWAY_API_KEY and GATEWAY_MODEL override the demo defaults)
 """
 
 import os

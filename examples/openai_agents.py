@@ -2,7 +2,8 @@
 
 Tracing to OpenAI is switched off: the gateway's key means nothing there.
 
-    python examples/openai_agents.py      # GATEWAY_URL, GATEWAY_API_KEY, GATEWAY_MODEL override
+    python3 dev.py example examples/openai_agents.py
+    (GATEWAY_URL, GATEWAY_API_KEY and GATEWAY_MODEL override the demo defaults)
 """
 
 import os

@@ -1,6 +1,7 @@
 """The openai SDK against the gateway: one answer, then the same question streamed.
 
-python examples/openai_chat.py        # GATEWAY_URL, GATEWAY_API_KEY, GATEWAY_MODEL override
+python3 dev.py example examples/openai_chat.py
+(GATEWAY_URL, GATEWAY_API_KEY and GATEWAY_MODEL override the demo defaults)
 """
 
 import os

@@ -1,5 +1,5 @@
 // The openai Node SDK against the gateway, streamed.
-//   npm install openai && node examples/openai_node.mjs
+//   python3 dev.py example examples/openai_node.mjs   (npm packages go to a cache, not the clone)
 // GATEWAY_URL, GATEWAY_API_KEY and GATEWAY_MODEL override the demo's defaults.
 import OpenAI from "openai";
 

@@ -1,6 +1,7 @@
 """The openai SDK's Responses API (``/v1/responses``) against the gateway, plain and streamed.
 
-python examples/openai_responses.py   # GATEWAY_URL, GATEWAY_API_KEY, GATEWAY_MODEL override
+python3 dev.py example examples/openai_responses.py
+(GATEWAY_URL, GATEWAY_API_KEY and GATEWAY_MODEL override the demo defaults)
 """
 
 import os

@@ -1,5 +1,5 @@
 // The Vercel AI SDK against the gateway, through its OpenAI-compatible provider, streamed.
-//   npm install ai @ai-sdk/openai-compatible && node examples/vercel_ai.mjs
+//   python3 dev.py example examples/vercel_ai.mjs   (npm packages go to a cache, not the clone)
 // GATEWAY_URL, GATEWAY_API_KEY and GATEWAY_MODEL override the demo's defaults.
 import { createOpenAICompatible } from "@ai-sdk/openai-compatible";
 import { streamText } from "ai";

@@ -168,3 +168,41 @@ def test_example_names_what_it_can_run(capsys: pytest.CaptureFixture[str]) -> No
 def test_node_packages_go_to_a_cache_outside_the_clone(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", "/somewhere/cache")
     assert load_dev().node_cache() == Path("/somewhere/cache/llm-gateway/node-examples")
+
+
+def test_example_runs_an_example_against_the_gateway(tmp_path: Path) -> None:
+    """``dev.py example`` from any directory: the client is there (or installed), it answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dev_env(tmp_path)
+    gateway = subprocess.Popen(
+        [sys.executable, str(ROOT / "dev.py"), "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while port_is_free(port):
+            assert gateway.poll() is None and time.monotonic() < deadline, "no gateway"
+            time.sleep(0.1)
+        result = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "dev.py"),
+                "example",
+                str(ROOT / "examples" / "openai_chat.py"),
+            ],
+            cwd=tmp_path,
+            env={**env, "GATEWAY_URL": f"http://127.0.0.1:{port}"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        gateway.wait(30)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "tokens, estimated" in result.stdout
