@@ -109,36 +109,97 @@ def ensure_environment(extras: tuple[str, ...]) -> None:
         print("dev.py: creating .venv", flush=True)
         venv.create(VENV, with_pip=False)
     chosen = (have if digest == wanted else set()) | need
-    # Not -q: pip's own lines ("Collecting ...", "Installing ...") are the progress a first run
-    # shows; a minute of silence looks like a hang.
-    pip = [*_pip(), "install", "--disable-pip-version-check", "--progress-bar", "off"]
     if "project" in chosen:
         print("dev.py: installing the gateway and its test tools into .venv", flush=True)
         named = sorted(chosen - {"project"})
-        target = f"{ROOT}[{','.join(named)}]" if named else str(ROOT)
-        _install([*pip, "-e", target, "pip"])
+        packages = ["-e", f"{ROOT}[{','.join(named)}]" if named else str(ROOT), "pip"]
     else:
         print("dev.py: installing what the gateway needs into .venv", flush=True)
         import tomllib  # here: dev.py must reach its version check on an older python3
 
-        dependencies = tomllib.loads(pyproject.decode())["project"]["dependencies"]
-        _install([*pip, *dependencies])
+        packages = tomllib.loads(pyproject.decode())["project"]["dependencies"]
+    if not install_packages(packages):
+        sys.exit("dev.py: installing failed; see above")
     STAMP.write_text(json.dumps({"pyproject": wanted, "extras": sorted(chosen)}))
 
 
-def _install(cmd: list[str]) -> None:
-    """Run pip, its lines shortened to what is happening, with the time taken at the end."""
+def install_packages(packages: list[str]) -> bool:
+    """Install into the venv with uv (pip when uv cannot be had, or fails)."""
+    uv = _uv()
+    if uv is not None:
+        if _install([uv, "pip", "install", "--python", _python(), *packages]):
+            return True
+        print("dev.py: uv could not install them; trying pip", flush=True)
+    return _install([*_pip_install(), *packages])
+
+
+def _pip_install() -> list[str]:
+    # Not -q: pip's own lines ("Collecting ...", "Installing ...") are the progress a first run
+    # shows; a minute of silence looks like a hang.
+    return [*_pip(), "install", "--disable-pip-version-check", "--progress-bar", "off"]
+
+
+def cache_dir() -> Path:
+    """dev.py's cache outside the clone (``$XDG_CACHE_HOME/llm-gateway``): uv, npm packages."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "llm-gateway"
+
+
+def _uv() -> str | None:
+    """uv, the installer (a few seconds where pip takes half a minute): on the PATH, or fetched
+    once from the package index into the cache. None (then pip) when ``DEV_PY_INSTALLER=pip``
+    or it cannot be had."""
+    if os.environ.get("DEV_PY_INSTALLER", "uv") != "uv":
+        return None
+    import shutil
+
+    if found := shutil.which("uv"):
+        return found
+    binary = cache_dir() / "uv" / ("uv.exe" if os.name == "nt" else "uv")
+    if binary.exists():
+        return str(binary)
+    print("dev.py: fetching uv, a faster installer, from the package index (once)", flush=True)
+    import zipfile
+
+    with tempfile.TemporaryDirectory(prefix="dev-py-uv-") as tmp:
+        fetch = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
+        got = subprocess.run([*fetch, "-q", "-d", tmp, "uv"], capture_output=True, check=False)
+        wheels = sorted(Path(tmp).glob("uv-*.whl"))
+        if got.returncode or not wheels:
+            print("dev.py: could not fetch uv; installing with pip", flush=True)
+            return None
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            inside = [n for n in wheel.namelist() if n.endswith(f".data/scripts/{binary.name}")]
+            if not inside:
+                return None
+            binary.parent.mkdir(parents=True, exist_ok=True)
+            partial = binary.with_suffix(".partial")
+            partial.write_bytes(wheel.read(inside[0]))
+            partial.chmod(0o755)
+            partial.replace(binary)
+    return str(binary)
+
+
+def _install(cmd: list[str]) -> bool:
+    """Run an installer, showing its progress lines, then the time taken; True if it worked."""
     started = time.monotonic()
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as pip:
-        assert pip.stdout is not None
-        for line in pip.stdout:
-            if line.startswith(("Collecting", "Installing", "Successfully", "ERROR", "error")):
+    try:
+        installer = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+    except OSError as exc:
+        print(f"dev.py: cannot run {cmd[0]}: {exc}", flush=True)
+        return False
+    with installer:
+        assert installer.stdout is not None
+        for line in installer.stdout:
+            quiet = line.startswith((" ", "Requirement already", "Using cached", "Downloading"))
+            if not quiet or line.startswith(" + ") or "rror" in line:
                 print(f"  {line.rstrip()[:110]}", flush=True)
-            elif "rror" in line or "arning" in line:
-                print(f"  {line.rstrip()}", flush=True)
-    if pip.returncode:
-        sys.exit(f"dev.py: installing failed (exit status {pip.returncode}); see above")
+    if installer.returncode:
+        return False
     print(f"dev.py: installed in {time.monotonic() - started:.0f} s", flush=True)
+    return True
 
 
 def gateway_process(args: list[str]) -> int:
@@ -199,7 +260,8 @@ def example(args: list[str]) -> int:
     ).returncode
     if missing:
         print(f"dev.py: installing {', '.join(needs)} into .venv", flush=True)
-        _install([*_pip(), "install", "--disable-pip-version-check", *needs])
+        if not install_packages(list(needs)):
+            return 1
     return subprocess.run([_python(), str(path), *args[1:]]).returncode
 
 
@@ -215,8 +277,7 @@ def _module_of(path: Path) -> str:
 
 def node_cache() -> Path:
     """Where Node examples get their packages: a cache directory outside the clone."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "llm-gateway" / "node-examples"
+    return cache_dir() / "node-examples"
 
 
 def _node_example(path: Path, needs: tuple[str, ...], rest: list[str]) -> int:

@@ -206,3 +206,34 @@ def test_example_runs_an_example_against_the_gateway(tmp_path: Path) -> None:
         gateway.wait(30)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "tokens, estimated" in result.stdout
+
+
+def test_uv_is_used_when_there_and_pip_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dev = load_dev()
+    uv = tmp_path / "bin" / "uv"
+    uv.parent.mkdir()
+    uv.write_text("#!/bin/sh\nexit 0\n")
+    uv.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{uv.parent}{os.pathsep}{os.environ['PATH']}")
+    assert dev._uv() == str(uv)
+    monkeypatch.setenv("DEV_PY_INSTALLER", "pip")
+    assert dev._uv() is None
+    monkeypatch.delenv("DEV_PY_INSTALLER")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    cached = tmp_path / "cache" / "llm-gateway" / "uv" / "uv"
+    cached.parent.mkdir(parents=True)
+    cached.write_text("")
+    assert dev._uv() == str(cached)  # fetched once, then taken from the cache
+
+
+def test_a_failing_installer_is_said_and_pip_follows(capsys: pytest.CaptureFixture[str]) -> None:
+    dev = load_dev()
+    assert (
+        dev._install([sys.executable, "-c", "print('Collecting x'); raise SystemExit(1)"]) is False
+    )
+    assert dev._install([sys.executable, "-c", "print('Resolved 3 packages')"]) is True
+    out = capsys.readouterr().out
+    assert "  Collecting x" in out and "  Resolved 3 packages" in out and "installed in" in out
