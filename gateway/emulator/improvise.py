@@ -4,9 +4,10 @@ The gateway writes tools and answer formats into the prompt as text (see
 ``gateway/engine/tools/prompting.py``): the tool definitions one JSON object a line between
 ``<tools>`` and ``</tools>``, the JSON Schema of a structured answer on the line after "It must
 conform to this JSON Schema". A model would read them; the emulator reads them too and answers
-as a cooperative model would: a ``<tool_call>`` with arguments valid for the tool's schema, or
-one JSON value valid for the answer's schema, filled with plausible values. Once the rendered
-history holds a call (and so its result), it answers in prose from that result.
+as a cooperative model would: a ``<tool_call>`` with arguments valid for the tool's schema (when
+a call is required, or the conversation speaks of what a tool does), or one JSON value valid for
+the answer's schema, filled with plausible values. Once the rendered history holds a call (and
+so its result), it answers in prose from that result.
 
 Pure: the same prompt gives the same answer. A prompt without these instructions gets None.
 """
@@ -46,8 +47,11 @@ def improvise(prompt: str) -> str | None:
     history = _conversation(prompt)
     if tools:
         if "<tool_call>" not in history:
-            return _call(_chosen_tool(prompt, tools, history), history, rng)
-        if not asked_json:
+            tool, relevant = _chosen_tool(prompt, tools, history)
+            must = _FORCED.search(prompt) is not None or _REQUIRED in prompt
+            if must or relevant:  # as a model would: call when asked about what a tool does
+                return _call(tool, history, rng)
+        elif not asked_json:
             return _from_result(prompt)
     if asked_json:
         schema = _schema(prompt)
@@ -88,13 +92,15 @@ def _tools(prompt: str) -> list[dict[str, Any]]:
     return found
 
 
-def _chosen_tool(prompt: str, tools: list[dict[str, Any]], history: str) -> dict[str, Any]:
+def _chosen_tool(
+    prompt: str, tools: list[dict[str, Any]], history: str
+) -> tuple[dict[str, Any], bool]:
     """The forced tool, else the one whose name and description share most words with the
-    conversation (the first on a tie)."""
+    conversation (the first on a tie), and whether it shares any."""
     if forced := _FORCED.search(prompt):
         for tool in tools:
             if tool["name"] == forced.group(1):
-                return tool
+                return tool, True
     asked = _meaningful(history)
 
     def overlap(tool: dict[str, Any]) -> int:
@@ -102,7 +108,8 @@ def _chosen_tool(prompt: str, tools: list[dict[str, Any]], history: str) -> dict
             _meaningful(f"{tool['name'].replace('_', ' ')} {tool.get('description')}") & asked
         )
 
-    return max(tools, key=overlap)
+    best = max(tools, key=overlap)
+    return best, overlap(best) > 0
 
 
 def _meaningful(text: str) -> set[str]:

@@ -91,6 +91,12 @@ def test_a_forced_tool_is_the_one_called() -> None:
     assert calls_of(reply_for(prompt(spec, ASK)), spec) == [("get_time", {})]
 
 
+def test_a_question_no_tool_is_about_gets_prose_under_auto() -> None:
+    spec = OutputSpec(ToolSpec(TOOLS, "auto", None, True), None, 1)  # type: ignore[arg-type]
+    reply = reply_for(prompt(spec, [PromptMessage("user", "Tell me a story about owls.")]))
+    assert "<tool_call>" not in reply and reply.endswith(".")
+
+
 def test_after_the_result_the_answer_is_prose_from_it() -> None:
     spec = OutputSpec(ToolSpec(TOOLS, "auto", None, True), None, 1)  # type: ignore[arg-type]
     call = ToolCall("call_1", "get_weather", '{"city": "Paris", "unit": "celsius", "days": 1}')

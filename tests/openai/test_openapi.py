@@ -45,7 +45,7 @@ def test_schemathesis_loads_every_operation() -> None:
     assert all(isinstance(result, Ok) for result in results)
     labels = {result.ok().label for result in results if isinstance(result, Ok)}
     assert "POST /v1/chat/completions" in labels and "POST /v1/messages" in labels
-    assert len(labels) == 36  # 14 + 7 Responses + 13 admin + console file + /admin/live
+    assert len(labels) == 37  # 14 + 7 Responses + 13 admin + console file and session + live
 
 
 def test_every_error_answer_uses_its_doors_shape() -> None:
