@@ -485,7 +485,8 @@ def load_settings(
     try:
         raw = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        tried = "" if Path(path).is_absolute() else f" ({Path(path).resolve()})"
+        raise ConfigError(f"cannot read config file {path}{tried}: {exc.strerror}") from None
     try:
         data = yaml.safe_load(raw) or {}
     except yaml.YAMLError as exc:

@@ -122,3 +122,12 @@ def test_the_demo_has_an_admin_key_and_keeps_its_ledger_out_of_the_clone(
     assert demo_admin_key(kept) is None and kept.ledger.url == "sqlite:///mine.db"
     off = parse_settings({"emulator": {"demo_admin_key": None}})
     assert demo_admin_key(with_demo_defaults(off, "token")) is None
+
+
+def test_a_missing_relative_config_names_the_path_tried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        load_settings("gateway.yaml")
+    assert f"gateway.yaml ({tmp_path.resolve() / 'gateway.yaml'})" in str(caught.value)
