@@ -44,16 +44,17 @@ STAMP = VENV / ".installed-from"
 COMMANDS = ("serve", "test", "setup", "gateway", "example")
 # What each command needs installed: serving needs no test tools (a 5x smaller venv).
 EXTRAS = {"serve": (), "gateway": (), "example": (), "test": ("test",), "setup": ("test",)}
-#: What each example imports beyond the gateway's own dependencies (``dev.py example``).
+#: What each example needs beyond the gateway's own dependencies (``dev.py example``): the
+#: module that tells whether it is installed, and the packages to install (npm for .mjs).
 EXAMPLE_NEEDS = {
-    "openai_chat.py": ("openai>=1.60",),
-    "openai_responses.py": ("openai>=1.60",),
-    "anthropic_messages.py": ("anthropic>=0.50",),
-    "langchain_chat.py": ("langchain-openai>=0.3",),
-    "llamaindex_chat.py": ("llama-index-llms-openai-like>=0.3",),
-    "openai_agents.py": ("openai-agents>=0.20",),
-    "openai_node.mjs": ("openai",),
-    "vercel_ai.mjs": ("ai", "@ai-sdk/openai-compatible"),
+    "openai_chat.py": ("openai", ("openai>=1.60",)),
+    "openai_responses.py": ("openai", ("openai>=1.60",)),
+    "anthropic_messages.py": ("anthropic", ("anthropic>=0.50",)),
+    "langchain_chat.py": ("langchain_openai", ("langchain-openai>=0.3",)),
+    "llamaindex_chat.py": ("llama_index.llms.openai_like", ("llama-index-llms-openai-like>=0.3",)),
+    "openai_agents.py": ("agents", ("openai-agents>=0.20",)),
+    "openai_node.mjs": ("openai", ("openai",)),
+    "vercel_ai.mjs": ("@ai-sdk/openai-compatible", ("ai", "@ai-sdk/openai-compatible")),
 }
 #: The pytest marker of tests that start servers as subprocesses or a browser (tests/conftest.py).
 SLOW_MARK = "not subprocess"
@@ -248,31 +249,21 @@ def example(args: list[str]) -> int:
         )
         return 2
     path = Path(args[0]).expanduser().resolve()
-    needs = EXAMPLE_NEEDS.get(path.name)
-    if needs is None or not path.is_file():
+    module, needs = EXAMPLE_NEEDS.get(path.name, ("", ()))
+    if not needs or not path.is_file():
         known = ", ".join(sorted(EXAMPLE_NEEDS))
         print(f"dev.py: {path} is not a runnable example (one of: {known})", file=sys.stderr)
         return 2
     if path.suffix == ".mjs":
         return _node_example(path, needs, args[1:])
     missing = subprocess.run(
-        [_python(), "-c", f"import {_module_of(path)}"], capture_output=True, check=False
+        [_python(), "-c", f"import {module}"], capture_output=True, check=False
     ).returncode
     if missing:
         print(f"dev.py: installing {', '.join(needs)} into .venv", flush=True)
         if not install_packages(list(needs)):
             return 1
     return subprocess.run([_python(), str(path), *args[1:]]).returncode
-
-
-def _module_of(path: Path) -> str:
-    """The module an example imports first of its client (to ask whether it is installed)."""
-    return {
-        "anthropic_messages.py": "anthropic",
-        "langchain_chat.py": "langchain_openai",
-        "llamaindex_chat.py": "llama_index.llms.openai_like",
-        "openai_agents.py": "agents",
-    }.get(path.name, "openai")
 
 
 def node_cache() -> Path:
