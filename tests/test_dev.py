@@ -99,14 +99,21 @@ def port_is_free(port: int) -> bool:
 
 
 @pytest.mark.skipif(os.name != "posix", reason="signals as a supervisor sends them: POSIX")
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_to_dev_py_serve_stops_the_gateway(tmp_path: Path, sig: int) -> None:
-    """A supervisor signals dev.py: the gateway stops and the port is free, no orphan."""
+@pytest.mark.parametrize(
+    "sig,command",
+    [
+        (signal.SIGTERM, ["serve"]),
+        (signal.SIGINT, ["serve"]),
+        (signal.SIGTERM, ["gateway", "emulator"]),
+    ],
+)
+def test_a_signal_to_dev_py_stops_the_server(tmp_path: Path, sig: int, command: list[str]) -> None:
+    """A supervisor signals dev.py: the server stops and the port is free, no orphan."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     dev = subprocess.Popen(
-        [sys.executable, str(ROOT / "dev.py"), "serve", "--port", str(port)],
+        [sys.executable, str(ROOT / "dev.py"), *command, "--port", str(port)],
         cwd=tmp_path,
         env=dev_env(tmp_path),
         stdout=subprocess.PIPE,
@@ -118,7 +125,8 @@ def test_a_signal_to_dev_py_serve_stops_the_gateway(tmp_path: Path, sig: int) ->
             assert dev.poll() is None, dev.stdout.read() if dev.stdout else ""
             assert time.monotonic() < deadline, "the gateway did not start"
             time.sleep(0.1)
-        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+        probe = "/healthz" if command == ["serve"] else "/emulator/stats"
+        assert httpx.get(f"http://127.0.0.1:{port}{probe}", timeout=5).status_code == 200
         dev.send_signal(sig)
         assert dev.wait(30) == 0
         assert port_is_free(port)
@@ -127,7 +135,8 @@ def test_a_signal_to_dev_py_serve_stops_the_gateway(tmp_path: Path, sig: int) ->
             dev.kill()
             dev.wait()
     output = dev.stdout.read().decode() if dev.stdout else ""
-    assert "sk-gateway-demo-admin" in output, output  # the demo admin key, printed at start-up
+    if command == ["serve"]:  # the demo admin key, printed at start-up
+        assert "sk-gateway-demo-admin" in output, output
     assert not list(tmp_path.glob("*.db")), "the demo's ledger landed in the current directory"
 
 
