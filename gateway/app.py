@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -14,10 +15,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.admin import keys as admin_keys
+from gateway.admin.health import healthz, readyz, root
+from gateway.admin.live import admin_live
+from gateway.admin.openapi import with_admin_api
+from gateway.admin.usage import admin_reload, admin_usage, own_usage
 from gateway.anthropic import routes as anthropic
 from gateway.anthropic.messages import count_tokens, messages
 from gateway.anthropic.openapi import with_messages_api
-from gateway.config import Settings
+from gateway.config import LimitSettings, Settings
 from gateway.console.routes import console_routes
 from gateway.demo import with_demo_defaults
 from gateway.emulator.server import EmbeddedEmulator
@@ -33,7 +39,7 @@ from gateway.http.common import error_response
 from gateway.http.middleware import HeaderGuardMiddleware, RequestIdMiddleware
 from gateway.openai.chat import chat_completions, completions
 from gateway.openai.models import get_model, list_models
-from gateway.openai.openapi import openapi_document
+from gateway.openai.openapi import openapi_document as openai_document
 from gateway.openai.responses.create import create_response
 from gateway.openai.responses.routes import (
     cancel_response,
@@ -44,12 +50,8 @@ from gateway.openai.responses.routes import (
     retrieve_response,
 )
 from gateway.openai.unsupported import unsupported
-from gateway.ops import admin_keys
 from gateway.ops.access import AccessLogMiddleware
-from gateway.ops.admin import admin_reload, admin_usage, own_usage
-from gateway.ops.health import healthz, readyz, root
 from gateway.ops.inflight import InFlightMiddleware
-from gateway.ops.live import admin_live
 from gateway.ops.logs import LoggingSetup, config_secrets, configure_logging
 from gateway.ops.metrics import Metrics, render_latest
 from gateway.ops.metrics_access import token_matches
@@ -94,10 +96,16 @@ def register_secrets(setup: LoggingSetup, settings: Settings) -> None:
     setup.redactor.register_secrets(config_secrets(settings))
 
 
+def openapi_document(limits: LimitSettings | None = None) -> dict[str, Any]:
+    """The gateway's own API: every door's routes in one document, composed here so that no
+    door imports another."""
+    return with_admin_api(with_messages_api(openai_document(limits)))
+
+
 async def _openapi(request: Request) -> Response:
-    """``GET /openapi.json``: the gateway's own API, every door's routes in one document."""
-    limits = request.app.state.runtime.settings.limits  # the document states the real ones
-    return JSONResponse(with_messages_api(openapi_document(limits)))
+    """``GET /openapi.json``: :func:`openapi_document` stating the real limits."""
+    limits = request.app.state.runtime.settings.limits
+    return JSONResponse(openapi_document(limits))
 
 
 async def _metrics(request: Request) -> Response:

@@ -16,12 +16,13 @@ from gateway.config import KeySettings
 from gateway.engine.planning import plan_conversation
 from gateway.errors import BadRequest, GatewayError
 from gateway.http.bodies import parse_json, read_body
-from gateway.http.common import error_response, request_id, runtime
+from gateway.http.common import error_response, request_id
 from gateway.http.exchange import Exchange
 from gateway.http.responses import EventStreamResponse
 from gateway.openai.responses.create import ROUTE, door_of, frames, sse_body
 from gateway.openai.responses.run import TERMINAL, ResponseRun, replay
 from gateway.runtime import Runtime
+from gateway.state import runtime
 
 Handler = Callable[[Request, Runtime, KeySettings, Exchange], Awaitable[Response]]
 
