@@ -52,10 +52,11 @@ from gateway.openai.responses.routes import (
 from gateway.openai.unsupported import unsupported
 from gateway.ops.access import AccessLogMiddleware
 from gateway.ops.inflight import InFlightMiddleware
-from gateway.ops.logs import LoggingSetup, config_secrets, configure_logging
+from gateway.ops.logs import LoggingSetup, configure_logging
 from gateway.ops.metrics import Metrics, render_latest
 from gateway.ops.metrics_access import token_matches
 from gateway.ops.shutdown import drain_on_signal, reload_on_sighup
+from gateway.redaction import config_secrets
 from gateway.runtime import Runtime
 
 logger = logging.getLogger("gateway")

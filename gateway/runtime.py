@@ -20,11 +20,12 @@ from gateway.keys.service import KeyService
 from gateway.ledger import Ledger, UsageRecord
 from gateway.limits import Limiter
 from gateway.openai.responses.door import ResponsesDoor
-from gateway.ops.logs import SecretRedactor, capped_names, config_secrets, log_request
+from gateway.ops.logs import capped_names, log_request
 from gateway.ops.metrics import Metrics
 from gateway.ops.recent import LiveView
 from gateway.ops.shutdown import FINAL_EVENT_MARGIN
 from gateway.ops.tracing import NoTracing, RequestTracing, build_tracing
+from gateway.redaction import SecretRedactor, config_secrets
 from gateway.upstream.batcher import SubmitBatcher
 from gateway.upstream.client import JobsClient
 from gateway.upstream.errors import UpstreamFailure
