@@ -41,6 +41,7 @@ from gateway.openai.chat import chat_completions, completions
 from gateway.openai.models import get_model, list_models
 from gateway.openai.openapi import openapi_document as openai_document
 from gateway.openai.responses.create import create_response
+from gateway.openai.responses.door import ResponsesDoor
 from gateway.openai.responses.routes import (
     cancel_response,
     compact_response,
@@ -147,6 +148,11 @@ def create_app(
                 runtime.on_reload = lambda fresh: register_secrets(logging_setup, fresh)
             stack.push_async_callback(runtime.aclose)
             await runtime.start()
+            # Each door's own state lives with the app, not the runtime (closed first).
+            responses = ResponsesDoor(effective)
+            stack.push_async_callback(responses.aclose)
+            await responses.start(runtime)
+            app.state.responses = responses
             if settings.upstream.base_url is not None:
                 stack.enter_context(reload_on_sighup(runtime.reload))
             stack.enter_context(drain_on_signal(runtime.begin_drain))

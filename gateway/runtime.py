@@ -19,7 +19,6 @@ from gateway.http.exchange import Exchange
 from gateway.keys.service import KeyService
 from gateway.ledger import Ledger, UsageRecord
 from gateway.limits import Limiter
-from gateway.openai.responses.door import ResponsesDoor
 from gateway.ops.logs import capped_names, log_request
 from gateway.ops.metrics import Metrics
 from gateway.ops.recent import LiveView
@@ -63,8 +62,6 @@ class Runtime:
     on_reload: Callable[[Settings], None] | None = None
     #: Masks the config's secrets in what the upstream says, before a client or log sees it.
     redactor: SecretRedactor = field(default_factory=SecretRedactor)
-    #: The Responses API's store and background runs.
-    responses: ResponsesDoor | None = None
     tracing: RequestTracing = field(default_factory=NoTracing)
     #: Recent upstream calls and failures, and the completions in flight (``/admin/live``).
     live: LiveView = field(default_factory=LiveView)
@@ -119,7 +116,6 @@ class Runtime:
             ledger=ledger,
             redactor=redactor,
             cache=ResponseCache.from_settings(settings, on_event=metrics.observe_cache),
-            responses=ResponsesDoor(settings),
             key_service=key_service,
             tracing=build_tracing(settings.tracing, settings.logging.log_prompts),
         )
@@ -234,8 +230,6 @@ class Runtime:
 
     async def start(self) -> None:
         await self.ledger.start()
-        if self.responses is not None:
-            await self.responses.start(self)
         await self.key_service.start()
 
     def begin_drain(self) -> None:
@@ -297,8 +291,6 @@ class Runtime:
         return True
 
     async def aclose(self) -> None:
-        if self.responses is not None:
-            await self.responses.aclose()
         await self.completions.batcher.aclose()
         await self.cache.aclose()
         await self.hub.aclose()

@@ -60,7 +60,7 @@ def _response_id(request: Request) -> str:
 
 
 async def _retrieve(request: Request, rt: Runtime, key: KeySettings, _: Exchange) -> Response:
-    door = door_of(rt)
+    door = door_of(request)
     record = await door.find(_response_id(request), key)
     if request.query_params.get("stream", "false").lower() != "true":
         return JSONResponse(record.body)
@@ -80,7 +80,7 @@ async def _retrieve(request: Request, rt: Runtime, key: KeySettings, _: Exchange
 
 
 async def _delete(request: Request, rt: Runtime, key: KeySettings, _: Exchange) -> Response:
-    door = door_of(rt)
+    door = door_of(request)
     response_id = _response_id(request)
     await door.find(response_id, key)
     await door.background.cancel(response_id)
@@ -89,7 +89,7 @@ async def _delete(request: Request, rt: Runtime, key: KeySettings, _: Exchange) 
 
 
 async def _cancel(request: Request, rt: Runtime, key: KeySettings, _: Exchange) -> Response:
-    door = door_of(rt)
+    door = door_of(request)
     record = await door.find(_response_id(request), key)
     if not record.background:
         raise BadRequest("Only background responses can be cancelled.", param="response_id")
@@ -107,7 +107,7 @@ async def _cancel(request: Request, rt: Runtime, key: KeySettings, _: Exchange) 
 
 
 async def _input_items(request: Request, rt: Runtime, key: KeySettings, _: Exchange) -> Response:
-    door = door_of(rt)
+    door = door_of(request)
     record = await door.find(_response_id(request), key)
     query = request.query_params
     try:
@@ -142,7 +142,7 @@ async def _input_tokens(request: Request, rt: Runtime, key: KeySettings, ex: Exc
     data = await _body(request, rt)
     if "model" not in data and rt.catalog.models:
         data["model"] = rt.catalog.models[0].name
-    prepared = await door_of(rt).prepare({**data, "stream": False, "background": False}, key)
+    prepared = await door_of(request).prepare({**data, "stream": False, "background": False}, key)
     plan = plan_conversation(prepared.translated.conversation, rt.catalog, rt.settings.limits)
     ex.model = plan.model.name
     return JSONResponse({"object": "response.input_tokens", "input_tokens": plan.prompt_tokens})
