@@ -21,6 +21,7 @@ from gateway.admin.live import admin_live
 from gateway.admin.openapi import with_admin_api
 from gateway.admin.usage import admin_reload, admin_usage, own_usage
 from gateway.anthropic import routes as anthropic
+from gateway.anthropic.errors import error_shape as anthropic_error_shape
 from gateway.anthropic.messages import count_tokens, messages
 from gateway.anthropic.openapi import with_messages_api
 from gateway.config import LimitSettings, Settings
@@ -37,6 +38,7 @@ from gateway.errors import (
 )
 from gateway.http.common import error_response
 from gateway.http.middleware import HeaderGuardMiddleware, RequestIdMiddleware
+from gateway.http.shapes import ErrorShapes
 from gateway.openai.chat import chat_completions, completions
 from gateway.openai.models import get_model, list_models
 from gateway.openai.openapi import openapi_document as openai_document
@@ -68,28 +70,40 @@ _ANY = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 _RATE_WORDS = ("limit", "remaining", "reset")
 
 
+def error_shapes() -> ErrorShapes:
+    """Each door's error shape by path prefix, for answers no route writes (the connection
+    guard's, the header guard's, the handlers below); OpenAI's for every other path."""
+    return ErrorShapes().with_door("/v1/messages", anthropic_error_shape)
+
+
+def _shaped(request: Request, error: GatewayError) -> Response:
+    shapes: ErrorShapes = request.app.state.error_shapes
+    return shapes.response(error, request.url.path)
+
+
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
-        return error_response(
-            MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}.")
+        return _shaped(
+            request,
+            MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}."),
         )
     if exc.status_code == 404:
-        return error_response(
-            NotFound(f"Unknown endpoint: {request.url.path}.", code="unknown_url")
+        return _shaped(
+            request, NotFound(f"Unknown endpoint: {request.url.path}.", code="unknown_url")
         )
-    return error_response(BadRequest(str(exc.detail)))
+    return _shaped(request, BadRequest(str(exc.detail)))
 
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
-    return error_response(exc)
+    return _shaped(request, exc)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(
-        InternalError("The gateway failed to handle this request; it has been logged.")
+    return _shaped(
+        request, InternalError("The gateway failed to handle this request; it has been logged.")
     )
 
 
@@ -125,6 +139,7 @@ def create_app(
 ) -> Starlette:
     """The ASGI app. Nothing is started until the lifespan runs."""
     app_metrics = metrics or Metrics.create()
+    shapes = error_shapes()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -202,7 +217,7 @@ def create_app(
         Middleware(RequestIdMiddleware),
         Middleware(AccessLogMiddleware),
         Middleware(InFlightMiddleware, metrics=app_metrics),
-        Middleware(HeaderGuardMiddleware),
+        Middleware(HeaderGuardMiddleware, shapes=shapes),
     ]
     if settings.server.cors_origins:
         middleware.append(
@@ -230,6 +245,7 @@ def create_app(
         },
     )
     app.state.metrics = app_metrics
+    app.state.error_shapes = shapes
     app.state.metrics_token = settings.server.metrics_token
     return app
 
