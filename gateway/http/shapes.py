@@ -24,9 +24,22 @@ from gateway.errors import GatewayError
 ErrorShape = Callable[[GatewayError], tuple[int, Any]]
 
 
+def openai_body(error: GatewayError) -> dict[str, Any]:
+    """OpenAI's envelope ``{"error": {"message", "type", "param", "code"}}``: the OpenAI door's
+    shape, and the gateway's own for every path no door claims (health, admin, metrics)."""
+    return {
+        "error": {
+            "message": error.message,
+            "type": error.kind,
+            "param": error.param,
+            "code": error.code,
+        }
+    }
+
+
 def openai_shape(error: GatewayError) -> tuple[int, Any]:
     """OpenAI's shape, the answer of every path no door claims."""
-    return error.status_code, error.to_dict()
+    return error.status_code, openai_body(error)
 
 
 @dataclass(frozen=True, slots=True)
