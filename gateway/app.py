@@ -15,11 +15,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.admin import keys as admin_keys
-from gateway.admin.health import healthz, readyz, root
-from gateway.admin.live import admin_live
 from gateway.admin.openapi import with_admin_api
-from gateway.admin.usage import admin_reload, admin_usage, own_usage
+from gateway.admin.routes import admin_routes
 from gateway.anthropic import routes as anthropic
 from gateway.anthropic.errors import error_shape as anthropic_error_shape
 from gateway.anthropic.messages import count_tokens, messages
@@ -198,15 +195,8 @@ def create_app(
             anthropic.for_anthropic_clients(anthropic.get_model, get_model),
             methods=["GET"],
         ),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.json", _openapi, methods=["GET"]),
-        Route("/v1/usage", own_usage, methods=["GET"]),
-        Route("/admin/usage", admin_usage, methods=["GET"]),
-        Route("/admin/reload", admin_reload, methods=["POST"]),
-        *admin_keys.ROUTES,
-        Route("/admin/live", admin_live, methods=["GET"]),
-        Route("/", root, methods=["GET"]),
+        *admin_routes(),
         Route("/v1/{rest:path}", unsupported, methods=_ANY),
     ]
     if settings.server.metrics_port is None:  # else served on its own port (gateway/cli.py)
