@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -14,10 +15,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.admin.openapi import with_admin_api
+from gateway.admin.routes import admin_routes
 from gateway.anthropic import routes as anthropic
+from gateway.anthropic.errors import error_shape as anthropic_error_shape
 from gateway.anthropic.messages import count_tokens, messages
 from gateway.anthropic.openapi import with_messages_api
-from gateway.config import Settings
+from gateway.config import LimitSettings, Settings
 from gateway.console.routes import console_routes
 from gateway.demo import demo_admin_key, with_demo_defaults
 from gateway.emulator.server import EmbeddedEmulator
@@ -31,10 +35,12 @@ from gateway.errors import (
 )
 from gateway.http.common import error_response
 from gateway.http.middleware import HeaderGuardMiddleware, RequestIdMiddleware
+from gateway.http.shapes import ErrorShapes
 from gateway.openai.chat import chat_completions, completions
 from gateway.openai.models import get_model, list_models
-from gateway.openai.openapi import openapi_document
+from gateway.openai.openapi import openapi_document as openai_document
 from gateway.openai.responses.create import create_response
+from gateway.openai.responses.door import ResponsesDoor
 from gateway.openai.responses.routes import (
     cancel_response,
     compact_response,
@@ -44,16 +50,13 @@ from gateway.openai.responses.routes import (
     retrieve_response,
 )
 from gateway.openai.unsupported import unsupported
-from gateway.ops import admin_keys
 from gateway.ops.access import AccessLogMiddleware
-from gateway.ops.admin import admin_reload, admin_usage, own_usage
-from gateway.ops.health import healthz, readyz, root
 from gateway.ops.inflight import InFlightMiddleware
-from gateway.ops.live import admin_live
-from gateway.ops.logs import LoggingSetup, config_secrets, configure_logging
+from gateway.ops.logs import LoggingSetup, configure_logging
 from gateway.ops.metrics import Metrics, render_latest
 from gateway.ops.metrics_access import token_matches
 from gateway.ops.shutdown import drain_on_signal, reload_on_sighup
+from gateway.redaction import config_secrets
 from gateway.runtime import Runtime
 
 logger = logging.getLogger("gateway")
@@ -64,28 +67,40 @@ _ANY = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 _RATE_WORDS = ("limit", "remaining", "reset")
 
 
+def error_shapes() -> ErrorShapes:
+    """Each door's error shape by path prefix, for answers no route writes (the connection
+    guard's, the header guard's, the handlers below); OpenAI's for every other path."""
+    return ErrorShapes().with_door("/v1/messages", anthropic_error_shape)
+
+
+def _shaped(request: Request, error: GatewayError) -> Response:
+    shapes: ErrorShapes = request.app.state.error_shapes
+    return shapes.response(error, request.url.path)
+
+
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
-        return error_response(
-            MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}.")
+        return _shaped(
+            request,
+            MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}."),
         )
     if exc.status_code == 404:
-        return error_response(
-            NotFound(f"Unknown endpoint: {request.url.path}.", code="unknown_url")
+        return _shaped(
+            request, NotFound(f"Unknown endpoint: {request.url.path}.", code="unknown_url")
         )
-    return error_response(BadRequest(str(exc.detail)))
+    return _shaped(request, BadRequest(str(exc.detail)))
 
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
-    return error_response(exc)
+    return _shaped(request, exc)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(
-        InternalError("The gateway failed to handle this request; it has been logged.")
+    return _shaped(
+        request, InternalError("The gateway failed to handle this request; it has been logged.")
     )
 
 
@@ -94,10 +109,16 @@ def register_secrets(setup: LoggingSetup, settings: Settings) -> None:
     setup.redactor.register_secrets(config_secrets(settings))
 
 
+def openapi_document(limits: LimitSettings | None = None) -> dict[str, Any]:
+    """The gateway's own API: every door's routes in one document, composed here so that no
+    door imports another."""
+    return with_admin_api(with_messages_api(openai_document(limits)))
+
+
 async def _openapi(request: Request) -> Response:
-    """``GET /openapi.json``: the gateway's own API, every door's routes in one document."""
-    limits = request.app.state.runtime.settings.limits  # the document states the real ones
-    return JSONResponse(with_messages_api(openapi_document(limits)))
+    """``GET /openapi.json``: :func:`openapi_document` stating the real limits."""
+    limits = request.app.state.runtime.settings.limits
+    return JSONResponse(openapi_document(limits))
 
 
 async def _metrics(request: Request) -> Response:
@@ -115,6 +136,7 @@ def create_app(
 ) -> Starlette:
     """The ASGI app. Nothing is started until the lifespan runs."""
     app_metrics = metrics or Metrics.create()
+    shapes = error_shapes()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -140,6 +162,11 @@ def create_app(
                 runtime.on_reload = lambda fresh: register_secrets(logging_setup, fresh)
             stack.push_async_callback(runtime.aclose)
             await runtime.start()
+            # Each door's own state lives with the app, not the runtime (closed first).
+            responses = ResponsesDoor(effective)
+            stack.push_async_callback(responses.aclose)
+            await responses.start(runtime)
+            app.state.responses = responses
             if settings.upstream.base_url is not None:
                 stack.enter_context(reload_on_sighup(runtime.reload))
             stack.enter_context(drain_on_signal(runtime.begin_drain))
@@ -170,15 +197,8 @@ def create_app(
             anthropic.for_anthropic_clients(anthropic.get_model, get_model),
             methods=["GET"],
         ),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.json", _openapi, methods=["GET"]),
-        Route("/v1/usage", own_usage, methods=["GET"]),
-        Route("/admin/usage", admin_usage, methods=["GET"]),
-        Route("/admin/reload", admin_reload, methods=["POST"]),
-        *admin_keys.ROUTES,
-        Route("/admin/live", admin_live, methods=["GET"]),
-        Route("/", root, methods=["GET"]),
+        *admin_routes(),
         Route("/v1/{rest:path}", unsupported, methods=_ANY),
     ]
     if settings.server.metrics_port is None:  # else served on its own port (gateway/cli.py)
@@ -189,7 +209,7 @@ def create_app(
         Middleware(RequestIdMiddleware),
         Middleware(AccessLogMiddleware),
         Middleware(InFlightMiddleware, metrics=app_metrics),
-        Middleware(HeaderGuardMiddleware),
+        Middleware(HeaderGuardMiddleware, shapes=shapes),
     ]
     if settings.server.cors_origins:
         middleware.append(
@@ -217,6 +237,7 @@ def create_app(
         },
     )
     app.state.metrics = app_metrics
+    app.state.error_shapes = shapes
     app.state.metrics_token = settings.server.metrics_token
     return app
 

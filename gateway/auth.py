@@ -7,13 +7,17 @@ import hmac
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from gateway.config import KeySettings
 from gateway.errors import AuthenticationFailed, PermissionDenied
 
-if TYPE_CHECKING:
-    from gateway.keys.registry import KeyRegistry
+
+class KeyLookup(Protocol):
+    """Keys found by digest beyond the config's (:class:`gateway.keys.registry.KeyRegistry`):
+    stated here so that this module, below the key store, does not import it."""
+
+    def lookup(self, sha256: str, presented: str, now: float) -> KeySettings | None: ...
 
 
 def bearer_token(headers: Mapping[str, str]) -> str | None:
@@ -61,7 +65,7 @@ class KeyRing:
     def __init__(
         self,
         keys: Sequence[KeySettings],
-        registry: KeyRegistry | None = None,
+        registry: KeyLookup | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._entries = [(bytes.fromhex(k.digest), k) for k in keys]

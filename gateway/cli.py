@@ -23,7 +23,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from gateway.app import create_app, register_secrets
+    from gateway.app import create_app, error_shapes, register_secrets
     from gateway.http.connections import guarded_protocol
     from gateway.ops.collector import tune_collector
     from gateway.ops.logs import configure_logging
@@ -75,7 +75,7 @@ def _serve(args: argparse.Namespace) -> int:
             timeout_graceful_shutdown=math.ceil(settings.server.graceful_shutdown_seconds),
             lifespan="on",
             # httptools with the gateway's header, timeout and connection limits.
-            http=guarded_protocol(settings.server),  # type: ignore[arg-type]
+            http=guarded_protocol(settings.server, error_shapes()),  # type: ignore[arg-type]
         )
     return 0
 

@@ -1,6 +1,10 @@
-"""The error tree and OpenAI's error envelope.
+"""The error tree: what went wrong, in no door's shape.
 
-    GatewayError                      -> {"error": {"message", "type", "param", "code"}}
+Each door renders an error its own way (OpenAI's envelope in :mod:`gateway.http.shapes`, the
+default; Anthropic's in :mod:`gateway.anthropic.errors`); the ``error_type``/``kind`` and
+``code`` below are the words the default shape carries.
+
+    GatewayError
     ├── BadRequest (400)              invalid_request_error
     │   └── UnsupportedParameter      a field the upstream cannot honour
     ├── PayloadTooLarge (413)
@@ -20,7 +24,6 @@ Every error carries what the client needs to act on it; nothing carries a secret
 
 from __future__ import annotations
 
-import json
 from typing import Any, ClassVar
 
 
@@ -46,19 +49,6 @@ class GatewayError(Exception):
         #: The ``type`` clients branch on: the class's, unless this error says more (a 429's
         #: ``requests`` or ``tokens``, as OpenAI sends it).
         self.kind = kind or self.error_type
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.kind,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict())
 
 
 class BadRequest(GatewayError):

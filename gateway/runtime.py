@@ -20,12 +20,12 @@ from gateway.http.exchange import Exchange
 from gateway.keys.service import KeyService
 from gateway.ledger import Ledger, UsageRecord
 from gateway.limits import Limiter
-from gateway.openai.responses.door import ResponsesDoor
-from gateway.ops.logs import SecretRedactor, capped_names, config_secrets, log_request
+from gateway.ops.logs import capped_names, log_request
 from gateway.ops.metrics import Metrics
 from gateway.ops.recent import LiveView
 from gateway.ops.shutdown import FINAL_EVENT_MARGIN
 from gateway.ops.tracing import NoTracing, RequestTracing, build_tracing
+from gateway.redaction import SecretRedactor, config_secrets
 from gateway.upstream.batcher import SubmitBatcher
 from gateway.upstream.client import JobsClient
 from gateway.upstream.errors import UpstreamFailure
@@ -64,8 +64,6 @@ class Runtime:
     on_reload: Callable[[Settings], None] | None = None
     #: Masks the config's secrets in what the upstream says, before a client or log sees it.
     redactor: SecretRedactor = field(default_factory=SecretRedactor)
-    #: The Responses API's store and background runs.
-    responses: ResponsesDoor | None = None
     tracing: RequestTracing = field(default_factory=NoTracing)
     #: Recent upstream calls and failures, and the completions in flight (``/admin/live``).
     live: LiveView = field(default_factory=LiveView)
@@ -120,7 +118,6 @@ class Runtime:
             ledger=ledger,
             redactor=redactor,
             cache=ResponseCache.from_settings(settings, on_event=metrics.observe_cache),
-            responses=ResponsesDoor(settings),
             key_service=key_service,
             tracing=build_tracing(settings.tracing, settings.logging.log_prompts),
         )
@@ -235,8 +232,6 @@ class Runtime:
 
     async def start(self) -> None:
         await self.ledger.start()
-        if self.responses is not None:
-            await self.responses.start(self)
         await self.key_service.start()
         await self._say_if_redis_is_unreachable()
 
@@ -313,8 +308,6 @@ class Runtime:
         return True
 
     async def aclose(self) -> None:
-        if self.responses is not None:
-            await self.responses.aclose()
         await self.completions.batcher.aclose()
         await self.cache.aclose()
         await self.hub.aclose()

@@ -14,13 +14,12 @@ import logging
 import secrets
 from typing import Any
 
-import orjson
-
 from gateway.anthropic.errors import error_body
 from gateway.engine.answer import Answer
 from gateway.engine.events import ChoiceEnd, Event, KeepAlive, TextDelta, ToolCallDelta
 from gateway.errors import GatewayError
 from gateway.http.serving import PlainCodec
+from gateway.http.sse import encode
 
 logger = logging.getLogger("gateway.anthropic")
 
@@ -42,16 +41,9 @@ def stop_reason(reason: str | None, stop_sequence: str | None) -> str:
     return _REASONS.get(reason or "stop", "end_turn")
 
 
-def _dumps(obj: dict[str, Any]) -> bytes:
-    try:
-        return orjson.dumps(obj)
-    except orjson.JSONEncodeError:  # lone surrogates: escaped, still valid JSON
-        return json.dumps(obj, separators=(",", ":")).encode()
-
-
 def sse_event(name: str, obj: dict[str, Any]) -> bytes:
     """One server-sent event with its ``event:`` line, as Anthropic sends them."""
-    return b"event: " + name.encode() + b"\ndata: " + _dumps(obj) + b"\n\n"
+    return encode(obj, name)
 
 
 PING = sse_event("ping", {"type": "ping"})

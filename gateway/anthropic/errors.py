@@ -85,6 +85,14 @@ def error_body(error: GatewayError, request_id: str | None = None) -> dict[str, 
     return body
 
 
+def error_shape(error: GatewayError) -> tuple[int, dict[str, Any]]:
+    """The status and body of ``error`` in this door's shape: what the app registers for
+    ``/v1/messages`` (:class:`gateway.http.shapes.ErrorShapes`), so that answers written
+    before any route runs (the connection guard's 408/431) are in it too."""
+    status, _ = status_and_type(error)
+    return status, error_body(error)
+
+
 def error_response(
     error: GatewayError, headers: dict[str, str] | None = None, request_id: str | None = None
 ) -> Response:

@@ -20,8 +20,9 @@ from gateway.anthropic.translate import conversation
 from gateway.engine.planning import Plan, plan_conversation
 from gateway.errors import GatewayError
 from gateway.http.bodies import parse_json, read_body, validate
-from gateway.http.common import request_id, runtime
+from gateway.http.common import request_id
 from gateway.http.serving import Codec, RequestContext, serve
+from gateway.state import runtime
 
 ROUTE = "/v1/messages"
 

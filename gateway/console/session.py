@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.errors import GatewayError
-from gateway.http.common import runtime
+from gateway.state import runtime
 
 
 async def console_session(request: Request) -> Response:

@@ -17,7 +17,9 @@ per request, so the gateway keeps httptools and adds, per connection:
 - ``server.max_connections``: connections open in this process; one more is answered 503 and
   closed at once, before it can hold anything.
 
-Refusals are written in the OpenAI error shape, then the connection is closed after a short
+Refusals are written in the shape of the door the request's path belongs to, as far as the
+path is known (:class:`~gateway.http.shapes.ErrorShapes`; OpenAI's for the rest, and for a
+connection refused before it sent anything), then the connection is closed after a short
 linger (reading and dropping what the client still sends, so it can read the answer instead of
 losing it to a TCP reset).
 """
@@ -39,6 +41,7 @@ from uvicorn.server import ServerState
 from gateway.config import ServerSettings
 from gateway.errors import GatewayError, HeadersTooLarge, RequestTimeout, ServiceUnavailable
 from gateway.http.bodies import BODY_TIMED_OUT
+from gateway.http.shapes import ErrorShapes
 
 logger = logging.getLogger("gateway.connections")
 
@@ -56,15 +59,16 @@ class _Refusal(Exception):
         self.error = error
 
 
-def raw_response(error: GatewayError) -> bytes:
-    """A complete ``connection: close`` HTTP/1.1 response carrying the error's JSON."""
-    body = error.to_json().encode()
+def raw_response(error: GatewayError, shapes: ErrorShapes, path: str = "") -> bytes:
+    """A complete ``connection: close`` HTTP/1.1 response carrying the error's JSON in the
+    shape of the door ``path`` belongs to."""
+    status, body = shapes.render(error, path)
     try:
-        phrase = http.HTTPStatus(error.status_code).phrase
+        phrase = http.HTTPStatus(status).phrase
     except ValueError:
         phrase = ""
     head = [
-        f"HTTP/1.1 {error.status_code} {phrase}",
+        f"HTTP/1.1 {status} {phrase}",
         "content-type: application/json",
         f"content-length: {len(body)}",
         "connection: close",
@@ -84,9 +88,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
         *,
         limits: ServerSettings,
+        shapes: ErrorShapes | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.limits = limits
+        self.shapes = shapes or ErrorShapes()
         self._reading_head = True  # between a message's end (or the connection) and its headers
         self._head_bytes = 0
         self._heads_done = 0
@@ -260,6 +266,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         cycle.disconnected = True
         cycle.message_event.set()
 
+    def _path(self) -> str:
+        """The path of the request being read, as far as it came (``""`` before any)."""
+        url: bytes = getattr(self, "url", b"")
+        return url.partition(b"?")[0].decode("latin-1")
+
     def _refuse(self, error: GatewayError, reason: str, own_cycle: bool = False) -> None:
         """Answer ``error`` and close after a linger. ``own_cycle``: the request being refused
         is the current cycle's (a body too slow), which has not started its answer; otherwise
@@ -277,12 +288,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if not own_cycle and self._response_in_progress():
             self.transport.close()
             return
-        self.transport.write(raw_response(error))
+        self.transport.write(raw_response(error, self.shapes, self._path()))
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
 
-def guarded_protocol(limits: ServerSettings) -> Callable[..., asyncio.Protocol]:
+def guarded_protocol(
+    limits: ServerSettings, shapes: ErrorShapes | None = None
+) -> Callable[..., asyncio.Protocol]:
     """What ``uvicorn.run(http=...)`` takes: a picklable factory, so workers get it too."""
-    return functools.partial(GuardedHttpToolsProtocol, limits=limits)
+    return functools.partial(GuardedHttpToolsProtocol, limits=limits, shapes=shapes)

@@ -9,6 +9,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import BadRequest
+from gateway.http.shapes import ErrorShapes
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -51,14 +52,16 @@ SINGLE_HEADERS = (b"authorization", b"x-api-key", b"content-type", b"content-len
 
 
 class HeaderGuardMiddleware:
-    """Refuses API requests whose headers contradict themselves, with an OpenAI-shaped 400.
+    """Refuses API requests whose headers contradict themselves with a 400, in the shape of
+    the door the path belongs to (``shapes``; OpenAI's by default).
 
     Two ``Authorization`` headers (say a proxy's and the client's) would otherwise be settled
     by whichever the code happens to read first.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, shapes: ErrorShapes | None = None) -> None:
         self.app = app
+        self.shapes = shapes or ErrorShapes()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -66,18 +69,20 @@ class HeaderGuardMiddleware:
             for name, _ in scope["headers"]:
                 if name in SINGLE_HEADERS:
                     if name in seen:
-                        await _refuse(send, name.decode("latin-1"))
+                        await self._refuse(scope, send, name.decode("latin-1"))
                         return
                     seen.add(name)
         await self.app(scope, receive, send)
 
-
-async def _refuse(send: Send, header: str) -> None:
-    error = BadRequest(
-        f"The request carries more than one '{header}' header; send exactly one.",
-        code="duplicate_header",
-    )
-    body = error.to_json().encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    async def _refuse(self, scope: Scope, send: Send, header: str) -> None:
+        error = BadRequest(
+            f"The request carries more than one '{header}' header; send exactly one.",
+            code="duplicate_header",
+        )
+        status, body = self.shapes.render(error, scope.get("path", ""))
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

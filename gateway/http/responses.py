@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from gateway.errors import GatewayError
+from gateway.http.shapes import openai_body
 
 #: Called once the exchange is over: (HTTP status sent, outcome such as "ok").
 OnClose = Callable[[int, str], Awaitable[None]]
@@ -28,7 +29,7 @@ ErrorRenderer = Callable[[GatewayError, dict[str, str]], Response]
 def openai_error(error: GatewayError, headers: dict[str, str] | None = None) -> Response:
     """The error in OpenAI's shape: the default of every route that has no door of its own."""
     return Response(
-        json.dumps(error.to_dict()),
+        json.dumps(openai_body(error)),
         status_code=error.status_code,
         media_type="application/json",
         headers={**(headers or {}), **error.headers},

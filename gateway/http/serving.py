@@ -34,11 +34,12 @@ from gateway.engine.planning import Plan
 from gateway.engine.service import Submitted
 from gateway.errors import GatewayError, InternalError, NotFound, RateLimited
 from gateway.http.bodies import parse_json, read_body
-from gateway.http.common import client_timeout, deadline_cap, request_id, runtime
+from gateway.http.common import client_timeout, deadline_cap, request_id
 from gateway.http.exchange import Exchange
 from gateway.http.responses import DeferredJSONResponse, ErrorRenderer, EventStreamResponse
 from gateway.ops.access import LOGGED_ELSEWHERE
 from gateway.runtime import Runtime
+from gateway.state import runtime
 
 logger = logging.getLogger("gateway.streaming")
 

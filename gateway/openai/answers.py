@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from collections.abc import Sequence
@@ -11,11 +10,7 @@ from typing import Any
 import orjson
 
 from gateway.engine.tools import ToolCallChunk
-
-
-def sse(obj: dict[str, Any]) -> bytes:
-    """One server-sent event carrying ``obj`` as compact JSON."""
-    return b"data: " + json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+from gateway.http.sse import encode as sse
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:

@@ -9,10 +9,13 @@ from gateway.engine.events import ChoiceEnd, ChoiceReset, Event, TextDelta, Tool
 from gateway.engine.planning import Plan
 from gateway.errors import GatewayError
 from gateway.http.serving import PlainCodec
-from gateway.openai.answers import AnswerShape, sse
+from gateway.http.shapes import openai_body
+from gateway.http.sse import comment, frame
+from gateway.http.sse import encode as sse
+from gateway.openai.answers import AnswerShape
 
-KEEPALIVE_COMMENT = b": ping\n\n"
-DONE = b"data: [DONE]\n\n"
+KEEPALIVE_COMMENT = comment("ping")
+DONE = frame(b"[DONE]")
 
 
 class CompletionCodec(PlainCodec):
@@ -49,7 +52,7 @@ class CompletionCodec(PlainCodec):
         return KEEPALIVE_COMMENT
 
     def failure(self, error: GatewayError) -> bytes:
-        return sse(error.to_dict())
+        return sse(openai_body(error))
 
     def closing(self, prompt_tokens: int, completion_tokens: int) -> bytes:
         if not self.plan.include_usage:

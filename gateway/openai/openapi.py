@@ -17,7 +17,6 @@ from gateway.config import LimitSettings
 from gateway.openai.openapi_answers import answer_schemas, with_headers
 from gateway.openai.openapi_console import console_paths
 from gateway.openai.responses import openapi as responses_openapi
-from gateway.ops.admin_openapi import admin_paths
 
 ERROR_STATUSES = {
     "400": "Invalid request: malformed JSON, a wrong type, a value out of range.",
@@ -429,7 +428,6 @@ def openapi_document(limits: LimitSettings | None = None) -> dict[str, Any]:
                     },
                 }
             },
-            **admin_paths(),
             "/openapi.json": {
                 "get": {
                     "summary": "This document",

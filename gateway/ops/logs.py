@@ -1,9 +1,10 @@
 """Logging: JSON lines for machines, plain text for a terminal, secrets masked on the way out.
 
-:func:`configure_logging` installs one handler on the root logger with a :class:`SecretRedactor`
-filter, and routes uvicorn's loggers through it. uvicorn's access log is silenced: the gateway
-writes its own line per request with :func:`log_request`, which carries what an access log lacks
-(key name, model, job ids, durations, tokens).
+:func:`configure_logging` installs one handler on the root logger with a
+:class:`~gateway.redaction.SecretRedactor` filter, and routes uvicorn's loggers through it.
+uvicorn's access log is silenced: the gateway writes its own line per request with
+:func:`log_request`, which carries what an access log lacks (key name, model, job ids,
+durations, tokens).
 
 uvicorn: pass ``setup.uvicorn_log_config`` as ``log_config`` to ``uvicorn.run`` / ``uvicorn.Config``
 (and leave ``log_level`` unset). It only adjusts uvicorn's loggers, so it does not undo this
@@ -16,17 +17,15 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from gateway.config import LoggingSettings, Settings
+from gateway.config import LoggingSettings
+from gateway.redaction import RECORD_ATTRS, SecretRedactor
 
-MASK = "***"
-_BEARER = re.compile(r"(?i)\b(bearer)(\s+)[A-Za-z0-9\-._~+/]+=*")
 _HANDLER_MARK = "_gateway_handler"
 _UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.asgi")
 _ACCESS_LOGGER = "uvicorn.access"
@@ -34,9 +33,6 @@ _ACCESS_LOGGER = "uvicorn.access"
 #: drown the one line per request. They speak at debug level only.
 _CHATTY_LOGGERS = ("httpx", "httpcore")
 
-#: Attributes every LogRecord has; anything else on a record is a structured field.
-_STANDARD_ATTRS = frozenset(vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None)))
-_STANDARD_ATTRS |= {"message", "asctime", "taskName"}
 #: Extras not worth writing: uvicorn's copy of its message with terminal colour codes.
 _DROPPED_EXTRAS = frozenset({"color_message"})
 
@@ -57,83 +53,10 @@ REQUEST_FIELDS = (
 )
 
 
-class SecretRedactor(logging.Filter):
-    """Masks ``Bearer <value>`` and every registered secret in a record before it is written.
-
-    It rewrites the record itself (message, arguments, string fields, traceback text), so every
-    formatter downstream sees the masked version. Install it on a handler, not a logger: a
-    logger's filters do not see records propagated from child loggers.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._secrets: set[str] = set()
-        self._pattern: re.Pattern[str] | None = None
-
-    def register_secret(self, secret: str | None) -> None:
-        """Mask ``secret`` from now on; empty values are ignored."""
-        if secret and secret not in self._secrets:
-            self._secrets.add(secret)
-            # Longest first, so a secret containing another is masked whole.
-            ordered = sorted(self._secrets, key=len, reverse=True)
-            self._pattern = re.compile("|".join(re.escape(s) for s in ordered))
-
-    def register_secrets(self, secrets: Iterable[str | None]) -> None:
-        for secret in secrets:
-            self.register_secret(secret)
-
-    def redact(self, text: str) -> str:
-        if self._pattern is not None:
-            text = self._pattern.sub(MASK, text)
-        return _BEARER.sub(rf"\1\2{MASK}", text)
-
-    def _redact_value(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return self.redact(value)
-        if isinstance(value, list | tuple):
-            return type(value)(self._redact_value(v) for v in value)
-        if isinstance(value, dict):
-            return {k: self._redact_value(v) for k, v in value.items()}
-        return value
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except (TypeError, ValueError):  # bad %-arguments: keep the line, show what was given
-            message = f"{record.msg} {record.args!r}"
-        record.msg = self.redact(message)
-        record.args = None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = self.redact(record.exc_text)
-        if record.stack_info:
-            record.stack_info = self.redact(record.stack_info)
-        for name, value in list(vars(record).items()):
-            if name not in _STANDARD_ATTRS:
-                setattr(record, name, self._redact_value(value))
-        return True
-
-
-def config_secrets(settings: Settings) -> list[str | None]:
-    """Every secret a config holds in plaintext: masked in logs and in upstream error text."""
-    return [
-        *(k.upstream_token for k in settings.keys),
-        *(k.key for k in settings.keys),
-        *(a.upstream_token for a in settings.accounts),
-        *(k.key for k in settings.admin.keys),
-        settings.admin.key,
-        settings.emulator.token,
-        settings.key_store.secret,
-    ]
-
-
 def structured_fields(record: logging.LogRecord) -> dict[str, Any]:
     """The ``extra=`` fields of a record, in the order they were given."""
     return {
-        k: v
-        for k, v in vars(record).items()
-        if k not in _STANDARD_ATTRS and k not in _DROPPED_EXTRAS
+        k: v for k, v in vars(record).items() if k not in RECORD_ATTRS and k not in _DROPPED_EXTRAS
     }
 
 
@@ -317,7 +240,7 @@ def log_request(
     Every field of :data:`REQUEST_FIELDS` is present (``null`` when unknown). ``extra`` adds
     fields; it must not reuse a LogRecord attribute name. No prompt or output belongs here.
     """
-    clash = sorted(set(extra) & _STANDARD_ATTRS)
+    clash = sorted(set(extra) & RECORD_ATTRS)
     if clash:
         raise ValueError(f"log_request: field names reserved by logging: {clash}")
     fields: dict[str, Any] = {

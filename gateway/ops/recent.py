@@ -1,4 +1,4 @@
-"""What the upstream is doing right now, remembered for ``GET /admin/live`` (gateway.ops.live).
+"""What the upstream is doing right now, remembered for ``GET /admin/live`` (gateway.admin.live).
 
 :class:`LiveView` keeps only bounded memory: a ring of recent upstream call timings, a ring of
 recent failed requests, and the completions currently following jobs (each one leaves when its

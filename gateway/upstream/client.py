@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from gateway.config import UpstreamSettings
-from gateway.ops.logs import MASK, SecretRedactor
+from gateway.redaction import MASK, SecretRedactor
 from gateway.upstream.breaker import CircuitBreaker
 from gateway.upstream.errors import UpstreamFailure
 from gateway.upstream.failurelog import FailureLog

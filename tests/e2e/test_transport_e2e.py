@@ -15,11 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import psutil
 import pytest
 
+from gateway.config import ServerSettings
 from tests.e2e.servers import (
     ALICE_KEY,
     ALICE_TOKEN,
@@ -38,6 +40,8 @@ MAX_CONNECTIONS = 40
 CUT_WITHIN = 15.0
 CHAT = "/v1/chat/completions"
 METRICS_TOKEN = "metrics-token-for-tests-0123"
+#: The default ``server.max_header_bytes`` (the gateway below keeps it).
+LIMIT = ServerSettings().max_header_bytes
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +134,69 @@ def test_a_200kb_header_is_refused_with_431_in_the_openai_shape(gateway: Server)
     response = httpx.get(gateway.url + "/v1/models", headers={"x-big": "b" * 200_000})
     assert response.status_code == 431
     assert response.json()["error"]["code"] == "request_headers_too_large"
+
+
+def _anthropic_error(answer: bytes) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    return body
+
+
+def test_a_200kb_header_on_the_messages_door_is_refused_in_anthropics_shape(
+    gateway: Server,
+) -> None:
+    """The guard answers before any route, in the shape of the door the path belongs to."""
+    sdk = anthropic.Anthropic(
+        base_url=gateway.url,
+        api_key=ALICE_KEY,
+        max_retries=0,
+        default_headers={"x-big": "b" * 200_000},
+    )
+    with pytest.raises(anthropic.APIStatusError) as caught:
+        sdk.messages.create(
+            model="gemma-2b", max_tokens=8, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert caught.value.status_code == 431
+    assert caught.value.body == {
+        "type": "error",
+        "error": {
+            "type": "invalid_request_error",
+            "message": f"The request line and headers are larger than {LIMIT} bytes.",
+        },
+    }
+    lines = [(f"x-h{i}", "v") for i in range(150)]
+    counted = httpx.post(gateway.url + "/v1/messages/count_tokens", headers=lines, json={})
+    assert counted.status_code == 431 and counted.json()["type"] == "error"
+
+
+def test_a_slow_body_on_the_messages_door_is_cut_with_408_in_anthropics_shape(
+    gateway: Server,
+) -> None:
+    sock = _connect(gateway)
+    head = _post_head(10_000, "req_slow_messages").replace(CHAT.encode(), b"/v1/messages", 1)
+    sock.sendall(head)
+    answer = _read_all(sock)
+    sock.close()
+    assert _status(answer) == 408
+    assert _anthropic_error(answer) == {
+        "type": "error",
+        "error": {
+            "type": "invalid_request_error",
+            "message": "The request body did not arrive within 1 s.",
+        },
+    }
+
+
+def test_duplicate_headers_on_the_messages_door_are_refused_in_anthropics_shape(
+    gateway: Server,
+) -> None:
+    headers = [("x-api-key", ALICE_KEY), ("x-api-key", "sk-other"), ("anthropic-version", "1")]
+    answer = httpx.post(gateway.url + "/v1/messages", headers=headers, json={})
+    assert answer.status_code == 400
+    assert answer.json()["type"] == "error"
+    assert "x-api-key" in answer.json()["error"]["message"]
+    openai_path = httpx.post(gateway.url + CHAT, headers=headers, json={})
+    assert openai_path.status_code == 400
+    assert openai_path.json()["error"]["code"] == "duplicate_header"
 
 
 def test_too_many_header_lines_are_refused_with_431(gateway: Server) -> None:

@@ -9,6 +9,7 @@ import pytest
 from gateway.config import ModelSettings
 from gateway.engine.catalog import ModelCatalog
 from gateway.errors import NotFound
+from gateway.http.shapes import openai_body
 
 GEMMA = ModelSettings(name="gemma-2b", tag="gemma:2b", aliases=("gpt-3.5-turbo",))
 LLAMA = ModelSettings(name="llama2", tag="llama2", template="llama2")
@@ -17,7 +18,7 @@ LLAMA = ModelSettings(name="llama2", tag="llama2", template="llama2")
 def _missing(catalog: ModelCatalog, name: str) -> dict[str, Any]:
     with pytest.raises(NotFound) as info:
         catalog.resolve(name)
-    error: dict[str, Any] = info.value.to_dict()["error"]
+    error: dict[str, Any] = openai_body(info.value)["error"]
     return error
 
 

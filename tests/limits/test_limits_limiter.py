@@ -11,6 +11,7 @@ from limits_support import FakeClock, StoreFactory, make_key
 
 from gateway.config import KeySettings
 from gateway.errors import PermissionDenied, RateLimited
+from gateway.http.shapes import openai_body
 from gateway.limits import Admission, Limiter
 
 
@@ -68,7 +69,7 @@ async def test_request_headers_count_down(limiter: Limiter, clock: FakeClock) ->
     assert "x-ratelimit-limit-tokens" not in seen[0]
     # 36 s after the first request, the last one (at +24 s) leaves the window in 48 s.
     error = await refused(limiter, key)
-    assert error.to_dict()["error"]["type"] == "requests"  # as OpenAI: code can branch on it
+    assert openai_body(error)["error"]["type"] == "requests"  # as OpenAI: code can branch on it
     assert error.headers["x-ratelimit-reset-requests"] == "48s"
     assert error.headers["retry-after"] == "24"
 
@@ -88,7 +89,7 @@ async def test_tpm_counts_estimated_tokens(limiter: Limiter, clock: FakeClock) -
     assert second.headers["x-ratelimit-remaining-tokens"] == "0"
     error = await refused(limiter, key, 1)
     assert error.code == "rate_limit_exceeded"
-    assert error.to_dict()["error"]["type"] == "tokens"
+    assert openai_body(error)["error"]["type"] == "tokens"
     assert "tokens per min" in error.message
     assert error.headers["retry-after"] == "50"  # the 60 tokens of the first second free first
     clock.advance(50)

@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import pytest
 from starlette.routing import Route
 
-from gateway.anthropic.openapi import with_messages_api
-from gateway.app import create_app
+from gateway.app import create_app, openapi_document
 from gateway.config import Settings
-from gateway.openai.openapi import openapi_document as openai_document
 
 #: Unsupported OpenAI endpoints and unknown Messages paths: refused with 404s.
 CATCH_ALLS = ("/v1/{rest:path}", "/v1/messages{rest:path}")
-
-
-def openapi_document() -> dict[str, Any]:
-    return with_messages_api(openai_document())
 
 
 def test_every_route_is_documented_and_nothing_else() -> None:

@@ -12,10 +12,10 @@ from gateway.config import LoggingSettings
 from gateway.ops.logs import (
     REQUEST_FIELDS,
     LoggingSetup,
-    SecretRedactor,
     configure_logging,
     log_request,
 )
+from gateway.redaction import SecretRedactor
 
 TOKEN = "upstream-token-abcdef"
 KEY = "sk-very-secret-key-123"

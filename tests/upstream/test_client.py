@@ -9,6 +9,7 @@ import pytest
 import respx
 
 from gateway.config import UpstreamSettings
+from gateway.http.shapes import openai_body
 from gateway.upstream.client import JobsClient
 from gateway.upstream.errors import UpstreamFailure
 from gateway.upstream.models import JobPhase
@@ -187,4 +188,4 @@ def test_token_never_in_failure_messages() -> None:
     failure = UpstreamFailure(
         "http_error", "the upstream service answered HTTP 500", status_code=500
     )
-    assert "secret" not in failure.to_gateway_error().to_json()
+    assert "secret" not in json.dumps(openai_body(failure.to_gateway_error()))

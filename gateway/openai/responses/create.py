@@ -33,14 +33,13 @@ from gateway.openai.responses.door import Prepared, ResponsesDoor, new_object
 from gateway.openai.responses.render import sse
 from gateway.openai.responses.run import ResponseRun, StreamEvent
 from gateway.openai.responses.store import StoredResponse
-from gateway.runtime import Runtime
 
 ROUTE = "/v1/responses"
 
 
-def door_of(rt: Runtime) -> ResponsesDoor:
-    door = rt.responses
-    assert door is not None
+def door_of(request: Request) -> ResponsesDoor:
+    """The Responses door's state: built and closed with the app (``app.state.responses``)."""
+    door: ResponsesDoor = request.app.state.responses
     return door
 
 
@@ -123,7 +122,7 @@ def _errors(error: GatewayError, headers: dict[str, str]) -> Response:
 
 
 async def _plan(ctx: RequestContext) -> tuple[Plan, Codec]:
-    door = door_of(ctx.runtime)
+    door = door_of(ctx.request)
     if isinstance(ctx.data, dict) and ctx.data.get("background") is True:
         raise Handover(await _background(ctx))
     prepared = await door.prepare(ctx.data, ctx.key)
@@ -141,7 +140,7 @@ async def _background(ctx: RequestContext) -> Response:
     """Admitted and submitted like any request; followed without the client."""
     rt, key, data = ctx.runtime, ctx.key, ctx.data
     settings = rt.settings
-    door = door_of(rt)
+    door = door_of(ctx.request)
     exchange = Exchange(ctx.exchange.request_id, ROUTE)
     exchange.key_name = key.name
     headers: dict[str, str] = {}

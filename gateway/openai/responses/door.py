@@ -41,7 +41,7 @@ class Prepared:
 
 
 class ResponsesDoor:
-    """Owned by the runtime: opened at start-up, closed at shutdown."""
+    """Owned by the app (``app.state.responses``): opened at start-up, closed at shutdown."""
 
     def __init__(self, settings: Settings) -> None:
         options = settings.responses

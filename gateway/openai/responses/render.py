@@ -6,11 +6,11 @@ one); fields the gateway accepts and does not forward are echoed as the client s
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from gateway.http.sse import encode
 from gateway.openai.responses.run import StreamEvent, new_id
 from gateway.openai.responses.translate import Translated
 from gateway.openai.responses.wire import CreateResponse
@@ -125,5 +125,4 @@ def _parts(role: Any, content: Any) -> list[dict[str, Any]]:
 
 def sse(event: StreamEvent) -> bytes:
     """One server-sent event, named like its type as OpenAI sends them."""
-    data = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
-    return f"event: {event['type']}\ndata: {data}\n\n".encode()
+    return encode(event, str(event["type"]))

@@ -16,12 +16,13 @@ from gateway.config import KeySettings
 from gateway.engine.planning import plan_conversation
 from gateway.errors import BadRequest, GatewayError
 from gateway.http.bodies import parse_json, read_body
-from gateway.http.common import error_response, request_id, runtime
+from gateway.http.common import error_response, request_id
 from gateway.http.exchange import Exchange
 from gateway.http.responses import EventStreamResponse
 from gateway.openai.responses.create import ROUTE, door_of, frames, sse_body
 from gateway.openai.responses.run import TERMINAL, ResponseRun, replay
 from gateway.runtime import Runtime
+from gateway.state import runtime
 
 Handler = Callable[[Request, Runtime, KeySettings, Exchange], Awaitable[Response]]
 
@@ -59,7 +60,7 @@ def _response_id(request: Request) -> str:
 
 
 async def _retrieve(request: Request, rt: Runtime, key: KeySettings, _: Exchange) -> Response:
-    door = door_of(rt)
+    door = door_of(request)
     record = await door.find(_response_id(request), key)
     if request.query_params.get("stream", "false").lower() != "true":
         return JSONResponse(record.body)
@@ -79,7 +80,7 @@ async def _retrieve(request: Request, rt: Runtime, key: KeySettings, _: Exchange
 
 
 async def _delete(request: Request, rt: Runtime, key: KeySettings, _: Exchange) -> Response:
-    door = door_of(rt)
+    door = door_of(request)
     response_id = _response_id(request)
     await door.find(response_id, key)
     await door.background.cancel(response_id)
@@ -88,7 +89,7 @@ async def _delete(request: Request, rt: Runtime, key: KeySettings, _: Exchange) 
 
 
 async def _cancel(request: Request, rt: Runtime, key: KeySettings, _: Exchange) -> Response:
-    door = door_of(rt)
+    door = door_of(request)
     record = await door.find(_response_id(request), key)
     if not record.background:
         raise BadRequest("Only background responses can be cancelled.", param="response_id")
@@ -106,7 +107,7 @@ async def _cancel(request: Request, rt: Runtime, key: KeySettings, _: Exchange) 
 
 
 async def _input_items(request: Request, rt: Runtime, key: KeySettings, _: Exchange) -> Response:
-    door = door_of(rt)
+    door = door_of(request)
     record = await door.find(_response_id(request), key)
     query = request.query_params
     try:
@@ -141,7 +142,7 @@ async def _input_tokens(request: Request, rt: Runtime, key: KeySettings, ex: Exc
     data = await _body(request, rt)
     if "model" not in data and rt.catalog.models:
         data["model"] = rt.catalog.models[0].name
-    prepared = await door_of(rt).prepare({**data, "stream": False, "background": False}, key)
+    prepared = await door_of(request).prepare({**data, "stream": False, "background": False}, key)
     plan = plan_conversation(prepared.translated.conversation, rt.catalog, rt.settings.limits)
     ex.model = plan.model.name
     return JSONResponse({"object": "response.input_tokens", "input_tokens": plan.prompt_tokens})

@@ -9,11 +9,12 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from gateway.admin.usage import require_admin_reader
 from gateway.errors import GatewayError
-from gateway.http.common import error_response, runtime
-from gateway.ops.admin import require_admin_reader
+from gateway.http.common import error_response
 from gateway.ops.recent import AccountState
 from gateway.runtime import Runtime
+from gateway.state import runtime
 
 
 def account_states(rt: Runtime) -> list[AccountState]:

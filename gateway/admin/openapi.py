@@ -1,5 +1,5 @@
 """The OpenAPI description of the ``/admin`` keys, teams and audit routes (merged into the
-served document by :func:`gateway.openai.openapi.openapi_document`)."""
+served document by :func:`gateway.app.openapi_document`, as every door's are)."""
 
 from __future__ import annotations
 
@@ -129,3 +129,10 @@ def admin_paths() -> dict[str, Any]:
             "get": _op("Changes, newest first", ("400", *read), query=("limit", "before")),
         },
     }
+
+
+def with_admin_api(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` (the OpenAI door's document, whose ``Error`` schema these answers use) with
+    this door's keys, teams and audit routes."""
+    doc["paths"].update(admin_paths())
+    return doc

@@ -9,13 +9,14 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from gateway.admin.keys import authorize
 from gateway.config import ConfigError, KeySettings
 from gateway.errors import BadRequest, GatewayError
-from gateway.http.common import error_response, runtime
+from gateway.http.common import error_response
 from gateway.ledger import parse_time_range, rows_to_json
 from gateway.ledger.record import UsageRow
-from gateway.ops.admin_keys import authorize
 from gateway.runtime import Runtime
+from gateway.state import runtime
 
 GROUPINGS = ("key", "team", "model")
 admin_log = logging.getLogger("gateway.admin")

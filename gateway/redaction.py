@@ -1,0 +1,92 @@
+"""Secrets masked in text: the config's tokens and keys, and ``Bearer <value>``.
+
+Below every other layer but config: the upstream client masks what the jobs API says with it
+before a client or a log sees it, and logging installs it as a filter on its handler
+(:func:`gateway.ops.logs.configure_logging`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from gateway.config import Settings
+
+MASK = "***"
+_BEARER = re.compile(r"(?i)\b(bearer)(\s+)[A-Za-z0-9\-._~+/]+=*")
+#: Attributes every LogRecord has; anything else on a record is a structured field.
+RECORD_ATTRS = frozenset(vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None)))
+RECORD_ATTRS |= {"message", "asctime", "taskName"}
+
+
+class SecretRedactor(logging.Filter):
+    """Masks ``Bearer <value>`` and every registered secret in a record before it is written.
+
+    It rewrites the record itself (message, arguments, string fields, traceback text), so every
+    formatter downstream sees the masked version. Install it on a handler, not a logger: a
+    logger's filters do not see records propagated from child loggers.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._secrets: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+
+    def register_secret(self, secret: str | None) -> None:
+        """Mask ``secret`` from now on; empty values are ignored."""
+        if secret and secret not in self._secrets:
+            self._secrets.add(secret)
+            # Longest first, so a secret containing another is masked whole.
+            ordered = sorted(self._secrets, key=len, reverse=True)
+            self._pattern = re.compile("|".join(re.escape(s) for s in ordered))
+
+    def register_secrets(self, secrets: Iterable[str | None]) -> None:
+        for secret in secrets:
+            self.register_secret(secret)
+
+    def redact(self, text: str) -> str:
+        if self._pattern is not None:
+            text = self._pattern.sub(MASK, text)
+        return _BEARER.sub(rf"\1\2{MASK}", text)
+
+    def _redact_value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, list | tuple):
+            return type(value)(self._redact_value(v) for v in value)
+        if isinstance(value, dict):
+            return {k: self._redact_value(v) for k, v in value.items()}
+        return value
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # bad %-arguments: keep the line, show what was given
+            message = f"{record.msg} {record.args!r}"
+        record.msg = self.redact(message)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redact(record.stack_info)
+        for name, value in list(vars(record).items()):
+            if name not in RECORD_ATTRS:
+                setattr(record, name, self._redact_value(value))
+        return True
+
+
+def config_secrets(settings: Settings) -> list[str | None]:
+    """Every secret a config holds in plaintext: masked in logs and in upstream error text."""
+    return [
+        *(k.upstream_token for k in settings.keys),
+        *(k.key for k in settings.keys),
+        *(a.upstream_token for a in settings.accounts),
+        *(k.key for k in settings.admin.keys),
+        settings.admin.key,
+        settings.emulator.token,
+        settings.key_store.secret,
+    ]
