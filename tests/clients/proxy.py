@@ -36,13 +36,14 @@ _HOP = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class Seen:
-    """One request as the client sent it, and the status the gateway answered."""
+    """One request as the client sent it, and the gateway's status and headers."""
 
     method: str
     path: str
     headers: dict[str, str]
     body: bytes
     status: int
+    answer_headers: dict[str, str]
 
 
 @dataclass(slots=True)
@@ -69,9 +70,15 @@ def _handler(target: str, recording: Recording) -> type[http.server.BaseHTTPRequ
                 answer = client.request(self.command, self.path, headers=headers, content=body)
             except httpx.HTTPError as exc:
                 answer = httpx.Response(502, content=f"proxy: {exc}".encode())
-            recording.seen.append(
-                Seen(self.command, self.path, dict(self.headers.items()), body, answer.status_code)
+            seen = Seen(
+                self.command,
+                self.path,
+                dict(self.headers.items()),
+                body,
+                answer.status_code,
+                dict(answer.headers.items()),
             )
+            recording.seen.append(seen)
             self.send_response(answer.status_code)
             for name, value in answer.headers.items():
                 if name.lower() not in _HOP and name.lower() != "content-encoding":

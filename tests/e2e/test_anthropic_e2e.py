@@ -517,13 +517,23 @@ def test_system_messages_inside_messages_are_read_where_they_came(
         {"role": "system", "content": "Answer in one line."},
     ]
     raw = client(gateway).messages.with_raw_response.create(
-        model="claude-sonnet-4-5", max_tokens=200, system="Be kind.", messages=messages,
+        model="claude-sonnet-4-5",
+        max_tokens=200,
+        system="Be kind.",
+        messages=messages,
         tools=[WEATHER],
-    )  # fmt: skip
+    )
     message = Message.model_validate(raw.http_response.json())
     prompt = job_prompt(emulator, raw.headers["x-job-id"])
-    order = ["Be kind.", "What is the weather in Oslo?", '"city": "Oslo"',
-             "The user is in a hurry.", "Snow, -3 C", "Thanks.", "Answer in one line."]  # fmt: skip
+    order = [
+        "Be kind.",
+        "What is the weather in Oslo?",
+        '"city": "Oslo"',
+        "The user is in a hurry.",
+        "Snow, -3 C",
+        "Thanks.",
+        "Answer in one line.",
+    ]
     at = [prompt.index(text) for text in order]
     assert at == sorted(at), prompt
     assert message.content[0].text == reply_for(prompt)  # type: ignore[union-attr]
@@ -594,9 +604,11 @@ def test_usage_has_the_cache_fields(gateway: Server) -> None:
     assert hit.output_tokens == fresh.output_tokens
     # Streamed: in message_start and in the closing message_delta.
     with httpx.stream(
-        "POST", gateway.url + "/v1/messages", json={**ask, "stream": True},
+        "POST",
+        gateway.url + "/v1/messages",
+        json={**ask, "stream": True},
         headers={"x-api-key": ALICE_KEY, "anthropic-version": "2023-06-01"},
-    ) as answer:  # fmt: skip
+    ) as answer:
         events = sse_events(answer)
     start, delta = events[0]["message"]["usage"], events[-2]["usage"]
     assert start["cache_read_input_tokens"] == delta["cache_read_input_tokens"] > 0

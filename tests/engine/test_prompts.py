@@ -237,8 +237,12 @@ def test_pairing_formats_continue_a_trailing_assistant_message() -> None:
 def test_continue_final_ends_the_prompt_inside_the_last_message(name: str, ending: str) -> None:
     """Anthropic's prefill: the answer continues the assistant's text, in every preset; a
     system message in the middle stays where it came."""
-    messages = [M("system", "Be brief."), M("user", "Count to 3"), M("system", "Mind the tools."),
-                M("assistant", "1, 2,")]  # fmt: skip
+    messages = [
+        M("system", "Be brief."),
+        M("user", "Count to 3"),
+        M("system", "Mind the tools."),
+        M("assistant", "1, 2,"),
+    ]
     template = template_for(name)
     prompt = template.render(messages, continue_final=True)
     assert prompt.endswith(ending)

@@ -1,0 +1,132 @@
+"""Claude Code, the newest release from npm, unchanged, against the gateway on loopback.
+
+The live test installs ``@anthropic-ai/claude-code`` into the npm cache outside the repository
+(:mod:`tests.clients.npm`), says which version ran, and runs ``claude -p`` through a recording
+proxy: every request it sends must be answered (no 400 it has to work around: Claude Code
+2.1.332 falls back to an older request shape after a 400, which hid the bug of issue 24), and
+what it prints must be the emulator's answer to the prompt the gateway wrote. The replay test
+sends the recorded request byte for byte, so the shape is checked where Claude Code cannot run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import warnings
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from anthropic.types import RawMessageStreamEvent
+from pydantic import TypeAdapter
+
+from gateway.emulator import reply_for
+from tests.clients import recordings
+from tests.clients.conftest import offline_env
+from tests.clients.npm import newest, reported_version
+from tests.clients.proxy import recording_proxy
+from tests.e2e.conftest import job_prompt
+from tests.e2e.servers import ALICE_KEY, Server
+
+PACKAGE = "@anthropic-ai/claude-code"
+PROMPT = "Name three colours."
+EVENTS: TypeAdapter[Any] = TypeAdapter(RawMessageStreamEvent)
+
+
+def claude_env(home: Path, base_url: str) -> dict[str, str]:
+    return {
+        **offline_env(home),
+        "ANTHROPIC_BASE_URL": base_url,  # no /v1: Claude Code adds it
+        "ANTHROPIC_AUTH_TOKEN": ALICE_KEY,
+        "ANTHROPIC_MODEL": "gemma-2b",
+        "ANTHROPIC_DEFAULT_HAIKU_MODEL": "gemma-2b",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "DISABLE_AUTOUPDATER": "1",
+        "DISABLE_TELEMETRY": "1",
+        "DISABLE_ERROR_REPORTING": "1",
+    }
+
+
+def text_of(events: list[dict[str, Any]]) -> str:
+    deltas = [e["delta"] for e in events if e["type"] == "content_block_delta"]
+    return "".join(d.get("text", "") for d in deltas)
+
+
+def stream_events(body: bytes) -> list[dict[str, Any]]:
+    """Each event of an Anthropic stream, validated as the SDK's own type."""
+    events = []
+    for line in body.decode().splitlines():
+        if line.startswith("data: "):
+            event = json.loads(line[6:])
+            if event["type"] not in ("ping", "error"):
+                EVENTS.validate_python(event)
+            events.append(event)
+    return events
+
+
+def system_turns(body: bytes) -> int:
+    return sum(1 for m in json.loads(body)["messages"] if m.get("role") == "system")
+
+
+def test_the_newest_claude_code_works_unchanged(
+    gateway: Server, emulator: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tool = newest(PACKAGE, "claude")
+    env = claude_env(tmp_path / "home", "")
+    version = reported_version(tool.binary, env)
+    with capsys.disabled():
+        newest_known = tool.latest or "unknown: the registry was unreachable"
+        print(f"\n[clients] Claude Code {version} ran (npm's newest: {newest_known})")
+    assert version == tool.version and tool.latest in (None, version)
+    with recording_proxy(gateway.url) as recording:
+        env["ANTHROPIC_BASE_URL"] = recording.url
+        done = subprocess.run(
+            [str(tool.binary), "-p", PROMPT],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+        )
+    posts = recording.posts("/v1/messages")
+    refused = [(s.status, s.body[:300]) for s in posts if s.status != 200]
+    assert posts and not refused, (refused, done.stderr[-2000:])
+    assert done.returncode == 0, done.stderr[-2000:]
+    prompt = job_prompt(emulator, posts[-1].answer_headers["x-job-id"])
+    assert PROMPT in prompt
+    assert done.stdout.strip() == reply_for(prompt).strip()
+    with capsys.disabled():
+        print(
+            f"[clients] its request held {system_turns(posts[0].body)} system turn(s) in messages"
+        )
+    if recordings.wanted():
+        recordings.save("claude_code", posts[0], PACKAGE, version)
+    elif (recorded := recordings.load("claude_code")[0]["version"]) != version:
+        warnings.warn(
+            f"tests/clients/recorded/claude_code.json is from Claude Code {recorded}; "
+            f"{version} ran: refresh it with GATEWAY_RECORD_CLIENTS=1",
+            stacklevel=1,
+        )
+
+
+def test_the_recorded_claude_code_request_replays_byte_for_byte(
+    gateway: Server, emulator: Server
+) -> None:
+    meta, body = recordings.load("claude_code")
+    assert system_turns(body) > 0  # the shape of issue 24: system turns inside messages
+    headers = {**meta["headers"], "authorization": f"Bearer {ALICE_KEY}"}
+    answer = httpx.request(
+        meta["method"], gateway.url + meta["path"], content=body, headers=headers, timeout=120
+    )
+    assert answer.status_code == 200, answer.text
+    events = stream_events(answer.content)
+    assert events[0]["type"] == "message_start" and events[-1]["type"] == "message_stop"
+    prompt = job_prompt(emulator, answer.headers["x-job-id"])
+    assert text_of(events) == reply_for(prompt)
+    for message in json.loads(body)["messages"]:  # every system turn reached the prompt
+        if message["role"] == "system":
+            content = message["content"]
+            texts = [content] if isinstance(content, str) else [b["text"] for b in content]
+            assert all(text.strip()[:200] in prompt for text in texts)
