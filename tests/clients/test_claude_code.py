@@ -31,18 +31,19 @@ from tests.e2e.servers import ALICE_KEY, Server
 
 PACKAGE = "@anthropic-ai/claude-code"
 PROMPT = "Name three colours."
+EXAMPLE = Path(__file__).parents[2] / "examples" / "claude_code.env"
 EVENTS: TypeAdapter[Any] = TypeAdapter(RawMessageStreamEvent)
 
 
 def claude_env(home: Path, base_url: str) -> dict[str, str]:
+    """``examples/claude_code.env``, pointed at ``base_url`` with the test's key."""
+    lines = EXAMPLE.read_text().splitlines()
+    example = dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
     return {
         **offline_env(home),
+        **example,
         "ANTHROPIC_BASE_URL": base_url,  # no /v1: Claude Code adds it
         "ANTHROPIC_AUTH_TOKEN": ALICE_KEY,
-        "ANTHROPIC_MODEL": "gemma-2b",
-        "ANTHROPIC_DEFAULT_HAIKU_MODEL": "gemma-2b",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "DISABLE_AUTOUPDATER": "1",
         "DISABLE_TELEMETRY": "1",
         "DISABLE_ERROR_REPORTING": "1",
     }
