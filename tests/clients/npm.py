@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 #: Seconds for ``npm view`` and for ``npm install`` (Claude Code's native binary is ~400 MB).
-VIEW_TIMEOUT = 60
+VIEW_TIMEOUT = 30
 INSTALL_TIMEOUT = 900
 
 
@@ -53,7 +53,16 @@ def _locked(path: Path) -> Iterator[None]:
 def _latest(npm: str, package: str) -> str | None:
     try:
         out = subprocess.run(
-            [npm, "view", package, "version", "--json"],
+            # No retries: without a registry, the cached copy serves at once.
+            [
+                npm,
+                "view",
+                package,
+                "version",
+                "--json",
+                "--fetch-retries=0",
+                "--fetch-timeout=15000",
+            ],
             capture_output=True,
             text=True,
             timeout=VIEW_TIMEOUT,
