@@ -25,7 +25,7 @@ from gateway.emulator import reply_for
 from tests.clients import recordings
 from tests.clients.conftest import offline_env
 from tests.clients.npm import newest, reported_version
-from tests.clients.proxy import recording_proxy
+from tests.clients.proxy import Seen, recording_proxy
 from tests.e2e.conftest import job_prompt
 from tests.e2e.servers import ALICE_KEY, Server
 
@@ -70,9 +70,11 @@ def system_turns(body: bytes) -> int:
     return sum(1 for m in json.loads(body)["messages"] if m.get("role") == "system")
 
 
-def test_the_newest_claude_code_works_unchanged(
-    gateway: Server, emulator: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def run_claude(
+    gateway: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str], prompt: str
+) -> tuple[str, list[Seen], str]:
+    """(its output, the POSTs to /v1/messages, its version) of ``claude -p prompt``; every
+    request it sent must have been answered 200."""
     tool = newest(PACKAGE, "claude")
     env = claude_env(tmp_path / "home", "")
     version = reported_version(tool.binary, env)
@@ -83,7 +85,7 @@ def test_the_newest_claude_code_works_unchanged(
     with recording_proxy(gateway.url) as recording:
         env["ANTHROPIC_BASE_URL"] = recording.url
         done = subprocess.run(
-            [str(tool.binary), "-p", PROMPT],
+            [str(tool.binary), "-p", prompt],
             env=env,
             cwd=tmp_path,
             capture_output=True,
@@ -95,27 +97,69 @@ def test_the_newest_claude_code_works_unchanged(
     refused = [(s.status, s.body[:300]) for s in posts if s.status != 200]
     assert posts and not refused, (refused, done.stderr[-2000:])
     assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout, posts, version
+
+
+def keep(name: str, seen: Seen, version: str) -> None:
+    """Refresh the recording when asked to; else say when it is older than what ran."""
+    if recordings.wanted():
+        recordings.save(name, seen, PACKAGE, version)
+    elif (recorded := recordings.load(name)[0]["version"]) != version:
+        warnings.warn(
+            f"tests/clients/recorded/{name}.json is from Claude Code {recorded}; {version} "
+            "ran: refresh it with GATEWAY_RECORD_CLIENTS=1",
+            stacklevel=2,
+        )
+
+
+def test_the_newest_claude_code_works_unchanged(
+    gateway: Server, emulator: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, posts, version = run_claude(gateway, tmp_path, capsys, PROMPT)
     prompt = job_prompt(emulator, posts[-1].answer_headers["x-job-id"])
     assert PROMPT in prompt
-    assert done.stdout.strip() == reply_for(prompt).strip()
+    assert out.strip() == reply_for(prompt).strip()
     with capsys.disabled():
         print(
             f"[clients] its request held {system_turns(posts[0].body)} system turn(s) in messages"
         )
-    if recordings.wanted():
-        recordings.save("claude_code", posts[0], PACKAGE, version)
-    elif (recorded := recordings.load("claude_code")[0]["version"]) != version:
-        warnings.warn(
-            f"tests/clients/recorded/claude_code.json is from Claude Code {recorded}; "
-            f"{version} ran: refresh it with GATEWAY_RECORD_CLIENTS=1",
-            stacklevel=1,
-        )
+    keep("claude_code", posts[0], version)
 
 
-def test_the_recorded_claude_code_request_replays_byte_for_byte(
-    gateway: Server, emulator: Server
+def test_the_newest_claude_code_runs_a_tool_and_reads_its_result(
+    gateway: Server, emulator: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    meta, body = recordings.load("claude_code")
+    """A whole agent turn: the model (the emulator, told to) calls one of Claude Code's tools,
+    Claude Code runs it and sends the call and its result back with its system turns, and
+    the answer (the emulator reads the result back) is what Claude Code prints.
+
+    The tool is ``ListAgents`` (read-only, no permission asked) because the emulator answers a
+    call whose name shows up again later in the prompt as if it had run, and Claude Code's
+    system turn after the question names ``Read``, ``Bash``, ``Edit``... but not this one."""
+    out, posts, version = run_claude(
+        gateway, tmp_path, capsys, "[[emulate:tool ListAgents {}]] Who can I message?"
+    )
+    assert len(posts) >= 2
+    last = json.loads(posts[-1].body)
+    kinds = [
+        (m["role"], block["type"])
+        for m in last["messages"]
+        if isinstance(m["content"], list)
+        for block in m["content"]
+    ]
+    assert ("assistant", "tool_use") in kinds and ("user", "tool_result") in kinds
+    assert system_turns(posts[-1].body) > 0
+    prompt = job_prompt(emulator, posts[-1].answer_headers["x-job-id"])
+    assert out.strip() == reply_for(prompt).strip()
+    assert out.startswith("The result of ListAgents is:")
+    keep("claude_code_tools", posts[-1], version)
+
+
+@pytest.mark.parametrize("name", ["claude_code", "claude_code_tools"])
+def test_the_recorded_claude_code_request_replays_byte_for_byte(
+    gateway: Server, emulator: Server, name: str
+) -> None:
+    meta, body = recordings.load(name)
     assert system_turns(body) > 0  # the shape of issue 24: system turns inside messages
     headers = {**meta["headers"], "authorization": f"Bearer {ALICE_KEY}"}
     answer = httpx.request(
