@@ -537,6 +537,11 @@ def test_system_messages_inside_messages_are_read_where_they_came(
     at = [prompt.index(text) for text in order]
     assert at == sorted(at), prompt
     assert message.content[0].text == reply_for(prompt)  # type: ignore[union-attr]
+    # count_tokens reads them too: the same conversation without them is shorter.
+    counted = client(gateway).messages.count_tokens(model="gemma-2b", messages=messages)
+    without = [m for m in messages if m["role"] != "system"]
+    fewer = client(gateway).messages.count_tokens(model="gemma-2b", messages=without)
+    assert MessageTokensCount.model_validate(counted.model_dump()).input_tokens > fewer.input_tokens
 
 
 def test_rate_limit_headers_in_anthropics_spelling(gateway: Server) -> None:
