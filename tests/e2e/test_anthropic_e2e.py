@@ -564,6 +564,15 @@ def test_rate_limit_headers_in_anthropics_spelling(gateway: Server) -> None:
         headers["x-ratelimit-remaining-requests"]
         == (headers["anthropic-ratelimit-requests-remaining"])
     )
+    # A stream carries them too, one request fewer left.
+    with client(gateway, key=METERED_KEY).messages.stream(
+        model="gemma-2b", max_tokens=20, messages=user(QUICK + "Stream the limits.")
+    ) as stream:
+        streamed = stream.response.headers
+        stream.until_done()
+    left = int(headers["anthropic-ratelimit-requests-remaining"])
+    assert int(streamed["anthropic-ratelimit-requests-remaining"]) == left - 1
+    assert streamed["anthropic-ratelimit-tokens-reset"].endswith("Z")
 
 
 @pytest.mark.parametrize("stream", [False, True])
