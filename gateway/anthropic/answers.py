@@ -18,6 +18,7 @@ from gateway.anthropic.errors import error_body
 from gateway.engine.answer import Answer
 from gateway.engine.events import ChoiceEnd, Event, KeepAlive, TextDelta, ToolCallDelta
 from gateway.errors import GatewayError
+from gateway.http.exchange import Exchange
 from gateway.http.serving import PlainCodec
 from gateway.http.sse import encode
 
@@ -61,7 +62,24 @@ def _tool_input(arguments: str) -> dict[str, Any]:
     return value
 
 
-def render_message(answer: Answer, model: str, id_: str | None = None) -> dict[str, Any]:
+def usage(prompt_tokens: int, completion_tokens: int, cached: bool = False) -> dict[str, int]:
+    """Anthropic's ``usage``: the prompt split as Anthropic splits it.
+
+    ``input_tokens`` are the tokens read afresh; the cache's two counts are 0, except on an
+    answer from the response cache, whose whole prompt was read from it
+    (``cache_read_input_tokens``). Nothing is ever written to a prompt cache here.
+    """
+    return {
+        "input_tokens": 0 if cached else prompt_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": prompt_tokens if cached else 0,
+        "output_tokens": completion_tokens,
+    }
+
+
+def render_message(
+    answer: Answer, model: str, id_: str | None = None, cached: bool = False
+) -> dict[str, Any]:
     """The non-streamed answer: one ``message`` object (only the first choice: no ``n`` here)."""
     choice = answer.choices[0]
     content: list[dict[str, Any]] = []
@@ -84,19 +102,26 @@ def render_message(answer: Answer, model: str, id_: str | None = None) -> dict[s
         "content": content,
         "stop_reason": stop_reason(choice.reason, choice.stop_sequence),
         "stop_sequence": choice.stop_sequence,
-        "usage": {
-            "input_tokens": answer.prompt_tokens,
-            "output_tokens": answer.completion_tokens,
-        },
+        "usage": usage(answer.prompt_tokens, answer.completion_tokens, cached),
     }
 
 
 class MessageCodec(PlainCodec):
     """One answer as a ``message`` or its events; one small state: which block is open."""
 
-    __slots__ = ("_blocks", "_id", "_model", "_open", "_prompt_tokens", "_reason", "_stop")
+    __slots__ = (
+        "_blocks",
+        "_exchange",
+        "_id",
+        "_model",
+        "_open",
+        "_prompt_tokens",
+        "_reason",
+        "_stop",
+    )
 
-    def __init__(self, model: str, prompt_tokens: int) -> None:
+    def __init__(self, model: str, prompt_tokens: int, exchange: Exchange | None = None) -> None:
+        self._exchange = exchange  # says, once the answer starts, whether it came from the cache
         self._id = message_id()
         self._model = model
         self._prompt_tokens = prompt_tokens
@@ -104,6 +129,10 @@ class MessageCodec(PlainCodec):
         self._open: str | None = None  # "text" | "tool_use" | None
         self._reason: str | None = None
         self._stop: str | None = None
+
+    @property
+    def _cached(self) -> bool:
+        return self._exchange is not None and self._exchange.cached
 
     def opening(self) -> bytes:
         message: dict[str, Any] = {
@@ -114,7 +143,7 @@ class MessageCodec(PlainCodec):
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": self._prompt_tokens, "output_tokens": 0},
+            "usage": usage(self._prompt_tokens, 0, self._cached),
         }
         return sse_event("message_start", {"type": "message_start", "message": message})
 
@@ -167,7 +196,7 @@ class MessageCodec(PlainCodec):
         return sse_event("error", error_body(error))
 
     def render(self, answer: Answer) -> dict[str, Any]:
-        return render_message(answer, self._model, self._id)
+        return render_message(answer, self._model, self._id, self._cached)
 
     def closing(self, prompt_tokens: int, completion_tokens: int) -> bytes:
         delta = {
@@ -177,6 +206,6 @@ class MessageCodec(PlainCodec):
                 "stop_sequence": self._stop,
             },
             # Cumulative, as Anthropic sends it: LangChain reads the whole usage from here.
-            "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens},
+            "usage": usage(prompt_tokens, completion_tokens, self._cached),
         }
         return self._close() + sse_event("message_delta", delta) + MESSAGE_STOP

@@ -37,7 +37,7 @@ async def _plan(ctx: RequestContext) -> tuple[Plan, Codec]:
     catalog = ctx.catalog  # the key's view: a model it may not use does not exist
     catalog.resolve(wire.model)  # an unknown model is a 404 before the content is looked at
     plan = plan_conversation(conversation(wire), catalog, ctx.limits, ctx.client_timeout)
-    return plan, MessageCodec(plan.model.name, plan.prompt_tokens)
+    return plan, MessageCodec(plan.model.name, plan.prompt_tokens, ctx.exchange)
 
 
 async def messages(request: Request) -> Response:

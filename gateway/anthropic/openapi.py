@@ -59,7 +59,12 @@ def schemas() -> dict[str, Any]:
         "type": "object",
         "required": ["role", "content"],
         "properties": {
-            "role": {"type": "string", "enum": ["user", "assistant"]},
+            "role": {
+                "type": "string",
+                "enum": ["user", "assistant", "system"],
+                "description": "system turns may come anywhere (text blocks only); a last "
+                "assistant turn with text is continued (prefill).",
+            },
             "content": _text_or(block),
         },
     }
@@ -96,9 +101,19 @@ def schemas() -> dict[str, Any]:
     }
     usage = {
         "type": "object",
-        "required": ["input_tokens", "output_tokens"],
+        "required": [
+            "input_tokens",
+            "cache_creation_input_tokens",
+            "cache_read_input_tokens",
+            "output_tokens",
+        ],
         "properties": {
             "input_tokens": {"type": "integer"},
+            "cache_creation_input_tokens": {"type": "integer"},
+            "cache_read_input_tokens": {
+                "type": "integer",
+                "description": "The whole prompt on an answer from the response cache, else 0.",
+            },
             "output_tokens": {"type": "integer"},
         },
     }

@@ -115,7 +115,10 @@ System = Annotated[
 
 
 class InputMessage(_Lenient):
-    role: Literal["user", "assistant"]
+    """One turn. ``system`` turns may come anywhere (Claude Code sends them mid-conversation);
+    their content is text only."""
+
+    role: Literal["user", "assistant", "system"]
     content: Content
 
 

@@ -1,10 +1,13 @@
 """A Messages request -> the engine's neutral :class:`Conversation`, and nothing else.
 
-``system`` becomes a system message; each user message's ``tool_result`` blocks become
-``tool`` messages (in order, its text around them a user message); an assistant message's
-``tool_use`` blocks become its tool calls. ``thinking`` blocks are dropped (the models here
-think in the open, if at all); images and documents are refused with a 400 naming the block.
-Anthropic's server tools are not offered to the model and not refused: logged as ignored.
+``system`` becomes a system message, and so does each ``system`` entry of ``messages``, where
+it came (the template decides how a system turn after the first reads); each user message's
+``tool_result`` blocks become ``tool`` messages (in order, its text around them a user
+message); an assistant message's ``tool_use`` blocks become its tool calls. ``thinking`` blocks
+are dropped (the models here think in the open, if at all); images and documents are refused
+with a 400 naming the block. A last assistant message with text is a prefill: the answer
+continues it. Anthropic's server tools are not offered to the model and not refused: logged as
+ignored.
 """
 
 from __future__ import annotations
@@ -123,13 +126,38 @@ def _messages(request: CountTokensRequest) -> list[Message]:
     return out
 
 
+def _system(blocks: Sequence[Block], where: str) -> str:
+    """A ``system`` turn's text blocks, joined as the top-level ``system`` is; text only."""
+    texts: list[str] = []
+    for j, block in enumerate(blocks):
+        if not isinstance(block, TextBlock):
+            at = f"{where}.content[{j}]"
+            raise BadRequest(f"{at}: system messages hold text blocks only.", param=at)
+        texts.append(block.text)
+    return "\n\n".join(texts)
+
+
 def _message(message: InputMessage, where: str) -> list[Message]:
     content = message.content
+    if message.role == "system":
+        text = content if isinstance(content, str) else _system(content, where)
+        return [Message("system", text)] if text else []
     if isinstance(content, str):
         return [Message(message.role, content)]
     if message.role == "user":
         return _user(content, where)
     return [_assistant(content, where)]
+
+
+def _prefilled(messages: Sequence[Message]) -> bool:
+    """The request ends with the start of the answer: an assistant's text and no calls."""
+    last = messages[-1] if messages else None
+    return (
+        last is not None
+        and last.role == "assistant"
+        and bool(last.text.strip())
+        and (not last.tool_calls)
+    )
 
 
 def _tools(request: CountTokensRequest, ignored: list[str]) -> list[ToolDefinition]:
@@ -203,17 +231,21 @@ def conversation(request: CountTokensRequest) -> Conversation:
     if isinstance(request, MessagesRequest):
         stops = [s for s in request.stop_sequences or () if s]
         max_tokens, stream = request.max_tokens, request.stream
+    messages = _messages(request)
+    output_format = _output_format(request)
     return Conversation(
         model=request.model,
-        messages=_messages(request),
+        messages=messages,
         tools=tools,
         tool_choice=choice,
         parallel_tool_calls=parallel,
-        output_format=_output_format(request),
+        output_format=output_format,
         stops=stops,
         max_tokens=max_tokens,
         max_tokens_param="max_tokens",
         clamp_max_tokens=True,
         stream=stream,
+        # A structured answer is read whole, so a prefill is not continued into it.
+        continue_final=_prefilled(messages) and output_format is None,
         ignored=ignored + server_tools,
     )

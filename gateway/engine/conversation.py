@@ -90,5 +90,8 @@ class Conversation:
     n: int = 1
     stream: bool = False
     include_usage: bool = False
+    #: The answer continues the last message, an assistant's (a "prefill"), where the template
+    #: allows it, rather than opening a new turn.
+    continue_final: bool = False
     #: Request fields accepted and not forwarded, for the access log.
     ignored: list[str] = field(default_factory=list)

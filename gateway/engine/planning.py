@@ -126,12 +126,14 @@ def plan_conversation(
     template = catalog.template(model)
 
     def render(correction: str | None = None) -> str:
+        final = conversation.continue_final
         if output is None:
-            return template.render(messages)
+            return template.render(messages, continue_final=final)
         # A model may bring its own instructions template (models[].tool_template).
         source = model.tool_template
         return template.render(
-            with_instructions(messages, instructions(output, correction, source))
+            with_instructions(messages, instructions(output, correction, source)),
+            continue_final=final,
         )
 
     prompt = render()

@@ -21,7 +21,8 @@ into a user turn where the format has no system role); consecutive messages on t
 results are labelled ``Tool result (name):`` where the format has no tool role. A conversation
 ending with an assistant message is continued in place by the pairing formats (llama2, mistral,
 vicuna), which cannot open an assistant turn without a user turn; the others open a new
-assistant turn, as Hugging Face does.
+assistant turn, as Hugging Face does, unless the door asks for the last message to be continued
+(``continue_final``: Anthropic's prefill), which every preset allows.
 """
 
 from __future__ import annotations
@@ -360,11 +361,28 @@ class PromptTemplate:
             result["name"] = self._guard.name(message.name)
         return result
 
-    def render(self, messages: Sequence[PromptMessage]) -> str:
-        """The prompt for ``messages``. A template that rejects them raises ``BadRequest``."""
+    def render(self, messages: Sequence[PromptMessage], *, continue_final: bool = False) -> str:
+        """The prompt for ``messages``. A template that rejects them raises ``BadRequest``.
+
+        ``continue_final``: when the last message is an assistant's with text (a "prefill"),
+        the prompt ends inside it, so the answer continues it, as Hugging Face's
+        ``continue_final_message`` does: rendered without a generation prompt and cut after the
+        final message's text. A template that does not write that text last (it rewrites it,
+        say) cannot be continued: the prompt opens a new turn instead, as without the flag.
+        """
+        dicts = [self._as_dict(m) for m in messages]
+        final = dicts[-1]["content"] if dicts and dicts[-1]["role"] == "assistant" else ""
+        if continue_final and final.strip():
+            prompt = self._render(dicts, generation_prompt=False)
+            cut = _end_of(prompt, final)
+            if cut is not None:
+                return prompt[:cut]
+        return self._render(dicts, generation_prompt=True)
+
+    def _render(self, messages: list[dict[str, str]], *, generation_prompt: bool) -> str:
         context = {
-            "messages": [self._as_dict(m) for m in messages],
-            "add_generation_prompt": True,
+            "messages": messages,
+            "add_generation_prompt": generation_prompt,
             "bos_token": self.bos_token,
             "eos_token": self.eos_token,
         }
@@ -381,6 +399,28 @@ class PromptTemplate:
                 f"{type(exc).__name__}: {exc}",
                 param="messages",
             ) from None
+
+
+def _end_of(prompt: str, final: str) -> int | None:
+    """Where ``final``, the last message's text, ends in ``prompt``, if it is the last thing
+    written but the turn's closing markers; None when the template did not write it last."""
+    text = final.strip()
+    at = prompt.rfind(text)
+    if at < 0:
+        return None
+    # The template kept the text's trailing spacing, or trimmed it: keep what it wrote.
+    kept = final.lstrip()
+    end = at + len(kept) if prompt[at : at + len(kept)] == kept else at + len(text)
+    # What follows may only be markup that closes the turn, never more messages' text.
+    rest = prompt[end:]
+    if len(rest.strip()) > _MAX_CLOSING:
+        return None
+    return end
+
+
+#: The longest turn-closing markup a template writes after a message (``<|eot_id|>``,
+#: ``<end_of_turn>``, ``</s>``...); more than this after the final text is another message.
+_MAX_CLOSING = 24
 
 
 def template_for(

@@ -1,6 +1,15 @@
-"""OpenAI's ``x-ratelimit-*`` headers, from a key's quota and a claim's verdict. Pure."""
+"""Rate-limit headers, from a key's quota and a claim's verdict, in both doors' spellings. Pure.
+
+One figure, two spellings: OpenAI's ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}``
+(reset a duration, ``12s``) and Anthropic's ``anthropic-ratelimit-{requests,tokens}-{limit,
+remaining,reset}`` (reset an RFC 3339 instant, ``2026-01-01T00:00:12Z``). Every answer carries
+both: a client reads its own and ignores the other.
+"""
 
 from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
 
 from gateway.limits.state import Quota, Verdict
 
@@ -22,19 +31,32 @@ def format_duration(seconds: float) -> str:
     return f"{secs}s"
 
 
-def rate_limit_headers(quota: Quota, verdict: Verdict) -> dict[str, str]:
+def format_instant(epoch_ms: int) -> str:
+    """An RFC 3339 instant in UTC, in whole seconds rounded up (a reset is never early)."""
+    seconds = math.ceil(epoch_ms / 1000)
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def rate_limit_headers(quota: Quota, verdict: Verdict, now_ms: int) -> dict[str, str]:
     """Limit, remaining and reset for requests and tokens, for the limits that are configured.
 
-    ``reset`` is, as OpenAI documents it, the time until the window is back to its initial state
-    (every counted request or token has left it). Budgets have no standard header.
+    ``reset`` is, as both APIs document it, when the window is back to its initial state
+    (every counted request or token has left it): a duration from now for OpenAI, the instant
+    (``now_ms`` plus that duration) for Anthropic. Budgets have no standard header.
     """
     headers: dict[str, str] = {}
-    if quota.rpm is not None:
-        headers["x-ratelimit-limit-requests"] = str(quota.rpm)
-        headers["x-ratelimit-remaining-requests"] = str(max(0, quota.rpm - verdict.requests_used))
-        headers["x-ratelimit-reset-requests"] = format_duration(verdict.requests_reset_ms / 1000)
-    if quota.tpm is not None:
-        headers["x-ratelimit-limit-tokens"] = str(quota.tpm)
-        headers["x-ratelimit-remaining-tokens"] = str(max(0, quota.tpm - verdict.tokens_used))
-        headers["x-ratelimit-reset-tokens"] = format_duration(verdict.tokens_reset_ms / 1000)
+    windows = (
+        ("requests", quota.rpm, verdict.requests_used, verdict.requests_reset_ms),
+        ("tokens", quota.tpm, verdict.tokens_used, verdict.tokens_reset_ms),
+    )
+    for what, limit, used, reset_ms in windows:
+        if limit is None:
+            continue
+        remaining = str(max(0, limit - used))
+        headers[f"x-ratelimit-limit-{what}"] = str(limit)
+        headers[f"x-ratelimit-remaining-{what}"] = remaining
+        headers[f"x-ratelimit-reset-{what}"] = format_duration(reset_ms / 1000)
+        headers[f"anthropic-ratelimit-{what}-limit"] = str(limit)
+        headers[f"anthropic-ratelimit-{what}-remaining"] = remaining
+        headers[f"anthropic-ratelimit-{what}-reset"] = format_instant(now_ms + reset_ms)
     return headers

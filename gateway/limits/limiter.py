@@ -262,7 +262,7 @@ class Limiter:
                 ) from None
             return Admission(None, None, {}, estimated_tokens=tokens, degraded=True)
 
-        headers = rate_limit_headers(quota, verdict)
+        headers = rate_limit_headers(quota, verdict, now_ms)
         if verdict.refused is not None:
             raise _refusal(claim, verdict, headers, who)
         admission = Admission(self, claim, headers, estimated_tokens=tokens)

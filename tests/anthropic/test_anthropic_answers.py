@@ -68,7 +68,12 @@ def test_a_text_answer_streams_as_one_text_block() -> None:
     text = "".join(d["delta"]["text"] for n, d in frames if n == "content_block_delta")
     assert text == "Hello world"
     assert frames[5][1]["delta"] == {"stop_reason": "end_turn", "stop_sequence": None}
-    assert frames[5][1]["usage"] == {"input_tokens": 7, "output_tokens": 3}
+    usage = {"input_tokens": 7, "output_tokens": 3}
+    assert frames[5][1]["usage"] == {
+        **usage,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+    }
 
 
 def test_tool_calls_stream_as_tool_use_blocks_with_partial_json() -> None:

@@ -177,7 +177,7 @@ def test_an_image_inside_a_tool_result_is_refused() -> None:
     [
         ({"max_tokens": 0}, "max_tokens"),
         ({"messages": []}, "messages"),
-        ({"messages": [{"role": "system", "content": "x"}]}, "messages[0].role"),
+        ({"messages": [{"role": "developer", "content": "x"}]}, "messages[0].role"),
         (
             {"messages": [{"role": "user", "content": [{"type": "text"}]}]},
             "messages[0].content[0].text",
@@ -214,3 +214,68 @@ def test_structured_outputs_ask_for_json() -> None:
     beta = conversation(request(output_format={"type": "json_schema", "schema": schema}))
     assert beta.output_format is not None and beta.output_format.param == "output_format"
     assert conversation(request(output_config={"effort": "high"})).output_format is None
+
+
+def test_system_messages_inside_messages_stay_where_they_came() -> None:
+    """Claude Code (2.1.154 and later) sends ``{"role": "system"}`` entries mid-conversation,
+    between tool turns; each becomes a system message in its place, the calls around it whole."""
+    messages = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}},
+            ],
+        },
+        {
+            "role": "system",
+            "content": [
+                {"type": "text", "text": "# Environment"},
+                {"type": "text", "text": "cwd: /tmp"},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "Sunny"}],
+        },
+        {"role": "system", "content": "Be brief."},
+        {"role": "system", "content": []},  # nothing to say: no empty turn
+    ]
+    conv = conversation(request(system="Top.", messages=messages, tools=[WEATHER]))
+    assert conv.messages == [
+        Message("system", "Top."),
+        Message("user", "Weather in Paris?"),
+        Message("assistant", "", tool_calls=(ToolCall("toolu_1", "get_weather", "{}"),)),
+        Message("system", "# Environment\n\ncwd: /tmp"),
+        Message("tool", "Sunny", tool_call_id="toolu_1"),
+        Message("system", "Be brief."),
+    ]
+    assert not conv.continue_final
+
+
+def test_a_system_message_holds_text_only() -> None:
+    image = {"type": "image", "source": {}}
+    with pytest.raises(BadRequest) as caught:
+        conversation(request(messages=[{"role": "system", "content": [image]}]))
+    assert caught.value.param == "messages[0].content[0]"
+
+
+@pytest.mark.parametrize(
+    ("last", "continued"),
+    [
+        ({"role": "assistant", "content": "The answer is ("}, True),
+        ({"role": "assistant", "content": [{"type": "text", "text": "{"}]}, True),
+        ({"role": "assistant", "content": "  "}, False),  # nothing to continue: a new turn
+        ({"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f"}]}, False),
+        ({"role": "user", "content": "Go on."}, False),
+    ],
+)
+def test_a_last_assistant_message_is_a_prefill(last: dict[str, Any], continued: bool) -> None:
+    messages = [{"role": "user", "content": "Pick one."}, last]
+    assert conversation(request(messages=messages)).continue_final is continued
+
+
+def test_a_prefill_is_not_continued_into_a_structured_answer() -> None:
+    fmt = {"format": {"type": "json_schema", "schema": {"type": "object"}}}
+    messages = [{"role": "user", "content": "JSON"}, {"role": "assistant", "content": "{"}]
+    assert not conversation(request(messages=messages, output_config=fmt)).continue_final

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anthropic
@@ -18,6 +19,7 @@ import pytest
 from anthropic.types import (
     ErrorResponse,
     Message,
+    MessageParam,
     MessageTokensCount,
     ModelInfo,
     RawMessageStreamEvent,
@@ -38,6 +40,7 @@ from tests.e2e.servers import (
 )
 
 TINY_KEY = "sk-test-tiny-0123456789"
+METERED_KEY = "sk-test-metered-0123456789"
 EVENTS: TypeAdapter[Any] = TypeAdapter(RawMessageStreamEvent)
 WEATHER: Any = {
     "name": "get_weather",
@@ -70,11 +73,20 @@ def gateway(emulator: Server, tmp_path_factory: pytest.TempPathFactory) -> Itera
         models=[
             {"name": "gemma-2b", "tag": "gemma:2b", "aliases": ["claude-*"]},
             {"name": "llama2-uncensored", "tag": "llama2-uncensored", "template": "llama2"},
+            {"name": "gemma-cached", "tag": "gemma:2b"},
         ],
         keys=[
             {"name": "alice", "key": ALICE_KEY, "upstream_token": ALICE_TOKEN},
             {"name": "tiny", "key": TINY_KEY, "upstream_token": ALICE_TOKEN, "rpm": 1},
+            {
+                "name": "metered",
+                "key": METERED_KEY,
+                "upstream_token": ALICE_TOKEN,
+                "rpm": 50,
+                "tpm": 1_000_000,
+            },
         ],
+        cache={"models": ["gemma-cached"]},  # only there: the other tests ask alike twice
     )
     tmp = tmp_path_factory.mktemp("anthropic-gateway")
     with running(start_gateway(tmp, config)) as server:
@@ -266,9 +278,9 @@ def test_models_in_anthropics_shape_and_in_openais(gateway: Server) -> None:
     sdk = client(gateway)
     page = sdk.models.list()
     ids = [model.id for model in page.data]
-    assert ids == ["gemma-2b", "llama2-uncensored"]  # the pattern is not a name to list
+    assert ids == ["gemma-2b", "llama2-uncensored", "gemma-cached"]  # the pattern is not listed
     assert all(model.type == "model" and model.display_name for model in page.data)
-    assert page.first_id == "gemma-2b" and page.last_id == "llama2-uncensored"
+    assert page.first_id == "gemma-2b" and page.last_id == "gemma-cached"
     assert [m.id for m in sdk.models.list(limit=1)] == ids  # the SDK pages through
     assert sdk.models.retrieve("claude-opus-4-5").id == "claude-opus-4-5"
     with pytest.raises(anthropic.NotFoundError):
@@ -330,6 +342,12 @@ def test_the_clients_own_limit_is_a_rate_limit_error(gateway: Server) -> None:
         tiny.messages.create(model="gemma-2b", max_tokens=5, messages=user(QUICK + "hi"))
     assert int(limited.value.response.headers["retry-after"]) >= 1
     assert error_type(limited.value) == "rate_limit_error"
+    # Anthropic's own rate-limit headers on the 429 too: nothing left, and when it comes back.
+    headers = limited.value.response.headers
+    assert headers["anthropic-ratelimit-requests-limit"] == "1"
+    assert headers["anthropic-ratelimit-requests-remaining"] == "0"
+    reset = datetime.fromisoformat(headers["anthropic-ratelimit-requests-reset"])
+    assert datetime.now(UTC) < reset <= datetime.now(UTC) + timedelta(seconds=61)
 
 
 def test_an_overloaded_upstream_is_a_529(gateway: Server, emulator: Server) -> None:
@@ -465,3 +483,147 @@ def test_langchain_chat_anthropic(gateway: Server) -> None:
     assert [(c["name"], c["args"]) for c in called.tool_calls] == [
         ("get_weather", {"city": "Paris"})
     ]
+
+
+# ------------------------------------------------------------------------- issue 24, item 1
+
+
+def test_system_messages_inside_messages_are_read_where_they_came(
+    gateway: Server, emulator: Server
+) -> None:
+    """What Claude Code 2.1.154 and later sends: ``system`` entries in ``messages``, here
+    between a tool call and its result. Typed with the SDK's own ``MessageParam``."""
+    messages: list[MessageParam] = [
+        {"role": "user", "content": "What is the weather in Oslo?"},
+        {
+            "role": "assistant",
+            "content": [
+                {
+                    "type": "tool_use",
+                    "id": "toolu_01",
+                    "name": "get_weather",
+                    "input": {"city": "Oslo"},
+                },
+            ],
+        },
+        {"role": "system", "content": [{"type": "text", "text": "The user is in a hurry."}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_01", "content": "Snow, -3 C"},
+                {"type": "text", "text": QUICK + "Thanks."},
+            ],
+        },
+        {"role": "system", "content": "Answer in one line."},
+    ]
+    raw = client(gateway).messages.with_raw_response.create(
+        model="claude-sonnet-4-5",
+        max_tokens=200,
+        system="Be kind.",
+        messages=messages,
+        tools=[WEATHER],
+    )
+    message = Message.model_validate(raw.http_response.json())
+    prompt = job_prompt(emulator, raw.headers["x-job-id"])
+    order = [
+        "Be kind.",
+        "What is the weather in Oslo?",
+        '"city": "Oslo"',
+        "The user is in a hurry.",
+        "Snow, -3 C",
+        "Thanks.",
+        "Answer in one line.",
+    ]
+    at = [prompt.index(text) for text in order]
+    assert at == sorted(at), prompt
+    assert message.content[0].text == reply_for(prompt)  # type: ignore[union-attr]
+    # count_tokens reads them too: the same conversation without them is shorter.
+    counted = client(gateway).messages.count_tokens(model="gemma-2b", messages=messages)
+    without = [m for m in messages if m["role"] != "system"]
+    fewer = client(gateway).messages.count_tokens(model="gemma-2b", messages=without)
+    assert MessageTokensCount.model_validate(counted.model_dump()).input_tokens > fewer.input_tokens
+
+
+def test_rate_limit_headers_in_anthropics_spelling(gateway: Server) -> None:
+    raw = client(gateway, key=METERED_KEY).messages.with_raw_response.create(
+        model="gemma-2b", max_tokens=20, messages=user(QUICK + "Count the limits.")
+    )
+    headers = raw.headers
+    assert headers["anthropic-ratelimit-requests-limit"] == "50"
+    assert 0 <= int(headers["anthropic-ratelimit-requests-remaining"]) < 50
+    assert headers["anthropic-ratelimit-tokens-limit"] == "1000000"
+    assert 0 < int(headers["anthropic-ratelimit-tokens-remaining"]) < 1_000_000
+    now = datetime.now(UTC)
+    for what in ("requests", "tokens"):
+        value = headers[f"anthropic-ratelimit-{what}-reset"]
+        assert value.endswith("Z")  # RFC 3339, UTC
+        reset = datetime.fromisoformat(value)
+        assert now - timedelta(seconds=2) < reset <= now + timedelta(seconds=61)
+    # The same figures as OpenAI's headers, which stay for OpenAI clients.
+    assert (
+        headers["x-ratelimit-remaining-requests"]
+        == (headers["anthropic-ratelimit-requests-remaining"])
+    )
+    # A stream carries them too, one request fewer left.
+    with client(gateway, key=METERED_KEY).messages.stream(
+        model="gemma-2b", max_tokens=20, messages=user(QUICK + "Stream the limits.")
+    ) as stream:
+        streamed = stream.response.headers
+        stream.until_done()
+    left = int(headers["anthropic-ratelimit-requests-remaining"])
+    assert int(streamed["anthropic-ratelimit-requests-remaining"]) == left - 1
+    assert streamed["anthropic-ratelimit-tokens-reset"].endswith("Z")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_prefill_is_continued(gateway: Server, emulator: Server, stream: bool) -> None:
+    """A last assistant message is the start of the answer: the prompt ends inside it (no new
+    turn is opened) and the answer is what comes next."""
+    messages: list[MessageParam] = [
+        {"role": "user", "content": QUICK + "The Greek name for the Sun? (A) Sol (B) Helios"},
+        {"role": "assistant", "content": "The best answer is ("},
+    ]
+    sdk = client(gateway)
+    if stream:
+        with sdk.messages.stream(model="gemma-2b", max_tokens=50, messages=messages) as events:
+            text = "".join(events.text_stream)
+            message = events.get_final_message()
+            job_id = events.response.headers["x-job-id"]
+    else:
+        raw = sdk.messages.with_raw_response.create(
+            model="gemma-2b", max_tokens=50, messages=messages
+        )
+        message = Message.model_validate(raw.http_response.json())
+        text, job_id = message.content[0].text, raw.headers["x-job-id"]  # type: ignore[union-attr]
+    prompt = job_prompt(emulator, job_id)
+    assert prompt.endswith("Helios\n\nAssistant: The best answer is (")  # no new turn
+    assert text == reply_for(prompt) and message.stop_reason == "end_turn"
+
+
+def test_usage_has_the_cache_fields(gateway: Server) -> None:
+    """0 and 0 on a fresh answer; on an answer from the response cache, the whole prompt was
+    read from it."""
+    sdk = client(gateway)
+    ask = {"model": "gemma-cached", "max_tokens": 30, "messages": user(QUICK + "Cache me.")}
+    first = sdk.messages.with_raw_response.create(**ask)
+    fresh = Message.model_validate(first.http_response.json()).usage
+    assert first.headers["x-gateway-cache"] == "miss"
+    assert (fresh.cache_creation_input_tokens, fresh.cache_read_input_tokens) == (0, 0)
+    assert fresh.input_tokens > 0
+    again = sdk.messages.with_raw_response.create(**ask)
+    hit = Message.model_validate(again.http_response.json()).usage
+    assert again.headers["x-gateway-cache"] == "hit"
+    assert (hit.input_tokens, hit.cache_creation_input_tokens) == (0, 0)
+    assert hit.cache_read_input_tokens == fresh.input_tokens
+    assert hit.output_tokens == fresh.output_tokens
+    # Streamed: in message_start and in the closing message_delta.
+    with httpx.stream(
+        "POST",
+        gateway.url + "/v1/messages",
+        json={**ask, "stream": True},
+        headers={"x-api-key": ALICE_KEY, "anthropic-version": "2023-06-01"},
+    ) as answer:
+        events = sse_events(answer)
+    start, delta = events[0]["message"]["usage"], events[-2]["usage"]
+    assert start["cache_read_input_tokens"] == delta["cache_read_input_tokens"] > 0
+    assert start["input_tokens"] == delta["input_tokens"] == 0

@@ -218,6 +218,56 @@ def test_pairing_formats_continue_a_trailing_assistant_message() -> None:
     assert template_for("vicuna").render(messages).endswith("USER: Count to 3 ASSISTANT: 1, 2,")
 
 
+@pytest.mark.parametrize(
+    ("name", "ending"),
+    [
+        ("transcript", "System: Mind the tools.\n\nAssistant: 1, 2,"),
+        ("chatml", "<|im_start|>system\nMind the tools.<|im_end|>\n<|im_start|>assistant\n1, 2,"),
+        ("llama3", "<|start_header_id|>assistant<|end_header_id|>\n\n1, 2,"),
+        ("gemma", "<start_of_turn>model\n1, 2,"),
+        ("phi3", "<|assistant|>\n1, 2,"),
+        ("zephyr", "<|assistant|>\n1, 2,"),
+        ("alpaca", "### Response:\n1, 2,"),
+        ("llama2", " [/INST] 1, 2,"),
+        ("mistral", " [/INST]1, 2,"),
+        ("vicuna", " ASSISTANT: 1, 2,"),
+        ("raw", "Mind the tools.\n\n1, 2,"),
+    ],
+)
+def test_continue_final_ends_the_prompt_inside_the_last_message(name: str, ending: str) -> None:
+    """Anthropic's prefill: the answer continues the assistant's text, in every preset; a
+    system message in the middle stays where it came."""
+    messages = [
+        M("system", "Be brief."),
+        M("user", "Count to 3"),
+        M("system", "Mind the tools."),
+        M("assistant", "1, 2,"),
+    ]
+    template = template_for(name)
+    prompt = template.render(messages, continue_final=True)
+    assert prompt.endswith(ending)
+    assert prompt.index("Be brief.") < prompt.index("Count to 3") < prompt.index("Mind the tools.")
+    # Without the flag, the formats that can open a new assistant turn do.
+    if name not in ("llama2", "mistral", "vicuna", "raw"):
+        assert not template.render(messages).endswith("1, 2,")
+
+
+def test_continue_final_keeps_trailing_space_as_the_template_wrote_it() -> None:
+    messages = [M("user", "Count"), M("assistant", "1, 2, ")]
+    assert template_for("chatml").render(messages, continue_final=True).endswith("\n1, 2, ")
+    assert template_for("llama3").render(messages, continue_final=True).endswith("\n1, 2,")
+
+
+def test_a_template_that_rewrites_the_last_message_opens_a_new_turn() -> None:
+    source = "{% for m in messages %}[{{ m.role }}] {{ m.content | upper }}\n{% endfor %}>"
+    template = template_for("shouting", source)
+    messages = [M("user", "hi"), M("assistant", "well")]
+    assert template.render(messages, continue_final=True) == template.render(messages)
+    # Nor is one continued when what follows its text is more than a turn's closing markup.
+    source = "{% for m in messages %}{{ m.content }}\n{% endfor %}--- the end of the chat ---"
+    assert template_for("footer", source).render(messages, continue_final=True).endswith("---")
+
+
 def test_bos_token_is_written_only_when_configured() -> None:
     assert not template_for("llama2").render(NO_SYSTEM).startswith("<s>")
     with_bos = template_for("llama2", bos_token="<s>")

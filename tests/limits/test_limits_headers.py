@@ -42,17 +42,28 @@ def test_format_duration(seconds: float, text: str) -> None:
 def test_headers_only_for_configured_limits() -> None:
     verdict = Verdict(None, None, requests_used=3, requests_reset_ms=45_000, tokens_used=700,
                       tokens_reset_ms=1_500)  # fmt: skip
-    assert rate_limit_headers(Quota(max_concurrent=2, daily_tokens=10), verdict) == {}
-    assert rate_limit_headers(Quota(rpm=10, tpm=1000), verdict) == {
+    now = ms(2026, 1, 2, 3, 4, 5) + 200
+    assert rate_limit_headers(Quota(max_concurrent=2, daily_tokens=10), verdict, now) == {}
+    assert rate_limit_headers(Quota(rpm=10, tpm=1000), verdict, now) == {
         "x-ratelimit-limit-requests": "10",
         "x-ratelimit-remaining-requests": "7",
         "x-ratelimit-reset-requests": "45s",
         "x-ratelimit-limit-tokens": "1000",
         "x-ratelimit-remaining-tokens": "300",
         "x-ratelimit-reset-tokens": "1.5s",
+        # Anthropic's spelling of the same figures; the reset an instant, rounded up.
+        "anthropic-ratelimit-requests-limit": "10",
+        "anthropic-ratelimit-requests-remaining": "7",
+        "anthropic-ratelimit-requests-reset": "2026-01-02T03:04:51Z",
+        "anthropic-ratelimit-tokens-limit": "1000",
+        "anthropic-ratelimit-tokens-remaining": "300",
+        "anthropic-ratelimit-tokens-reset": "2026-01-02T03:04:07Z",
     }
     over = Verdict("tokens", None, requests_used=0, tokens_used=1200)
-    assert rate_limit_headers(Quota(tpm=1000), over)["x-ratelimit-remaining-tokens"] == "0"
+    headers = rate_limit_headers(Quota(tpm=1000), over, now)
+    assert headers["x-ratelimit-remaining-tokens"] == "0"
+    assert headers["anthropic-ratelimit-tokens-remaining"] == "0"
+    assert headers["anthropic-ratelimit-tokens-reset"] == "2026-01-02T03:04:06Z"
 
 
 def ms(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> int:
