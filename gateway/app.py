@@ -31,6 +31,7 @@ from gateway.errors import (
 )
 from gateway.http.common import error_response
 from gateway.http.middleware import HeaderGuardMiddleware, RequestIdMiddleware
+from gateway.ollama.routes import ollama_routes
 from gateway.openai.chat import chat_completions, completions
 from gateway.openai.models import get_model, list_models
 from gateway.openai.openapi import openapi_document
@@ -47,7 +48,7 @@ from gateway.openai.unsupported import unsupported
 from gateway.ops import admin_keys
 from gateway.ops.access import AccessLogMiddleware
 from gateway.ops.admin import admin_reload, admin_usage, own_usage
-from gateway.ops.health import healthz, readyz, root
+from gateway.ops.health import healthz, readyz
 from gateway.ops.inflight import InFlightMiddleware
 from gateway.ops.live import admin_live
 from gateway.ops.logs import LoggingSetup, config_secrets, configure_logging
@@ -176,13 +177,15 @@ def create_app(
         Route("/admin/reload", admin_reload, methods=["POST"]),
         *admin_keys.ROUTES,
         Route("/admin/live", admin_live, methods=["GET"]),
-        Route("/", root, methods=["GET"]),
         Route("/v1/{rest:path}", unsupported, methods=_ANY),
     ]
     if settings.server.metrics_port is None:  # else served on its own port (gateway/cli.py)
         routes.append(Route("/metrics", _metrics, methods=["GET"]))
-    if settings.server.console:  # first: its page takes / from the plain probe answer
-        routes[:0] = console_routes()
+    console = console_routes() if settings.server.console else []
+    page = next((r.endpoint for r in console if r.path == "/"), None)
+    # Ollama's door; its / is the console's page for a browser, "Ollama is running" else.
+    routes.extend(ollama_routes(page))
+    routes[:0] = [r for r in console if r.path != "/"]
     middleware = [
         Middleware(RequestIdMiddleware),
         Middleware(AccessLogMiddleware),

@@ -104,6 +104,15 @@ class UpstreamSettings(_Frozen):
         return tuple(v.lower() for v in value)
 
 
+class ModelDetailsSettings(_Frozen):
+    """What Ollama's ``/api/tags`` and ``/api/show`` say about a model (``details``)."""
+
+    family: str | None = Field(None, min_length=1)
+    parameter_size: str | None = Field(None, min_length=1)
+    quantization_level: str | None = Field(None, min_length=1)
+    format: str = Field("gguf", min_length=1)
+
+
 class ModelSettings(_Frozen):
     name: str = Field(min_length=1)
     tag: str = Field(min_length=1)
@@ -117,6 +126,7 @@ class ModelSettings(_Frozen):
     deadline: float | None = Field(None, gt=0)
     context_window: int | None = Field(None, ge=1)
     cache: bool | None = None  # None: as cache.models says
+    details: ModelDetailsSettings | None = None  # the Ollama door's model details
 
 
 def _sha256_hex(value: str | None) -> str | None:
