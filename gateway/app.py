@@ -31,6 +31,7 @@ from gateway.errors import (
 )
 from gateway.http.common import error_response
 from gateway.http.middleware import HeaderGuardMiddleware, RequestIdMiddleware
+from gateway.ollama.listener import OllamaListenerMiddleware
 from gateway.ollama.routes import ollama_routes
 from gateway.openai.chat import chat_completions, completions
 from gateway.openai.models import get_model, list_models
@@ -192,6 +193,13 @@ def create_app(
         Middleware(InFlightMiddleware, metrics=app_metrics),
         Middleware(HeaderGuardMiddleware),
     ]
+    if settings.ollama.port is not None:  # the Ollama door's own address (gateway/cli.py)
+        listener = Middleware(
+            OllamaListenerMiddleware,
+            port=settings.ollama.port,
+            default_key=settings.ollama.default_key,
+        )
+        middleware.insert(0, listener)
     if settings.server.cors_origins:
         middleware.append(
             Middleware(

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from gateway.config_errors import format_validation_error
+from gateway.config_ollama import ModelDetailsSettings, OllamaSettings
 
 CONFIG_ENV = "GATEWAY_CONFIG"
 #: Names of accounts, teams and database keys: safe in URLs, logs and metric labels.
@@ -102,15 +103,6 @@ class UpstreamSettings(_Frozen):
     @classmethod
     def _lower(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(v.lower() for v in value)
-
-
-class ModelDetailsSettings(_Frozen):
-    """What Ollama's ``/api/tags`` and ``/api/show`` say about a model (``details``)."""
-
-    family: str | None = Field(None, min_length=1)
-    parameter_size: str | None = Field(None, min_length=1)
-    quantization_level: str | None = Field(None, min_length=1)
-    format: str = Field("gguf", min_length=1)
 
 
 class ModelSettings(_Frozen):
@@ -395,6 +387,7 @@ class Settings(_Frozen):
     emulator: EmulatorSettings = EmulatorSettings()
     cache: CacheSettings = CacheSettings()
     tracing: TracingSettings = TracingSettings()
+    ollama: OllamaSettings = OllamaSettings()
 
     @model_validator(mode="before")
     @classmethod

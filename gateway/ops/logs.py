@@ -125,6 +125,7 @@ def config_secrets(settings: Settings) -> list[str | None]:
         settings.admin.key,
         settings.emulator.token,
         settings.key_store.secret,
+        settings.ollama.default_key,
     ]
 
 

@@ -27,6 +27,7 @@ from tests.e2e.servers import (
     ALICE_KEY,
     ALICE_TOKEN,
     Server,
+    free_port,
     gateway_config,
     running,
     start_emulator,
@@ -478,3 +479,30 @@ def test_ollama_npm_chat_stream(gateway: Server) -> None:
     parts = json.loads(done.stdout)
     assert "".join(p["message"]["content"] for p in parts) == "Hola desde npm."
     assert parts[-1]["done"] is True and set(parts[-1]) == CHAT_FINAL
+
+
+# ------------------------------------------------------------------------------ own address
+
+
+def test_an_ollama_address_of_its_own_with_a_default_key(emulator: Server, tmp_path: Path) -> None:
+    """ollama.port: tools that cannot send a key reach Ollama's API there, as ``alice``."""
+    ollama_port = free_port()
+    config = gateway_config(emulator.url, ollama={"port": ollama_port, "default_key": ALICE_KEY})
+    with running(start_gateway(tmp_path, config)) as server:
+        url = f"http://127.0.0.1:{ollama_port}"
+        keyless = ollama.Client(host=url)
+        assert [m.model for m in keyless.list().models] == ["gemma:2b", "llama2-uncensored:latest"]
+        answer = keyless.chat(model="gemma:2b", messages=user(QUICK + "[[emulate:reply Yo.]]"))
+        assert answer.message.content == "Yo."
+        assert httpx.get(url + "/").text == "Ollama is running"
+        other = httpx.post(url + "/v1/chat/completions", json={})
+        assert other.status_code == 404 and "only Ollama's API" in other.json()["error"]
+        wrong = ollama.Client(host=url, headers={"authorization": "Bearer sk-not-a-key-at-all"})
+        with pytest.raises(ollama.ResponseError) as refused:
+            wrong.list()  # a key sent is checked, never replaced by the default
+        assert refused.value.status_code == 401
+        main = ollama.Client(host=server.url)  # the API port keeps asking for a key
+        with pytest.raises(ollama.ResponseError) as missing:
+            main.list()
+        assert missing.value.status_code == 401
+        assert '"key": "alice"' in server.output()  # the access line names the default key
