@@ -32,6 +32,7 @@ from gateway.errors import (
 from gateway.http.common import error_response
 from gateway.http.middleware import HeaderGuardMiddleware, RequestIdMiddleware
 from gateway.ollama.listener import OllamaListenerMiddleware
+from gateway.ollama.openapi import with_ollama_api
 from gateway.ollama.routes import ollama_routes
 from gateway.openai.chat import chat_completions, completions
 from gateway.openai.models import get_model, list_models
@@ -99,7 +100,7 @@ def register_secrets(setup: LoggingSetup, settings: Settings) -> None:
 async def _openapi(request: Request) -> Response:
     """``GET /openapi.json``: the gateway's own API, every door's routes in one document."""
     limits = request.app.state.runtime.settings.limits  # the document states the real ones
-    return JSONResponse(with_messages_api(openapi_document(limits)))
+    return JSONResponse(with_ollama_api(with_messages_api(openapi_document(limits))))
 
 
 async def _metrics(request: Request) -> Response:

@@ -192,6 +192,10 @@ def ollama_routes(page: Handler | None) -> list[Route]:
         Route("/api/show", show, methods=["POST"]),
         Route("/api/ps", ps, methods=["GET"]),
         Route("/api/version", version, methods=["GET"]),
-        Route("/api{rest:path}", other_paths, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+        Route(
+            "/api{rest:path}",
+            other_paths,
+            methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"],
+        ),
         Route("/", root(page), methods=["GET", "HEAD"]),
     ]

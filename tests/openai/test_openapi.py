@@ -11,14 +11,15 @@ from starlette.routing import Route
 from gateway.anthropic.openapi import with_messages_api
 from gateway.app import create_app
 from gateway.config import Settings
+from gateway.ollama.openapi import with_ollama_api
 from gateway.openai.openapi import openapi_document as openai_document
 
 #: Unsupported OpenAI endpoints and unknown Messages paths: refused with 404s.
-CATCH_ALLS = ("/v1/{rest:path}", "/v1/messages{rest:path}")
+CATCH_ALLS = ("/v1/{rest:path}", "/v1/messages{rest:path}", "/api{rest:path}")
 
 
 def openapi_document() -> dict[str, Any]:
-    return with_messages_api(openai_document())
+    return with_ollama_api(with_messages_api(openai_document()))
 
 
 def test_every_route_is_documented_and_nothing_else() -> None:
@@ -45,7 +46,8 @@ def test_schemathesis_loads_every_operation() -> None:
     assert all(isinstance(result, Ok) for result in results)
     labels = {result.ok().label for result in results if isinstance(result, Ok)}
     assert "POST /v1/chat/completions" in labels and "POST /v1/messages" in labels
-    assert len(labels) == 36  # 14 + 7 Responses + 13 admin + console file + /admin/live
+    # 14 + 7 Responses + 13 admin + console file + /admin/live + 6 Ollama
+    assert len(labels) == 42
 
 
 def test_every_error_answer_uses_its_doors_shape() -> None:
@@ -60,7 +62,13 @@ def test_every_error_answer_uses_its_doors_shape() -> None:
             for status, answer in operation["responses"].items():
                 if status[0] in "45" and path != "/readyz":  # readiness answers its checks
                     schema = answer["content"]["application/json"]["schema"]
-                    shape = "AnthropicError" if path.startswith("/v1/messages") else "Error"
+                    shape = (
+                        "AnthropicError"
+                        if path.startswith("/v1/messages")
+                        else "OllamaError"
+                        if path.startswith("/api/")
+                        else "Error"
+                    )
                     assert schema == {"$ref": f"#/components/schemas/{shape}"}, (path, status)
                     checked += 1
     assert checked > 20
