@@ -15,6 +15,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway.errors import NotFound
 from gateway.ollama.errors import error_response
 
+#: Set in a request's ASGI state when it came in on the Ollama address.
+OLLAMA_ADDRESS = "gateway.ollama_address"
+
 
 def _serves(path: str) -> bool:
     return path == "/" or path == "/api" or path.startswith("/api/")
@@ -43,6 +46,7 @@ class OllamaListenerMiddleware:
             )
             await error_response(error)(scope, receive, send)
             return
+        scope.setdefault("state", {})[OLLAMA_ADDRESS] = True  # no console page here
         headers = scope["headers"]
         if self.authorization is not None and not any(
             name in (b"authorization", b"x-api-key") for name, _ in headers

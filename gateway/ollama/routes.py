@@ -22,6 +22,7 @@ from gateway.http.serving import Codec, RequestContext, serve
 from gateway.ollama import models
 from gateway.ollama.answers import OllamaCodec
 from gateway.ollama.errors import NotServed, error_response
+from gateway.ollama.listener import OLLAMA_ADDRESS
 from gateway.ollama.protocol import ChatRequest, GenerateRequest, ShowRequest
 from gateway.ollama.translate import (
     chat_conversation,
@@ -146,7 +147,10 @@ async def version(request: Request) -> Response:
 
 
 def wants_page(request: Request) -> bool:
-    """A browser navigating here asks for HTML; Ollama's clients and probes do not."""
+    """A browser navigating here asks for HTML; Ollama's clients and probes do not. The
+    Ollama address (``ollama.port``) serves no console: its scripts and APIs are not there."""
+    if request.scope.get("state", {}).get(OLLAMA_ADDRESS):
+        return False
     return "text/html" in request.headers.get("accept", "")
 
 

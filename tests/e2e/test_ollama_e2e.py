@@ -495,6 +495,8 @@ def test_an_ollama_address_of_its_own_with_a_default_key(emulator: Server, tmp_p
         answer = keyless.chat(model="gemma:2b", messages=user(QUICK + "[[emulate:reply Yo.]]"))
         assert answer.message.content == "Yo."
         assert httpx.get(url + "/").text == "Ollama is running"
+        browser = httpx.get(url + "/", headers={"accept": "text/html"})  # no console here
+        assert browser.text == "Ollama is running"
         other = httpx.post(url + "/v1/chat/completions", json={})
         assert other.status_code == 404 and "only Ollama's API" in other.json()["error"]
         wrong = ollama.Client(host=url, headers={"authorization": "Bearer sk-not-a-key-at-all"})
