@@ -103,6 +103,7 @@ def gateway(emulator: Server, tmp_path_factory: pytest.TempPathFactory) -> Itera
                 "models": ["gemma-2b"],
             },
         ],
+        cache={"models": ["llama2-uncensored"]},
     )
     tmp = tmp_path_factory.mktemp("ollama-gateway")
     with running(start_gateway(tmp, config)) as server:
@@ -389,6 +390,23 @@ def test_a_queued_job_keeps_the_line_with_empty_chunks(
     assert set(chunks[0]) == CHAT_CHUNK
     streamed = client.chat(model="gemma:2b", messages=user(text), stream=True)
     assert "".join(p.message.content or "" for p in streamed) == "Done waiting."
+
+
+def test_the_response_cache_answers_this_door_too(gateway: Server) -> None:
+    body = {
+        "model": "llama2-uncensored",
+        "messages": user(QUICK + "[[emulate:reply Cached once.]]"),
+        "stream": False,
+    }
+    first = httpx.post(gateway.url + "/api/chat", json=body, headers=AUTH, timeout=60)
+    again = httpx.post(gateway.url + "/api/chat", json=body, headers=AUTH, timeout=60)
+    assert first.headers["x-gateway-cache"] == "miss" and again.headers["x-gateway-cache"] == "hit"
+    assert again.json()["message"] == first.json()["message"]
+    assert set(again.json()) == CHAT_FINAL
+    response, chunks = lines(gateway, "/api/chat", {**body, "stream": True})
+    assert response.headers["x-gateway-cache"] == "hit"
+    assert "".join(c["message"]["content"] for c in chunks) == "Cached once."
+    assert chunks[-1]["done"] is True and set(chunks[-1]) == CHAT_FINAL
 
 
 def test_metrics_count_the_door_by_route(gateway: Server, client: ollama.Client) -> None:
