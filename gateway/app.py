@@ -36,6 +36,10 @@ from gateway.errors import (
 from gateway.http.common import error_response
 from gateway.http.middleware import HeaderGuardMiddleware, RequestIdMiddleware
 from gateway.http.shapes import ErrorShapes
+from gateway.ollama.errors import error_shape as ollama_error_shape
+from gateway.ollama.listener import OllamaListenerMiddleware
+from gateway.ollama.openapi import with_ollama_api
+from gateway.ollama.routes import ollama_routes
 from gateway.openai.chat import chat_completions, completions
 from gateway.openai.models import get_model, list_models
 from gateway.openai.openapi import openapi_document as openai_document
@@ -70,7 +74,11 @@ _RATE_WORDS = ("limit", "remaining", "reset")
 def error_shapes() -> ErrorShapes:
     """Each door's error shape by path prefix, for answers no route writes (the connection
     guard's, the header guard's, the handlers below); OpenAI's for every other path."""
-    return ErrorShapes().with_door("/v1/messages", anthropic_error_shape)
+    return (
+        ErrorShapes()
+        .with_door("/v1/messages", anthropic_error_shape)
+        .with_door("/api/", ollama_error_shape)
+    )
 
 
 def _shaped(request: Request, error: GatewayError) -> Response:
@@ -112,7 +120,7 @@ def register_secrets(setup: LoggingSetup, settings: Settings) -> None:
 def openapi_document(limits: LimitSettings | None = None) -> dict[str, Any]:
     """The gateway's own API: every door's routes in one document, composed here so that no
     door imports another."""
-    return with_admin_api(with_messages_api(openai_document(limits)))
+    return with_admin_api(with_ollama_api(with_messages_api(openai_document(limits))))
 
 
 async def _openapi(request: Request) -> Response:
@@ -203,14 +211,24 @@ def create_app(
     ]
     if settings.server.metrics_port is None:  # else served on its own port (gateway/cli.py)
         routes.append(Route("/metrics", _metrics, methods=["GET"]))
-    if settings.server.console:  # first: its page takes / from the plain probe answer
-        routes[:0] = console_routes()
+    console = console_routes() if settings.server.console else []
+    page = next((r.endpoint for r in console if r.path == "/"), None)
+    # Ollama's door; its / is the console's page for a browser, "Ollama is running" else.
+    routes.extend(ollama_routes(page))
+    routes[:0] = [r for r in console if r.path != "/"]
     middleware = [
         Middleware(RequestIdMiddleware),
         Middleware(AccessLogMiddleware),
         Middleware(InFlightMiddleware, metrics=app_metrics),
         Middleware(HeaderGuardMiddleware, shapes=shapes),
     ]
+    if settings.ollama.port is not None:  # the Ollama door's own address (gateway/cli.py)
+        listener = Middleware(
+            OllamaListenerMiddleware,
+            port=settings.ollama.port,
+            default_key=settings.ollama.default_key,
+        )
+        middleware.insert(0, listener)
     if settings.server.cors_origins:
         middleware.append(
             Middleware(

@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING
 from gateway.config import CONFIG_ENV, ConfigError, ServerSettings, load_settings
 
 if TYPE_CHECKING:
+    import socket
+
+    from gateway.config import Settings
     from gateway.ops.metrics import Metrics
     from gateway.ops.metrics_access import MetricsServer
 
@@ -47,6 +50,14 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"gateway: cannot listen on {host}:{port}: {problem}", file=sys.stderr)
         return 2
     workers = args.workers or settings.server.workers
+    try:
+        ollama_socket = _ollama_socket(settings, host, port, workers)
+    except (OSError, ConfigError) as exc:
+        print(f"gateway: cannot serve Ollama's API on ollama.port: {exc}", file=sys.stderr)
+        return 2
+    if ollama_socket is not None:  # port 0 (tests) becomes the one bound
+        bound = settings.ollama.model_copy(update={"port": ollama_socket.getsockname()[1]})
+        settings = settings.model_copy(update={"ollama": bound})
     metrics = None if workers > 1 else Metrics.create()
     app: object = (
         "gateway.app:app_from_environment"
@@ -63,10 +74,7 @@ def _serve(args: argparse.Namespace) -> int:
     with exit_zero_after_signal(), contextlib.ExitStack() as stack:
         if metrics_server is not None:
             stack.callback(metrics_server.close)
-        uvicorn.run(
-            app,  # type: ignore[arg-type]
-            factory=workers > 1,
-            workers=workers if workers > 1 else None,
+        options = dict(
             host=host,
             port=port,
             log_config=setup.uvicorn_log_config,
@@ -77,6 +85,17 @@ def _serve(args: argparse.Namespace) -> int:
             # httptools with the gateway's header, timeout and connection limits.
             http=guarded_protocol(settings.server, error_shapes()),  # type: ignore[arg-type]
         )
+        if ollama_socket is None:
+            uvicorn.run(
+                app,  # type: ignore[arg-type]
+                factory=workers > 1,
+                workers=workers if workers > 1 else None,
+                **options,  # type: ignore[arg-type]
+            )
+        else:  # one process, two addresses: the API's and the Ollama door's
+            config = uvicorn.Config(app, **options)  # type: ignore[arg-type]
+            stack.callback(ollama_socket.close)
+            uvicorn.Server(config).run(sockets=[config.bind_socket(), ollama_socket])
     return 0
 
 
@@ -96,6 +115,31 @@ def _metrics_server(
         return render_merged() if metrics is None else render_latest(metrics)
 
     return MetricsServer(host, server.metrics_port, render, server.metrics_token).start()
+
+
+def _ollama_socket(settings: Settings, host: str, port: int, workers: int) -> socket.socket | None:
+    """The bound socket of ``ollama.port``, or None when it is off."""
+    ollama = settings.ollama
+    if ollama.port is None:
+        return None
+    if workers > 1:
+        raise ConfigError("ollama.port needs server.workers: 1")
+    if ollama.port == port and ollama.port != 0:
+        raise ConfigError(f"ollama.port {port} is the API port already")
+    import socket
+
+    infos = socket.getaddrinfo(
+        ollama.host, ollama.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _cannot_listen(host: str, port: int) -> str | None:

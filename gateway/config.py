@@ -34,6 +34,7 @@ from gateway.config_errors import (
     missing_modules,
     repeated,
 )
+from gateway.config_ollama import ModelDetailsSettings, OllamaSettings
 
 CONFIG_ENV = "GATEWAY_CONFIG"
 #: Names of accounts, teams and database keys: safe in URLs, logs and metric labels.
@@ -121,6 +122,7 @@ class ModelSettings(_Frozen):
     deadline: float | None = Field(None, gt=0)
     context_window: int | None = Field(None, ge=1)
     cache: bool | None = None  # None: as cache.models says
+    details: ModelDetailsSettings | None = None  # the Ollama door's model details
 
 
 def _sha256_hex(value: str | None) -> str | None:
@@ -389,6 +391,7 @@ class Settings(_Frozen):
     emulator: EmulatorSettings = EmulatorSettings()
     cache: CacheSettings = CacheSettings()
     tracing: TracingSettings = TracingSettings()
+    ollama: OllamaSettings = OllamaSettings()
 
     @model_validator(mode="before")
     @classmethod

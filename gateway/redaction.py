@@ -89,4 +89,5 @@ def config_secrets(settings: Settings) -> list[str | None]:
         settings.admin.key,
         settings.emulator.token,
         settings.key_store.secret,
+        settings.ollama.default_key,
     ]

@@ -38,7 +38,14 @@ DOORS = (
 
 #: Lowest first. A module may import its own layer and those below it, never one above.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("gateway", "gateway.config_env", "gateway.config_errors", "gateway.errors", "gateway.config"),
+    (
+        "gateway",
+        "gateway.config_env",
+        "gateway.config_errors",
+        "gateway.config_ollama",
+        "gateway.errors",
+        "gateway.config",
+    ),
     # Programs of their own that share only the config: the emulator and the demo defaults.
     ("gateway.emulator", "gateway.demo"),
     ("gateway.redaction",),

@@ -24,9 +24,3 @@ async def readyz(request: Request) -> Response:
         },
         status_code=200 if ready else 503,
     )
-
-
-async def root(request: Request) -> Response:
-    """``GET /`` and ``HEAD /``: 200, so a client probing the base URL (Claude Code does) finds
-    a server; the console, when it is on, serves its page here instead."""
-    return JSONResponse({"service": "llm-gateway", "status": "ok", "docs": "/openapi.json"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, Route
 
 from gateway.admin import keys
-from gateway.admin.health import healthz, readyz, root
+from gateway.admin.health import healthz, readyz
 from gateway.admin.live import admin_live
 from gateway.admin.usage import admin_reload, admin_usage, own_usage
 
@@ -19,5 +19,4 @@ def admin_routes() -> list[BaseRoute]:
         Route("/admin/reload", admin_reload, methods=["POST"]),
         *keys.ROUTES,
         Route("/admin/live", admin_live, methods=["GET"]),
-        Route("/", root, methods=["GET"]),
     ]

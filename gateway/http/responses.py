@@ -20,6 +20,9 @@ from starlette.types import Receive, Scope, Send
 from gateway.errors import GatewayError
 from gateway.http.shapes import openai_body
 
+#: The media type of a stream unless its door says otherwise (Ollama's door streams NDJSON).
+EVENT_STREAM = "text/event-stream; charset=utf-8"
+
 #: Called once the exchange is over: (HTTP status sent, outcome such as "ok").
 OnClose = Callable[[int, str], Awaitable[None]]
 #: A door's error answer: (error, headers) -> the response in the door's own error shape.
@@ -109,7 +112,8 @@ class _ClosingResponse:
 
 
 class EventStreamResponse(_ClosingResponse):
-    """``text/event-stream`` whose headers wait for the body's first item (see streaming.py)."""
+    """A stream (``text/event-stream`` unless ``media_type`` says otherwise) whose headers wait
+    for the body's first item (see serving.py)."""
 
     def __init__(
         self,
@@ -117,9 +121,11 @@ class EventStreamResponse(_ClosingResponse):
         headers: dict[str, str],
         on_close: OnClose | None = None,
         errors: ErrorRenderer | None = None,
+        media_type: str = EVENT_STREAM,
     ) -> None:
         super().__init__(headers, on_close, errors)
         self.body = body
+        self.media_type = media_type
 
     async def _run(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -135,7 +141,7 @@ class EventStreamResponse(_ClosingResponse):
                 {
                     "type": "http.response.start",
                     "status": 200,
-                    "headers": _raw_headers(headers, "text/event-stream; charset=utf-8"),
+                    "headers": _raw_headers(headers, self.media_type),
                 }
             )
             await send({"type": "http.response.body", "body": first, "more_body": True})

@@ -36,7 +36,12 @@ from gateway.errors import GatewayError, InternalError, NotFound, RateLimited
 from gateway.http.bodies import parse_json, read_body
 from gateway.http.common import client_timeout, deadline_cap, request_id
 from gateway.http.exchange import Exchange
-from gateway.http.responses import DeferredJSONResponse, ErrorRenderer, EventStreamResponse
+from gateway.http.responses import (
+    EVENT_STREAM,
+    DeferredJSONResponse,
+    ErrorRenderer,
+    EventStreamResponse,
+)
 from gateway.ops.access import LOGGED_ELSEWHERE
 from gateway.runtime import Runtime
 from gateway.state import runtime
@@ -49,6 +54,8 @@ class Codec(Protocol):
 
     #: True when the door needs the whole answer of a stream too (to store it, say).
     keeps_answer: bool
+    #: The stream's media type: server-sent events, or Ollama's newline-delimited JSON.
+    media_type: str
 
     def opening(self) -> bytes:
         """The stream's first bytes, once the first event is known."""
@@ -73,6 +80,7 @@ class PlainCodec:
     """Defaults for a codec's optional parts."""
 
     keeps_answer = False
+    media_type = EVENT_STREAM
 
     async def complete(self, answer: Answer, exchange: Exchange) -> None:
         return None
@@ -219,7 +227,8 @@ async def serve(request: Request, route: str, planner: Planner, errors: ErrorRen
 
     if plan.stream:
         body = stream_body(codec, plan, choices, events, exchange, headers, charged)
-        return EventStreamResponse(body, headers, on_close, errors)  # type: ignore[return-value]
+        stream = EventStreamResponse(body, headers, on_close, errors, codec.media_type)
+        return stream  # type: ignore[return-value]
 
     async def produce() -> dict[str, Any]:
         try:

@@ -47,14 +47,26 @@ def assert_guarded(response: httpx.Response) -> None:
 
 
 async def test_home_answers_get_and_head_with_the_csp(client: httpx.AsyncClient) -> None:
-    page = await client.get("/")
+    browser = {"accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    page = await client.get("/", headers=browser)
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert_guarded(page)
-    probe = await client.head("/")
+    probe = await client.head("/", headers=browser)
     assert probe.status_code == 200
     assert probe.content == b""
     assert_guarded(probe)
+
+
+async def test_home_is_ollamas_probe_answer_for_clients_that_are_not_browsers(
+    client: httpx.AsyncClient,
+) -> None:
+    for method in ("GET", "HEAD"):
+        probe = await client.request(method, "/", headers={"accept": "*/*"})
+        assert probe.status_code == 200
+        assert probe.headers["content-type"].startswith("text/plain")
+        assert "content-security-policy" not in probe.headers
+    assert (await client.get("/")).text == "Ollama is running"
 
 
 async def test_every_module_the_page_loads_is_served_with_the_csp(
@@ -84,8 +96,9 @@ async def test_unknown_files_are_a_404_in_the_error_shape(
 
 async def test_console_off_leaves_no_page() -> None:
     async with started(settings(console=False)) as app, http_client(app) as http:
-        probe = await http.get("/")  # the plain answer for clients probing the base URL
-        assert probe.status_code == 200 and probe.json()["status"] == "ok"
+        html = {"accept": "text/html"}  # even a browser: the console is off
+        probe = await http.get("/", headers=html)  # the plain answer for clients probing it
+        assert probe.status_code == 200 and probe.text == "Ollama is running"
         assert "content-security-policy" not in probe.headers
         assert (await http.get("/console/app.js")).status_code == 404
         assert (await http.get("/healthz")).status_code == 200

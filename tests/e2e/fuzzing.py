@@ -88,6 +88,13 @@ def fuzz_document(base_url: str, models: Sequence[str]) -> dict[str, Any]:
         fields["messages"]["maxItems"] = 4
         fields["tools"]["maxItems"] = 2
         fields["tool_choice"]["properties"]["type"]["enum"] = ["none", "auto"]
+    for name in ("OllamaChatRequest", "OllamaGenerateRequest"):  # the Ollama door, alike
+        fields = schemas[name]["properties"]
+        fields["model"] = {"type": "string", "enum": list(models)}
+        fields["format"] = {"enum": [""]}
+        fields.pop("context", None)  # opaque: only an earlier answer's is valid (400 otherwise)
+    schemas["OllamaChatRequest"]["properties"]["messages"]["maxItems"] = 4
+    schemas["OllamaChatRequest"]["properties"]["tools"]["maxItems"] = 2
     return doc
 
 

@@ -11,7 +11,7 @@ from gateway.app import create_app, openapi_document
 from gateway.config import Settings
 
 #: Unsupported OpenAI endpoints and unknown Messages paths: refused with 404s.
-CATCH_ALLS = ("/v1/{rest:path}", "/v1/messages{rest:path}")
+CATCH_ALLS = ("/v1/{rest:path}", "/v1/messages{rest:path}", "/api{rest:path}")
 
 
 def test_every_route_is_documented_and_nothing_else() -> None:
@@ -38,7 +38,8 @@ def test_schemathesis_loads_every_operation() -> None:
     assert all(isinstance(result, Ok) for result in results)
     labels = {result.ok().label for result in results if isinstance(result, Ok)}
     assert "POST /v1/chat/completions" in labels and "POST /v1/messages" in labels
-    assert len(labels) == 37  # 14 + 7 Responses + 13 admin + console file and session + live
+    # 14 + 7 Responses + 13 admin + console file and session + /admin/live + 6 Ollama
+    assert len(labels) == 43
 
 
 def test_every_error_answer_uses_its_doors_shape() -> None:
@@ -53,7 +54,13 @@ def test_every_error_answer_uses_its_doors_shape() -> None:
             for status, answer in operation["responses"].items():
                 if status[0] in "45" and path != "/readyz":  # readiness answers its checks
                     schema = answer["content"]["application/json"]["schema"]
-                    shape = "AnthropicError" if path.startswith("/v1/messages") else "Error"
+                    shape = (
+                        "AnthropicError"
+                        if path.startswith("/v1/messages")
+                        else "OllamaError"
+                        if path.startswith("/api/")
+                        else "Error"
+                    )
                     assert schema == {"$ref": f"#/components/schemas/{shape}"}, (path, status)
                     checked += 1
     assert checked > 20

@@ -26,7 +26,7 @@ from gateway.engine.planning import Plan, plan_conversation
 from gateway.engine.tools import ToolCallChunk
 from gateway.errors import GatewayError
 from gateway.http.exchange import Exchange
-from gateway.http.responses import EventStreamResponse, openai_error
+from gateway.http.responses import EVENT_STREAM, EventStreamResponse, openai_error
 from gateway.http.serving import Codec, RequestContext, estimate, serve
 from gateway.openai.codec import KEEPALIVE_COMMENT
 from gateway.openai.responses.door import Prepared, ResponsesDoor, new_object
@@ -51,6 +51,7 @@ class ResponseCodec:
     """Engine events -> Responses stream events; the answer -> a ``response`` object."""
 
     keeps_answer = True  # a stored response needs the whole of it
+    media_type = EVENT_STREAM
 
     def __init__(self, door: ResponsesDoor, prepared: Prepared, plan: Plan, key: KeySettings):
         self.door = door
