@@ -82,7 +82,8 @@ class UpstreamSettings(_Frozen):
     failed_statuses: tuple[str, ...] = DEFAULT_FAILED
     missing_job_ticks: int = Field(20, ge=1)
     submit_retries: int = Field(2, ge=0)
-    submit_batch_window: float = Field(10.0, ge=0, le=1000)
+    submit_batch_window: float = Field(50.0, ge=0, le=1000)
+    submit_batch_min_age: float = Field(2.0, ge=0, le=1000)
     submit_batch_max_inputs: int = Field(64, ge=1)
     max_jobs_per_token: int | None = Field(None, ge=1)
     queue_size_per_token: int = Field(1000, ge=0)

@@ -95,11 +95,8 @@ class Runtime:
             redact=redactor.redact,
         )
         hub = PollerHub(client, settings.upstream, base_url, on_tick=on_tick)
-        batcher = SubmitBatcher(
-            client,
-            settings.upstream.submit_batch_window / 1000,
-            settings.upstream.submit_batch_max_inputs,
-            on_submission=metrics.observe_submission_inputs,
+        batcher = SubmitBatcher.from_settings(
+            client, settings.upstream, on_submission=metrics.observe_submission_inputs
         )
         metrics.init_accounts(accounts.values())
         ledger = Ledger.from_settings(settings.ledger, on_drop=metrics.count_ledger_dropped)
