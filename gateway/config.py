@@ -88,6 +88,7 @@ class UpstreamSettings(_Frozen):
     max_jobs_per_token: int | None = Field(None, ge=1)
     queue_size_per_token: int = Field(1000, ge=0)
     strip_ansi: bool = True
+    shared_polling: bool = True
     circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
 
     @field_validator("base_url")

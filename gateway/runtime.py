@@ -29,6 +29,7 @@ from gateway.upstream.batcher import SubmitBatcher
 from gateway.upstream.client import JobsClient
 from gateway.upstream.errors import UpstreamFailure
 from gateway.upstream.poller import PollerHub
+from gateway.upstream.relay import RelayFactory
 
 access_log = logging.getLogger("gateway.access")
 admin_log = logging.getLogger("gateway.admin")
@@ -94,7 +95,16 @@ class Runtime:
             on_circuit_change=metrics.set_circuit_open,
             redact=redactor.redact,
         )
-        hub = PollerHub(client, settings.upstream, base_url, on_tick=on_tick)
+        relays = None
+        if settings.redis.url and settings.upstream.shared_polling:
+            relays = RelayFactory(
+                settings.redis.url,
+                settings.redis.prefix,
+                client,
+                settings.upstream.poll_interval,
+                settings.redis.timeout,
+            )
+        hub = PollerHub(client, settings.upstream, base_url, on_tick=on_tick, relay_factory=relays)
         batcher = SubmitBatcher.from_settings(
             client, settings.upstream, on_submission=metrics.observe_submission_inputs
         )
