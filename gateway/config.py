@@ -204,7 +204,7 @@ class ServerSettings(_Frozen):
     max_headers: int = Field(100, ge=8, le=1000)
     header_timeout: float = Field(10.0, gt=0)
     body_timeout: float = Field(30.0, gt=0)
-    max_connections: int = Field(2048, ge=1)
+    max_connections: int = Field(8192, ge=1)
     # /metrics: on its own port (0 = any free one, for tests) and/or behind a bearer token.
     metrics_port: int | None = Field(None, ge=0, le=65535)
     metrics_token: str | None = Field(None, min_length=16, repr=False)

@@ -102,11 +102,15 @@ class PollRelay:
         self._registered: dict[str, float] = {}  # job -> monotonic time of its last refresh
         self._sent: dict[tuple[str, str], str] = {}  # (process, job) -> the log it holds
         self._held: dict[str, str] = {}  # job -> the log relayed here so far
+        self.gaps = 0  # entries that did not extend what was held (asked upstream directly)
         self._ended: dict[str, float] = {}  # job -> monotonic time it ended here
+        self._outbox: list[dict[str, list[list[Any]]]] = []
+        self._outbox_ready = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
         self._spawn(self._coordinate(), "relay-coordinate")
         self._spawn(self._read(), "relay-read")
+        self._spawn(self._send(), "relay-send")
 
     # -- the leader's side ------------------------------------------------------------------
 
@@ -141,23 +145,31 @@ class PollRelay:
                     ]
                 )
         if entries:
-            self._spawn(self._send(entries), "relay-send")
+            self._outbox.append(entries)
+            self._outbox_ready.set()
 
-    async def _send(self, entries: dict[str, list[list[Any]]]) -> None:
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for process, jobs in entries.items():
-                    stream = self._stream_prefix + process
-                    pipe.xadd(
-                        stream,
-                        {"jobs": json.dumps(jobs, separators=(",", ":"))},
-                        maxlen=STREAM_MAXLEN,
-                        approximate=True,
-                    )
-                    pipe.pexpire(stream, self.registration_ms * 2)
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
-            self._lost_redis(exc)
+    async def _send(self) -> None:
+        """Send the outbox in order: each entry extends the one before, so none may overtake."""
+        while not self._closed:
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            batches, self._outbox = self._outbox, []
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for entries in batches:
+                        for process, jobs in entries.items():
+                            stream = self._stream_prefix + process
+                            pipe.xadd(
+                                stream,
+                                {"jobs": json.dumps(jobs, separators=(",", ":"))},
+                                maxlen=STREAM_MAXLEN,
+                                approximate=True,
+                            )
+                    for process in {p for entries in batches for p in entries}:
+                        pipe.pexpire(self._stream_prefix + process, self.registration_ms * 2)
+                    await pipe.execute()
+            except (RedisError, OSError) as exc:
+                self._lost_redis(exc)
 
     # -- every process's side ---------------------------------------------------------------
 
@@ -257,6 +269,7 @@ class PollRelay:
         for job_id, phase, status, offset, text, vm_status, runtime, error in jobs:
             held = self._held.get(job_id, "")
             if offset > len(held):  # an entry was lost: ask the upstream once, directly
+                self.gaps += 1
                 snapshot = await self._fetch(job_id)
                 if snapshot is None:
                     continue
