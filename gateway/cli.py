@@ -30,7 +30,7 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.http.connections import guarded_protocol
     from gateway.ops.collector import tune_collector
     from gateway.ops.logs import configure_logging
-    from gateway.ops.metrics import Metrics, prepare_multiprocess_dir
+    from gateway.ops.metrics import Metrics, prepare_multiprocess_dir, use_single_process_mode
     from gateway.ops.shutdown import exit_zero_after_signal
 
     if args.config:
@@ -58,6 +58,8 @@ def _serve(args: argparse.Namespace) -> int:
     if ollama_socket is not None:  # port 0 (tests) becomes the one bound
         bound = settings.ollama.model_copy(update={"port": ollama_socket.getsockname()[1]})
         settings = settings.model_copy(update={"ollama": bound})
+    if workers == 1:
+        use_single_process_mode()
     metrics = None if workers > 1 else Metrics.create()
     app: object = (
         "gateway.app:app_from_environment"

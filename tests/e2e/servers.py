@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -69,6 +70,16 @@ class Server:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def records(self) -> list[dict[str, Any]]:
+        """The JSON log lines written so far, parsed (other lines are skipped)."""
+        records = []
+        for line in self.output().splitlines():
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict):
+                    records.append(record)
+        return records
 
     def stop(self, sig: int = signal.SIGTERM, wait: float = 15.0) -> int:
         if self.process.poll() is None:

@@ -139,5 +139,5 @@ def test_open_webui_lists_the_models_and_streams_two_turns(
         webui.terminate()
         webui.wait(30)
         log.close()
-    access = [line for line in gateway.output().splitlines() if '"route": "/api/chat"' in line]
-    assert len(access) >= 2 and all('"key": "alice"' in line for line in access)
+    access = [r for r in gateway.records() if r.get("route") == "/api/chat"]
+    assert len(access) >= 2 and all(r.get("key") == "alice" for r in access)

@@ -309,7 +309,7 @@ def test_access_log_is_one_json_line_per_request_without_prompt_or_secret(
     for secret in (*SECRETS, "sk-not-a-key-00000000"):
         assert secret not in output
     # One line per request, not one per upstream call.
-    assert not [line for line in output.splitlines() if '"logger": "httpx"' in line]
+    assert "httpx" not in [r.get("logger") for r in gw.records()]
 
 
 # ---------------------------------------------------------------- probes
@@ -371,9 +371,8 @@ def test_sigterm_lets_streams_in_flight_finish(emulator: Server, tmp_path: Path)
         assert events[-1] == "[DONE]"
         assert json.loads(events[-2])["choices"][0]["finish_reason"] == "stop"
         assert stream.text() == reply_for(job_prompt(emulator, stream.job_id))
-    output = gw.output()
-    assert "shutting down" in output
-    assert output.count('"outcome": "ok"') == 3
+    assert "shutting down" in gw.output()
+    assert [r.get("outcome") for r in gw.records()].count("ok") == 3
 
 
 def test_sigterm_ends_a_stream_that_cannot_finish_with_a_final_event(
@@ -415,7 +414,7 @@ def test_sigterm_ends_a_stream_that_cannot_finish_with_a_final_event(
     (response,) = waiting
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "server_shutdown"
-    assert gw.output().count('"outcome": "server_shutdown"') == 2
+    assert [r.get("outcome") for r in gw.records()].count("server_shutdown") == 2
 
 
 # ---------------------------------------------------------------- several workers
@@ -438,6 +437,26 @@ def requests_by_worker(directory: Path, scratch: Path) -> dict[str, float]:
             if sample.name == "gateway_requests_total"
         )
     return counts
+
+
+def test_one_worker_keeps_its_metrics_in_memory_even_with_a_multiprocess_dir(
+    emulator: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The image sets PROMETHEUS_MULTIPROC_DIR; one worker has nothing to merge, so it uses
+    prometheus-client's single-process mode (no file written per observation)."""
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
+    gw = start_gateway(tmp_path, gateway_config(emulator.url))
+    try:
+        reply = chat(gw, ALICE_KEY, "[[emulate:reply ok]] [[emulate:queue 0]]")
+        assert reply.status_code == 200
+        scrape = httpx.get(gw.url + "/metrics").text
+    finally:
+        gw.stop()
+    assert list(metrics_dir.iterdir()) == []
+    assert "process_resident_memory_bytes" in scrape  # only single-process mode exports it
+    assert "gateway_requests_total{" in scrape
 
 
 def test_several_workers_report_one_set_of_metrics(

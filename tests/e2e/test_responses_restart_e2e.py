@@ -58,7 +58,7 @@ def test_a_killed_gateways_background_response_is_finished_by_the_next(
     finally:
         first.stop(sig)
     if sig == signal.SIGTERM:  # a graceful stop hands the run over, and says so
-        assert '"outcome": "handed_over"' in first.output()
+        assert "handed_over" in [r.get("outcome") for r in first.records()]
     second = start_gateway(tmp_path, config)
     try:
         api = openai.OpenAI(base_url=second.url + "/v1", api_key=ALICE_KEY, max_retries=0)
