@@ -16,6 +16,7 @@ import jsonschema
 import pytest
 
 from tests.e2e.servers import ALICE_KEY
+from tests.openai_spec import check as spec_check
 
 WEATHER = {
     "type": "function",
@@ -184,25 +185,53 @@ def test_chat_takes_allowed_tools(base_url: str) -> None:
     assert refused.status_code == 400
 
 
-@pytest.mark.parametrize("where", ["tools", "history"])
-def test_custom_tools_are_refused_clearly_and_their_history_continues(
-    base_url: str, where: str
-) -> None:
-    custom = {"type": "custom", "custom": {"name": "apply_patch", "description": "Patch files."}}
-    if where == "tools":
-        answer = post(
-            base_url,
-            "/chat/completions",
-            {
-                "model": "gemma-2b",
-                "messages": [{"role": "user", "content": "hi"}],
-                "tools": [custom],
-            },
-        )
-        assert answer.status_code == 400
-        assert "Custom (free-text) tools are not supported" in answer.json()["error"]["message"]
-        assert answer.json()["error"]["param"] == "tools[0]"
+CUSTOM = {"type": "custom", "custom": {"name": "apply_patch", "description": "Patch files."}}
+PATCH = 'Patch it. [[emulate:tool apply_patch {"input": "*** Begin Patch\\n+x"}]]'
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_custom_tool_is_called_with_its_input_as_text(base_url: str, stream: bool) -> None:
+    """Item 24.2: a free-text tool (and a custom tool_choice) as OpenAI's spec has them."""
+    body = {
+        "model": "gemma-2b",
+        "messages": [{"role": "user", "content": PATCH}],
+        "tools": [CUSTOM, WEATHER],
+        "tool_choice": {"type": "custom", "custom": {"name": "apply_patch"}},
+        "stream": stream,
+    }
+    answer = post(base_url, "/chat/completions", body)
+    assert answer.status_code == 200, answer.text
+    expected = {"name": "apply_patch", "input": "*** Begin Patch\n+x"}
+    if not stream:
+        check(base_url, "ChatCompletion", answer.json())
+        spec_check("CreateChatCompletionResponse", answer.json())
+        (call,) = answer.json()["choices"][0]["message"]["tool_calls"]
+        assert call["type"] == "custom" and call["custom"] == expected
+        assert answer.json()["choices"][0]["finish_reason"] == "tool_calls"
         return
+    parts = chunks(answer)
+    for part in parts:
+        check(base_url, "ChatCompletionChunk", part)
+    calls = [
+        c for p in parts if p["choices"] for c in p["choices"][0]["delta"].get("tool_calls", [])
+    ]
+    assert len(calls) == 1 and calls[0]["type"] == "custom" and calls[0]["custom"] == expected
+    assert calls[0]["index"] == 0 and calls[0]["id"].startswith("call_")
+    assert parts[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_a_custom_tool_named_in_tool_choice_must_exist(base_url: str) -> None:
+    body = {
+        "model": "gemma-2b",
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [CUSTOM],
+        "tool_choice": {"type": "custom", "custom": {"name": "nope"}},
+    }
+    refused = post(base_url, "/chat/completions", body)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "tool_choice"
+
+
+def test_a_custom_tool_call_in_the_history_continues(base_url: str) -> None:
     history = [
         {"role": "user", "content": "Patch it."},
         {
@@ -221,3 +250,49 @@ def test_custom_tools_are_refused_clearly_and_their_history_continues(
     answer = post(base_url, "/chat/completions", {"model": "gemma-2b", "messages": history})
     assert answer.status_code == 200, answer.text
     assert answer.json()["choices"][0]["message"]["content"] == "Patched."
+
+
+def test_text_completion_chunks_carry_no_null_usage(base_url: str) -> None:
+    """Item 24.2: OpenAI's spec allows no ``usage: null`` on a text completion chunk."""
+    body = {
+        "model": "gemma-2b",
+        "prompt": "Say [[emulate:reply one two three]]",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    parts = chunks(post(base_url, "/completions", body))
+    assert parts and all("usage" not in p for p in parts[:-1])
+    assert parts[-1]["usage"]["total_tokens"] > 0 and parts[-1]["choices"] == []
+    for part in parts:
+        check(base_url, "CompletionChunk", part)
+        if not part["choices"] or part["choices"][0]["finish_reason"] is not None:
+            # The spec types a chunk as the whole object, whose finish_reason is never null.
+            spec_check("CreateCompletionResponse", part)
+
+
+def test_text_completion_without_max_tokens_writes_the_specs_16(base_url: str) -> None:
+    """Item 24.2: ``max_tokens`` defaults to 16 on /v1/completions, as OpenAI and vLLM do."""
+    words = " ".join(f"w{i}" for i in range(40))
+    answer = post(
+        base_url, "/completions", {"model": "gemma-2b", "prompt": f"[[emulate:reply {words}]]"}
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["usage"]["completion_tokens"] == 16
+    assert answer.json()["choices"][0]["finish_reason"] == "length"
+
+
+def test_a_response_object_has_no_null_where_the_spec_allows_none(base_url: str) -> None:
+    """Item 24.2: every field of the Response object as the spec types it; ``user`` and
+    ``prompt_cache_options`` (which may not be null) are left out rather than null."""
+    body = {
+        "model": "gemma-2b",
+        "input": "Hi [[emulate:reply Hello.]]",
+        "prompt_cache_options": {"mode": "auto"},
+        "store": False,
+    }
+    answer = post(base_url, "/responses", body)
+    assert answer.status_code == 200, answer.text
+    obj = answer.json()
+    spec_check("Response", obj)
+    assert "user" not in obj and "prompt_cache_options" not in obj
+    assert all(obj[k] is not None for k in ("tools", "tool_choice", "text", "usage", "output"))

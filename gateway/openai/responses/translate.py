@@ -82,7 +82,6 @@ IGNORED_FIELDS = (
     "temperature",
     "top_p",
     "user",
-    "truncation",
     "include",
     "prompt_cache_key",
     "prompt_cache_retention",
@@ -152,6 +151,8 @@ def translate(
         max_tokens_param="max_output_tokens",
         stream=request.stream,
         ignored=sorted({*_ignored(request), *ignored}),
+        truncation=(request.model_extra or {}).get("truncation") == "auto",
+        messages_param="input",
     )
     return Translated(conversation, offered, namespaces)
 
