@@ -173,7 +173,7 @@ def fit_prompt(
     first_tokens = tokens
     compact = bool(ranked)
     dropped = 0
-    kept: int | None = len(ranked)
+    kept: int | None = None
     if compact:
         kept = _largest(fewest, len(ranked), lambda k: attempt(0, k, True)[1] <= budget)
     if kept is None and truncation and len(groups) > 1:
