@@ -43,7 +43,7 @@ from gateway.openai.responses.routes import (
     list_input_items,
     retrieve_response,
 )
-from gateway.openai.unsupported import unsupported
+from gateway.openai.unsupported import allowed_methods, unsupported
 from gateway.ops import admin_keys
 from gateway.ops.access import AccessLogMiddleware
 from gateway.ops.admin import admin_reload, admin_usage, own_usage
@@ -66,9 +66,12 @@ _RATE_WORDS = ("limit", "remaining", "reset")
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    if exc.status_code == 405:
+    if exc.status_code == 405:  # Allow: every method of every route at the path
+        allow = {"allow": ", ".join(allowed_methods(request))}
         return error_response(
-            MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}.")
+            MethodNotAllowed(
+                f"Method {request.method} is not allowed on {request.url.path}.", headers=allow
+            )
         )
     if exc.status_code == 404:
         return error_response(

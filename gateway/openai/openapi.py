@@ -362,7 +362,9 @@ def openapi_document(limits: LimitSettings | None = None) -> dict[str, Any]:
             "title": "LLM gateway",
             "version": _version(),
             "description": "An OpenAI-compatible API in front of the Distributed LLM Service. "
-            'Every error is `{"error": {"message", "type", "param", "code"}}`.',
+            'Every error is `{"error": {"message", "type", "param", "code"}}`. A path called '
+            "with a method it does not list answers 405 (components.responses.MethodNotAllowed) "
+            "with `Allow` naming the methods it does.",
         },
         "security": [{"bearer": []}],
         "paths": {
@@ -478,6 +480,13 @@ def openapi_document(limits: LimitSettings | None = None) -> dict[str, Any]:
             **console_paths(),
         },
         "components": {
+            "responses": {
+                "MethodNotAllowed": {
+                    "description": ERROR_STATUSES["405"],
+                    "headers": {"allow": {"schema": {"type": "string"}}},
+                    "content": _json(_ref("Error")),
+                }
+            },
             "securitySchemes": {
                 "bearer": {
                     "type": "http",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from typing import Any
 
 import httpx
@@ -296,3 +297,89 @@ def test_a_response_object_has_no_null_where_the_spec_allows_none(base_url: str)
     spec_check("Response", obj)
     assert "user" not in obj and "prompt_cache_options" not in obj
     assert all(obj[k] is not None for k in ("tools", "tool_choice", "text", "usage", "output"))
+
+
+# ------------------------------------------------ the document declares what the gateway enforces
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def test_every_undeclared_method_is_a_405_naming_the_declared_ones(base_url: str) -> None:
+    """Item 24.2: the 405s the document declares are the ones the gateway sends."""
+    document = _document(base_url)
+    declared_405 = document["components"]["responses"]["MethodNotAllowed"]
+    assert "allow" in declared_405["headers"]
+    root = base_url.removesuffix("/v1")
+    templates = {
+        re.compile("^" + re.sub(r"\{\w+\}", "[^/]+", path) + "$"): {m.upper() for m in item}
+        for path, item in document["paths"].items()
+    }
+    checked = 0
+    for path in document["paths"]:
+        url = path.replace("{", "").replace("}", "")  # any value will do
+        # Every documented path the URL matches ("/v1/responses/compact" is also a response id).
+        declared = set().union(*(methods for rx, methods in templates.items() if rx.match(url)))
+        for method in METHODS:
+            if method in declared:
+                continue
+            answer = httpx.request(method, root + url, headers=HEADERS, timeout=10)
+            assert answer.status_code == 405, (method, path, answer.status_code)
+            allowed = {m.strip() for m in answer.headers["allow"].split(",")}
+            assert allowed == declared, (method, path)
+            checked += 1
+    assert checked > 100
+
+
+def _limit(base_url: str, schema: str, field: str, key: str) -> int:
+    node = _document(base_url)["components"]["schemas"][schema]["properties"][field]
+    for branch in [node, *node.get("anyOf", [])]:
+        if key in branch:
+            return int(branch[key])
+    raise AssertionError(f"{schema}.{field} declares no {key}")
+
+
+@pytest.mark.parametrize(
+    ("path", "schema", "field", "key"),
+    [
+        ("/chat/completions", "ChatCompletionRequest", "n", "maximum"),
+        ("/chat/completions", "ChatCompletionRequest", "max_tokens", "maximum"),
+        ("/chat/completions", "ChatCompletionRequest", "max_completion_tokens", "maximum"),
+        ("/completions", "CompletionRequest", "n", "maximum"),
+        ("/completions", "CompletionRequest", "max_tokens", "maximum"),
+        ("/completions", "CompletionRequest", "max_tokens", "minimum"),
+        ("/chat/completions", "ChatCompletionRequest", "max_tokens", "minimum"),
+    ],
+)
+def test_a_declared_limit_is_accepted_and_one_past_it_refused(
+    base_url: str, path: str, schema: str, field: str, key: str
+) -> None:
+    """Item 24.2: what /openapi.json declares is exactly what the gateway accepts."""
+    limit = _limit(base_url, schema, field, key)
+    body: dict[str, Any] = {"model": "gemma-2b"}
+    if path == "/completions":
+        body["prompt"] = "Hi [[emulate:reply ok]]"
+    else:
+        body["messages"] = [{"role": "user", "content": "Hi [[emulate:reply ok]]"}]
+    past = limit + 1 if key == "maximum" else limit - 1
+    accepted = post(base_url, path, {**body, field: limit})
+    assert accepted.status_code == 200, accepted.text
+    refused = post(base_url, path, {**body, field: past})
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["param"] == field
+
+
+def test_the_declared_message_and_stop_counts_are_enforced(base_url: str) -> None:
+    most = _limit(base_url, "ChatCompletionRequest", "messages", "maxItems")
+    message = {"role": "user", "content": "Hi [[emulate:reply ok]]"}
+    assert post(base_url, "/chat/completions", {"model": "gemma-2b", "messages": [message] * most})
+    too_many = post(
+        base_url, "/chat/completions", {"model": "gemma-2b", "messages": [message] * (most + 1)}
+    )
+    assert too_many.status_code == 400 and too_many.json()["error"]["param"] == "messages"
+    stops = _document(base_url)["components"]["schemas"]["ChatCompletionRequest"]["properties"]
+    most_stops = next(b["maxItems"] for b in stops["stop"]["anyOf"] if "maxItems" in b)
+    body = {"model": "gemma-2b", "messages": [message]}
+    ok = post(base_url, "/chat/completions", {**body, "stop": ["x"] * most_stops})
+    assert ok.status_code == 200
+    refused = post(base_url, "/chat/completions", {**body, "stop": ["x"] * (most_stops + 1)})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "stop"
