@@ -54,16 +54,24 @@ class Window:
         return self.size - self.reserve
 
 
-def window_for(model: ModelSettings, max_tokens: int | None) -> Window:
+def window_for(model: ModelSettings, max_tokens: int | None, *, cap_only: bool = False) -> Window:
     """The window the prompt must fit: the answer keeps ``max_tokens`` (at most half the
-    window), or the model's ``answer_reserve``, or a quarter of the window up to 1024."""
+    window), or the model's ``answer_reserve``, or a quarter of the window up to 1024.
+
+    ``cap_only``: ``max_tokens`` is only a ceiling (Anthropic's clients ask for 32,000 and more
+    whatever the model), so the answer keeps the default room, or less if it asks for less.
+    """
     size = context_window(model)
-    if max_tokens is not None:
-        reserve = min(max_tokens, int(size * MAX_ANSWER_SHARE))
-    elif model.answer_reserve is not None:
-        reserve = min(model.answer_reserve, int(size * MAX_ANSWER_SHARE))
+    if model.answer_reserve is not None:
+        default = min(model.answer_reserve, int(size * MAX_ANSWER_SHARE))
     else:
-        reserve = min(int(size * DEFAULT_RESERVE_SHARE), DEFAULT_RESERVE_CAP)
+        default = min(int(size * DEFAULT_RESERVE_SHARE), DEFAULT_RESERVE_CAP)
+    if max_tokens is None:
+        reserve = default
+    elif cap_only:
+        reserve = min(max_tokens, default)
+    else:
+        reserve = min(max_tokens, int(size * MAX_ANSWER_SHARE))
     return Window(size, max(reserve, 1))
 
 

@@ -139,7 +139,7 @@ def plan_conversation(
 
     messages = prompt_messages(conversation.messages)
     _check_prompt(render_with(messages, output, False), limits, conversation.messages_param)
-    window = window_for(model, max_tokens)
+    window = window_for(model, max_tokens, cap_only=conversation.clamp_max_tokens)
     fitted = fit_prompt(
         messages,
         output,

@@ -50,6 +50,9 @@ def test_the_answer_keeps_its_room() -> None:
     assert window_for(GEMMA, 32000).reserve == 4096  # never more than half the window
     reserved = ModelSettings(name="g", tag="gemma:2b", answer_reserve=2000)
     assert window_for(reserved, None).budget == 8192 - 2000
+    # Anthropic's clients send max_tokens as a ceiling: the answer keeps the usual room.
+    assert window_for(GEMMA, 32000, cap_only=True).reserve == 1024
+    assert window_for(GEMMA, 300, cap_only=True).reserve == 300
 
 
 def test_open_webuis_36_tools_fit_gemma_2b() -> None:
@@ -180,6 +183,18 @@ def test_a_max_tokens_larger_than_the_window_leaves_is_lowered() -> None:
     plan = plan_conversation(conversation, catalog(), LIMITS)
     assert plan.max_tokens == 8192 - plan.prompt_tokens
     assert any(entry.startswith("max_tokens: lowered to") for entry in plan.ignored)
+
+
+def test_a_ceiling_max_tokens_keeps_the_usual_room_and_is_lowered() -> None:
+    conversation = Conversation(
+        model="gemma-2b",
+        messages=[Message("user", words(2500))],
+        max_tokens=32000,
+        clamp_max_tokens=True,
+    )
+    plan = plan_conversation(conversation, catalog(), LIMITS)
+    assert plan.prompt_tokens > 4096  # more than half the window: fits the usual room
+    assert plan.max_tokens == 8192 - plan.prompt_tokens
 
 
 def test_a_raw_text_prompt_too_long_is_refused() -> None:
