@@ -147,6 +147,9 @@ def test_responses_truncation_auto_drops_the_oldest_turns(base_url: str, emulato
     history.append({"role": "user", "content": "Name three colours."})
     refused = post(base_url, "/responses", {"model": "gemma-2b", "input": history})
     assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "context_length_exceeded"
+    bogus = post(base_url, "/responses", {"model": "gemma-2b", "input": "hi", "truncation": "x"})
+    assert bogus.status_code == 400 and bogus.json()["error"]["param"] == "truncation"
     body = {"model": "gemma-2b", "input": history, "truncation": "auto", "store": False}
     answer = post(base_url, "/responses", body)
     assert answer.status_code == 200, answer.text

@@ -159,6 +159,8 @@ def translate(
 
 def _refuse(request: CreateResponse) -> None:
     extra = request.model_extra or {}
+    if extra.get("truncation") not in (None, "auto", "disabled"):
+        raise BadRequest("truncation must be 'auto' or 'disabled'.", param="truncation")
     if extra.get("conversation") is not None:
         raise UnsupportedParameter(
             "The Conversations API is not available here; chain responses with "
