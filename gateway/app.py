@@ -53,7 +53,7 @@ from gateway.openai.responses.routes import (
     list_input_items,
     retrieve_response,
 )
-from gateway.openai.unsupported import unsupported
+from gateway.openai.unsupported import allowed_methods, unsupported
 from gateway.ops.access import AccessLogMiddleware
 from gateway.ops.inflight import InFlightMiddleware
 from gateway.ops.logs import LoggingSetup, configure_logging
@@ -88,10 +88,13 @@ def _shaped(request: Request, error: GatewayError) -> Response:
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    if exc.status_code == 405:
+    if exc.status_code == 405:  # Allow: every method of every route at the path
+        allow = {"allow": ", ".join(allowed_methods(request))}
         return _shaped(
             request,
-            MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}."),
+            MethodNotAllowed(
+                f"Method {request.method} is not allowed on {request.url.path}.", headers=allow
+            ),
         )
     if exc.status_code == 404:
         return _shaped(

@@ -122,7 +122,9 @@ class ModelSettings(_Frozen):
     tool_template: str | None = None
     max_tokens: int | None = Field(None, ge=1)
     deadline: float | None = Field(None, gt=0)
-    context_window: int | None = Field(None, ge=1)
+    context_window: int | None = Field(None, ge=256)  # None: its tag's (engine/catalog.py)
+    answer_reserve: int | None = Field(None, ge=1)  # see gateway/engine/fitting.py
+    truncation: Literal["auto", "disabled"] = "disabled"  # auto: oldest turns may be left out
     cache: bool | None = None  # None: as cache.models says
     details: ModelDetailsSettings | None = None  # the Ollama door's model details
 

@@ -16,6 +16,53 @@ from gateway.config import ModelSettings
 from gateway.engine.prompts import PromptTemplate, template_for
 from gateway.errors import NotFound
 
+#: Context windows of known upstream tags, in tokens (the models' published figures); a tag is
+#: looked up whole, then by its family (the part before ``:``). Others get
+#: :data:`FALLBACK_CONTEXT_WINDOW`; ``models[].context_window`` overrides both.
+DEFAULT_CONTEXT_WINDOWS: dict[str, int] = {
+    "gemma": 8192,
+    "gemma:2b": 8192,
+    "gemma:7b": 8192,
+    "gemma2": 8192,
+    "gemma3": 131072,
+    "gemma3:1b": 32768,
+    "llama2": 4096,
+    "llama2-uncensored": 4096,
+    "llama2-chinese": 4096,
+    "codellama": 16384,
+    "llama3": 8192,
+    "llama3.1": 131072,
+    "llama3.2": 131072,
+    "llama3.3": 131072,
+    "mistral": 32768,
+    "mixtral": 32768,
+    "phi": 2048,
+    "phi3": 4096,
+    "phi4": 16384,
+    "qwen": 32768,
+    "qwen2": 32768,
+    "qwen2.5": 32768,
+    "qwen3": 40960,
+    "tinyllama": 2048,
+    "orca-mini": 2048,
+    "vicuna": 2048,
+    "zephyr": 32768,
+    "deepseek-r1": 131072,
+}
+
+#: The window of a model whose tag is not known: modest, so a prompt fitted to it fits most.
+FALLBACK_CONTEXT_WINDOW = 8192
+
+
+def context_window(model: ModelSettings) -> int:
+    """The model's context window: configured, else its tag's default, else the fallback."""
+    if model.context_window is not None:
+        return model.context_window
+    tag = model.tag.lower()
+    known = DEFAULT_CONTEXT_WINDOWS.get(tag) or DEFAULT_CONTEXT_WINDOWS.get(tag.split(":")[0])
+    return known or FALLBACK_CONTEXT_WINDOW
+
+
 #: Longer names are never matched against patterns (no client sends one; bounds the work).
 MAX_PATTERN_INPUT = 256
 

@@ -46,6 +46,17 @@ class ToolDefinition:
     parameters: Mapping[str, Any] | None = None
     strict: bool = False
     param: str = "tools"
+    #: A free-text tool (OpenAI's ``custom``): the model writes its input as the string
+    #: argument ``input`` (:data:`CUSTOM_INPUT`), and the door hands it back as text.
+    custom: bool = False
+
+
+#: The one argument of a free-text tool as the model is asked to call it.
+CUSTOM_INPUT: Mapping[str, Any] = {
+    "type": "object",
+    "properties": {"input": {"type": "string", "description": "the tool's whole input, as text"}},
+    "required": ["input"],
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,3 +106,7 @@ class Conversation:
     continue_final: bool = False
     #: Request fields accepted and not forwarded, for the access log.
     ignored: list[str] = field(default_factory=list)
+    #: The oldest turns may be left out to fit the model's window (Responses' ``truncation``).
+    truncation: bool = False
+    #: The client's name for the messages, for a too-long prompt's error.
+    messages_param: str = "messages"

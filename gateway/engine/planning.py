@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from gateway.config import LimitSettings, ModelSettings
 from gateway.engine.catalog import ModelCatalog
 from gateway.engine.conversation import Conversation, Message
+from gateway.engine.fitting import fit_prompt, too_long, window_for
 from gateway.engine.prompts import PromptMessage
 from gateway.engine.tokens import count_tokens
 from gateway.engine.tools import (
@@ -122,33 +123,54 @@ def plan_conversation(
         max_tokens = min(max_tokens, limits.max_tokens)
     _common_limits(conversation.n, stops, max_tokens, limits, conversation.max_tokens_param)
     output = output_spec(conversation, limits.structured_retries, limits.schema_check_seconds)
-    messages = prompt_messages(conversation.messages)
     template = catalog.template(model)
+    source = model.tool_template  # a model may bring its own instructions template
+
+    def render_with(
+        shown: Sequence[PromptMessage],
+        spec: OutputSpec | None,
+        compact: bool,
+        correction: str | None = None,
+    ) -> str:
+        final = conversation.continue_final  # a trailing assistant message is continued
+        if spec is None:
+            return template.render(shown, continue_final=final)
+        text = instructions(spec, correction, source, compact=compact)
+        return template.render(with_instructions(shown, text), continue_final=final)
+
+    messages = prompt_messages(conversation.messages)
+    _check_prompt(render_with(messages, output, False), limits, conversation.messages_param)
+    window = window_for(model, max_tokens, cap_only=conversation.clamp_max_tokens)
+    fitted = fit_prompt(
+        messages,
+        output,
+        render_with,
+        window,
+        called=[call.name for m in conversation.messages for call in m.tool_calls],
+        truncation=conversation.truncation or model.truncation == "auto",
+        param=conversation.messages_param,
+    )
+    trims = list(fitted.trims)
+    room = window.size - fitted.tokens
+    if max_tokens is not None and max_tokens > room:
+        trims.append(f"{conversation.max_tokens_param}: lowered to {room}, what the window leaves")
+        max_tokens = room
+    output = fitted.output
 
     def render(correction: str | None = None) -> str:
-        final = conversation.continue_final
-        if output is None:
-            return template.render(messages, continue_final=final)
-        # A model may bring its own instructions template (models[].tool_template).
-        source = model.tool_template
-        return template.render(
-            with_instructions(messages, instructions(output, correction, source)),
-            continue_final=final,
-        )
+        return render_with(fitted.messages, output, fitted.compact, correction)
 
-    prompt = render()
-    _check_prompt(prompt, limits, "messages")
     return Plan(
         kind="chat",
         model=model,
-        prompts=[prompt] * conversation.n,
-        prompt_tokens=count_tokens(prompt),
+        prompts=[fitted.prompt] * conversation.n,
+        prompt_tokens=fitted.tokens,
         stops=stops,
         max_tokens=max_tokens,
         timeout=request_timeout(model, limits, client_timeout),
         stream=conversation.stream,
         include_usage=conversation.include_usage,
-        ignored=list(conversation.ignored),
+        ignored=trims + list(conversation.ignored),
         output=output,
         reprompt=render if output is not None and output.retries else None,
     )
@@ -182,8 +204,12 @@ def plan_prompts(
     stops = [s for s in request.stops if s]
     max_tokens = request.max_tokens if request.max_tokens is not None else model.max_tokens
     _common_limits(request.n, stops, max_tokens, limits, "max_tokens", prompts=len(prompts))
+    window = window_for(model, max_tokens)
     for prompt in prompts:
         _check_prompt(prompt, limits, "prompt")
+        tokens = count_tokens(prompt)
+        if tokens > window.budget:  # a raw prompt has no turns or tools to leave out
+            raise too_long(tokens, window, "prompt")
     inputs = [p for p in prompts for _ in range(request.n)]
     return Plan(
         kind="text",

@@ -46,9 +46,10 @@ class AnswerShape:
         self.created = int(time.time())
         self.model = model
         self.fingerprint = fingerprint
-        #: With ``stream_options.include_usage`` every chunk before the usage chunk says
-        #: ``"usage": null``, as OpenAI's do (strictly generated clients expect the key).
-        self.usage_null = include_usage
+        #: With ``stream_options.include_usage`` every chat chunk before the usage chunk says
+        #: ``"usage": null``, as OpenAI's do (strictly generated clients expect the key). A
+        #: text completion chunk leaves it out: its spec allows no null there.
+        self.usage_null = include_usage and self.chat
         self._text_events: dict[int, tuple[bytes, bytes] | None] = {}
 
     def _envelope(self, obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
@@ -69,6 +70,7 @@ class AnswerShape:
         role: bool = False,
         finish: str | None = None,
         tool_call: ToolCallChunk | None = None,
+        tool_delta: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         if self.chat:
             delta: dict[str, Any] = {}
@@ -79,6 +81,8 @@ class AnswerShape:
                 delta["content"] = text
             if tool_call is not None:
                 delta["tool_calls"] = [tool_call_delta(tool_call)]
+            if tool_delta is not None:
+                delta["tool_calls"] = [tool_delta]
             choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
             chunk = self._envelope("chat.completion.chunk", [choice])
         else:

@@ -23,6 +23,7 @@ ERROR_STATUSES = {
     "401": "Missing or unknown API key.",
     "403": "The key may not do this.",
     "404": "Unknown model (or endpoint).",
+    "405": "A method the path does not serve; `Allow` lists those it does.",
     "413": "The body is larger than the configured limit.",
     "415": "The body is not sent as application/json.",
     "429": "A rate limit, budget or the upstream's own limit; see Retry-After.",
@@ -75,6 +76,17 @@ def _stop(limits: LimitSettings) -> dict[str, Any]:
 _IGNORED_NUMBERS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
 
 
+def _max_tokens(limits: LimitSettings, least: int, default: int | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "integer", "minimum": least, "maximum": limits.max_tokens}
+    if default is not None:
+        schema["default"] = default
+    return {
+        **_nullable(schema),
+        "description": "At most limits.max_tokens; lowered to what the model's context window "
+        "leaves after the prompt.",
+    }
+
+
 def _sampling_properties(limits: LimitSettings) -> dict[str, Any]:
     properties: dict[str, Any] = {
         "model": {
@@ -92,11 +104,13 @@ def _sampling_properties(limits: LimitSettings) -> dict[str, Any]:
         "n": {
             "type": "integer",
             "minimum": 1,
+            "maximum": limits.max_n,
             "default": 1,
-            "description": "Choices; one upstream job each (limits.max_n).",
+            "description": "Choices; one upstream job each (limits.max_n; on /v1/completions, "
+            "n times the number of prompts).",
         },
         "stop": _stop(limits),
-        "max_tokens": _nullable({"type": "integer", "minimum": 1}),
+        "max_tokens": _max_tokens(limits, 1),
         "logprobs": {
             "description": "Not available (the upstream reports no probabilities): true is refused."
         },
@@ -159,19 +173,42 @@ def _schemas(limits: LimitSettings) -> dict[str, Any]:
             "messages": {
                 "type": "array",
                 "minItems": 1,
+                "maxItems": limits.max_messages,
                 "items": _ref("ChatMessage"),
                 "description": "At most limits.max_messages messages.",
             },
-            "max_completion_tokens": _nullable({"type": "integer", "minimum": 1}),
+            "max_completion_tokens": _max_tokens(limits, 1),
             "tools": {
                 "type": "array",
                 "items": {
-                    "type": "object",
-                    "required": ["type", "function"],
-                    "properties": {
-                        "type": {"type": "string", "enum": ["function"]},
-                        "function": function,
-                    },
+                    "anyOf": [
+                        {
+                            "type": "object",
+                            "required": ["type", "function"],
+                            "properties": {
+                                "type": {"type": "string", "enum": ["function"]},
+                                "function": function,
+                            },
+                        },
+                        {
+                            "type": "object",
+                            "required": ["type", "custom"],
+                            "description": "A free-text tool: the model's call carries its "
+                            "input as text. A grammar format is not enforced.",
+                            "properties": {
+                                "type": {"type": "string", "enum": ["custom"]},
+                                "custom": {
+                                    "type": "object",
+                                    "required": ["name"],
+                                    "properties": {
+                                        "name": {"type": "string", "minLength": 1, "maxLength": 64},
+                                        "description": {"type": "string"},
+                                        "format": {"type": "object"},
+                                    },
+                                },
+                            },
+                        },
+                    ]
                 },
             },
             "tool_choice": {
@@ -200,6 +237,7 @@ def _schemas(limits: LimitSettings) -> dict[str, Any]:
                 "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
             },
             "echo": {"type": "boolean", "default": False},
+            "max_tokens": _max_tokens(limits, 0, 16),
         },
     }
     model = {
@@ -323,7 +361,9 @@ def openapi_document(limits: LimitSettings | None = None) -> dict[str, Any]:
             "title": "LLM gateway",
             "version": _version(),
             "description": "An OpenAI-compatible API in front of the Distributed LLM Service. "
-            'Every error is `{"error": {"message", "type", "param", "code"}}`.',
+            'Every error is `{"error": {"message", "type", "param", "code"}}`. A path called '
+            "with a method it does not list answers 405 (components.responses.MethodNotAllowed) "
+            "with `Allow` naming the methods it does.",
         },
         "security": [{"bearer": []}],
         "paths": {
@@ -438,6 +478,13 @@ def openapi_document(limits: LimitSettings | None = None) -> dict[str, Any]:
             **console_paths(),
         },
         "components": {
+            "responses": {
+                "MethodNotAllowed": {
+                    "description": ERROR_STATUSES["405"],
+                    "headers": {"allow": {"schema": {"type": "string"}}},
+                    "content": _json(_ref("Error")),
+                }
+            },
             "securitySchemes": {
                 "bearer": {
                     "type": "http",

@@ -55,8 +55,36 @@ def _call(streamed: bool) -> dict[str, Any]:
     }
     if streamed:  # id, type and name come in a call's first piece only
         properties["index"] = _INT
-        return {"type": "object", "required": ["index", "function"], "properties": properties}
-    return {"type": "object", "required": ["id", "type", "function"], "properties": properties}
+        function_call = {
+            "type": "object",
+            "required": ["index", "function"],
+            "properties": properties,
+        }
+    else:
+        function_call = {
+            "type": "object",
+            "required": ["id", "type", "function"],
+            "properties": properties,
+        }
+    return {"anyOf": [function_call, _custom_call(streamed)]}
+
+
+def _custom_call(streamed: bool) -> dict[str, Any]:
+    """A custom (free-text) tool's call: its input as text; streamed, it comes whole."""
+    properties: dict[str, Any] = {
+        "id": _STR,
+        "type": {"type": "string", "enum": ["custom"]},
+        "custom": {
+            "type": "object",
+            "required": ["name", "input"],
+            "properties": {"name": _STR, "input": _STR},
+        },
+    }
+    required = ["id", "type", "custom"]
+    if streamed:
+        properties["index"] = _INT
+        required.append("index")
+    return {"type": "object", "required": required, "properties": properties}
 
 
 def _text_choice(finish: dict[str, Any]) -> dict[str, Any]:
@@ -124,7 +152,8 @@ def answer_schemas() -> dict[str, Any]:
         "ChatCompletion": _envelope("chat.completion", chat_choice, _USAGE),
         "Completion": _envelope("text_completion", text_choice, _USAGE),
         "ChatCompletionChunk": _envelope("chat.completion.chunk", chunk_choice, chunk_usage),
-        "CompletionChunk": _envelope("text_completion", text_chunk_choice, chunk_usage),
+        # No "usage": null on text chunks (OpenAI's spec allows none); the last has the usage.
+        "CompletionChunk": _envelope("text_completion", text_chunk_choice, _USAGE),
     }
 
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 from gateway.config import LimitSettings
 from gateway.engine.catalog import ModelCatalog
 from gateway.engine.conversation import (
+    CUSTOM_INPUT,
     Conversation,
     Message,
     OutputFormat,
@@ -41,6 +43,10 @@ _ROLES: dict[str, Role] = {
     "assistant": "assistant",
     "tool": "tool",
 }
+
+#: ``max_tokens`` of a text completion that sets none (and whose model sets no ``max_tokens``):
+#: the spec's default, as OpenAI and vLLM apply it (a legacy completion continues a document).
+COMPLETIONS_MAX_TOKENS = 16
 
 #: Fields whose absence would change what the answer means: refused rather than ignored.
 _MEANINGFUL_EXTRAS = ("web_search_options", "moderation")
@@ -110,14 +116,50 @@ def _refuse_unsupported(request: ChatCompletionRequest) -> None:
         )
 
 
-def _refuse_custom_tools(request: ChatCompletionRequest) -> None:
+def _tools(request: ChatCompletionRequest, ignored: list[str]) -> list[ToolDefinition]:
+    """Function tools as defined; a custom (free-text) tool as one taking its input as text.
+
+    A custom tool's ``format`` (a grammar) cannot constrain the model here: logged as ignored.
+    """
+    tools = []
     for i, tool in enumerate(request.tools or ()):
         if isinstance(tool, CustomToolDefinition):
-            raise UnsupportedParameter(
-                "Custom (free-text) tools are not supported by this service: define the tool "
-                "as a function tool with a string parameter instead.",
-                param=f"tools[{i}]",
+            spec = tool.custom
+            name, description = spec.get("name"), spec.get("description")
+            if not isinstance(name, str) or not 1 <= len(name) <= 64:
+                raise BadRequest(
+                    "A custom tool needs a name of 1 to 64 characters.",
+                    param=f"tools[{i}].custom.name",
+                )
+            fmt = spec.get("format")
+            if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
+                ignored.append(f"tools[{i}].custom.format ({fmt.get('type')})")
+            tools.append(
+                ToolDefinition(
+                    name,
+                    description if isinstance(description, str) else None,
+                    CUSTOM_INPUT,
+                    param=f"tools[{i}].custom",
+                    custom=True,
+                )
             )
+        else:
+            function = tool.function
+            tools.append(
+                ToolDefinition(
+                    function.name,
+                    function.description,
+                    function.parameters,
+                    bool(function.strict),
+                    param=f"tools[{i}].function.parameters",
+                )
+            )
+    return tools
+
+
+def _named(choice: dict[str, Any] | None) -> str:
+    name = (choice or {}).get("name")
+    return name if isinstance(name, str) else repr(name)
 
 
 def _tool_choice(request: ChatCompletionRequest) -> ToolChoice | None:
@@ -127,12 +169,8 @@ def _tool_choice(request: ChatCompletionRequest) -> ToolChoice | None:
     if isinstance(choice, AllowedToolsChoice):
         return _allowed(choice)
     if isinstance(choice, NamedToolChoice):
-        if choice.type == "custom":
-            raise UnsupportedParameter(
-                "Custom (free-text) tools are not supported by this service.", param="tool_choice"
-            )
-        name = (choice.function or {}).get("name")
-        return ToolChoice("auto", forced=name if isinstance(name, str) else repr(name))
+        named = choice.custom if choice.type == "custom" else choice.function
+        return ToolChoice("auto", forced=_named(named))
     return ToolChoice(choice)
 
 
@@ -147,11 +185,13 @@ def _allowed(choice: AllowedToolsChoice) -> ToolChoice:
         )
     names = []
     for tool in tools:
-        function = tool.get("function") if isinstance(tool, dict) else None
+        kind = tool.get("type", "function") if isinstance(tool, dict) else None
+        function = tool.get(kind) if isinstance(tool, dict) and isinstance(kind, str) else None
         name = function.get("name") if isinstance(function, dict) else None
-        if not isinstance(name, str):
+        if kind not in ("function", "custom") or not isinstance(name, str):
             raise BadRequest(
-                "Each allowed tool must be {'type': 'function', 'function': {'name': ...}}.",
+                "Each allowed tool must be {'type': 'function', 'function': {'name': ...}} "
+                "or {'type': 'custom', 'custom': {'name': ...}}.",
                 param="tool_choice.allowed_tools.tools",
             )
         names.append(name)
@@ -185,21 +225,11 @@ def _ignored(request: ChatCompletionRequest | CompletionRequest) -> list[str]:
 def chat_conversation(request: ChatCompletionRequest) -> Conversation:
     """The chat request as the engine's conversation; what it cannot honour is refused."""
     _refuse_unsupported(request)
-    _refuse_custom_tools(request)
+    ignored = _ignored(request)
     return Conversation(
         model=request.model,
         messages=chat_messages(request.messages),
-        tools=[
-            ToolDefinition(
-                tool.function.name,
-                tool.function.description,
-                tool.function.parameters,
-                bool(tool.function.strict),
-                param=f"tools[{i}].function.parameters",
-            )
-            for i, tool in enumerate(request.tools or ())
-            if not isinstance(tool, CustomToolDefinition)
-        ],
+        tools=_tools(request, ignored),
         tool_choice=_tool_choice(request),
         parallel_tool_calls=request.parallel_tool_calls is not False,
         output_format=_output_format(request),
@@ -209,7 +239,7 @@ def chat_conversation(request: ChatCompletionRequest) -> Conversation:
         n=request.n,
         stream=request.stream,
         include_usage=bool(request.stream_options and request.stream_options.include_usage),
-        ignored=_ignored(request),
+        ignored=ignored,
     )
 
 
@@ -229,7 +259,7 @@ def plan_text(
     limits: LimitSettings,
     client_timeout: float | None = None,
 ) -> Plan:
-    catalog.resolve(request.model)
+    model = catalog.resolve(request.model)
     if request.logprobs is not None:
         raise UnsupportedParameter(
             "logprobs are not available: the upstream service reports no token probabilities.",
@@ -248,7 +278,11 @@ def plan_text(
         model=request.model,
         prompts=prompts,
         stops=request.stop_list(),
-        max_tokens=request.max_tokens,
+        max_tokens=(
+            request.max_tokens
+            if request.max_tokens is not None
+            else model.max_tokens or COMPLETIONS_MAX_TOKENS
+        ),
         n=request.n,
         stream=request.stream,
         include_usage=bool(request.stream_options and request.stream_options.include_usage),

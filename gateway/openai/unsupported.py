@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from gateway.errors import MethodNotAllowed, NotFound
 from gateway.http.common import error_response
@@ -36,29 +37,28 @@ UNSUPPORTED_PREFIXES = (
 )
 
 
-#: Routes the gateway serves, with their one method: another method gets a 405, not a 404.
-SERVED = {
-    "/v1/chat/completions": "POST",
-    "/v1/completions": "POST",
-    "/v1/responses": "POST",
-    "/v1/models": "GET",
-    "/v1/usage": "GET",
-}
+def allowed_methods(request: Request) -> list[str]:
+    """The methods the app's own routes serve at this path (another method is a 405).
 
-
-def _allowed_method(path: str) -> str | None:
-    if path.startswith("/v1/models/"):
-        return "GET"
-    return SERVED.get(path.rstrip("/") or path)
+    Read from the router, so the answer always matches the routes (and ``/openapi.json``).
+    """
+    path = request.url.path
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        catch_all = not isinstance(route, Route) or "{rest" in route.path
+        if not catch_all and route.methods and route.path_regex.match(path):
+            methods |= route.methods
+    methods.discard("HEAD")
+    return sorted(methods)
 
 
 async def unsupported(request: Request) -> Response:
     path = request.url.path
-    allowed = _allowed_method(path)
-    if allowed is not None and request.method != allowed:
+    allowed = allowed_methods(request)
+    if allowed and request.method not in allowed:
         error = MethodNotAllowed(
-            f"Method {request.method} is not allowed on {path}; use {allowed}.",
-            headers={"allow": allowed},
+            f"Method {request.method} is not allowed on {path}; use {' or '.join(allowed)}.",
+            headers={"allow": ", ".join(allowed)},
         )
         return error_response(error)
     section = path.removeprefix("/v1/").split("/", 1)[0]

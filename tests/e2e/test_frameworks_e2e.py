@@ -193,9 +193,13 @@ def test_llamaindex_completion_model(base_url: str, emulator: Server) -> None:
     assert jobs_created(emulator)[1] - before[1] == 1
     assert response.text == "plain completion"
     assert response.raw.choices[0].finish_reason == "stop"
+    # No max_tokens (no tokenizer to size one): /v1/completions' default of 16, as OpenAI's.
     chunks = list(llm.stream_complete(say(LONG, wps=30)))
-    assert chunks[-1].text == LONG
-    assert chunks[-1].raw.choices[0].finish_reason == "stop"
+    assert chunks[-1].text == truncate_to_tokens(LONG, 16)
+    assert chunks[-1].raw.choices[0].finish_reason == "length"
+    sized = list(llama(base_url, chat=False, max_tokens=64).stream_complete(say(LONG, wps=30)))
+    assert sized[-1].text == LONG
+    assert sized[-1].raw.choices[0].finish_reason == "stop"
     chatted = llm.chat([ChatMessage(role="user", content=say("chat over completions"))])
     assert chatted.message.content == "chat over completions"
 

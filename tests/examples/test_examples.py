@@ -88,6 +88,26 @@ def test_notebook_cells_run_in_order(pointed: Server, capsys: pytest.CaptureFixt
     assert [line[:2] for line in out.splitlines()[-3:]] == ["0 ", "1 ", "2 "]
 
 
+def test_notebook_runs_headless_in_a_real_kernel(pointed: Server) -> None:
+    """Issue 24, item 4: the notebook as Jupyter runs it, in an IPython kernel (nbclient),
+    every cell in order, no error; the outputs are the ones each cell promises."""
+    nbclient = pytest.importorskip("nbclient", reason="nbclient is in the [test] extra")
+    nbformat = pytest.importorskip("nbformat", reason="nbformat is in the [test] extra")
+    pytest.importorskip("ipykernel", reason="ipykernel is in the [test] extra")
+    notebook = nbformat.read(EXAMPLES / "notebook.ipynb", as_version=4)
+    nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3").execute()
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert all(cell.execution_count for cell in code)
+    outputs = [output for cell in code for output in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    models = code[0].outputs[0]["data"]["text/plain"]
+    assert "gemma-2b" in models
+    usage = code[1].outputs[-1]["data"]["text/plain"]
+    assert usage.startswith("CompletionUsage(") and "prompt_tokens=" in usage
+    last = "".join(o.get("text", "") for o in code[-1].outputs if o.output_type == "stream")
+    assert [line[:2] for line in last.splitlines()] == ["0 ", "1 ", "2 "]
+
+
 def test_llm_cli_streams_through_the_gateway(
     pointed: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -33,6 +33,7 @@ from gateway.engine.tools.spec import OutputSpec
 __all__ = [
     "DEFAULT_INSTRUCTIONS",
     "assistant_text",
+    "compact_definition",
     "instructions",
     "tool_call_names",
     "with_instructions",
@@ -110,12 +111,66 @@ def _template(source: str) -> jinja2.Template:
         raise ValueError(f"the tool instructions template does not compile: {exc}") from None
 
 
-def instructions(spec: OutputSpec, correction: str | None = None, source: str | None = None) -> str:
-    """The system-prompt text that asks for ``spec`` (and says what was wrong last time)."""
+#: Schema keywords a compact rendering leaves out: they help a model little and cost many tokens.
+_NOISE = frozenset({"title", "examples", "example", "$schema", "$comment", "default"})
+#: The longest description a compact rendering keeps, in characters.
+COMPACT_DESCRIPTION = 160
+
+
+def _short(text: str) -> str:
+    """A description's first sentence, at most :data:`COMPACT_DESCRIPTION` characters."""
+    first = " ".join(text.split())
+    cut = first.find(". ")
+    if cut > 0:
+        first = first[: cut + 1]
+    return first if len(first) <= COMPACT_DESCRIPTION else first[: COMPACT_DESCRIPTION - 1] + "…"
+
+
+def _compact_schema(node: Any) -> Any:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key in _NOISE:
+                continue
+            if key == "description" and isinstance(value, str):
+                out[key] = _short(value)
+            elif key == "properties" and isinstance(value, dict):  # names, not keywords
+                out[key] = {name: _compact_schema(v) for name, v in value.items()}
+            else:
+                out[key] = _compact_schema(value)
+        return out
+    if isinstance(node, list):
+        return [_compact_schema(item) for item in node]
+    return node
+
+
+def compact_definition(definition: Mapping[str, Any]) -> dict[str, Any]:
+    """A tool as few tokens say it: name, a short description, the bare parameter schema."""
+    function = definition.get("function", definition)
+    out: dict[str, Any] = {"name": function.get("name")}
+    if function.get("description"):
+        out["description"] = _short(str(function["description"]))
+    out["parameters"] = _compact_schema(function.get("parameters") or {})
+    return out
+
+
+def instructions(
+    spec: OutputSpec,
+    correction: str | None = None,
+    source: str | None = None,
+    *,
+    compact: bool = False,
+) -> str:
+    """The system-prompt text that asks for ``spec`` (and says what was wrong last time).
+
+    ``compact`` renders the tools in short (:func:`compact_definition`), for a prompt that
+    does not fit its model's window otherwise.
+    """
     tools = spec.tools
     fmt = spec.json
+    shape = compact_definition if compact else (lambda d: d)
     context: dict[str, Any] = {
-        "tools": [tool.definition() for tool in tools.tools] if tools else [],
+        "tools": [shape(tool.definition()) for tool in tools.tools] if tools else [],
         "required": bool(tools and tools.choice == "required"),
         "forced": tools.forced if tools else None,
         "parallel": bool(tools and tools.parallel),

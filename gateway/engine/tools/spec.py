@@ -26,6 +26,7 @@ class Tool:
     parameters: Mapping[str, Any] | None
     strict: bool
     validator: Schema | None
+    custom: bool = False  # a free-text tool: its one argument is ``input``
 
     def definition(self) -> dict[str, Any]:
         """The tool as OpenAI's ``tools`` entry, for the prompt."""
@@ -53,6 +54,11 @@ class ToolSpec:
     def names(self) -> frozenset[str]:
         """Every defined name: what counts as a call attempt in a bare JSON object."""
         return frozenset(tool.name for tool in self.tools)
+
+    @property
+    def custom(self) -> frozenset[str]:
+        """The free-text tools' names: a door hands their calls' ``input`` back as text."""
+        return frozenset(tool.name for tool in self.tools if tool.custom)
 
     def allowed(self, name: str) -> Tool | None:
         """The tool ``name`` if this answer may call it."""
@@ -96,7 +102,14 @@ class OutputSpec:
 def _tool(definition: ToolDefinition, seconds: float) -> Tool:
     parameters = definition.parameters
     validator = compile_schema(parameters, definition.param, seconds) if parameters else None
-    return Tool(definition.name, definition.description, parameters, definition.strict, validator)
+    return Tool(
+        definition.name,
+        definition.description,
+        parameters,
+        definition.strict,
+        validator,
+        definition.custom,
+    )
 
 
 def _tools(conversation: Conversation, seconds: float) -> ToolSpec | None:

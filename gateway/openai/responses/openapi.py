@@ -138,7 +138,7 @@ def schemas() -> dict[str, Any]:
         text={"type": "object"},
         tool_choice={"anyOf": [_STR, {"type": "object"}]},
         tools={"type": "array", "items": {"type": "object"}},
-        truncation=_STR,
+        truncation={"type": "string", "enum": ["auto", "disabled"]},
         usage=usage,
         metadata={"type": "object", "additionalProperties": _STR},
     )
@@ -170,6 +170,16 @@ def schemas() -> dict[str, Any]:
         previous_response_id=_null(_STR),
         temperature=_null({"type": "number", "description": "Accepted and ignored."}),
         top_p=_null({"type": "number", "description": "Accepted and ignored."}),
+        truncation=_null(
+            {
+                "type": "string",
+                "enum": ["auto", "disabled"],
+                "default": "disabled",
+                "description": "auto: the oldest turns may be left out to fit the model's "
+                "context window; disabled: a prompt that does not fit is a 400 "
+                "context_length_exceeded.",
+            }
+        ),
     )
     return {
         "CreateResponse": create,

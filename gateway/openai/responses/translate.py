@@ -82,7 +82,6 @@ IGNORED_FIELDS = (
     "temperature",
     "top_p",
     "user",
-    "truncation",
     "include",
     "prompt_cache_key",
     "prompt_cache_retention",
@@ -152,12 +151,16 @@ def translate(
         max_tokens_param="max_output_tokens",
         stream=request.stream,
         ignored=sorted({*_ignored(request), *ignored}),
+        truncation=(request.model_extra or {}).get("truncation") == "auto",
+        messages_param="input",
     )
     return Translated(conversation, offered, namespaces)
 
 
 def _refuse(request: CreateResponse) -> None:
     extra = request.model_extra or {}
+    if extra.get("truncation") not in (None, "auto", "disabled"):
+        raise BadRequest("truncation must be 'auto' or 'disabled'.", param="truncation")
     if extra.get("conversation") is not None:
         raise UnsupportedParameter(
             "The Conversations API is not available here; chain responses with "
