@@ -12,6 +12,7 @@ from typing import Any
 
 from gateway.auth import KeyRing, account_names
 from gateway.config import CONFIG_ENV, ConfigError, KeySettings, Settings, load_settings
+from gateway.db import Databases
 from gateway.engine.cache import ResponseCache
 from gateway.engine.catalog import ModelCatalog
 from gateway.engine.service import Completions
@@ -102,9 +103,15 @@ class Runtime:
             on_submission=metrics.observe_submission_inputs,
         )
         metrics.init_accounts(accounts.values())
-        ledger = Ledger.from_settings(settings.ledger, on_drop=metrics.count_ledger_dropped)
+        # One pool per database URL, shared by the ledger, the key store and stored responses.
+        databases = Databases(
+            timeout=settings.ledger.db_timeout_seconds, pool_size=settings.ledger.db_pool_size
+        )
+        ledger = Ledger.from_settings(
+            settings.ledger, on_drop=metrics.count_ledger_dropped, databases=databases
+        )
         catalog = ModelCatalog(settings.models)
-        key_service = KeyService(settings, metrics, catalog.names())
+        key_service = KeyService(settings, metrics, catalog.names(), databases)
         runtime = cls(
             settings=settings,
             metrics=metrics,
@@ -118,7 +125,7 @@ class Runtime:
             ledger=ledger,
             redactor=redactor,
             cache=ResponseCache.from_settings(settings, on_event=metrics.observe_cache),
-            responses=ResponsesDoor(settings),
+            responses=ResponsesDoor(settings, databases),
             key_service=key_service,
             tracing=build_tracing(settings.tracing, settings.logging.log_prompts),
         )

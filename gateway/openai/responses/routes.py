@@ -83,7 +83,7 @@ async def _delete(request: Request, rt: Runtime, key: KeySettings, _: Exchange) 
     response_id = _response_id(request)
     await door.find(response_id, key)
     await door.background.cancel(response_id)
-    await door.store.delete(response_id, key.name)
+    await door.store.delete(response_id, key.owner)
     return JSONResponse({"id": response_id, "object": "response", "deleted": True})
 
 
@@ -101,7 +101,7 @@ async def _cancel(request: Request, rt: Runtime, key: KeySettings, _: Exchange) 
         run = ResponseRun(record.body)
         run.cancel()
         body = run.snapshot()
-    await door.store.cancel(record.id, key.name, body)
+    await door.store.cancel(record.id, key.owner, body)
     return JSONResponse(body)
 
 

@@ -46,6 +46,7 @@ def _record(rid: str, key: str = "alice", **fields: object) -> StoredResponse:
     now = time.time()
     base: dict[str, object] = {
         "id": rid,
+        "key_id": key,
         "key_name": key,
         "created_at": now,
         "expires_at": now + 60,
