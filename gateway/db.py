@@ -340,7 +340,7 @@ class PostgresEngine:
                 async with _deadline(self.timeout, "open"):
                     self._pool = await asyncpg.create_pool(
                         self.url,
-                        min_size=1,
+                        min_size=0,  # no floor to restore in the background, logging
                         max_size=self.pool_size,
                         command_timeout=self.timeout,
                         timeout=self.timeout,
@@ -359,14 +359,26 @@ class PostgresEngine:
             raise RuntimeError("the database is not open")
         return self._pool
 
-    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Any]:
+        """A pooled connection; one that timed out is closed, not handed to the next user
+        (a stalled connection would otherwise hold up whoever gets it, and its release)."""
         pool = self._ready()
-        async with _deadline(self.timeout, "fetch"), pool.acquire(timeout=self.timeout) as conn:
+        conn = await pool.acquire(timeout=self.timeout)
+        try:
+            yield conn
+        except (TimeoutError, asyncio.CancelledError):
+            conn.terminate()
+            raise
+        finally:
+            await pool.release(conn, timeout=self.timeout)
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        async with _deadline(self.timeout, "fetch"), self._connection() as conn:
             return [tuple(r) for r in await conn.fetch(to_dollar(sql), *_clean(params))]
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        pool = self._ready()
-        async with _deadline(self.timeout, "execute"), pool.acquire(timeout=self.timeout) as conn:
+        async with _deadline(self.timeout, "execute"), self._connection() as conn:
             return _changed(await conn.execute(to_dollar(sql), *_clean(params)))
 
     async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -375,13 +387,17 @@ class PostgresEngine:
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
-        pool = self._ready()
-        async with (
-            _deadline(self.timeout, "transaction"),
-            pool.acquire(timeout=self.timeout) as conn,
-            conn.transaction(),
-        ):
-            yield _PostgresTx(conn)
+        async with _deadline(self.timeout, "transaction"), self._connection() as conn:
+            tx = conn.transaction()
+            await tx.start()
+            try:
+                yield _PostgresTx(conn)
+            except (TimeoutError, asyncio.CancelledError):
+                raise  # the connection is closed: the server rolls the transaction back
+            except BaseException:
+                await asyncio.wait_for(tx.rollback(), self.timeout)
+                raise
+            await tx.commit()
 
 
 class _PostgresTx:

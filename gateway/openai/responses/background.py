@@ -94,6 +94,8 @@ class Background:
                 if not runtime.shutting_down:  # a draining gateway hands runs over
                     for record in await self.store.claim(self.owner, now, self.lease):
                         await self._adopt(runtime, record)
+            except GatewayError as exc:  # the database is away: said once per scan, no trace
+                logger.warning("the background scan failed (%s); retrying", exc)
             except Exception:
                 logger.exception("the background scan failed; retrying")
             await asyncio.sleep(max(0.2, self.lease / 3))
