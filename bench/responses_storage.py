@@ -89,7 +89,9 @@ def main() -> None:
                         f"{turn + 1:>4} {text:>12,} {file_bytes(store):>12,} "
                         f"{text / (turn + 1):>10,.0f}"
                     )
-                print(f"item: {size:,} bytes; {args.turns} turns stored {text / 1e6:.1f} MB of text")
+                print(
+                    f"item: {size:,} bytes; {args.turns} turns stored {text / 1e6:.1f} MB of text"
+                )
 
 
 if __name__ == "__main__":

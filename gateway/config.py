@@ -151,14 +151,7 @@ class KeySettings(_Frozen):
     expires_at: datetime | None = None
     disabled: bool = False
     cache: bool = True  # False: this key's requests never read, fill or join the cache
-    #: Who owns the key's stored data (stored responses): stable, never a reusable name.
-    #: None: the digest of its secret; database keys get ``db:<name>:<created_at>``.
-    identity: str | None = Field(None, min_length=1, max_length=200)
-
-    @property
-    def owner(self) -> str:
-        """The identity stored data belongs to: a key made later with this name is not it."""
-        return self.identity if self.identity is not None else "sha256:" + self.digest
+    identity: str | None = Field(None, min_length=1, max_length=200)  # see keys.digests.owner
 
     @field_validator("key_sha256")
     @classmethod
@@ -244,10 +237,8 @@ class LedgerSettings(_Frozen):
     queue_size: int = Field(10_000, ge=1)
     table: str = Field("gateway_usage", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
     batch_size: int = Field(500, ge=1)
-    #: Seconds any one database operation (a pool acquire included) may take; then 503 / retry.
-    db_timeout_seconds: float = Field(10.0, gt=0, le=600)
-    #: PostgreSQL connections per URL, shared by the ledger, the key store and stored responses.
-    db_pool_size: int = Field(10, ge=1, le=1000)
+    db_timeout_seconds: float = Field(10.0, gt=0, le=600)  # any one operation (gateway.db)
+    db_pool_size: int = Field(10, ge=1, le=1000)  # PostgreSQL connections per URL, all users
 
     @field_validator("url")
     @classmethod
@@ -267,12 +258,9 @@ class ResponsesSettings(_Frozen):
     table: str = Field("gateway_responses", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,50}$")
     retention_hours: float = Field(720.0, gt=0)
     background_lease_seconds: float = Field(15.0, ge=1)
-    #: Largest stored item (one input or output item, as stored JSON), in bytes: else 400.
-    max_item_bytes: int = Field(4 * 1024 * 1024, ge=1024)
-    #: Largest stored response (its items, object and request together), in bytes: else 400.
-    max_response_bytes: int = Field(16 * 1024 * 1024, ge=1024)
-    #: Most bytes one key may keep stored (every live response of it): else 400.
-    max_key_bytes: int = Field(512 * 1024 * 1024, ge=1024)
+    max_item_bytes: int = Field(4 * 1024 * 1024, ge=1024)  # one stored item, as stored
+    max_response_bytes: int = Field(16 * 1024 * 1024, ge=1024)  # one stored response
+    max_key_bytes: int = Field(512 * 1024 * 1024, ge=1024)  # all of one key's stored responses
 
 
 class AdminKeySettings(_Frozen):

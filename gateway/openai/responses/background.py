@@ -26,6 +26,7 @@ from gateway.engine.planning import Plan
 from gateway.engine.service import Submitted
 from gateway.errors import GatewayError, InternalError, ServiceUnavailable
 from gateway.http.exchange import Exchange
+from gateway.keys.digests import owner
 from gateway.openai.responses.run import TERMINAL, ResponseRun, StreamEvent
 from gateway.openai.responses.store import ResponseStore, StoredResponse
 
@@ -102,7 +103,7 @@ class Background:
 
     async def _adopt(self, runtime: Runtime, record: StoredResponse) -> None:
         key = next((k for k in runtime.settings.keys if k.name == record.key_name), None)
-        if key is not None and key.owner != record.key_id:  # the name, reused by another key
+        if key is not None and owner(key) != record.key_id:  # the name, reused by another key
             key = None
         follower: Follower | None = None
         try:

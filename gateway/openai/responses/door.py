@@ -18,6 +18,7 @@ from gateway.db import Databases
 from gateway.engine.planning import Plan, plan_conversation
 from gateway.errors import BadRequest, GatewayError, NotFound, ServiceUnavailable
 from gateway.http.bodies import validate
+from gateway.keys.digests import owner
 from gateway.openai.responses.background import Background
 from gateway.openai.responses.render import response_object, stored_items
 from gateway.openai.responses.run import TERMINAL, ResponseRun
@@ -94,7 +95,7 @@ class ResponsesDoor:
     async def find(self, response_id: str, key: KeySettings) -> StoredResponse:
         """A stored response of this key, with a local background run's latest state."""
         store = await self.ready_store()
-        record = await store.get(response_id, key.owner, time.time())
+        record = await store.get(response_id, owner(key), time.time())
         if record is None:
             raise NotFound(
                 f"No response with id '{response_id}' found.",
@@ -119,7 +120,7 @@ class ResponsesDoor:
         if request.previous_response_id is not None:
             history, chain = await self._chain(request.previous_response_id, key)
         refs = references(items)
-        resolved = await (await self.ready_store()).find_items(refs, key.owner) if refs else {}
+        resolved = await (await self.ready_store()).find_items(refs, owner(key)) if refs else {}
         translated = translate(request, history, items, resolved)
         inputs = stored_items([_resolve(item, resolved) for item in items])
         prepared = Prepared(request, translated, history, inputs, chain)
@@ -150,7 +151,7 @@ class ResponsesDoor:
                 param="input",
                 code="response_too_large",
             )
-        used = await (await self.ready_store()).stored_bytes(key.owner, time.time())
+        used = await (await self.ready_store()).stored_bytes(owner(key), time.time())
         if used + size > caps.max_key_bytes:
             raise BadRequest(
                 f"This key stores {used} bytes of responses; {size} more would pass its cap of "
@@ -163,7 +164,7 @@ class ResponsesDoor:
         self, previous: str, key: KeySettings
     ) -> tuple[list[dict[str, Any]], list[str]]:
         store = await self.ready_store()
-        record = await store.get(previous, key.owner, time.time())
+        record = await store.get(previous, owner(key), time.time())
         if record is None:
             raise NotFound(
                 f"Previous response with id '{previous}' not found.",
@@ -175,7 +176,7 @@ class ResponsesDoor:
                 f"Previous response '{previous}' is still {record.status}; wait until it ends.",
                 param="previous_response_id",
             )
-        return await store.chain(previous, key.owner)
+        return await store.chain(previous, owner(key))
 
     # ------------------------------------------------------------------ writing
 
@@ -183,7 +184,7 @@ class ResponsesDoor:
         now = time.time()
         return StoredResponse(
             id=str(obj["id"]),
-            key_id=key.owner,
+            key_id=owner(key),
             key_name=key.name,
             created_at=now,
             expires_at=now + self.retention,

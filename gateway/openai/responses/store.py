@@ -14,7 +14,7 @@ Three tables, created when missing (``T`` is ``responses.table``)::
 Every item is stored once. A continuation walks ``previous_id`` back to the first response;
 a deleted response stays as a tombstone (status ``deleted``, no content) so the chain behind it
 still links, but its own turn is gone from everything sent upstream again. Every multi-row
-write is one transaction. A response belongs to a key's *identity* (``KeySettings.owner``),
+write is one transaction. A response belongs to a key's *identity* (``gateway.keys.digests.owner``),
 never its name: another key's id, or a new key that reuses a name, finds nothing.
 """
 
