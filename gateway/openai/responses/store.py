@@ -263,11 +263,13 @@ class ResponseStore:
 
     async def cancel(self, response_id: str, key_id: str, body: dict[str, Any]) -> bool:
         """Mark a background response cancelled; False when it had already ended."""
+        data = dumps(body)
         async with self._tx() as tx:
             changed = await tx.execute(
-                f"UPDATE {self.t} SET status = 'cancelled', body = ?, lease_until = 0 "
+                f"UPDATE {self.t} SET status = 'cancelled', body = ?, lease_until = 0, "
+                "bytes = bytes - body_bytes + ?, body_bytes = ? "
                 f"WHERE id = ? AND key_id = ? AND status IN {_ACTIVE_SQL}",
-                [dumps(body), response_id, key_id],
+                [data, len(data), len(data), response_id, key_id],
             )
         return changed > 0
 
