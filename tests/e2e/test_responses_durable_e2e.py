@@ -46,12 +46,23 @@ def _jobs_created(emulator: Server) -> int:
     return int(emulator_stats(emulator)["jobs_created"])  # type: ignore[call-overload]
 
 
+@pytest.mark.parametrize(
+    "database",
+    [
+        "sqlite",
+        pytest.param(
+            "postgres", marks=pytest.mark.skipif(not DATABASE_URL, reason="DATABASE_URL unset")
+        ),
+    ],
+)
 def test_a_run_killed_right_after_its_200_is_finished_once_by_the_next_gateway(
-    emulator: Server, tmp_path: Path
+    emulator: Server, tmp_path: Path, database: str
 ) -> None:
+    table = f"resp_kill_{uuid.uuid4().hex[:10]}"
+    url = f"sqlite:///{tmp_path / 'r.db'}" if database == "sqlite" else str(DATABASE_URL)
     config = gateway_config(
         emulator.url,
-        responses={"store_url": f"sqlite:///{tmp_path / 'r.db'}", "background_lease_seconds": 1},
+        responses={"store_url": url, "table": table, "background_lease_seconds": 1},
     )
     before = _jobs_created(emulator)
     first = start_gateway(tmp_path, config)
@@ -73,6 +84,8 @@ def test_a_run_killed_right_after_its_200_is_finished_once_by_the_next_gateway(
         assert done.output_text == REPLY
     finally:
         second.stop()
+        if database == "postgres":
+            asyncio.run(_drop(table))
     assert _jobs_created(emulator) - before == 1  # followed again, never submitted again
 
 

@@ -11,10 +11,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sqlite3
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import openai
 import pytest
@@ -31,18 +36,58 @@ from tests.e2e.servers import (
 
 ADMIN_KEY = "sk-test-storage-admin-0123456789"
 CAROL_KEY = "sk-test-carol-config-key-0123"
+DATABASE_URL = os.environ.get("DATABASE_URL")
+TABLES = ("", "_items", "_events")
 
 
-def text_bytes(db: Path, table: str = "gateway_responses") -> int:
+async def _postgres(sql: str) -> Any:
+    conn = await asyncpg.connect(DATABASE_URL)
+    try:
+        return await conn.fetchval(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param(
+            "postgres", marks=pytest.mark.skipif(not DATABASE_URL, reason="DATABASE_URL unset")
+        ),
+    ]
+)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The ``responses`` config of a fresh store: a SQLite file, or tables in PostgreSQL."""
+    table = f"resp_e2e_{uuid.uuid4().hex[:10]}"
+    if request.param == "sqlite":
+        yield {"store_url": f"sqlite:///{tmp_path / 'r.db'}", "table": table}
+        return
+    yield {"store_url": str(DATABASE_URL), "table": table}
+    for suffix in TABLES:
+        asyncio.run(_postgres(f"DROP TABLE IF EXISTS {table}{suffix}"))
+
+
+def text_bytes(store: dict[str, str]) -> int:
     """Every byte of text in the response tables, whatever their columns."""
+    url, table = store["store_url"], store["table"]
     total = 0
-    with sqlite3.connect(db) as conn:
-        for suffix in ("", "_items", "_events"):
-            name = table + suffix
-            for row in conn.execute(f"PRAGMA table_info({name})").fetchall():
-                column = row[1]
-                got = conn.execute(f"SELECT COALESCE(SUM(LENGTH({column})), 0) FROM {name}")
-                total += int(got.fetchone()[0])
+    if url.startswith("sqlite"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            for suffix in TABLES:
+                name = table + suffix
+                for row in conn.execute(f"PRAGMA table_info({name})").fetchall():
+                    got = conn.execute(f"SELECT COALESCE(SUM(LENGTH({row[1]})), 0) FROM {name}")
+                    total += int(got.fetchone()[0])
+        return total
+    for suffix in TABLES:
+        name = table + suffix
+        columns = asyncio.run(
+            _postgres(
+                "SELECT string_agg(format('COALESCE(SUM(octet_length(%I::text)), 0)', "
+                f"column_name), ' + ') FROM information_schema.columns WHERE table_name = '{name}'"
+            )
+        )
+        total += int(asyncio.run(_postgres(f"SELECT {columns} FROM {name}")))
     return total
 
 
@@ -57,10 +102,11 @@ def hosted_item(n: int, size: int) -> dict[str, Any]:
     }
 
 
-def test_a_chain_stores_each_item_once(emulator: Server, tmp_path: Path) -> None:
-    db = tmp_path / "r.db"
+def test_a_chain_stores_each_item_once(
+    emulator: Server, tmp_path: Path, store: dict[str, str]
+) -> None:
     size = 200_000
-    config = gateway_config(emulator.url, responses={"store_url": f"sqlite:///{db}"})
+    config = gateway_config(emulator.url, responses=store)
     with running(start_gateway(tmp_path, config)) as server:
         api = openai.OpenAI(base_url=server.url + "/v1", api_key=ALICE_KEY, max_retries=0)
         previous = None
@@ -77,15 +123,17 @@ def test_a_chain_stores_each_item_once(emulator: Server, tmp_path: Path) -> None
             previous = made.id
         items = api.responses.input_items.list(previous)
         assert [i.id for i in items.data][-1] == "ws_7"
-    grown = text_bytes(db)
+    grown = text_bytes(store)
     assert grown < 8 * size * 1.2, grown  # linear: each item once, not the chain each time
 
 
-def test_what_is_stored_is_counted_and_capped(emulator: Server, tmp_path: Path) -> None:
+def test_what_is_stored_is_counted_and_capped(
+    emulator: Server, tmp_path: Path, store: dict[str, str]
+) -> None:
     config = gateway_config(
         emulator.url,
         responses={
-            "store_url": f"sqlite:///{tmp_path / 'r.db'}",
+            **store,
             "max_item_bytes": 4096,
             "max_response_bytes": 16384,
             "max_key_bytes": 40000,
@@ -139,8 +187,10 @@ def test_what_is_stored_is_counted_and_capped(emulator: Server, tmp_path: Path) 
         assert again.output_text == "ok"
 
 
-def test_a_deleted_turn_is_never_sent_upstream_again(emulator: Server, tmp_path: Path) -> None:
-    config = gateway_config(emulator.url, responses={"store_url": f"sqlite:///{tmp_path / 'r.db'}"})
+def test_a_deleted_turn_is_never_sent_upstream_again(
+    emulator: Server, tmp_path: Path, store: dict[str, str]
+) -> None:
+    config = gateway_config(emulator.url, responses=store)
     with running(start_gateway(tmp_path, config)) as server:
         api = openai.OpenAI(base_url=server.url + "/v1", api_key=ALICE_KEY, max_retries=0)
         first = api.responses.create(
@@ -165,7 +215,7 @@ def test_a_deleted_turn_is_never_sent_upstream_again(emulator: Server, tmp_path:
 
 
 def test_a_new_key_with_a_removed_keys_name_does_not_inherit_its_responses(
-    emulator: Server, tmp_path: Path
+    emulator: Server, tmp_path: Path, store: dict[str, str]
 ) -> None:
     carol = {"name": "carol", "key": CAROL_KEY, "upstream_token": BOB_TOKEN}
     base = gateway_config(
@@ -173,6 +223,7 @@ def test_a_new_key_with_a_removed_keys_name_does_not_inherit_its_responses(
         accounts=[{"name": "acct-b", "upstream_token": BOB_TOKEN}],
         admin={"keys": [{"name": "ops", "key": ADMIN_KEY, "role": "admin"}]},
         ledger={"url": f"sqlite:///{tmp_path / 'gateway.db'}"},
+        responses=store,
     )
     with running(start_gateway(tmp_path, {**base, "keys": [*base["keys"], carol]})) as server:
         api = openai.OpenAI(base_url=server.url + "/v1", api_key=CAROL_KEY, max_retries=0)
