@@ -199,8 +199,8 @@ class ResponsesDoor:
         """Store a finished foreground response; a database failure loses only the copy."""
         try:
             await (await self.ready_store()).put(record, prepared.inputs, chain=prepared.chain)
-        except GatewayError:
-            pass
+        except GatewayError as exc:  # the database is away: the answer went out, the copy not
+            logger.warning("could not store response %s: %s", record.id, exc)
         except Exception:
             logger.exception("could not store response %s", record.id)
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from gateway.config import Settings
 from gateway.engine.events import ChoiceEnd, TextDelta
+from gateway.keys.digests import owner
 from gateway.openai.responses.background import Background, Follower
+from gateway.openai.responses.door import ResponsesDoor
 from gateway.openai.responses.render import response_object
 from gateway.openai.responses.run import ResponseRun
 from gateway.openai.responses.store import ResponseStore, StoredResponse
@@ -78,3 +82,38 @@ async def test_a_failed_save_is_retried_whole_with_no_gap(
         assert got.body["output"][0]["content"][0]["text"] == "hello brave world"
     finally:
         await store.close()
+
+
+async def test_a_run_stopped_while_submitting_is_failed_never_submitted_again(
+    tmp_path: Path,
+) -> None:
+    """Stored as ``submitting`` and never given its job ids (the gateway died in between):
+    nothing can tell whether its job reached the service, so resuming fails it, clearly."""
+    settings = Settings.model_validate(
+        {
+            "ledger": {"url": f"sqlite:///{tmp_path}/g.db"},
+            "keys": [{"name": "k", "key": "sk-test-submitting-key", "upstream_token": "t"}],
+        }
+    )
+    key = settings.keys[0]
+    door = ResponsesDoor(settings)
+    await door.store.open()
+    runtime = SimpleNamespace(settings=settings)
+    door._runtime = runtime  # type: ignore[assignment]
+    try:
+        run = _run()
+        now = time.time()
+        body = run.snapshot()
+        record = StoredResponse(
+            str(body["id"]), owner(key), "k", now, now + 60, "submitting", True, body
+        )
+        await door.store.put(record, [{"id": "in_1", "type": "message", "role": "user"}])
+        await door.background._adopt(runtime, record)  # type: ignore[arg-type]
+        follower = door.background.followers.get(record.id)
+        if follower is not None and follower.task is not None:
+            await follower.task
+        got = await door.store.get(record.id, owner(key), time.time())
+        assert got is not None and got.status == "failed"
+        assert "stopped while submitting" in got.body["error"]["message"]
+    finally:
+        await door.store.close()
