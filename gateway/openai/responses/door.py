@@ -229,8 +229,8 @@ class ResponsesDoor:
         data = dict(record.request)
         if "input" not in data:  # stored once, as items (older rows kept a copy)
             data["input"] = await self.store.items(record.id, role="input")
-        history = record.history
-        if record.previous_id is not None and not history:
+        history: list[dict[str, Any]] = []
+        if record.previous_id is not None:
             history, _ = await self.store.chain(record.previous_id, record.key_id)
         request = CreateResponse.model_validate(data)
         translated = translate(request, history, input_items(request), {})

@@ -11,7 +11,8 @@ Three tables, created when missing (``T`` is ``responses.table``)::
     T_items   item_id, response_id, key_id, key_name, position, role ('input' | 'output'), data
     T_events  response_id, seq, data: a background stream's events, for resuming it
 
-Every item is stored once. A continuation walks ``previous_id`` back to the first response;
+Every item is stored once. A continuation walks ``previous_id`` back to the first response
+(one recursive query); the ``history`` column of older gateways' copies is no longer written;
 a deleted response stays as a tombstone (status ``deleted``, no content) so the chain behind it
 still links, but its own turn is gone from everything sent upstream again. Every multi-row
 write is one transaction. A response belongs to a key's *identity* (``gateway.keys.digests.owner``),
@@ -60,12 +61,11 @@ class StoredResponse:
     seq: int = 0
     owner: str | None = None
     lease_until: float = 0.0
-    history: list[dict[str, Any]] = field(default_factory=list)  # rows of older gateways only
 
 
 _COLUMNS = (
     "id, key_id, key_name, created_at, expires_at, status, background, body, request, "
-    "previous_id, job_ids, seq, owner, lease_until, history"
+    "previous_id, job_ids, seq, owner, lease_until"
 )
 #: Columns a table made by an older gateway lacks.
 _ADDED = (
@@ -174,8 +174,8 @@ class ResponseStore:
         size = len(body) + len(request) + sum(len(row[-1]) for row in items)
         async with self._tx() as tx:
             await tx.execute(
-                f"INSERT INTO {self.t} ({_COLUMNS}, bytes, body_bytes) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO {self.t} ({_COLUMNS}, history, bytes, body_bytes) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '[]', ?, ?)",
                 [*_row(record, body, request), size, len(body)],
             )
             await self._insert_items(tx, items)
@@ -324,22 +324,18 @@ class ResponseStore:
     async def chain(self, response_id: str, key_id: str) -> tuple[list[dict[str, Any]], list[str]]:
         """The items a continuation of ``response_id`` starts from (oldest first), and the ids
         of the responses they come from. Deleted turns are left out; the chain goes on."""
-        ids: list[str] = []
-        legacy: list[dict[str, Any]] = []
-        current: str | None = response_id
-        while current is not None and len(ids) < MAX_CHAIN:
-            rows = await self._fetch(
-                f"SELECT previous_id, history FROM {self.t} WHERE id = ? AND key_id = ?",
-                [current, key_id],
-            )
-            if not rows:
-                break
-            ids.append(current)
-            previous, history = rows[0]
-            if history and history != "[]":  # stored by an older gateway, as a copy
-                legacy = json.loads(history)
-                break
-            current = None if previous is None else str(previous)
+        t = self.t
+        rows = await self._fetch(
+            f"""WITH RECURSIVE chain (id, previous_id, depth) AS (
+                SELECT id, previous_id, 0 FROM {t} WHERE id = ? AND key_id = ?
+                UNION ALL
+                SELECT r.id, r.previous_id, c.depth + 1
+                FROM {t} r JOIN chain c ON r.id = c.previous_id
+                WHERE r.key_id = ? AND c.depth < ?)
+            SELECT id FROM chain ORDER BY depth""",
+            [response_id, key_id, key_id, MAX_CHAIN],
+        )
+        ids = [str(rid) for (rid,) in rows]
         if not ids:
             return [], []
         marks = ", ".join("?" for _ in ids)
@@ -351,7 +347,7 @@ class ResponseStore:
         turns: dict[str, dict[str, list[dict[str, Any]]]] = {}
         for rid, role, data in rows:
             turns.setdefault(str(rid), {}).setdefault(str(role), []).append(json.loads(data))
-        history_items = list(legacy)
+        history_items: list[dict[str, Any]] = []
         for rid in reversed(ids):
             turn = turns.get(rid, {})
             history_items += turn.get("input", []) + turn.get("output", [])
@@ -455,13 +451,12 @@ def _row(record: StoredResponse, body: str, request: str) -> list[Any]:
         record.seq,
         record.owner,
         record.lease_until,
-        "[]",
     ]
 
 
 def _record(row: Sequence[Any]) -> StoredResponse:
     (rid, key_id, key, created, expires, status, background, body, request, previous, jobs, seq,
-     owner, lease, history) = row  # fmt: skip
+     owner, lease) = row  # fmt: skip
     return StoredResponse(
         id=str(rid),
         key_id=str(key_id),
@@ -477,7 +472,6 @@ def _record(row: Sequence[Any]) -> StoredResponse:
         seq=int(seq),
         owner=None if owner is None else str(owner),
         lease_until=float(lease),
-        history=json.loads(history) if history else [],
     )
 
 
