@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -412,3 +412,23 @@ class _PostgresTx:
 
     async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         await self._conn.executemany(to_dollar(sql), [_clean(r) for r in rows])
+
+
+async def listen(
+    url: str, channel: str, on_notify: Callable[[], None], *, connect_timeout: float = 5.0
+) -> None:
+    """Call ``on_notify`` for every PostgreSQL NOTIFY on ``channel``; return when the connection
+    is lost (the caller reconnects). LISTEN needs a connection of its own, outside the pool."""
+    import asyncpg
+
+    conn = None
+    try:
+        conn = await asyncpg.connect(url, timeout=connect_timeout)
+        lost = asyncio.Event()
+        conn.add_termination_listener(lambda *_: lost.set())
+        await conn.add_listener(channel, lambda *_: on_notify())
+        await lost.wait()
+    finally:
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=1.0)
