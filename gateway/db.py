@@ -236,7 +236,9 @@ class SqliteEngine:
             async with _deadline(self.timeout, "open"):
                 db = await aiosqlite.connect(self.path, isolation_level=None)
                 try:
-                    await db.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+                    # Another process's lock is waited for half the timeout: SQLite gives up
+                    # (database is locked) before the timeout abandons a statement mid-flight.
+                    await db.execute(f"PRAGMA busy_timeout = {int(self.timeout * 500)}")
                     if self.path != ":memory:":
                         await db.execute("PRAGMA journal_mode = WAL")
                 except BaseException:
