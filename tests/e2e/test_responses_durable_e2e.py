@@ -131,12 +131,34 @@ def test_150_background_runs_at_once_on_the_default_sqlite_store(
             (a.status_code, a.text[:200]) for a in answers if a.status_code != 200
         ][:3]
         assert "InterfaceError" not in server.output()
+        polled = asyncio.run(_poll_all(server, [_response_id(a) for a in answers]))
+        assert set(polled) == {200}, polled  # read while 150 runs write: never a 5xx
+        assert "InterfaceError" not in server.output()
         api = openai.OpenAI(base_url=server.url + "/v1", api_key=ALICE_KEY, max_retries=0)
         for i, answer in enumerate(answers):
             done = _retrieve_until(api, _response_id(answer), limit=60)
             assert (done.status, done.output_text) == ("completed", f"done{i} {WORDS}")
     finally:
         server.stop()
+
+
+async def _poll_all(server: Server, ids: list[str]) -> list[int]:
+    """Every run retrieved every 100 ms, all at once, until it ends: the last status of each."""
+    limits = httpx.Limits(max_connections=200)
+    headers = {"authorization": f"Bearer {ALICE_KEY}"}
+    async with httpx.AsyncClient(timeout=120, limits=limits, headers=headers) as http:
+
+        async def one(rid: str) -> int:
+            for _ in range(300):
+                got = await http.get(f"{server.url}/v1/responses/{rid}")
+                if got.status_code != 200:
+                    return got.status_code
+                if got.json()["status"] not in ("queued", "in_progress"):
+                    return 200
+                await asyncio.sleep(0.1)
+            return 0
+
+        return list(await asyncio.gather(*(one(rid) for rid in ids)))
 
 
 def _response_id(answer: httpx.Response) -> str:
