@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 import uuid
@@ -156,3 +157,24 @@ async def test_background_progress_and_events_commit_together(store: ResponseSto
         await store.update(record, events)
     got = await store.get("resp_tx", "alice", time.time())
     assert got is not None and (got.status, got.seq) == ("queued", 0)  # nothing half-saved
+
+
+async def test_150_runs_writing_and_reading_at_once(store: ResponseStore) -> None:
+    """The default SQLite store serialises its writers: no sqlite3.InterfaceError, no hang."""
+
+    async def one(n: int) -> None:
+        body = {"id": f"r{n}", "status": "queued", "output": []}
+        record = _record(f"r{n}", status="queued", background=True, body=body)
+        await store.put(record, [{"id": f"in{n}", "type": "message"}])
+        for seq in range(10):
+            record.status, record.seq = "in_progress", seq + 1
+            assert await store.update(record, [{"sequence_number": seq, "type": "x"}])
+            assert await store.get(f"r{n}", "alice", time.time()) is not None
+            assert len(await store.events(f"r{n}", -1)) == seq + 1
+        record.status = "completed"
+        record.body = {"id": f"r{n}", "status": "completed", "output": [{"id": f"o{n}"}]}
+        assert await store.update(record, final=True)
+
+    await asyncio.wait_for(asyncio.gather(*(one(n) for n in range(150))), timeout=120)
+    got = await store.get("r149", "alice", time.time())
+    assert got is not None and got.body["output"] == [{"id": "o149"}]
