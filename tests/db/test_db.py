@@ -130,3 +130,25 @@ async def test_a_stalled_postgres_answers_in_time_and_recovers() -> None:
         finally:
             proxy.resume()
             await db.close()
+
+
+def test_the_ledger_the_keys_and_the_responses_share_one_engine(tmp_path: Path) -> None:
+    from gateway.config import Settings
+    from gateway.ops.metrics import Metrics
+    from gateway.runtime import Runtime
+
+    settings = Settings.model_validate(
+        {
+            "upstream": {"base_url": "http://127.0.0.1:9"},
+            "keys": [{"name": "k", "key": "sk-test-shared-engine", "upstream_token": "t"}],
+            "ledger": {"url": f"sqlite:///{tmp_path}/gateway.db"},
+        }
+    )
+    runtime = Runtime.build(settings, "http://127.0.0.1:9", Metrics.create())
+    assert runtime.responses is not None
+    engines = {
+        id(runtime.ledger.store.db._engine),  # type: ignore[attr-defined]
+        id(runtime.key_service.admin.store.db._engine),  # type: ignore[attr-defined]
+        id(runtime.responses.store.db._engine),  # type: ignore[attr-defined]
+    }
+    assert len(engines) == 1
