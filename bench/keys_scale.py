@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway.auth import KeyRing
 from gateway.config import KeySettings
+from gateway.db import database_for
 from gateway.errors import AuthenticationFailed
 from gateway.keys.digests import digest_for, new_secret
 from gateway.keys.model import KeyRecord
 from gateway.keys.registry import KeyRegistry
-from gateway.keys.sql import database_for
 from gateway.keys.store import KeyStore
 from gateway.keys.watcher import KeyWatcher
 

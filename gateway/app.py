@@ -174,7 +174,7 @@ def create_app(
             stack.push_async_callback(runtime.aclose)
             await runtime.start()
             # Each door's own state lives with the app, not the runtime (closed first).
-            responses = ResponsesDoor(effective)
+            responses = ResponsesDoor(effective, runtime.databases)
             stack.push_async_callback(responses.aclose)
             await responses.start(runtime)
             app.state.responses = responses

@@ -161,6 +161,7 @@ class KeySettings(_Frozen):
     expires_at: datetime | None = None
     disabled: bool = False
     cache: bool = True  # False: this key's requests never read, fill or join the cache
+    identity: str | None = Field(None, min_length=1, max_length=200)  # see keys.digests.owner
 
     @field_validator("key_sha256")
     @classmethod
@@ -246,6 +247,8 @@ class LedgerSettings(_Frozen):
     queue_size: int = Field(10_000, ge=1)
     table: str = Field("gateway_usage", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
     batch_size: int = Field(500, ge=1)
+    db_timeout_seconds: float = Field(10.0, gt=0, le=600)  # any one operation (gateway.db)
+    db_pool_size: int = Field(10, ge=1, le=1000)  # PostgreSQL connections per URL, all users
 
     @field_validator("url")
     @classmethod
@@ -265,6 +268,9 @@ class ResponsesSettings(_Frozen):
     table: str = Field("gateway_responses", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,50}$")
     retention_hours: float = Field(720.0, gt=0)
     background_lease_seconds: float = Field(15.0, ge=1)
+    max_item_bytes: int = Field(4 * 1024 * 1024, ge=1024)  # one stored item, as stored
+    max_response_bytes: int = Field(16 * 1024 * 1024, ge=1024)  # one stored response
+    max_key_bytes: int = Field(512 * 1024 * 1024, ge=1024)  # all of one key's stored responses
 
 
 class AdminKeySettings(_Frozen):

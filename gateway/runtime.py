@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from gateway.auth import KeyRing, account_names
 from gateway.config import CONFIG_ENV, ConfigError, KeySettings, Settings, load_settings
+from gateway.db import Databases
 from gateway.engine.cache import ResponseCache
 from gateway.engine.catalog import ModelCatalog
 from gateway.engine.service import Completions
@@ -68,6 +69,8 @@ class Runtime:
     tracing: RequestTracing = field(default_factory=NoTracing)
     #: Recent upstream calls and failures, and the completions in flight (``/admin/live``).
     live: LiveView = field(default_factory=LiveView)
+    #: One pool per database URL: the ledger's, the key store's, and the doors' stores.
+    databases: Databases = field(default_factory=Databases)
 
     @classmethod
     def build(cls, settings: Settings, base_url: str, metrics: Metrics) -> Runtime:
@@ -109,9 +112,15 @@ class Runtime:
             client, settings.upstream, on_submission=metrics.observe_submission_inputs
         )
         metrics.init_accounts(accounts.values())
-        ledger = Ledger.from_settings(settings.ledger, on_drop=metrics.count_ledger_dropped)
+        # One pool per database URL, shared by the ledger, the key store and stored responses.
+        databases = Databases(
+            timeout=settings.ledger.db_timeout_seconds, pool_size=settings.ledger.db_pool_size
+        )
+        ledger = Ledger.from_settings(
+            settings.ledger, on_drop=metrics.count_ledger_dropped, databases=databases
+        )
         catalog = ModelCatalog(settings.models)
-        key_service = KeyService(settings, metrics, catalog.names())
+        key_service = KeyService(settings, metrics, catalog.names(), databases)
         runtime = cls(
             settings=settings,
             metrics=metrics,
@@ -127,6 +136,7 @@ class Runtime:
             cache=ResponseCache.from_settings(settings, on_event=metrics.observe_cache),
             key_service=key_service,
             tracing=build_tracing(settings.tracing, settings.logging.log_prompts),
+            databases=databases,
         )
         holder.append(runtime)
         return runtime

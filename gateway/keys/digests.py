@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import secrets
 
+from gateway.config import KeySettings
 from gateway.keys.model import Scheme
 
 KEY_PREFIX = "sk-gw-"
@@ -34,3 +35,13 @@ def digest_for(presented: str, secret: str | None) -> tuple[str, Scheme]:
     if secret:
         return hmac_hex(secret, presented), "hmac"
     return sha256_hex(presented), "sha256"
+
+
+def owner(key: KeySettings) -> str:
+    """The identity a key's stored data belongs to: stable, never a reusable name.
+
+    A config key's is the digest of its secret (or its ``identity``, if the operator set one);
+    a database key's is ``db:<name>:<created_at>`` (set by the registry, kept on rotation). A
+    key made later with the name of a removed one is another identity: it inherits nothing.
+    """
+    return key.identity if key.identity is not None else "sha256:" + key.digest

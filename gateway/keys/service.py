@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from gateway.config import ConfigError, KeySettings, Settings
+from gateway.db import Databases
 from gateway.keys.access import AdminKeys
 from gateway.keys.admin import KeyAdmin
 from gateway.keys.model import KeyRecord, TeamRecord
 from gateway.keys.registry import KeyRegistry
-from gateway.keys.sql import database_for
 from gateway.keys.store import KeyStore
 from gateway.keys.watcher import KeyWatcher
 from gateway.limits.limiter import TeamLimits
@@ -22,13 +22,20 @@ from gateway.ops.metrics import Metrics
 from gateway.upstream.slots import Share
 
 
-def open_store(settings: Settings) -> KeyStore:
+def open_store(settings: Settings, databases: Databases | None = None) -> KeyStore:
     """The key tables in the database of ``ledger.url`` (not yet opened)."""
-    return KeyStore(database_for(settings.ledger.url), settings.key_store.table_prefix)
+    databases = databases or Databases(timeout=settings.ledger.db_timeout_seconds)
+    return KeyStore(databases.get(settings.ledger.url), settings.key_store.table_prefix)
 
 
 class KeyService:
-    def __init__(self, settings: Settings, metrics: Metrics, model_names: Iterable[str]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        model_names: Iterable[str],
+        databases: Databases | None = None,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.admin_keys = AdminKeys(settings.admin.all_keys())
@@ -38,7 +45,7 @@ class KeyService:
             secret=settings.key_store.secret,
             config_names=(k.name for k in settings.keys),
         )
-        store = open_store(settings)
+        store = open_store(settings, databases)
         url = settings.ledger.url
         self.watcher = KeyWatcher(
             store,

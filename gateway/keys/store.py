@@ -22,8 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from gateway.db import Database, Row, Tx
 from gateway.keys.model import KeyRecord, TeamRecord, key_view, team_view
-from gateway.keys.sql import Database, Row, Tx
 
 KEY_COLUMNS: tuple[str, ...] = KeyRecord._fields
 TEAM_COLUMNS: tuple[str, ...] = TeamRecord._fields

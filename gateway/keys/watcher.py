@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from gateway.db import listen
 from gateway.keys.registry import KeyRegistry
 from gateway.keys.store import KeyStore
 
@@ -161,23 +162,13 @@ class KeyWatcher:
             await asyncio.sleep(1.0)
 
     async def _listen_postgres(self) -> None:
-        import asyncpg
-
+        assert self.postgres_url is not None
         while True:
-            conn = None
             try:
-                conn = await asyncpg.connect(self.postgres_url, timeout=5.0)
-                lost = asyncio.Event()
-                conn.add_termination_listener(lambda *_, lost=lost: lost.set())
-                await conn.add_listener(self.store.channel, lambda *_: self.poke())
-                await lost.wait()
+                await listen(self.postgres_url, self.store.channel, self.poke)
             except Exception as exc:
                 _raise_if_cancelling()
                 logger.debug("key change LISTEN lost: %s", exc)
-            finally:
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await conn.close(timeout=1.0)
             await asyncio.sleep(1.0)
 
     async def aclose(self) -> None:

@@ -17,24 +17,24 @@ from collections.abc import Callable
 from datetime import datetime
 
 from gateway.config import LedgerSettings
+from gateway.db import Databases, check_url
+from gateway.ledger.postgres import PostgresStore
 from gateway.ledger.record import UsageRecord, UsageRow
+from gateway.ledger.sqlite import SqliteStore
 from gateway.ledger.store import DEFAULT_TABLE, LedgerStore
 
 logger = logging.getLogger("gateway.ledger")
 
 
-def store_from_url(url: str, *, table: str = DEFAULT_TABLE) -> LedgerStore:
-    """A store for ``sqlite:///...`` or ``postgresql://...`` / ``postgres://...``; not yet open."""
+def store_from_url(
+    url: str, *, table: str = DEFAULT_TABLE, databases: Databases | None = None
+) -> LedgerStore:
+    """A store for ``sqlite:///...`` or ``postgresql://...`` / ``postgres://...``; not yet open
+    (shared with the database's other users through ``databases``)."""
+    check_url(url)
     if url.startswith("sqlite:"):
-        from gateway.ledger.sqlite import SqliteStore
-
-        return SqliteStore.from_url(url, table=table)
-    if url.startswith(("postgresql://", "postgres://")):
-        from gateway.ledger.postgres import PostgresStore
-
-        return PostgresStore(url, table=table)
-    scheme = url.split(":", 1)[0] if ":" in url else url
-    raise ValueError(f"unsupported ledger URL scheme {scheme!r}: use sqlite:/// or postgresql://")
+        return SqliteStore.from_url(url, table=table, databases=databases)
+    return PostgresStore(url, table=table, databases=databases)
 
 
 class Ledger:
@@ -68,10 +68,14 @@ class Ledger:
 
     @classmethod
     def from_settings(
-        cls, settings: LedgerSettings, *, on_drop: Callable[[int], None] | None = None
+        cls,
+        settings: LedgerSettings,
+        *,
+        on_drop: Callable[[int], None] | None = None,
+        databases: Databases | None = None,
     ) -> Ledger:
         table = settings.table
-        store = store_from_url(settings.url, table=table)
+        store = store_from_url(settings.url, table=table, databases=databases)
         return cls(
             store,
             queue_size=settings.queue_size,

@@ -1,159 +1,28 @@
-"""The ledger in SQLite (the default): one file, no server.
+"""The ledger in SQLite (the default): one file, no server (see :class:`SqlLedgerStore`).
 
-Times are stored as fixed-width ISO-8601 UTC text (``2024-05-01T12:00:00.000000Z``), which sorts
-and compares like the times themselves and stays readable in the ``sqlite3`` shell. The file is
-opened in WAL mode with a busy timeout, so several gateway workers can share it.
+The file is opened in WAL mode with a busy timeout, so several gateway workers can share it;
+within one process, writers are serialised by :mod:`gateway.db`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
-from pathlib import Path
-from typing import Any
+from gateway.db import Databases, sqlite_path
+from gateway.ledger.store import DEFAULT_TABLE, SqlLedgerStore, format_time
 
-import aiosqlite
-
-from gateway.ledger.record import UsageRecord, UsageRow
-from gateway.ledger.store import (
-    ADDED_COLUMNS,
-    COLUMNS,
-    DEFAULT_TABLE,
-    as_utc,
-    check_table_name,
-    encode_job_ids,
-    report_query,
-    row_from_result,
-)
-
-_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+__all__ = ["SqliteStore", "format_time", "sqlite_path"]
 
 
-def sqlite_path(url: str) -> str:
-    """``sqlite:///rel/path.db`` -> ``rel/path.db``; ``sqlite:////abs.db`` -> ``/abs.db``."""
-    if not url.startswith("sqlite:///"):
-        raise ValueError(
-            f"not a SQLite URL: {url!r} (use sqlite:///relative.db or sqlite:////absolute.db)"
-        )
-    path = url.removeprefix("sqlite:///")
-    if not path:
-        raise ValueError(f"SQLite URL {url!r} names no file")
-    return path
+class SqliteStore(SqlLedgerStore):
+    """The ledger in one SQLite file (or ``:memory:``)."""
 
-
-def format_time(moment: datetime) -> str:
-    return as_utc(moment).strftime(_TIME_FORMAT)
-
-
-class SqliteStore:
-    """A :class:`~gateway.ledger.store.LedgerStore` in one SQLite file (or ``:memory:``)."""
-
-    def __init__(self, path: str, *, table: str = DEFAULT_TABLE) -> None:
+    def __init__(
+        self, path: str, *, table: str = DEFAULT_TABLE, databases: Databases | None = None
+    ) -> None:
         self.path = path
-        self.table = check_table_name(table)
-        self._db: aiosqlite.Connection | None = None
+        super().__init__((databases or Databases()).get(f"sqlite:///{path}"), table=table)
 
     @classmethod
-    def from_url(cls, url: str, *, table: str = DEFAULT_TABLE) -> SqliteStore:
-        return cls(sqlite_path(url), table=table)
-
-    async def open(self) -> None:
-        if self._db is not None:
-            return
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(self.path)
-        try:
-            await db.execute("PRAGMA busy_timeout = 5000")
-            if self.path != ":memory:":
-                await db.execute("PRAGMA journal_mode = WAL")
-            t = self.table
-            await db.execute(
-                f"""CREATE TABLE IF NOT EXISTS {t} (
-                    request_id TEXT NOT NULL,
-                    "time" TEXT NOT NULL,
-                    key_name TEXT NOT NULL,
-                    model TEXT NOT NULL,
-                    endpoint TEXT NOT NULL,
-                    stream INTEGER NOT NULL,
-                    prompt_tokens INTEGER NOT NULL,
-                    completion_tokens INTEGER NOT NULL,
-                    job_ids TEXT NOT NULL,
-                    outcome TEXT NOT NULL,
-                    status_code INTEGER NOT NULL,
-                    duration_ms REAL NOT NULL,
-                    queue_ms REAL,
-                    ttft_ms REAL,
-                    prompt_text TEXT,
-                    cached INTEGER NOT NULL DEFAULT 0,
-                    tokens_saved INTEGER NOT NULL DEFAULT 0
-                )"""
-            )
-            async with db.execute(f"PRAGMA table_info({t})") as cursor:
-                present = {str(row[1]) for row in await cursor.fetchall()}
-            for name, declaration in ADDED_COLUMNS:  # a table made by an older gateway
-                if name not in present:
-                    await db.execute(f"ALTER TABLE {t} ADD COLUMN {name} {declaration}")
-            await db.execute(f'CREATE INDEX IF NOT EXISTS {t}_time ON {t} ("time")')
-            await db.execute(f'CREATE INDEX IF NOT EXISTS {t}_key_time ON {t} (key_name, "time")')
-            await db.commit()
-        except BaseException:
-            await db.close()
-            raise
-        self._db = db
-
-    async def write_many(self, records: Sequence[UsageRecord]) -> None:
-        db = self._connection()
-        columns = ", ".join(f'"{c}"' for c in COLUMNS)
-        marks = ", ".join("?" for _ in COLUMNS)
-        await db.executemany(
-            f"INSERT INTO {self.table} ({columns}) VALUES ({marks})",
-            [_row(record) for record in records],
-        )
-        await db.commit()
-
-    async def report(
-        self, since: datetime | None, until: datetime | None, key_name: str | None = None
-    ) -> list[UsageRow]:
-        db = self._connection()
-        sql, params = report_query(
-            self.table,
-            format_time(since) if since is not None else None,
-            format_time(until) if until is not None else None,
-            key_name,
-            lambda _: "?",
-        )
-        async with db.execute(sql, params) as cursor:
-            return [row_from_result(values) for values in await cursor.fetchall()]
-
-    async def close(self) -> None:
-        if self._db is not None:
-            db, self._db = self._db, None
-            await db.close()
-
-    def _connection(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise RuntimeError("the SQLite ledger store is not open")
-        return self._db
-
-
-def _row(record: UsageRecord) -> tuple[Any, ...]:
-    return (
-        record.request_id,
-        format_time(record.time),
-        record.key_name,
-        record.model,
-        record.endpoint,
-        int(record.stream),
-        record.prompt_tokens,
-        record.completion_tokens,
-        encode_job_ids(record.job_ids),
-        record.outcome,
-        record.status_code,
-        float(record.duration_ms),
-        record.queue_ms,
-        record.ttft_ms,
-        record.prompt_text,
-        int(record.cached),
-        record.tokens_saved,
-    )
+    def from_url(
+        cls, url: str, *, table: str = DEFAULT_TABLE, databases: Databases | None = None
+    ) -> SqliteStore:
+        return cls(sqlite_path(url), table=table, databases=databases)

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from gateway.db import Database
 from gateway.ledger.record import UsageRecord, UsageRow
 
 DEFAULT_TABLE = "gateway_usage"
@@ -72,6 +73,121 @@ class LedgerStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def format_time(moment: datetime) -> str:
+    """SQLite's times: fixed-width ISO-8601 UTC text, which sorts like the times themselves."""
+    return as_utc(moment).strftime(_TIME_FORMAT)
+
+
+class SqlLedgerStore:
+    """A :class:`LedgerStore` in SQLite or PostgreSQL, through :mod:`gateway.db`.
+
+    On SQLite times are stored as fixed-width ISO-8601 UTC text (readable in the ``sqlite3``
+    shell), on PostgreSQL as ``TIMESTAMPTZ``; replicas creating the table at once take a
+    transaction-scoped advisory lock so their ``CREATE ... IF NOT EXISTS`` do not race.
+    """
+
+    def __init__(self, db: Database, *, table: str = DEFAULT_TABLE) -> None:
+        self.db = db
+        self.table = check_table_name(table)
+        self._pg = db.dialect == "postgresql"
+
+    async def open(self) -> None:
+        await self.db.open()
+        t, pg = self.table, self._pg
+        try:
+            async with self.db.transaction() as tx:
+                if pg:
+                    await tx.fetch("SELECT pg_advisory_xact_lock(hashtext(?))", [t])
+                time_type, bool_type = ("TIMESTAMPTZ", "BOOLEAN") if pg else ("TEXT", "INTEGER")
+                await tx.execute(
+                    f"""CREATE TABLE IF NOT EXISTS {t} (
+                        request_id TEXT NOT NULL,
+                        "time" {time_type} NOT NULL,
+                        key_name TEXT NOT NULL,
+                        model TEXT NOT NULL,
+                        endpoint TEXT NOT NULL,
+                        stream {bool_type} NOT NULL,
+                        prompt_tokens INTEGER NOT NULL,
+                        completion_tokens INTEGER NOT NULL,
+                        job_ids TEXT NOT NULL,
+                        outcome TEXT NOT NULL,
+                        status_code INTEGER NOT NULL,
+                        duration_ms DOUBLE PRECISION NOT NULL,
+                        queue_ms DOUBLE PRECISION,
+                        ttft_ms DOUBLE PRECISION,
+                        prompt_text TEXT,
+                        cached {bool_type} NOT NULL DEFAULT {"FALSE" if pg else "0"},
+                        tokens_saved INTEGER NOT NULL DEFAULT 0
+                    )"""
+                )
+                if pg:
+                    present: set[str] = set()
+                else:
+                    present = {str(r[1]) for r in await tx.fetch(f"PRAGMA table_info({t})")}
+                for name, declaration in ADDED_COLUMNS:  # a table made by an older gateway
+                    if name not in present:
+                        exists = "IF NOT EXISTS " if pg else ""
+                        await tx.execute(f"ALTER TABLE {t} ADD COLUMN {exists}{name} {declaration}")
+                await tx.execute(f'CREATE INDEX IF NOT EXISTS {t}_time ON {t} ("time")')
+                await tx.execute(
+                    f'CREATE INDEX IF NOT EXISTS {t}_key_time ON {t} (key_name, "time")'
+                )
+        except BaseException:
+            await self.db.close()
+            raise
+
+    async def write_many(self, records: Sequence[UsageRecord]) -> None:
+        columns = ", ".join(f'"{c}"' for c in COLUMNS)
+        marks = ", ".join("?" for _ in COLUMNS)
+        await self.db.execute_many(
+            f"INSERT INTO {self.table} ({columns}) VALUES ({marks})",
+            [self._row(record) for record in records],
+        )
+
+    async def report(
+        self, since: datetime | None, until: datetime | None, key_name: str | None = None
+    ) -> list[UsageRow]:
+        sql, params = report_query(
+            self.table,
+            self._time(since) if since is not None else None,
+            self._time(until) if until is not None else None,
+            key_name,
+            lambda _: "?",
+        )
+        return [row_from_result(values) for values in await self.db.fetch(sql, params)]
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    def _time(self, moment: datetime) -> Any:
+        return as_utc(moment) if self._pg else format_time(moment)
+
+    def _row(self, record: UsageRecord) -> tuple[Any, ...]:
+        flag: Callable[[bool], Any] = bool if self._pg else int
+        return (
+            record.request_id,
+            self._time(record.time),
+            record.key_name,
+            record.model,
+            record.endpoint,
+            flag(record.stream),
+            record.prompt_tokens,
+            record.completion_tokens,
+            encode_job_ids(record.job_ids),
+            record.outcome,
+            record.status_code,
+            float(record.duration_ms),
+            record.queue_ms,
+            record.ttft_ms,
+            record.prompt_text,
+            flag(record.cached),
+            record.tokens_saved,
+        )
 
 
 def check_table_name(table: str) -> str:

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from gateway.config import AdminKeySettings, ConfigError, parse_settings
+from gateway.db import database_for
 from gateway.errors import AuthenticationFailed, BadRequest, Conflict, NotFound, PermissionDenied
 from gateway.keys.access import AdminKeys
 from gateway.keys.admin import KeyAdmin, parse_body
 from gateway.keys.digests import sha256_hex
 from gateway.keys.model import KeyChange, KeyCreate, Rotation, TeamCreate
 from gateway.keys.registry import KeyRegistry
-from gateway.keys.sql import database_for
 from gateway.keys.store import KeyStore
 from gateway.keys.watcher import KeyWatcher
 

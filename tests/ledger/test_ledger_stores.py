@@ -222,3 +222,12 @@ async def test_replicas_creating_the_table_at_once(table: str) -> None:
     finally:
         for s in stores:
             await s.close()
+
+
+async def test_a_nul_in_a_prompt_does_not_fail_the_batch(store: LedgerStore) -> None:
+    """PostgreSQL text cannot hold NUL: the database layer stores U+FFFD, and the batch (other
+    users' rows with it) is written."""
+    await store.write_many([make_record(1), make_record(2, prompt_text="a\x00b"), make_record(3)])
+    rows = await raw_rows(store)
+    assert [r["request_id"] for r in rows] == ["req-1", "req-2", "req-3"]
+    assert rows[1]["prompt_text"] in ("a\ufffdb", "a\x00b")

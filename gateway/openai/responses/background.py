@@ -15,7 +15,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -26,6 +26,7 @@ from gateway.engine.planning import Plan
 from gateway.engine.service import Submitted
 from gateway.errors import GatewayError, InternalError, ServiceUnavailable
 from gateway.http.exchange import Exchange
+from gateway.keys.digests import owner
 from gateway.openai.responses.run import TERMINAL, ResponseRun, StreamEvent
 from gateway.openai.responses.store import ResponseStore, StoredResponse
 
@@ -60,7 +61,7 @@ class Follower:
 
 
 #: Plans a stored request again after a restart: (record, key) -> (plan, run).
-Replanner = Callable[[StoredResponse, KeySettings], tuple[Plan, ResponseRun]]
+Replanner = Callable[[StoredResponse, KeySettings], Awaitable[tuple[Plan, ResponseRun]]]
 
 
 class Background:
@@ -94,7 +95,7 @@ class Background:
                 await self.store.purge(now)
                 if not runtime.shutting_down:  # a draining gateway hands runs over
                     for record in await self.store.claim(self.owner, now, self.lease):
-                        self._adopt(runtime, record)
+                        await self._adopt(runtime, record)
                 if failing:
                     logger.warning("the background scan works again")
                 failing = False
@@ -108,13 +109,15 @@ class Background:
                 failing = True
             await asyncio.sleep(max(0.2, self.lease / 3))
 
-    def _adopt(self, runtime: Runtime, record: StoredResponse) -> None:
+    async def _adopt(self, runtime: Runtime, record: StoredResponse) -> None:
         key = next((k for k in runtime.settings.keys if k.name == record.key_name), None)
+        if key is not None and owner(key) != record.key_id:  # the name, reused by another key
+            key = None
         follower: Follower | None = None
         try:
             if key is None:
                 raise InternalError("The key that created this response no longer exists.")
-            plan, run = self._replan(record, key)
+            plan, run = await self._replan(record, key)
         except Exception as exc:  # it cannot be followed again: it ends, failed
             logger.warning("background response %s cannot be followed again: %s", record.id, exc)
             error = (
@@ -149,7 +152,7 @@ class Background:
     async def _fail(self, follower: Follower, error: GatewayError) -> None:
         try:
             follower.publish(follower.run.fail(error, 0, 0))
-            await self._save(follower, final=True)
+            await self._save_final(follower)
         finally:
             self.followers.pop(follower.record.id, None)
 
@@ -235,7 +238,7 @@ class Background:
             jobs.release()
             if follower.done and not follower.cancelled:
                 with contextlib.suppress(Exception):
-                    await self._save(follower, final=True)
+                    await self._save_final(follower)
             follower.changed.set()
             self.followers.pop(follower.record.id, None)
             await runtime.finish(exchange)
@@ -248,12 +251,28 @@ class Background:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._save(follower, release=True), timeout=5)
 
+    async def _save_final(self, follower: Follower) -> None:
+        """The last save, retried while the database is away (up to about one lease); if it
+        never lands, the lease runs out and a gateway follows the stored jobs to the end."""
+        deadline = time.monotonic() + self.lease
+        delay = 0.2
+        while not await self._save(follower, final=True, retry=False):
+            if time.monotonic() + delay > deadline:
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
     async def _save(
-        self, follower: Follower, *, final: bool = False, release: bool = False
+        self, follower: Follower, *, final: bool = False, release: bool = False, retry: bool = True
     ) -> bool:
-        """Save progress and renew the lease (or give it up: ``final``, ``release``)."""
+        """Save progress and renew the lease (or give it up: ``final``, ``release``).
+
+        The object, the next sequence number and the new events go in one transaction; the
+        record advances only once it committed, so a failed save is retried whole by the next
+        one (no hole in the stored stream). A failure answers ``retry`` (True: carry on)."""
         record = follower.record
         new = [e for e in follower.events if e["sequence_number"] >= record.seq]
+        saved = (record.body, record.status, record.seq, record.lease_until)
         record.body = follower.run.snapshot()
         record.status = follower.run.status
         record.seq = follower.run.seq
@@ -264,8 +283,9 @@ class Background:
         try:
             return await self.store.update(record, new, final=final)
         except Exception:
+            record.body, record.status, record.seq, record.lease_until = saved
             logger.exception("could not save background response %s", record.id)
-            return True
+            return retry
 
     async def cancel(self, response_id: str) -> Follower | None:
         """Stop following a local run; its object is marked cancelled."""
@@ -308,7 +328,7 @@ class Background:
                 yield event
                 if event["type"] in _FINAL_EVENTS:
                     return
-            fresh = await self.store.get(record.id, record.key_name, time.time())
+            fresh = await self.store.get(record.id, record.key_id, time.time())
             if fresh is None or fresh.status in TERMINAL:
                 for event in await self.store.events(record.id, last):
                     yield event

@@ -12,6 +12,7 @@ before the last bytes. A background response is admitted and submitted the same 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -32,7 +33,7 @@ from gateway.openai.codec import KEEPALIVE_COMMENT
 from gateway.openai.responses.door import Prepared, ResponsesDoor, new_object
 from gateway.openai.responses.render import sse
 from gateway.openai.responses.run import ResponseRun, StreamEvent
-from gateway.openai.responses.store import StoredResponse
+from gateway.openai.responses.store import StoredResponse, StoreUnavailable
 
 ROUTE = "/v1/responses"
 
@@ -168,16 +169,31 @@ async def _background(ctx: RequestContext) -> Response:
         )
         record = door.record(prepared, run.snapshot(), key)
         record.owner = door.background.owner
-        record.lease_until = time.time() + door.background.lease
-        # Stored before the job exists: a row lost after submitting would be a lost answer.
-        await (await door.ready_store()).put(record, prepared.inputs)
+        # Stored first as "submitting" (the client has no 200 yet). A gateway that dies before
+        # the job ids below are stored leaves it so; resuming never submits it again (see
+        # ResponsesDoor._replan). Its lease outlasts the slowest submission.
+        record.status = "submitting"
+        record.lease_until = time.time() + door.background.lease + settings.limits.max_deadline
+        store = await door.ready_store()
+        await store.put(record, prepared.inputs, chain=prepared.chain)
         deadline = asyncio.get_running_loop().time() + settings.limits.max_deadline
         try:
             jobs = await rt.completions.submit(key, rt.account(key), plan, deadline)
         except GatewayError as error:
             run.fail(error, 0, 0)
             record.body, record.status = run.snapshot(), run.status
-            await door.store.update(record, final=True)
+            with contextlib.suppress(GatewayError):
+                await store.update(record, final=True)
+            raise
+        # Accepted only once its job ids are durable: a crash after the 200 resumes the jobs.
+        record.job_ids = list(jobs.ids)
+        record.status = run.status
+        record.lease_until = time.time() + door.background.lease
+        try:
+            if not await store.submitted(record):
+                raise StoreUnavailable()
+        except GatewayError:
+            jobs.release()
             raise
     except GatewayError:
         await exchange.release()
@@ -185,7 +201,6 @@ async def _background(ctx: RequestContext) -> Response:
     exchange.job_ids = list(jobs.ids)
     exchange.submitted_at = time.perf_counter()
     headers["x-job-id"] = ",".join(jobs.ids)
-    record.job_ids = list(jobs.ids)
     opening = run.opening()
     follower = door.background.follow(rt, record, run, plan, jobs, exchange)  # finishes it
     follower.publish(opening)

@@ -10,18 +10,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gateway.config import KeySettings, Settings
+from gateway.db import Databases
 from gateway.engine.planning import Plan, plan_conversation
 from gateway.errors import BadRequest, GatewayError, NotFound, ServiceUnavailable
 from gateway.http.bodies import validate
+from gateway.keys.digests import owner
 from gateway.openai.responses.background import Background
 from gateway.openai.responses.render import response_object, stored_items
 from gateway.openai.responses.run import TERMINAL, ResponseRun
-from gateway.openai.responses.store import ResponseStore, StoredResponse
+from gateway.openai.responses.store import (
+    ResponseStore,
+    StoredResponse,
+    StoreUnavailable,
+    dumps,
+)
 from gateway.openai.responses.translate import Translated, input_items, references, translate
 from gateway.openai.responses.wire import CreateResponse
 
@@ -36,16 +42,22 @@ logger = logging.getLogger("gateway.responses")
 class Prepared:
     request: CreateResponse
     translated: Translated
-    history: list[dict[str, Any]]  # the previous chain's items
+    history: list[dict[str, Any]]  # the previous chain's items (read, never stored again)
     inputs: list[dict[str, Any]]  # this input, references resolved, as stored
+    chain: list[str] = field(default_factory=list)  # the ids that history comes from
 
 
 class ResponsesDoor:
     """Owned by the app (``app.state.responses``): opened at start-up, closed at shutdown."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, databases: Databases | None = None) -> None:
         options = settings.responses
-        self.store = ResponseStore(options.store_url or settings.ledger.url, options.table)
+        self.store = ResponseStore(
+            options.store_url or settings.ledger.url,
+            options.table,
+            databases or Databases(timeout=settings.ledger.db_timeout_seconds),
+        )
+        self.caps = options
         self.retention = options.retention_hours * 3600
         self.background = Background(self.store, options.background_lease_seconds, self._replan)
         self._catalog: ModelCatalog | None = None
@@ -79,10 +91,7 @@ class ResponsesDoor:
                 self._open = True
             except Exception:
                 logger.exception("the response store could not be opened")
-                raise ServiceUnavailable(
-                    "Stored responses are unavailable: the gateway cannot reach its database.",
-                    code="store_unavailable",
-                ) from None
+                raise StoreUnavailable() from None
         return self.store
 
     # ------------------------------------------------------------------ reading
@@ -90,7 +99,7 @@ class ResponsesDoor:
     async def find(self, response_id: str, key: KeySettings) -> StoredResponse:
         """A stored response of this key, with a local background run's latest state."""
         store = await self.ready_store()
-        record = await store.get(response_id, key.name, time.time())
+        record = await store.get(response_id, owner(key), time.time())
         if record is None:
             raise NotFound(
                 f"No response with id '{response_id}' found.",
@@ -107,21 +116,59 @@ class ResponsesDoor:
         request = validate(CreateResponse, data)
         if request.background and not request.store:
             raise BadRequest("background responses must be stored (store: true).", param="store")
-        history: list[dict[str, Any]] = []
-        if request.previous_response_id is not None:
-            history = await self._chain(request.previous_response_id, key)
         items = input_items(request)
         if len(items) > self._max_items:  # before any lookup: each reference is a query
             raise BadRequest(f"At most {self._max_items} input items are allowed.", param="input")
+        history: list[dict[str, Any]] = []
+        chain: list[str] = []
+        if request.previous_response_id is not None:
+            history, chain = await self._chain(request.previous_response_id, key)
         refs = references(items)
-        resolved = await (await self.ready_store()).find_items(refs, key.name) if refs else {}
+        resolved = await (await self.ready_store()).find_items(refs, owner(key)) if refs else {}
         translated = translate(request, history, items, resolved)
         inputs = stored_items([_resolve(item, resolved) for item in items])
-        return Prepared(request, translated, history, inputs)
+        prepared = Prepared(request, translated, history, inputs, chain)
+        if request.store:
+            await self._check_size(prepared, key)
+        return prepared
 
-    async def _chain(self, previous: str, key: KeySettings) -> list[dict[str, Any]]:
+    async def _check_size(self, prepared: Prepared, key: KeySettings) -> None:
+        """What will be stored is what is counted: every field of every item, and the request.
+        Refused before anything runs: 400 for one too-large item or response, and 400
+        ``storage_quota_exceeded`` for a key whose stored responses are at its cap."""
+        caps = self.caps
+        size = len(dumps(_request(prepared)))
+        for i, item in enumerate(prepared.inputs):
+            length = len(dumps(item))
+            if length > caps.max_item_bytes:
+                raise BadRequest(
+                    f"Input item {i} is {length} bytes stored; at most {caps.max_item_bytes} "
+                    "bytes per item are stored.",
+                    param="input",
+                    code="item_too_large",
+                )
+            size += length
+        if size > caps.max_response_bytes:
+            raise BadRequest(
+                f"This response would store {size} bytes; at most {caps.max_response_bytes} "
+                "bytes per response are stored (send it with store: false, or shorter).",
+                param="input",
+                code="response_too_large",
+            )
+        used = await (await self.ready_store()).stored_bytes(owner(key), time.time())
+        if used + size > caps.max_key_bytes:
+            raise BadRequest(
+                f"This key stores {used} bytes of responses; {size} more would pass its cap of "
+                f"{caps.max_key_bytes}. Delete stored responses, or send with store: false.",
+                param="store",
+                code="storage_quota_exceeded",
+            )
+
+    async def _chain(
+        self, previous: str, key: KeySettings
+    ) -> tuple[list[dict[str, Any]], list[str]]:
         store = await self.ready_store()
-        record = await store.get(previous, key.name, time.time())
+        record = await store.get(previous, owner(key), time.time())
         if record is None:
             raise NotFound(
                 f"Previous response with id '{previous}' not found.",
@@ -133,34 +180,31 @@ class ResponsesDoor:
                 f"Previous response '{previous}' is still {record.status}; wait until it ends.",
                 param="previous_response_id",
             )
-        inputs = await store.items(previous, role="input")
-        return [*record.history, *inputs, *_outputs(record.body)]
+        return await store.chain(previous, owner(key))
 
     # ------------------------------------------------------------------ writing
 
     def record(self, prepared: Prepared, obj: dict[str, Any], key: KeySettings) -> StoredResponse:
         now = time.time()
-        data = prepared.request.model_dump(exclude_none=True)
-        data["input"] = prepared.inputs  # references resolved: a restart needs no lookups
-        data.pop("previous_response_id", None)
         return StoredResponse(
             id=str(obj["id"]),
+            key_id=owner(key),
             key_name=key.name,
             created_at=now,
             expires_at=now + self.retention,
             status=str(obj["status"]),
             background=prepared.request.background,
             body=obj,
-            history=prepared.history,
-            request=data,
+            request=_request(prepared),
+            previous_id=prepared.chain[0] if prepared.chain else None,
         )
 
     async def save(self, record: StoredResponse, prepared: Prepared) -> None:
         """Store a finished foreground response; a database failure loses only the copy."""
         try:
-            await (await self.ready_store()).put(record, prepared.inputs)
-        except GatewayError:
-            pass
+            await (await self.ready_store()).put(record, prepared.inputs, chain=prepared.chain)
+        except GatewayError as exc:  # the database is away: the answer went out, the copy not
+            logger.warning("could not store response %s: %s", record.id, exc)
         except Exception:
             logger.exception("could not store response %s", record.id)
 
@@ -172,13 +216,28 @@ class ResponsesDoor:
         self._saving.add(task)
         task.add_done_callback(self._saving.discard)
 
-    def _replan(self, record: StoredResponse, key: KeySettings) -> tuple[Plan, ResponseRun]:
+    async def _replan(self, record: StoredResponse, key: KeySettings) -> tuple[Plan, ResponseRun]:
         runtime = self._runtime
         assert runtime is not None
+        if record.status == "submitting":
+            # Stopped between storing the run and storing its job ids: the job may or may not
+            # have reached the service, and nothing can tell which. It is not submitted again
+            # (it could run twice); the client never had its 200 for it.
+            raise ServiceUnavailable(
+                "The gateway stopped while submitting this response; it was not submitted "
+                "again, so that it cannot run twice. Create it again.",
+                code="submission_interrupted",
+            )
         if not record.job_ids:
             raise BadRequest("This background response's job was never submitted.")
-        request = CreateResponse.model_validate(record.request)
-        translated = translate(request, record.history, input_items(request), {})
+        data = dict(record.request)
+        if "input" not in data:  # stored once, as items (older rows kept a copy)
+            data["input"] = await self.store.items(record.id, role="input")
+        history: list[dict[str, Any]] = []
+        if record.previous_id is not None:
+            history, _ = await self.store.chain(record.previous_id, record.key_id)
+        request = CreateResponse.model_validate(data)
+        translated = translate(request, history, input_items(request), {})
         translated.conversation.stream = True
         plan = plan_conversation(translated.conversation, runtime.catalog, runtime.settings.limits)
         return plan, ResponseRun.restore(record.body, record.seq, translated.namespaces)
@@ -194,6 +253,9 @@ def _resolve(item: Any, resolved: dict[str, dict[str, Any]]) -> Any:
     return item
 
 
-def _outputs(obj: dict[str, Any]) -> Sequence[dict[str, Any]]:
-    output: list[dict[str, Any]] = obj.get("output") or []
-    return output
+def _request(prepared: Prepared) -> dict[str, Any]:
+    """The request as stored, to plan it again: its input lives in the items, once."""
+    data = prepared.request.model_dump(exclude_none=True)
+    data.pop("input", None)
+    data.pop("previous_response_id", None)  # the row's previous_id
+    return data

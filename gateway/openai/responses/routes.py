@@ -19,6 +19,7 @@ from gateway.http.bodies import parse_json, read_body
 from gateway.http.common import error_response, request_id
 from gateway.http.exchange import Exchange
 from gateway.http.responses import EventStreamResponse
+from gateway.keys.digests import owner
 from gateway.openai.responses.create import ROUTE, door_of, frames, sse_body
 from gateway.openai.responses.run import TERMINAL, ResponseRun, replay
 from gateway.runtime import Runtime
@@ -84,7 +85,7 @@ async def _delete(request: Request, rt: Runtime, key: KeySettings, _: Exchange) 
     response_id = _response_id(request)
     await door.find(response_id, key)
     await door.background.cancel(response_id)
-    await door.store.delete(response_id, key.name)
+    await door.store.delete(response_id, owner(key))
     return JSONResponse({"id": response_id, "object": "response", "deleted": True})
 
 
@@ -102,7 +103,7 @@ async def _cancel(request: Request, rt: Runtime, key: KeySettings, _: Exchange) 
         run = ResponseRun(record.body)
         run.cancel()
         body = run.snapshot()
-    await door.store.cancel(record.id, key.name, body)
+    await door.store.cancel(record.id, owner(key), body)
     return JSONResponse(body)
 
 

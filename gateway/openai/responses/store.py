@@ -2,190 +2,157 @@
 
 Three tables, created when missing (``T`` is ``responses.table``)::
 
-    T         id, key_name, created_at, expires_at, status, background, body (the response
-              object), history (the items a previous_response_id chain continues from),
-              request (the body, to plan again after a restart), job_ids, seq (the next
-              stream sequence number), owner, lease_until (who follows a background run)
-    T_items   item_id, response_id, key_name, position, role ('input' | 'output'), data
+    T         id, key_id (the owning key's identity), key_name, created_at, expires_at, status,
+              background, body (the response object; its output moves to T_items once final),
+              previous_id (the chain: referenced, never copied), request (the body without its
+              input, to plan again after a restart), job_ids, seq (the next stream sequence
+              number), owner, lease_until (who follows a background run), bytes (everything
+              stored for it: what the key's quota counts), body_bytes (the rewritable part)
+    T_items   item_id, response_id, key_id, key_name, position, role ('input' | 'output'), data
     T_events  response_id, seq, data: a background stream's events, for resuming it
 
-The same SQL serves both databases; only the placeholders differ. A response belongs to the
-key that made it: every read and write names the key, so another key's id is "not found".
+Every item is stored once. A continuation walks ``previous_id`` back to the first response
+(one recursive query); the ``history`` column of older gateways' copies is no longer written;
+a deleted response stays as a tombstone (status ``deleted``, no content) so the chain behind it
+still links, but its own turn is gone from everything sent upstream again. Every multi-row
+write is one transaction. A response belongs to a key's *identity* (``gateway.keys.digests.owner``),
+never its name: another key's id, or a new key that reuses a name, finds nothing.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from gateway.ledger.postgres import is_postgres_url
-from gateway.ledger.sqlite import sqlite_path
+from gateway.db import Database, Databases, DatabaseUnavailable, Tx, check_url
+from gateway.errors import ServiceUnavailable
+
+ACTIVE = ("submitting", "queued", "in_progress")
+_ACTIVE_SQL = "('submitting', 'queued', 'in_progress')"
+#: Most ancestors a chain is followed through (ids are unique, so there are no loops).
+MAX_CHAIN = 10_000
+
+
+class StoreUnavailable(ServiceUnavailable):
+    """The database is down or stalled: the documented 503."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Stored responses are unavailable: the gateway cannot reach its database.",
+            code="store_unavailable",
+        )
 
 
 @dataclass(slots=True)
 class StoredResponse:
     id: str
+    key_id: str
     key_name: str
     created_at: float
     expires_at: float
     status: str
     background: bool
     body: dict[str, Any]
-    history: list[dict[str, Any]] = field(default_factory=list)
     request: dict[str, Any] = field(default_factory=dict)
+    previous_id: str | None = None
     job_ids: list[str] = field(default_factory=list)
     seq: int = 0
     owner: str | None = None
     lease_until: float = 0.0
 
 
-class _Driver(Protocol):
-    async def execute(self, sql: str, params: Sequence[Any]) -> None: ...
-    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
-    async def fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]: ...
-    async def count(self, sql: str, params: Sequence[Any]) -> int:
-        """Run a write; how many rows it changed."""
-        ...
-
-    async def close(self) -> None: ...
-
-
-class _Sqlite:
-    def __init__(self, db: Any) -> None:
-        self._db = db
-
-    @classmethod
-    async def open(cls, path: str) -> _Sqlite:
-        import aiosqlite
-
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path)
-        await db.execute("PRAGMA busy_timeout = 5000")
-        if path != ":memory:":
-            await db.execute("PRAGMA journal_mode = WAL")
-        return cls(db)
-
-    async def execute(self, sql: str, params: Sequence[Any]) -> None:
-        await self._db.execute(sql, tuple(params))
-        await self._db.commit()
-
-    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        await self._db.executemany(sql, [tuple(r) for r in rows])
-        await self._db.commit()
-
-    async def fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        async with self._db.execute(sql, tuple(params)) as cursor:
-            return [tuple(row) for row in await cursor.fetchall()]
-
-    async def count(self, sql: str, params: Sequence[Any]) -> int:
-        cursor = await self._db.execute(sql, tuple(params))
-        await self._db.commit()
-        return int(cursor.rowcount)
-
-    async def close(self) -> None:
-        await self._db.close()
-
-
-_MARK = re.compile(r"\?")
-
-
-def _dollars(sql: str) -> str:
-    counter = iter(range(1, 1000))
-    return _MARK.sub(lambda _: f"${next(counter)}", sql)
-
-
-class _Postgres:
-    def __init__(self, pool: Any) -> None:
-        self._pool = pool
-
-    @classmethod
-    async def open(cls, url: str) -> _Postgres:
-        import asyncpg
-
-        return cls(await asyncpg.create_pool(url, min_size=1, max_size=4, command_timeout=30))
-
-    async def execute(self, sql: str, params: Sequence[Any]) -> None:
-        await self._pool.execute(_dollars(sql), *params)
-
-    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        await self._pool.executemany(_dollars(sql), [tuple(r) for r in rows])
-
-    async def fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        return [tuple(r) for r in await self._pool.fetch(_dollars(sql), *params)]
-
-    async def count(self, sql: str, params: Sequence[Any]) -> int:
-        status: str = await self._pool.execute(_dollars(sql), *params)
-        return int(status.rsplit(" ", 1)[-1])
-
-    async def close(self) -> None:
-        await self._pool.close()
-
-
 _COLUMNS = (
-    "id, key_name, created_at, expires_at, status, background, body, history, request, "
-    "job_ids, seq, owner, lease_until"
+    "id, key_id, key_name, created_at, expires_at, status, background, body, request, "
+    "previous_id, job_ids, seq, owner, lease_until"
+)
+#: Columns a table made by an older gateway lacks.
+_ADDED = (
+    ("", "key_id", "TEXT"),
+    ("", "previous_id", "TEXT"),
+    ("", "bytes", "BIGINT NOT NULL DEFAULT 0"),
+    ("", "body_bytes", "BIGINT NOT NULL DEFAULT 0"),
+    ("_items", "key_id", "TEXT"),
 )
 
 
-class ResponseStore:
-    """Stored responses for one database URL; open it before use."""
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
-    def __init__(self, url: str, table: str = "gateway_responses") -> None:
-        if not (url.startswith("sqlite:") or is_postgres_url(url)):
-            raise ValueError("responses.store_url must be sqlite:/// or postgresql://")
+
+def stored_body(body: dict[str, Any], final: bool) -> str:
+    """A final object is stored without its output: that lives in T_items, once."""
+    return dumps({k: v for k, v in body.items() if k != "output"} if final else body)
+
+
+class ResponseStore:
+    """Stored responses in one database; open it before use."""
+
+    def __init__(
+        self, url: str, table: str = "gateway_responses", databases: Databases | None = None
+    ) -> None:
+        try:
+            check_url(url)
+        except ValueError:
+            raise ValueError("responses.store_url must be sqlite:/// or postgresql://") from None
         self.url = url
         self.t = table
-        self._driver: _Driver | None = None
-
-    @property
-    def _db(self) -> _Driver:
-        if self._driver is None:
-            raise RuntimeError("the response store is not open")
-        return self._driver
+        self.db: Database = (databases or Databases()).get(url)
 
     async def open(self) -> None:
-        if self._driver is not None:
-            return
-        if is_postgres_url(self.url):
-            driver: _Driver = await _Postgres.open(self.url)
-        else:
-            driver = await _Sqlite.open(sqlite_path(self.url))
+        await self.db.open()
         t = self.t
-        statements = [
+        try:
+            async with self.db.transaction() as tx:
+                if self.db.dialect == "postgresql":
+                    await tx.fetch("SELECT pg_advisory_xact_lock(hashtext(?))", [t])
+                await self._create(tx)
+        except DatabaseUnavailable:
+            await self.db.close()
+            raise StoreUnavailable() from None
+        except BaseException:
+            await self.db.close()
+            raise
+
+    async def _create(self, tx: Tx) -> None:
+        t = self.t
+        for sql in (
             f"""CREATE TABLE IF NOT EXISTS {t} (
                 id TEXT PRIMARY KEY, key_name TEXT NOT NULL,
                 created_at DOUBLE PRECISION NOT NULL, expires_at DOUBLE PRECISION NOT NULL,
                 status TEXT NOT NULL, background INTEGER NOT NULL, body TEXT NOT NULL,
                 history TEXT NOT NULL, request TEXT NOT NULL, job_ids TEXT NOT NULL,
                 seq INTEGER NOT NULL, owner TEXT, lease_until DOUBLE PRECISION NOT NULL)""",
-            f"CREATE INDEX IF NOT EXISTS {t}_expires ON {t} (expires_at)",
-            f"CREATE INDEX IF NOT EXISTS {t}_active ON {t} (status, lease_until)",
             f"""CREATE TABLE IF NOT EXISTS {t}_items (
                 item_id TEXT NOT NULL, response_id TEXT NOT NULL, key_name TEXT NOT NULL,
                 position INTEGER NOT NULL, role TEXT NOT NULL, data TEXT NOT NULL)""",
-            f"CREATE INDEX IF NOT EXISTS {t}_items_response ON {t}_items (response_id, position)",
-            f"CREATE INDEX IF NOT EXISTS {t}_items_item ON {t}_items (item_id, key_name)",
             f"""CREATE TABLE IF NOT EXISTS {t}_events (
                 response_id TEXT NOT NULL, seq INTEGER NOT NULL, data TEXT NOT NULL,
                 PRIMARY KEY (response_id, seq))""",
-        ]
-        try:
-            for sql in statements:
-                await driver.execute(sql, ())
-        except BaseException:
-            await driver.close()
-            raise
-        self._driver = driver
+        ):
+            await tx.execute(sql)
+        for suffix, name, declaration in _ADDED:
+            table = t + suffix
+            if self.db.dialect == "postgresql":
+                await tx.execute(
+                    f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {declaration}"
+                )
+                continue
+            present = {str(r[1]) for r in await tx.fetch(f"PRAGMA table_info({table})")}
+            if name not in present:
+                await tx.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
+        for sql in (
+            f"CREATE INDEX IF NOT EXISTS {t}_expires ON {t} (expires_at)",
+            f"CREATE INDEX IF NOT EXISTS {t}_active ON {t} (status, lease_until)",
+            f"CREATE INDEX IF NOT EXISTS {t}_key ON {t} (key_id)",
+            f"CREATE INDEX IF NOT EXISTS {t}_items_response ON {t}_items (response_id, position)",
+            f"CREATE INDEX IF NOT EXISTS {t}_items_item2 ON {t}_items (item_id, key_id)",
+        ):
+            await tx.execute(sql)
 
     async def close(self) -> None:
-        if self._driver is not None:
-            driver, self._driver = self._driver, None
-            await driver.close()
+        await self.db.close()
 
     # ------------------------------------------------------------------ writes
 
@@ -193,24 +160,59 @@ class ResponseStore:
         self,
         record: StoredResponse,
         inputs: Sequence[dict[str, Any]],
-    ) -> None:
-        """Insert a new response with its input items (and its output items, if any)."""
-        await self._db.execute(
-            f"INSERT INTO {self.t} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            _row(record),
-        )
-        rows = [
-            (str(item.get("id")), record.id, record.key_name, i, "input", json.dumps(item))
-            for i, item in enumerate(inputs)
+        *,
+        chain: Sequence[str] = (),
+    ) -> int:
+        """Insert a new response with its input items (and output items, if final), in one
+        transaction; its ancestors live at least as long as it does. Returns the bytes stored."""
+        final = record.status not in ACTIVE
+        body = stored_body(record.body, final)
+        request = dumps(record.request)
+        items = self._item_rows(record, inputs, "input")
+        if final:
+            items += self._item_rows(record, record.body.get("output") or [], "output")
+        size = len(body) + len(request) + sum(len(row[-1]) for row in items)
+        async with self._tx() as tx:
+            await tx.execute(
+                f"INSERT INTO {self.t} ({_COLUMNS}, history, bytes, body_bytes) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '[]', ?, ?)",
+                [*_row(record, body, request), size, len(body)],
+            )
+            await self._insert_items(tx, items)
+            if chain:
+                marks = ", ".join("?" for _ in chain)
+                await tx.execute(
+                    f"UPDATE {self.t} SET expires_at = ? WHERE id IN ({marks}) AND expires_at < ?",
+                    [record.expires_at, *chain, record.expires_at],
+                )
+        return size
+
+    def _item_rows(
+        self, record: StoredResponse, items: Sequence[dict[str, Any]], role: str
+    ) -> list[tuple[Any, ...]]:
+        return [
+            (str(item.get("id")), record.id, record.key_id, record.key_name, i, role, dumps(item))
+            for i, item in enumerate(items)
         ]
+
+    async def _insert_items(self, tx: Tx, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
-            await self._db.executemany(
-                f"INSERT INTO {self.t}_items (item_id, response_id, key_name, position, role, data)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+            await tx.execute_many(
+                f"INSERT INTO {self.t}_items "
+                "(item_id, response_id, key_id, key_name, position, role, data) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
-        if record.body.get("output"):
-            await self._outputs(record)
+
+    async def submitted(self, record: StoredResponse) -> bool:
+        """Its job ids are durable: ``submitting`` -> ``queued``, in one statement."""
+        async with self._tx() as tx:
+            changed = await tx.execute(
+                f"UPDATE {self.t} SET status = ?, job_ids = ?, lease_until = ? "
+                "WHERE id = ? AND status = 'submitting'",
+                [record.status, dumps(record.job_ids), record.lease_until, record.id],
+            )
+        return changed > 0
 
     async def update(
         self,
@@ -219,173 +221,253 @@ class ResponseStore:
         *,
         final: bool = False,
     ) -> bool:
-        """Save progress (the object, the next seq, new stream events); False when the response
-        is gone or was cancelled elsewhere (its runner then stops)."""
+        """Save progress (the object, the next seq, new stream events) in one transaction;
+        False when the response is gone or was cancelled elsewhere (its runner then stops).
+        Events already stored (a save retried after an unknown outcome) are kept as they are."""
         t = self.t
-        changed = await self._db.count(
-            f"UPDATE {t} SET status = ?, body = ?, job_ids = ?, seq = ?, lease_until = ? "
-            "WHERE id = ? AND status IN ('queued', 'in_progress')",
-            (
-                record.status,
-                json.dumps(record.body),
-                json.dumps(record.job_ids),
-                record.seq,
-                record.lease_until,
-                record.id,
-            ),
+        body = stored_body(record.body, final)
+        outputs = (
+            self._item_rows(record, record.body.get("output") or [], "output") if final else []
         )
-        if events:
-            await self._db.executemany(
-                f"INSERT INTO {t}_events (response_id, seq, data) VALUES (?, ?, ?)",
-                [(record.id, e["sequence_number"], json.dumps(e)) for e in events],
+        rows = [(record.id, e["sequence_number"], dumps(e)) for e in events]
+        rewritten = len(body) + sum(len(r[-1]) for r in outputs)
+        async with self._tx() as tx:
+            changed = await tx.execute(
+                f"UPDATE {t} SET status = ?, body = ?, job_ids = ?, seq = ?, lease_until = ?, "
+                "bytes = bytes - body_bytes + ?, body_bytes = ? "
+                f"WHERE id = ? AND status IN {_ACTIVE_SQL}",
+                [
+                    record.status,
+                    body,
+                    dumps(record.job_ids),
+                    record.seq,
+                    record.lease_until,
+                    rewritten,
+                    rewritten,
+                    record.id,
+                ],
             )
-        if final and changed:
-            await self._outputs(record)
+            if changed and rows:
+                await tx.execute_many(
+                    f"INSERT INTO {t}_events (response_id, seq, data) VALUES (?, ?, ?) "
+                    "ON CONFLICT (response_id, seq) DO NOTHING",
+                    rows,
+                )
+                await tx.execute(
+                    f"UPDATE {t} SET bytes = bytes + ? WHERE id = ?",
+                    [sum(len(r[-1]) for r in rows), record.id],
+                )
+            if changed and outputs:
+                await self._insert_items(tx, outputs)
         return changed > 0
 
-    async def _outputs(self, record: StoredResponse) -> None:
-        rows = [
-            (str(item.get("id")), record.id, record.key_name, i, "output", json.dumps(item))
-            for i, item in enumerate(record.body.get("output") or [])
-        ]
-        if rows:
-            await self._db.executemany(
-                f"INSERT INTO {self.t}_items (item_id, response_id, key_name, position, role, data)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-
-    async def cancel(self, response_id: str, key_name: str, body: dict[str, Any]) -> bool:
+    async def cancel(self, response_id: str, key_id: str, body: dict[str, Any]) -> bool:
         """Mark a background response cancelled; False when it had already ended."""
-        return (
-            await self._db.count(
-                f"UPDATE {self.t} SET status = 'cancelled', body = ?, lease_until = 0 "
-                "WHERE id = ? AND key_name = ? AND status IN ('queued', 'in_progress')",
-                (json.dumps(body), response_id, key_name),
+        data = dumps(body)
+        async with self._tx() as tx:
+            changed = await tx.execute(
+                f"UPDATE {self.t} SET status = 'cancelled', body = ?, lease_until = 0, "
+                "bytes = bytes - body_bytes + ?, body_bytes = ? "
+                f"WHERE id = ? AND key_id = ? AND status IN {_ACTIVE_SQL}",
+                [data, len(data), len(data), response_id, key_id],
             )
-            > 0
-        )
+        return changed > 0
 
-    async def delete(self, response_id: str, key_name: str) -> bool:
+    async def delete(self, response_id: str, key_id: str) -> bool:
+        """Erase a response's content; a tombstone keeps the chain behind it linked."""
         t = self.t
-        found = await self._db.count(
-            f"DELETE FROM {t} WHERE id = ? AND key_name = ?", (response_id, key_name)
-        )
-        if found:
-            await self._db.execute(f"DELETE FROM {t}_items WHERE response_id = ?", (response_id,))
-            await self._db.execute(f"DELETE FROM {t}_events WHERE response_id = ?", (response_id,))
+        async with self._tx() as tx:
+            found = await tx.execute(
+                f"UPDATE {t} SET status = 'deleted', body = '{{}}', request = '{{}}', "
+                "history = '[]', job_ids = '[]', bytes = 0, body_bytes = 0, lease_until = 0 "
+                "WHERE id = ? AND key_id = ? AND status <> 'deleted'",
+                [response_id, key_id],
+            )
+            if found:
+                await tx.execute(f"DELETE FROM {t}_items WHERE response_id = ?", [response_id])
+                await tx.execute(f"DELETE FROM {t}_events WHERE response_id = ?", [response_id])
         return found > 0
 
     async def purge(self, now: float) -> int:
         """Delete what outlived its retention."""
         t = self.t
-        gone = await self._db.fetch(f"SELECT id FROM {t} WHERE expires_at < ?", (now,))
+        gone = await self._fetch(f"SELECT id FROM {t} WHERE expires_at < ? LIMIT 500", [now])
         for (response_id,) in gone:
-            await self._db.execute(f"DELETE FROM {t}_items WHERE response_id = ?", (response_id,))
-            await self._db.execute(f"DELETE FROM {t}_events WHERE response_id = ?", (response_id,))
-            await self._db.execute(f"DELETE FROM {t} WHERE id = ?", (response_id,))
+            async with self._tx() as tx:
+                await tx.execute(f"DELETE FROM {t}_items WHERE response_id = ?", [response_id])
+                await tx.execute(f"DELETE FROM {t}_events WHERE response_id = ?", [response_id])
+                await tx.execute(f"DELETE FROM {t} WHERE id = ?", [response_id])
         return len(gone)
 
     # ------------------------------------------------------------------ reads
 
-    async def get(self, response_id: str, key_name: str, now: float) -> StoredResponse | None:
-        rows = await self._db.fetch(
-            f"SELECT {_COLUMNS} FROM {self.t} WHERE id = ? AND key_name = ? AND expires_at >= ?",
-            (response_id, key_name, now),
+    async def get(self, response_id: str, key_id: str, now: float) -> StoredResponse | None:
+        rows = await self._fetch(
+            f"SELECT {_COLUMNS} FROM {self.t} WHERE id = ? AND key_id = ? AND expires_at >= ? "
+            "AND status <> 'deleted'",
+            [response_id, key_id, now],
         )
-        return _record(rows[0]) if rows else None
+        if not rows:
+            return None
+        record = _record(rows[0])
+        if "output" not in record.body:  # final: its output items are stored once, apart
+            record.body["output"] = await self.items(record.id, role="output")
+        return record
 
     async def items(self, response_id: str, *, role: str = "input") -> list[dict[str, Any]]:
-        rows = await self._db.fetch(
+        rows = await self._fetch(
             f"SELECT data FROM {self.t}_items WHERE response_id = ? AND role = ? ORDER BY position",
-            (response_id, role),
+            [response_id, role],
         )
         return [json.loads(data) for (data,) in rows]
 
-    async def find_items(self, ids: Sequence[str], key_name: str) -> dict[str, dict[str, Any]]:
+    async def chain(self, response_id: str, key_id: str) -> tuple[list[dict[str, Any]], list[str]]:
+        """The items a continuation of ``response_id`` starts from (oldest first), and the ids
+        of the responses they come from. Deleted turns are left out; the chain goes on."""
+        t = self.t
+        rows = await self._fetch(
+            f"""WITH RECURSIVE chain (id, previous_id, depth) AS (
+                SELECT id, previous_id, 0 FROM {t} WHERE id = ? AND key_id = ?
+                UNION ALL
+                SELECT r.id, r.previous_id, c.depth + 1
+                FROM {t} r JOIN chain c ON r.id = c.previous_id
+                WHERE r.key_id = ? AND c.depth < ?)
+            SELECT id FROM chain ORDER BY depth""",
+            [response_id, key_id, key_id, MAX_CHAIN],
+        )
+        ids = [str(rid) for (rid,) in rows]
+        if not ids:
+            return [], []
+        marks = ", ".join("?" for _ in ids)
+        rows = await self._fetch(
+            f"SELECT response_id, role, data FROM {self.t}_items WHERE response_id IN ({marks}) "
+            "ORDER BY response_id, role, position",
+            ids,
+        )
+        turns: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        for rid, role, data in rows:
+            turns.setdefault(str(rid), {}).setdefault(str(role), []).append(json.loads(data))
+        history_items: list[dict[str, Any]] = []
+        for rid in reversed(ids):
+            turn = turns.get(rid, {})
+            history_items += turn.get("input", []) + turn.get("output", [])
+        return history_items, ids
+
+    async def find_items(self, ids: Sequence[str], key_id: str) -> dict[str, dict[str, Any]]:
         """Items by id, of this key's responses (for ``item_reference``)."""
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return {}
+        marks = ", ".join("?" for _ in wanted)
+        rows = await self._fetch(
+            f"SELECT item_id, data FROM {self.t}_items WHERE key_id = ? AND item_id IN ({marks})",
+            [key_id, *wanted],
+        )
         found: dict[str, dict[str, Any]] = {}
-        for item_id in dict.fromkeys(ids):
-            rows = await self._db.fetch(
-                f"SELECT data FROM {self.t}_items WHERE item_id = ? AND key_name = ?",
-                (item_id, key_name),
-            )
-            if rows:
-                found[item_id] = json.loads(rows[0][0])
+        for item_id, data in rows:
+            found.setdefault(str(item_id), json.loads(data))
         return found
 
+    async def stored_bytes(self, key_id: str, now: float) -> int:
+        """Everything this key keeps stored, as counted: its quota."""
+        rows = await self._fetch(
+            f"SELECT COALESCE(SUM(bytes), 0) FROM {self.t} WHERE key_id = ? AND expires_at >= ?",
+            [key_id, now],
+        )
+        return int(rows[0][0])
+
     async def events(self, response_id: str, after: int) -> list[dict[str, Any]]:
-        rows = await self._db.fetch(
+        rows = await self._fetch(
             f"SELECT data FROM {self.t}_events WHERE response_id = ? AND seq > ? ORDER BY seq",
-            (response_id, after),
+            [response_id, after],
         )
         return [json.loads(data) for (data,) in rows]
 
     async def claim(self, owner: str, now: float, lease: float) -> list[StoredResponse]:
         """Background runs nobody follows (their lease ran out): now ``owner``'s."""
-        rows = await self._db.fetch(
+        rows = await self._fetch(
             f"SELECT {_COLUMNS} FROM {self.t} WHERE background = 1 "
-            "AND status IN ('queued', 'in_progress') AND lease_until < ?",
-            (now,),
+            f"AND status IN {_ACTIVE_SQL} AND lease_until < ?",
+            [now],
         )
         claimed = []
         for row in rows:
             record = _record(row)
-            taken = await self._db.count(
-                f"UPDATE {self.t} SET owner = ?, lease_until = ? "
-                "WHERE id = ? AND lease_until = ? AND status IN ('queued', 'in_progress')",
-                (owner, now + lease, record.id, record.lease_until),
-            )
+            async with self._tx() as tx:
+                taken = await tx.execute(
+                    f"UPDATE {self.t} SET owner = ?, lease_until = ? "
+                    f"WHERE id = ? AND lease_until = ? AND status IN {_ACTIVE_SQL}",
+                    [owner, now + lease, record.id, record.lease_until],
+                )
             if taken:
                 record.owner, record.lease_until = owner, now + lease
                 claimed.append(record)
         return claimed
 
+    # ------------------------------------------------------------------ the database
 
-def _row(record: StoredResponse) -> tuple[Any, ...]:
-    return (
+    async def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        try:
+            return await self.db.fetch(sql, params)
+        except DatabaseUnavailable:
+            raise StoreUnavailable() from None
+
+    def _tx(self) -> _Guarded:
+        return _Guarded(self.db)
+
+
+class _Guarded:
+    """A transaction whose database failures are the documented 503."""
+
+    def __init__(self, db: Database) -> None:
+        self._cm = db.transaction()
+
+    async def __aenter__(self) -> Tx:
+        try:
+            return await self._cm.__aenter__()
+        except DatabaseUnavailable:
+            raise StoreUnavailable() from None
+
+    async def __aexit__(self, *exc: Any) -> bool | None:
+        try:
+            return await self._cm.__aexit__(*exc)
+        except DatabaseUnavailable:
+            raise StoreUnavailable() from None
+
+
+def _row(record: StoredResponse, body: str, request: str) -> list[Any]:
+    return [
         record.id,
+        record.key_id,
         record.key_name,
         record.created_at,
         record.expires_at,
         record.status,
         int(record.background),
-        json.dumps(record.body),
-        json.dumps(record.history),
-        json.dumps(record.request),
-        json.dumps(record.job_ids),
+        body,
+        request,
+        record.previous_id,
+        dumps(record.job_ids),
         record.seq,
         record.owner,
         record.lease_until,
-    )
+    ]
 
 
 def _record(row: Sequence[Any]) -> StoredResponse:
-    (
-        rid,
-        key,
-        created,
-        expires,
-        status,
-        background,
-        body,
-        history,
-        request,
-        jobs,
-        seq,
-        owner,
-        lease,
-    ) = row
+    (rid, key_id, key, created, expires, status, background, body, request, previous, jobs, seq,
+     owner, lease) = row  # fmt: skip
     return StoredResponse(
         id=str(rid),
+        key_id=str(key_id),
         key_name=str(key),
         created_at=float(created),
         expires_at=float(expires),
         status=str(status),
         background=bool(background),
         body=json.loads(body),
-        history=json.loads(history),
         request=json.loads(request),
+        previous_id=None if previous is None else str(previous),
         job_ids=[str(j) for j in json.loads(jobs)],
         seq=int(seq),
         owner=None if owner is None else str(owner),
@@ -393,4 +475,4 @@ def _record(row: Sequence[Any]) -> StoredResponse:
     )
 
 
-__all__ = ["ResponseStore", "StoredResponse"]
+__all__ = ["ResponseStore", "StoreUnavailable", "StoredResponse"]

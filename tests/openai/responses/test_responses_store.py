@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 import uuid
@@ -46,6 +47,7 @@ def _record(rid: str, key: str = "alice", **fields: object) -> StoredResponse:
     now = time.time()
     base: dict[str, object] = {
         "id": rid,
+        "key_id": key,
         "key_name": key,
         "created_at": now,
         "expires_at": now + 60,
@@ -103,3 +105,76 @@ async def test_background_progress_leases_and_cancel(store: ResponseStore) -> No
     assert not await store.update(record)  # its runner learns it was cancelled
     got = await store.get("resp_bg", "alice", time.time())
     assert got is not None and got.status == "cancelled"
+
+
+async def test_a_chain_is_referenced_once_and_a_deleted_turn_is_left_out(
+    store: ResponseStore,
+) -> None:
+    def turn(n: int, previous: str | None) -> StoredResponse:
+        body = {"id": f"r{n}", "status": "completed", "output": [{"id": f"out{n}"}]}
+        return _record(f"r{n}", body=body, previous_id=previous)
+
+    previous = None
+    for n in range(4):
+        await store.put(turn(n, previous), [{"id": f"in{n}"}], chain=[f"r{m}" for m in range(n)])
+        previous = f"r{n}"
+    history, ids = await store.chain("r3", "alice")
+    assert [i["id"] for i in history] == [
+        "in0", "out0", "in1", "out1", "in2", "out2", "in3", "out3"
+    ]  # fmt: skip
+    assert ids == ["r3", "r2", "r1", "r0"]
+    assert await store.delete("r1", "alice")
+    history, _ = await store.chain("r3", "alice")
+    assert [i["id"] for i in history] == ["in0", "out0", "in2", "out2", "in3", "out3"]
+    assert await store.get("r1", "alice", time.time()) is None
+    assert not await store.delete("r1", "alice")  # once
+    assert await store.chain("r3", "bob") == ([], [])  # another key's chain is not there
+
+
+async def test_stored_bytes_count_everything_stored_once(store: ResponseStore) -> None:
+    big = {"id": "ws_1", "type": "web_search_call", "extra": "x" * 10_000}
+    record = _record("r_big", body={"id": "r_big", "status": "completed", "output": []})
+    stored = await store.put(record, [big])
+    assert 10_000 < stored < 11_000  # the item once: not in the request, not in a history
+    assert await store.stored_bytes("alice", time.time()) == stored
+    assert await store.stored_bytes("bob", time.time()) == 0
+    await store.delete("r_big", "alice")
+    assert await store.stored_bytes("alice", time.time()) == 0
+
+
+async def test_background_progress_and_events_commit_together(store: ResponseStore) -> None:
+    record = _record(
+        "resp_tx",
+        status="queued",
+        background=True,
+        body={"id": "resp_tx", "status": "queued", "output": []},
+    )
+    await store.put(record, [])
+    record.status, record.seq = "in_progress", 2
+    events = [{"type": "x", "sequence_number": n} for n in range(2)]
+    await store.db.execute(f"DROP TABLE {store.t}_events")  # the events write fails
+    with pytest.raises(Exception):  # noqa: B017 - either engine's own error
+        await store.update(record, events)
+    got = await store.get("resp_tx", "alice", time.time())
+    assert got is not None and (got.status, got.seq) == ("queued", 0)  # nothing half-saved
+
+
+async def test_150_runs_writing_and_reading_at_once(store: ResponseStore) -> None:
+    """The default SQLite store serialises its writers: no sqlite3.InterfaceError, no hang."""
+
+    async def one(n: int) -> None:
+        body = {"id": f"r{n}", "status": "queued", "output": []}
+        record = _record(f"r{n}", status="queued", background=True, body=body)
+        await store.put(record, [{"id": f"in{n}", "type": "message"}])
+        for seq in range(10):
+            record.status, record.seq = "in_progress", seq + 1
+            assert await store.update(record, [{"sequence_number": seq, "type": "x"}])
+            assert await store.get(f"r{n}", "alice", time.time()) is not None
+            assert len(await store.events(f"r{n}", -1)) == seq + 1
+        record.status = "completed"
+        record.body = {"id": f"r{n}", "status": "completed", "output": [{"id": f"o{n}"}]}
+        assert await store.update(record, final=True)
+
+    await asyncio.wait_for(asyncio.gather(*(one(n) for n in range(150))), timeout=120)
+    got = await store.get("r149", "alice", time.time())
+    assert got is not None and got.body["output"] == [{"id": "o149"}]

@@ -1,0 +1,436 @@
+"""The one database layer: SQLite (aiosqlite) and PostgreSQL (asyncpg) behind one interface.
+
+The ledger, the key store and the Responses store all speak to their database through it.
+Statements are written once with ``?`` placeholders and portable types; this module runs them
+on either engine. What it guarantees to every caller:
+
+- **One pool per URL.** :class:`Databases` hands out a :class:`Database` handle per user; the
+  handles of one URL share one engine (one SQLite connection, one asyncpg pool), which closes
+  when its last handle does.
+- **Every operation has a timeout**, the pool's acquire included. A database that is down or
+  stalled answers :class:`DatabaseUnavailable` after at most ``timeout`` seconds, never a hang.
+- **SQLite writers are serialised**: one connection in WAL mode, one statement or transaction at
+  a time (concurrent tasks queue on a lock), so no two tasks interleave on the connection.
+- **Text is sanitised for the database**: PostgreSQL's text cannot hold NUL, so a NUL in a
+  string parameter becomes U+FFFD instead of failing the statement (and its batch).
+
+A transaction holds the engine's write lock (``BEGIN IMMEDIATE`` on SQLite, row locks on
+PostgreSQL) for the read-modify-write it wraps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+Row = tuple[Any, ...]
+
+#: Seconds any one operation (acquire included) may take before it is given up.
+DEFAULT_TIMEOUT = 10.0
+#: Connections in one PostgreSQL pool, shared by every user of its URL.
+DEFAULT_POOL_SIZE = 10
+
+
+class DatabaseUnavailable(Exception):
+    """The database did not answer in time, or the connection to it failed."""
+
+
+class Tx(Protocol):
+    """Statements inside one transaction."""
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run a statement; how many rows it changed."""
+        ...
+
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+
+class Database(Protocol):
+    dialect: str
+
+    async def open(self) -> None: ...
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
+
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[Tx]: ...
+
+    async def close(self) -> None: ...
+
+
+def is_postgres_url(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+def sqlite_path(url: str) -> str:
+    """``sqlite:///rel/path.db`` -> ``rel/path.db``; ``sqlite:////abs.db`` -> ``/abs.db``."""
+    if not url.startswith("sqlite:///"):
+        raise ValueError(
+            f"not a SQLite URL: {url!r} (use sqlite:///relative.db or sqlite:////absolute.db)"
+        )
+    path = url.removeprefix("sqlite:///")
+    if not path:
+        raise ValueError(f"SQLite URL {url!r} names no file")
+    return path
+
+
+def check_url(url: str) -> str:
+    if url.startswith("sqlite:"):
+        sqlite_path(url)
+        return url
+    if is_postgres_url(url):
+        return url
+    scheme = url.split(":", 1)[0] if ":" in url else url
+    raise ValueError(f"unsupported database URL scheme {scheme!r}: use sqlite:/// or postgresql://")
+
+
+class Databases:
+    """The engines of one process, one per URL; owned by the runtime."""
+
+    def __init__(
+        self, *, timeout: float = DEFAULT_TIMEOUT, pool_size: int = DEFAULT_POOL_SIZE
+    ) -> None:
+        self.timeout = timeout
+        self.pool_size = pool_size
+        self._engines: dict[str, _Engine] = {}
+
+    def get(self, url: str) -> Database:
+        """A handle on ``url``'s database (not yet open); handles of one URL share its engine."""
+        engine = self._engines.get(check_url(url))
+        if engine is None:
+            engine = self._engines[url] = _engine(url, self.timeout, self.pool_size)
+        return _Handle(engine)
+
+
+def database_for(url: str, *, timeout: float = DEFAULT_TIMEOUT) -> Database:
+    """A database of its own for ``url``: ``sqlite:///path`` or ``postgresql://...``."""
+    return Databases(timeout=timeout).get(url)
+
+
+def sanitise(value: Any) -> Any:
+    """A parameter PostgreSQL's text accepts: NUL (which it cannot hold) becomes U+FFFD."""
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "\ufffd")
+    return value
+
+
+class _Engine(Protocol):
+    dialect: str
+    users: int
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def fetch(self, sql: str, params: Sequence[Any]) -> list[Row]: ...
+    async def execute(self, sql: str, params: Sequence[Any]) -> int: ...
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[Tx]: ...
+
+
+def _engine(url: str, timeout: float, pool_size: int) -> _Engine:
+    if url.startswith("sqlite:"):
+        return SqliteEngine(sqlite_path(url), timeout)
+    return PostgresEngine(url, timeout, pool_size)
+
+
+class _Handle:
+    """One user's view of a shared engine: opening and closing it counts users."""
+
+    def __init__(self, engine: _Engine) -> None:
+        self._engine = engine
+        self.dialect = engine.dialect
+        self._open = False
+
+    async def open(self) -> None:
+        if not self._open:
+            await self._engine.open()
+            self._engine.users += 1
+            self._open = True
+
+    async def close(self) -> None:
+        if self._open:
+            self._open = False
+            self._engine.users -= 1
+            if self._engine.users == 0:
+                await self._engine.close()
+
+    def _ready(self) -> _Engine:
+        if not self._open:
+            raise RuntimeError("the database is not open")
+        return self._engine
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return await self._ready().fetch(sql, params)
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return await self._ready().execute(sql, params)
+
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        await self._ready().execute_many(sql, rows)
+
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[Tx]:
+        return self._ready().transaction()
+
+
+@contextlib.asynccontextmanager
+async def _deadline(seconds: float, what: str) -> AsyncIterator[None]:
+    """``seconds`` for the block, then :class:`DatabaseUnavailable`; lost connections too."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        raise DatabaseUnavailable(f"the database did not answer within {seconds:g} s") from None
+    except OSError as exc:
+        raise DatabaseUnavailable(f"the database is unreachable ({what}): {exc}") from exc
+    except Exception as exc:
+        if _lost_connection(exc):
+            raise DatabaseUnavailable(f"the database connection failed ({what}): {exc}") from exc
+        raise
+
+
+def _lost_connection(exc: Exception) -> bool:
+    try:
+        import asyncpg
+    except ImportError:  # pragma: no cover - a dependency
+        return False
+    return isinstance(
+        exc,
+        asyncpg.PostgresConnectionError
+        | asyncpg.InterfaceError
+        | asyncpg.CannotConnectNowError
+        | asyncpg.exceptions.ConnectionDoesNotExistError,
+    )
+
+
+# --------------------------------------------------------------------------------- SQLite
+
+
+class SqliteEngine:
+    """One connection in WAL mode; a lock serialises statements and transactions."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.users = 0
+        self._db: Any = None
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        import aiosqlite
+
+        async with self._lock:
+            if self._db is not None:
+                return
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            async with _deadline(self.timeout, "open"):
+                db = await aiosqlite.connect(self.path, isolation_level=None)
+                try:
+                    # Another process's lock is waited for half the timeout: SQLite gives up
+                    # (database is locked) before the timeout abandons a statement mid-flight.
+                    await db.execute(f"PRAGMA busy_timeout = {int(self.timeout * 500)}")
+                    if self.path != ":memory:":
+                        await db.execute("PRAGMA journal_mode = WAL")
+                except BaseException:
+                    await db.close()
+                    raise
+            self._db = db
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._db is not None:
+                db, self._db = self._db, None
+                await db.close()
+
+    async def _run(self, sql: str, params: Sequence[Any]) -> tuple[list[Row], int]:
+        if self._db is None:
+            raise RuntimeError("the database is not open")
+        async with self._db.execute(sql, tuple(params)) as cursor:
+            rows = [tuple(row) for row in await cursor.fetchall()]
+            return rows, int(cursor.rowcount)
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        async with _deadline(self.timeout, "fetch"), self._lock:
+            return (await self._run(sql, params))[0]
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        async with _deadline(self.timeout, "execute"), self._lock:
+            return (await self._run(sql, params))[1]
+
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        async with self.transaction() as tx:
+            await tx.execute_many(sql, rows)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        async with _deadline(self.timeout, "transaction"), self._lock:
+            await self._run("BEGIN IMMEDIATE", ())
+            try:
+                yield _SqliteTx(self)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._run("ROLLBACK", ()))
+                raise
+            await self._run("COMMIT", ())
+
+
+class _SqliteTx:
+    def __init__(self, engine: SqliteEngine) -> None:
+        self._engine = engine
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return (await self._engine._run(sql, params))[0]
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return (await self._engine._run(sql, params))[1]
+
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if self._engine._db is None:
+            raise RuntimeError("the database is not open")
+        await self._engine._db.executemany(sql, [tuple(r) for r in rows])
+
+
+# ----------------------------------------------------------------------------- PostgreSQL
+
+_MARK = re.compile(r"\?")
+
+
+def to_dollar(sql: str) -> str:
+    """``?`` placeholders as asyncpg's ``$1, $2, ...`` (no statement here has a literal ``?``)."""
+    counter = iter(range(1, 100_000))
+    return _MARK.sub(lambda _: f"${next(counter)}", sql)
+
+
+def _clean(params: Sequence[Any]) -> list[Any]:
+    return [sanitise(p) for p in params]
+
+
+def _changed(status: str) -> int:
+    """Rows changed, from asyncpg's status line (``UPDATE 3``, ``INSERT 0 1``)."""
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else 0
+
+
+class PostgresEngine:
+    """An asyncpg pool with an acquire timeout and a command timeout."""
+
+    dialect = "postgresql"
+
+    def __init__(self, url: str, timeout: float = DEFAULT_TIMEOUT, pool_size: int = 4) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.pool_size = pool_size
+        self.users = 0
+        self._pool: Any = None
+        self._opening = asyncio.Lock()
+
+    async def open(self) -> None:
+        import asyncpg
+
+        async with self._opening:
+            if self._pool is None:
+                async with _deadline(self.timeout, "open"):
+                    self._pool = await asyncpg.create_pool(
+                        self.url,
+                        min_size=0,  # no floor to restore in the background, logging
+                        max_size=self.pool_size,
+                        command_timeout=self.timeout,
+                        timeout=self.timeout,
+                    )
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                await asyncio.wait_for(pool.close(), self.timeout)
+            except (TimeoutError, Exception):
+                pool.terminate()
+
+    def _ready(self) -> Any:
+        if self._pool is None:
+            raise RuntimeError("the database is not open")
+        return self._pool
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Any]:
+        """A pooled connection; one that timed out is closed, not handed to the next user
+        (a stalled connection would otherwise hold up whoever gets it, and its release)."""
+        pool = self._ready()
+        conn = await pool.acquire(timeout=self.timeout)
+        try:
+            yield conn
+        except (TimeoutError, asyncio.CancelledError):
+            conn.terminate()
+            raise
+        finally:
+            await pool.release(conn, timeout=self.timeout)
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        async with _deadline(self.timeout, "fetch"), self._connection() as conn:
+            return [tuple(r) for r in await conn.fetch(to_dollar(sql), *_clean(params))]
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        async with _deadline(self.timeout, "execute"), self._connection() as conn:
+            return _changed(await conn.execute(to_dollar(sql), *_clean(params)))
+
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        async with self.transaction() as tx:
+            await tx.execute_many(sql, rows)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        async with _deadline(self.timeout, "transaction"), self._connection() as conn:
+            tx = conn.transaction()
+            await tx.start()
+            try:
+                yield _PostgresTx(conn)
+            except (TimeoutError, asyncio.CancelledError):
+                raise  # the connection is closed: the server rolls the transaction back
+            except BaseException:
+                await asyncio.wait_for(tx.rollback(), self.timeout)
+                raise
+            await tx.commit()
+
+
+class _PostgresTx:
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return [tuple(r) for r in await self._conn.fetch(to_dollar(sql), *_clean(params))]
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return _changed(await self._conn.execute(to_dollar(sql), *_clean(params)))
+
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        await self._conn.executemany(to_dollar(sql), [_clean(r) for r in rows])
+
+
+async def listen(
+    url: str, channel: str, on_notify: Callable[[], None], *, connect_timeout: float = 5.0
+) -> None:
+    """Call ``on_notify`` for every PostgreSQL NOTIFY on ``channel``; return when the connection
+    is lost (the caller reconnects). LISTEN needs a connection of its own, outside the pool."""
+    import asyncpg
+
+    conn = None
+    try:
+        conn = await asyncpg.connect(url, timeout=connect_timeout)
+        lost = asyncio.Event()
+        conn.add_termination_listener(lambda *_: lost.set())
+        await conn.add_listener(channel, lambda *_: on_notify())
+        await lost.wait()
+    finally:
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=1.0)

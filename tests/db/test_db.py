@@ -1,0 +1,156 @@
+"""The one database layer: shared engines, serialised SQLite writers, timeouts, clean text."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.db import Database, Databases, DatabaseUnavailable, sanitise
+from tests.e2e.proxy import stalling_proxy
+
+DATABASE_URL = os.environ.get("DATABASE_URL")
+needs_postgres = pytest.mark.skipif(not DATABASE_URL, reason="DATABASE_URL unset")
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgres", marks=needs_postgres)],
+)
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    url = f"sqlite:///{tmp_path}/t.db" if request.param == "sqlite" else str(DATABASE_URL)
+    database = Databases(timeout=5).get(url)
+    await database.open()
+    table = f"db_test_{uuid.uuid4().hex[:10]}"
+    await database.execute(f"CREATE TABLE {table} (n BIGINT, text TEXT)")
+    database.table = table  # type: ignore[attr-defined]
+    try:
+        yield database
+    finally:
+        await database.execute(f"DROP TABLE {table}")
+        await database.close()
+
+
+def test_one_engine_per_url(tmp_path: Path) -> None:
+    databases = Databases()
+    url = f"sqlite:///{tmp_path}/one.db"
+    first, second = databases.get(url), databases.get(url)
+    assert first._engine is second._engine  # type: ignore[attr-defined]
+    assert databases.get(f"sqlite:///{tmp_path}/two.db")._engine is not first._engine  # type: ignore[attr-defined]
+
+
+async def test_a_shared_engine_closes_with_its_last_user(tmp_path: Path) -> None:
+    databases = Databases()
+    url = f"sqlite:///{tmp_path}/one.db"
+    ledger, responses = databases.get(url), databases.get(url)
+    await ledger.open()
+    await responses.open()
+    await ledger.close()
+    assert await responses.fetch("SELECT 1") == [(1,)]  # still open for the other user
+    with pytest.raises(RuntimeError):
+        await ledger.fetch("SELECT 1")
+    await responses.close()
+    assert responses._engine._db is None  # type: ignore[attr-defined]
+
+
+async def test_concurrent_writers_and_readers_never_interleave(db: Database) -> None:
+    table = db.table  # type: ignore[attr-defined]
+
+    async def one(n: int) -> None:
+        async with db.transaction() as tx:
+            await tx.execute(f"INSERT INTO {table} (n, text) VALUES (?, ?)", [n, "a"])
+            await tx.execute_many(
+                f"INSERT INTO {table} (n, text) VALUES (?, ?)", [[n, "b"], [n, "c"]]
+            )
+        await db.fetch(f"SELECT COUNT(*) FROM {table} WHERE n = ?", [n])
+        assert await db.execute(f"UPDATE {table} SET text = ? WHERE n = ?", ["d", n]) == 3
+
+    await asyncio.gather(*(one(n) for n in range(200)))
+    assert await db.fetch(f"SELECT COUNT(*), COUNT(DISTINCT n) FROM {table}") == [(600, 200)]
+
+
+async def test_a_failed_transaction_leaves_nothing(db: Database) -> None:
+    table = db.table  # type: ignore[attr-defined]
+    with pytest.raises(ZeroDivisionError):
+        async with db.transaction() as tx:
+            await tx.execute(f"INSERT INTO {table} (n, text) VALUES (?, ?)", [1, "x"])
+            _ = 1 / 0
+    assert await db.fetch(f"SELECT COUNT(*) FROM {table}") == [(0,)]
+
+
+async def test_text_with_nul_is_stored(db: Database) -> None:
+    table = db.table  # type: ignore[attr-defined]
+    await db.execute(f"INSERT INTO {table} (n, text) VALUES (?, ?)", [1, "a\x00b"])
+    await db.execute_many(f"INSERT INTO {table} (n, text) VALUES (?, ?)", [[2, "\x00"]])
+    rows = await db.fetch(f"SELECT text FROM {table} ORDER BY n")
+    assert [r[0] for r in rows] in ([sanitise("a\x00b"), sanitise("\x00")], [("a\x00b"), "\x00"])
+    assert sanitise("a\x00b") == "a\ufffdb"
+
+
+@needs_postgres
+async def test_a_stalled_postgres_answers_in_time_and_recovers() -> None:
+    assert DATABASE_URL is not None
+    target = httpx.URL(DATABASE_URL.replace("postgresql://", "http://"))
+    with stalling_proxy(target.host, target.port or 5432) as proxy:
+        url = f"postgresql://{target.userinfo.decode()}@127.0.0.1:{proxy.port}{target.path}"
+        db = Databases(timeout=1, pool_size=1).get(url)
+        await db.open()
+        try:
+            assert await db.fetch("SELECT 1") == [(1,)]
+            proxy.stall()
+            start = time.monotonic()
+            with pytest.raises(DatabaseUnavailable):
+                await db.fetch("SELECT 1")
+            with pytest.raises(DatabaseUnavailable):
+                async with db.transaction() as tx:
+                    await tx.fetch("SELECT 1")
+            assert time.monotonic() - start < 4  # two timeouts, not the stall
+
+            # the pool's one connection held by a transaction that hangs: cut at the timeout,
+            # and whoever waits for the connection waits a bounded time too
+            proxy.resume()
+            assert await db.fetch("SELECT 1") == [(1,)]
+
+            async def hang() -> None:
+                async with db.transaction() as tx:
+                    await tx.fetch("SELECT 1")
+                    await asyncio.sleep(30)
+
+            start = time.monotonic()
+            results = await asyncio.gather(hang(), db.fetch("SELECT 3"), return_exceptions=True)
+            assert isinstance(results[0], DatabaseUnavailable)
+            assert results[1] == [(3,)] or isinstance(results[1], DatabaseUnavailable)
+            assert time.monotonic() - start < 3
+            assert await db.fetch("SELECT 2") == [(2,)]  # the pool recovered
+        finally:
+            proxy.resume()
+            await db.close()
+
+
+def test_the_ledger_the_keys_and_the_responses_share_one_engine(tmp_path: Path) -> None:
+    from gateway.config import Settings
+    from gateway.openai.responses.door import ResponsesDoor
+    from gateway.ops.metrics import Metrics
+    from gateway.runtime import Runtime
+
+    settings = Settings.model_validate(
+        {
+            "upstream": {"base_url": "http://127.0.0.1:9"},
+            "keys": [{"name": "k", "key": "sk-test-shared-engine", "upstream_token": "t"}],
+            "ledger": {"url": f"sqlite:///{tmp_path}/gateway.db"},
+        }
+    )
+    runtime = Runtime.build(settings, "http://127.0.0.1:9", Metrics.create())
+    # The Responses door's state lives with the app, on the runtime's databases (app.py).
+    responses = ResponsesDoor(settings, runtime.databases)
+    engines = {
+        id(runtime.ledger.store.db._engine),  # type: ignore[attr-defined]
+        id(runtime.key_service.admin.store.db._engine),  # type: ignore[attr-defined]
+        id(responses.store.db._engine),  # type: ignore[attr-defined]
+    }
+    assert len(engines) == 1
