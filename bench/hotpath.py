@@ -4,15 +4,31 @@ Each figure compares the step as the gateway runs it with the way it ran before,
 so the ratio holds on a loaded machine even where the absolute figures do not.
 
 .venv/bin/python bench/hotpath.py [--number 20000]
+
+Run it with an older checkout first on PYTHONPATH to time that checkout's middleware stack: the
+middleware figure uses whichever the code has (the one ``GatewayMiddleware``, or the stack of
+four it replaced); the prompt figures need the plain-Python presets.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import importlib.util
+import time
 import timeit
 from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from gateway.engine.prompts import PRESETS, PromptMessage, PromptTemplate
+from gateway.ops.metrics import Metrics
 
 CONVERSATION = [
     PromptMessage("system", "You are helpful."),
@@ -39,11 +55,77 @@ def prompts(number: int) -> None:
         print(f"prompt {name:<10} python {fast:6.2f} us  sandbox {slow:6.2f} us  {ratio:5.1f}x")
 
 
+def _middleware(metrics: Metrics) -> tuple[str, list[Middleware]]:
+    if importlib.util.find_spec("gateway.ops.middleware") is not None:
+        from gateway.ops.middleware import GatewayMiddleware
+
+        return "one GatewayMiddleware", [Middleware(GatewayMiddleware, metrics=metrics)]
+    from gateway.http import middleware as http_mw  # the stack before issue 28
+    from gateway.ops import access, inflight
+
+    stack: list[Any] = [
+        Middleware(http_mw.RequestIdMiddleware),  # type: ignore[attr-defined]
+        Middleware(access.AccessLogMiddleware),  # type: ignore[attr-defined]
+        Middleware(inflight.InFlightMiddleware, metrics=metrics),  # type: ignore[attr-defined]
+        Middleware(http_mw.HeaderGuardMiddleware),  # type: ignore[attr-defined]
+    ]
+    return "four middlewares", stack
+
+
+def middleware(number: int) -> None:
+    """A GET through the middleware to a route answering 204, called as ASGI (no server)."""
+
+    async def empty(request: Request) -> Response:
+        return Response(status_code=204)
+
+    metrics = Metrics.create(CollectorRegistry())
+    label, stack = _middleware(metrics)
+    app = Starlette(routes=[Route("/v1/models", empty)], middleware=stack)
+    headers = [
+        (b"host", b"gateway"),
+        (b"user-agent", b"OpenAI/Python 1.99"),
+        (b"accept", b"application/json"),
+        (b"authorization", b"Bearer sk-test"),
+        (b"x-stainless-lang", b"python"),
+        (b"content-type", b"application/json"),
+    ]
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    async def run() -> float:
+        best = float("inf")
+        for _ in range(5):
+            started = time.process_time()  # CPU time: the machine may be busy
+            for _ in range(number):
+                scope = {
+                    "type": "http",
+                    "method": "GET",
+                    "path": "/v1/models",
+                    "raw_path": b"/v1/models",
+                    "query_string": b"",
+                    "headers": headers,
+                    "scheme": "http",
+                    "server": ("127.0.0.1", 8000),
+                    "app": app,
+                }
+                await app(scope, receive, send)
+            best = min(best, time.process_time() - started)
+        return best / number * 1e6
+
+    print(f"middleware: {label}: {asyncio.run(run()):.2f} us CPU per request (route included)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--number", type=int, default=20000, help="calls per timing run")
     args = parser.parse_args()
-    prompts(args.number)
+    middleware(args.number // 4)
+    if importlib.util.find_spec("gateway.engine.preset_render") is not None:
+        prompts(args.number)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ from gateway.errors import (
     NotFound,
 )
 from gateway.http.common import error_response
-from gateway.http.middleware import HeaderGuardMiddleware, RequestIdMiddleware
 from gateway.http.shapes import ErrorShapes
 from gateway.ollama.errors import error_shape as ollama_error_shape
 from gateway.ollama.listener import OllamaListenerMiddleware
@@ -54,11 +53,10 @@ from gateway.openai.responses.routes import (
     retrieve_response,
 )
 from gateway.openai.unsupported import unsupported
-from gateway.ops.access import AccessLogMiddleware
-from gateway.ops.inflight import InFlightMiddleware
 from gateway.ops.logs import LoggingSetup, configure_logging
 from gateway.ops.metrics import Metrics, render_latest
 from gateway.ops.metrics_access import token_matches
+from gateway.ops.middleware import GatewayMiddleware
 from gateway.ops.shutdown import drain_on_signal, reload_on_sighup
 from gateway.redaction import config_secrets
 from gateway.runtime import Runtime
@@ -217,10 +215,8 @@ def create_app(
     routes.extend(ollama_routes(page))
     routes[:0] = [r for r in console if r.path != "/"]
     middleware = [
-        Middleware(RequestIdMiddleware),
-        Middleware(AccessLogMiddleware),
-        Middleware(InFlightMiddleware, metrics=app_metrics),
-        Middleware(HeaderGuardMiddleware, shapes=shapes),
+        # Request id, access line, in-flight counts and header guard in one ASGI hop.
+        Middleware(GatewayMiddleware, metrics=app_metrics, shapes=shapes),
     ]
     if settings.ollama.port is not None:  # the Ollama door's own address (gateway/cli.py)
         listener = Middleware(
