@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.admin.live import live_snapshot
 from gateway.admin.openapi import with_admin_api
 from gateway.admin.routes import admin_routes
 from gateway.anthropic import routes as anthropic
@@ -53,6 +54,7 @@ from gateway.openai.responses.routes import (
     retrieve_response,
 )
 from gateway.openai.unsupported import unsupported
+from gateway.ops.live_share import LiveShare, share_directory
 from gateway.ops.logs import LoggingSetup, configure_logging
 from gateway.ops.metrics import Metrics, render_latest
 from gateway.ops.metrics_access import token_matches
@@ -178,6 +180,10 @@ def create_app(
             stack.enter_context(drain_on_signal(runtime.begin_drain))
             stack.callback(app_metrics.mark_process_dead)
             app.state.runtime = runtime
+            if app_metrics.multiprocess and (directory := share_directory()) is not None:
+                # Several workers: /admin/live shows them all (gateway/ops/live_share.py).
+                share = LiveShare(directory, lambda: live_snapshot(runtime))
+                app.state.live_share = await stack.enter_async_context(share)
             yield
 
     routes = [
