@@ -1,8 +1,10 @@
 """Several workers as one server (``gateway serve --workers 2``), over loopback: the live view
-shows every worker's requests, whichever worker answers ``GET /admin/live``."""
+shows every worker's requests, whichever worker answers ``GET /admin/live``; background
+Responses runs started on one worker are retrieved and streamed from either."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -12,6 +14,7 @@ import httpx
 import pytest
 
 from tests.e2e.servers import ALICE_KEY, Server, gateway_config, running, start_gateway
+from tests.e2e.test_ops_e2e import requests_by_worker
 
 ADMIN = "sk-test-admin-0123456789"
 
@@ -74,3 +77,62 @@ def test_the_live_view_shows_every_worker(
         assert alice["jobs_in_flight"] >= 2  # summed over the workers
     assert answers == [200] * len(threads)
     assert list((metrics_dir / "live").glob("worker-*.json")) == []  # workers cleaned up
+
+
+def _sse(text: str) -> list[dict[str, Any]]:
+    events = []
+    for block in text.split("\n\n"):
+        data = [line[6:] for line in block.split("\n") if line.startswith("data: ")]
+        if data:
+            events.append(json.loads("".join(data)))
+    return events
+
+
+def test_background_responses_run_and_are_read_across_workers(
+    emulator: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every call on a new connection, so either worker may take it: the run goes on in the
+    worker that took the POST, and the store (one SQLite file) serves it to both."""
+    metrics_dir = tmp_path / "metrics"
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
+    config = gateway_config(emulator.url, ledger={"url": f"sqlite:///{tmp_path / 'gw.db'}"})
+    headers = {"authorization": f"Bearer {ALICE_KEY}"}
+    with running(start_gateway(tmp_path, config, "--workers", "2")) as gw:
+        made: dict[str, str] = {}
+        for number in range(6):
+            reply = f"run {number} alpha beta gamma delta epsilon"
+            created = httpx.post(
+                gw.url + "/v1/responses",
+                headers=headers,
+                json={
+                    "model": "gemma-2b",
+                    "input": f"bg {number} [[emulate:wps 15]] [[emulate:reply {reply}]]",
+                    "background": True,
+                },
+                timeout=30,
+            )
+            assert created.status_code == 200, created.text
+            assert created.json()["status"] == "queued"
+            made[created.json()["id"]] = reply
+        for response_id, reply in made.items():  # streamed while it runs, from any worker
+            streamed = httpx.get(
+                f"{gw.url}/v1/responses/{response_id}",
+                headers=headers,
+                params={"stream": "true"},
+                timeout=30,
+            )
+            events = _sse(streamed.text)
+            deltas = [e["delta"] for e in events if e["type"] == "response.output_text.delta"]
+            assert "".join(deltas) == reply
+            assert events[-1]["type"] == "response.completed"
+            numbers = [e["sequence_number"] for e in events]
+            assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+        for response_id, reply in made.items():  # and read back, several times each
+            for _ in range(3):
+                body = httpx.get(
+                    f"{gw.url}/v1/responses/{response_id}", headers=headers, timeout=30
+                ).json()
+                assert body["status"] == "completed"
+                assert body["output"][-1]["content"][0]["text"] == reply
+        served = requests_by_worker(metrics_dir, tmp_path / "scratch")
+    assert sum(1 for count in served.values() if count) == 2, served
