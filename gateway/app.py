@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.admin.live import live_snapshot
 from gateway.admin.openapi import with_admin_api
 from gateway.admin.routes import admin_routes
 from gateway.anthropic import routes as anthropic
@@ -34,7 +35,6 @@ from gateway.errors import (
     NotFound,
 )
 from gateway.http.common import error_response
-from gateway.http.middleware import HeaderGuardMiddleware, RequestIdMiddleware
 from gateway.http.shapes import ErrorShapes
 from gateway.ollama.errors import error_shape as ollama_error_shape
 from gateway.ollama.listener import OllamaListenerMiddleware
@@ -54,11 +54,11 @@ from gateway.openai.responses.routes import (
     retrieve_response,
 )
 from gateway.openai.unsupported import allowed_methods, unsupported
-from gateway.ops.access import AccessLogMiddleware
-from gateway.ops.inflight import InFlightMiddleware
+from gateway.ops.live_share import LiveShare, share_directory
 from gateway.ops.logs import LoggingSetup, configure_logging
 from gateway.ops.metrics import Metrics, render_latest
 from gateway.ops.metrics_access import token_matches
+from gateway.ops.middleware import GatewayMiddleware
 from gateway.ops.shutdown import drain_on_signal, reload_on_sighup
 from gateway.redaction import config_secrets
 from gateway.runtime import Runtime
@@ -183,6 +183,10 @@ def create_app(
             stack.enter_context(drain_on_signal(runtime.begin_drain))
             stack.callback(app_metrics.mark_process_dead)
             app.state.runtime = runtime
+            if app_metrics.multiprocess and (directory := share_directory()) is not None:
+                # Several workers: /admin/live shows them all (gateway/ops/live_share.py).
+                share = LiveShare(directory, lambda: live_snapshot(runtime))
+                app.state.live_share = await stack.enter_async_context(share)
             yield
 
     routes = [
@@ -220,10 +224,8 @@ def create_app(
     routes.extend(ollama_routes(page))
     routes[:0] = [r for r in console if r.path != "/"]
     middleware = [
-        Middleware(RequestIdMiddleware),
-        Middleware(AccessLogMiddleware),
-        Middleware(InFlightMiddleware, metrics=app_metrics),
-        Middleware(HeaderGuardMiddleware, shapes=shapes),
+        # Request id, access line, in-flight counts and header guard in one ASGI hop.
+        Middleware(GatewayMiddleware, metrics=app_metrics, shapes=shapes),
     ]
     if settings.ollama.port is not None:  # the Ollama door's own address (gateway/cli.py)
         listener = Middleware(

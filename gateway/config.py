@@ -77,7 +77,7 @@ class UpstreamSettings(_Frozen):
     poll_interval: float = Field(0.25, gt=0, le=60)
     poll_backoff_max: float = Field(5.0, gt=0)
     status_url_max_length: int = Field(8000, ge=256)
-    status_max_ids: int | None = Field(None, ge=1)
+    status_max_ids: int | None = Field(100, ge=1)
     connect_timeout: float = Field(5.0, gt=0)
     read_timeout: float = Field(30.0, gt=0)
     max_connections: int = Field(100, ge=1)

@@ -1,10 +1,13 @@
 """``GET /admin/live``: jobs in flight and queued per account, polling, latency, failures.
 
 Any admin key may read it (it changes nothing). Accounts are named as in the config (the
-first key using a token names it), never by their upstream token.
+first key using a token names it), never by their upstream token. With several workers the
+answer covers all of them (``gateway.ops.live_share``), whichever one answers.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -35,11 +38,22 @@ def account_states(rt: Runtime) -> list[AccountState]:
     return states
 
 
+def _stale_after(rt: Runtime) -> float:
+    """A request listed longer than this never reached ``finish``: drop it from the view."""
+    return 2 * rt.settings.limits.max_deadline
+
+
+def live_snapshot(rt: Runtime) -> dict[str, Any]:
+    """This worker's view, as shared with the other workers of the server."""
+    return rt.live.share(account_states(rt), _stale_after(rt))
+
+
 async def admin_live(request: Request) -> Response:
     rt = runtime(request)
     try:
         require_admin_reader(rt, request)
     except GatewayError as error:
         return error_response(error)
-    stale = 2 * rt.settings.limits.max_deadline
-    return JSONResponse(rt.live.answer(account_states(rt), stale))
+    share = getattr(request.app.state, "live_share", None)
+    others = share.others if share is not None else ()
+    return JSONResponse(rt.live.answer(account_states(rt), _stale_after(rt), others))

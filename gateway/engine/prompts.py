@@ -37,6 +37,7 @@ from typing import Any, NoReturn
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from gateway.engine.preset_render import RENDERERS, Renderer
 from gateway.engine.turns import guard_for
 from gateway.errors import BadRequest
 
@@ -333,7 +334,7 @@ def _environment() -> ImmutableSandboxedEnvironment:
 class PromptTemplate:
     """A compiled chat template. Compile once (``template_for`` caches), render per request."""
 
-    __slots__ = ("_guard", "_template", "bos_token", "eos_token", "name", "source")
+    __slots__ = ("_guard", "_python", "_template", "bos_token", "eos_token", "name", "source")
 
     def __init__(
         self, source: str, *, name: str = "custom", bos_token: str = "", eos_token: str = ""
@@ -345,6 +346,9 @@ class PromptTemplate:
         # Client text may not write this template's control tokens (gateway.engine.turns).
         custom = PRESETS.get(name) != source
         self._guard = guard_for(name, custom, (bos_token, eos_token))
+        # An unchanged preset renders through its plain-Python twin, byte-identical and ~20x
+        # cheaper than the sandbox; a template from configuration keeps the sandbox.
+        self._python: Renderer | None = None if custom else RENDERERS.get(name)
         try:
             self._template = _environment().from_string(source)
         except jinja2.TemplateSyntaxError as exc:
@@ -380,6 +384,8 @@ class PromptTemplate:
         return self._render(dicts, generation_prompt=True)
 
     def _render(self, messages: list[dict[str, str]], *, generation_prompt: bool) -> str:
+        if self._python is not None:
+            return self._python(messages, generation_prompt, self.bos_token)
         context = {
             "messages": messages,
             "add_generation_prompt": generation_prompt,

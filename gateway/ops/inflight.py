@@ -18,9 +18,6 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from gateway.ops.metrics import Metrics
 
 #: Paths whose requests are counted: the API, not probes or metric scrapes.
 COUNTED_PREFIXES = ("/v1/", "/admin/")
@@ -41,7 +38,7 @@ class LoopTasks(Collector):
         )
 
 
-def _register_once(registry: CollectorRegistry, collector: Collector) -> None:
+def register_once(registry: CollectorRegistry, collector: Collector) -> None:
     # A second app on the same registry: the first one's collector already reports.
     with contextlib.suppress(ValueError):
         registry.register(collector)
@@ -57,41 +54,13 @@ def requests_gauge(registry: CollectorRegistry) -> Gauge:
         return Gauge(name, doc, multiprocess_mode="livesum", registry=None)
 
 
-class InFlightMiddleware:
-    """Pure ASGI: counts API requests in flight and open event streams.
+def is_event_stream(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Does an ``http.response.start`` message's headers open an event stream?
 
-    A stream is a response whose content type is ``text/event-stream``; it counts from its
-    first byte until the exchange ends, whether it completed, failed or the client left.
+    A stream counts in ``gateway_streams_active`` from its first byte until the exchange
+    ends, whether it completed, failed or the client left (``gateway.ops.middleware``).
     """
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-        self.requests = requests_gauge(metrics.registry)
-        if not metrics.multiprocess:
-            _register_once(metrics.registry, LoopTasks())
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(COUNTED_PREFIXES):
-            await self.app(scope, receive, send)
-            return
-        streams = self.metrics.streams_active
-        streaming = False
-
-        async def counting_send(message: Message) -> None:
-            nonlocal streaming
-            if message["type"] == "http.response.start" and not streaming:
-                for name, value in message.get("headers", ()):
-                    if name.lower() == b"content-type" and value.startswith(b"text/event-stream"):
-                        streaming = True
-                        streams.inc()
-                        break
-            await send(message)
-
-        self.requests.inc()
-        try:
-            await self.app(scope, receive, counting_send)
-        finally:
-            self.requests.dec()
-            if streaming:
-                streams.dec()
+    for name, value in headers:
+        if name.lower() == b"content-type":
+            return value.startswith(b"text/event-stream")
+    return False

@@ -3,12 +3,16 @@
 :class:`LiveView` keeps only bounded memory: a ring of recent upstream call timings, a ring of
 recent failed requests, and the completions currently following jobs (each one leaves when its
 exchange finishes). The answer names accounts by their configured names, never by token.
+
+With several workers each one's view covers its own requests only; ``gateway.ops.live_share``
+hands every worker the others' (:meth:`LiveView.share`), and :meth:`LiveView.answer` merges them.
 """
 
 from __future__ import annotations
 
 import collections
 import math
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -16,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from gateway.http.exchange import Exchange
+from gateway.ops.live_share import merge, merge_accounts
 
 #: Upstream calls kept for the latency percentiles and the error count.
 SAMPLES = 1024
@@ -105,17 +110,12 @@ class LiveView:
             )
 
     def upstream(self) -> dict[str, Any]:
+        return _upstream(self._recent_samples())
+
+    def _recent_samples(self) -> list[list[Any]]:
+        """Recent upstream calls as ``[milliseconds, ok]``."""
         horizon = time.monotonic() - RECENT_SECONDS
-        recent = [(seconds, ok) for at, seconds, ok in self.samples if at >= horizon]
-        times = [seconds * 1000 for seconds, _ in recent]
-        p50, p99 = percentile(times, 0.50), percentile(times, 0.99)
-        return {
-            "latency_ms_p50": None if p50 is None else round(p50, 1),
-            "latency_ms_p99": None if p99 is None else round(p99, 1),
-            "calls_recent": len(recent),
-            "errors_recent": sum(1 for _, ok in recent if not ok),
-            "recent_seconds": RECENT_SECONDS,
-        }
+        return [[seconds * 1000, ok] for at, seconds, ok in self.samples if at >= horizon]
 
     def jobs(self, stale_after: float) -> list[dict[str, Any]]:
         """One row per job in flight; exchanges older than ``stale_after`` seconds are dropped
@@ -140,15 +140,48 @@ class LiveView:
                 )
         return rows
 
-    def answer(self, accounts: Iterable[AccountState], stale_after: float) -> dict[str, Any]:
+    def share(self, accounts: Iterable[AccountState], stale_after: float) -> dict[str, Any]:
+        """What this worker sees, in a form views of several workers merge from."""
+        return {
+            "worker": os.getpid(),
+            "accounts": [_account_row(a) for a in accounts],
+            "samples": self._recent_samples(),
+            "failures": list(self.failures),
+            "jobs": self.jobs(stale_after),
+        }
+
+    def answer(
+        self,
+        accounts: Iterable[AccountState],
+        stale_after: float,
+        others: Iterable[dict[str, Any]] = (),
+    ) -> dict[str, Any]:
+        """The ``/admin/live`` answer: this worker's view merged with ``others`` (the other
+        workers' shared views, see ``gateway.ops.live_share``). Job rows name their worker."""
+        views = merge(self.share(accounts, stale_after), others)
+        failures = sorted((f for v in views for f in v["failures"]), key=lambda f: f["at"])
         return {
             "object": "live",
             "at": _iso(datetime.now(UTC)),
-            "accounts": [_account_row(a) for a in accounts],
-            "upstream": self.upstream(),
-            "recent_failures": list(reversed(self.failures)),
-            "jobs": self.jobs(stale_after),
+            "workers": [{"worker": v["worker"], "jobs": len(v["jobs"])} for v in views],
+            "accounts": merge_accounts(views),
+            "upstream": _upstream([s for v in views for s in v["samples"]]),
+            "recent_failures": list(reversed(failures[-FAILURES:])),
+            "jobs": [{**row, "worker": v["worker"]} for v in views for row in v["jobs"]],
         }
+
+
+def _upstream(samples: list[list[Any]]) -> dict[str, Any]:
+    """Latency percentiles and error count of recent upstream calls (``[ms, ok]`` each)."""
+    times = [ms for ms, _ in samples]
+    p50, p99 = percentile(times, 0.50), percentile(times, 0.99)
+    return {
+        "latency_ms_p50": None if p50 is None else round(p50, 1),
+        "latency_ms_p99": None if p99 is None else round(p99, 1),
+        "calls_recent": len(samples),
+        "errors_recent": sum(1 for _, ok in samples if not ok),
+        "recent_seconds": RECENT_SECONDS,
+    }
 
 
 def _account_row(state: AccountState) -> dict[str, Any]:

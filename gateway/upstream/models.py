@@ -51,6 +51,8 @@ class JobSnapshot:
     vm_status: str | None = None
     runtime: float | None = None
     error: str | None = None  # why the gateway considers the job failed, when it does
+    #: The answer's raw ``status`` and ``vmStatus``, for :func:`same_as` (None: not parsed here).
+    wire: tuple[Any, Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +118,29 @@ def parse_json(raw: bytes) -> Any:
         return json.loads(raw)
 
 
+def same_as(data: Any, previous: JobSnapshot) -> bool:
+    """Does a job of a status answer show what ``previous`` showed: the same raw status and
+    vmStatus and a log of the same length?
+
+    Checked before :func:`parse_job`, so a job with nothing new (most jobs, most ticks: a job
+    waits in a queue, or writes a few words a second) costs no snapshot and no comparison of
+    its log with the last one. The log is cumulative, so a change keeps its length only when
+    it is rewritten in place; such a rewrite is seen when the log next grows or the job ends.
+    """
+    if previous.wire is None or not isinstance(data, dict):
+        return False
+    states = data.get("states")
+    default = states.get("default") if isinstance(states, dict) else None
+    if not isinstance(default, dict):
+        return False
+    log = default.get("log")
+    return (
+        isinstance(log, str)
+        and len(log) == len(previous.log)
+        and previous.wire == (default.get("status"), data.get("vmStatus"))
+    )
+
+
 def parse_job(job_id: str, data: Any, rules: StatusRules) -> JobSnapshot:
     """Read one job of a status answer, tolerating missing or oddly typed fields."""
     # Parsed JSON holds dicts, never other mappings: ``dict`` checks skip the ABC machinery.
@@ -125,7 +150,8 @@ def parse_job(job_id: str, data: Any, rules: StatusRules) -> JobSnapshot:
     default = states.get("default") if isinstance(states, dict) else None
     if not isinstance(default, dict):
         default = {}
-    status = str(default.get("status") or "").strip().lower()
+    status_raw = default.get("status")
+    status = str(status_raw or "").strip().lower()
     vm_status_raw = data.get("vmStatus")
     vm_status = str(vm_status_raw).strip().lower() if vm_status_raw is not None else None
     log = default.get("log")
@@ -141,4 +167,5 @@ def parse_job(job_id: str, data: Any, rules: StatusRules) -> JobSnapshot:
         error=f"the upstream job ended with status {status or vm_status!r}"
         if phase is JobPhase.FAILED
         else None,
+        wire=(status_raw, vm_status_raw),
     )

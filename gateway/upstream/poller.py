@@ -144,6 +144,8 @@ class AccountPoller:
         #: Jobs other processes follow, polled here while this process leads: job -> processes.
         self._remote: dict[str, frozenset[str]] = {}
         self._missing: dict[str, int] = {}
+        #: The last snapshot each watch here was handed, by job: an unchanged job is skipped.
+        self._last: dict[str, JobSnapshot] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.relay: Relay | None = None
 
@@ -191,6 +193,7 @@ class AccountPoller:
                 new = True
             else:
                 watches.append(watch)
+                self._last.pop(job_id, None)  # the next poll hands the newcomer the job
         if new and self.relay is not None:
             self.relay.followed()
         try:
@@ -223,6 +226,7 @@ class AccountPoller:
         """Stop polling ``job_id`` once neither a request here nor another process follows it."""
         if job_id not in self._watches and job_id not in self._remote:
             self._missing.pop(job_id, None)
+            self._last.pop(job_id, None)
             self.lanes.remove(job_id)
 
     def _place(self, job_id: str) -> None:
@@ -237,6 +241,7 @@ class AccountPoller:
         self._watches.pop(job_id, None)
         self._remote.pop(job_id, None)
         self._missing.pop(job_id, None)
+        self._last.pop(job_id, None)
         self.lanes.remove(job_id)
 
     def _report(self) -> None:
@@ -298,7 +303,9 @@ class AccountPoller:
         if self._on_tick is not None:
             self._on_tick(self.account, len(self._watches), (len(ids),))
         try:
-            snapshots = await self._client.status(self._token, ids, account=self.account)
+            snapshots = await self._client.status(
+                self._token, ids, account=self.account, previous=self._last
+            )
         except UpstreamFailure as failure:
             self._report_error(ids, failure)
             return failure
@@ -335,6 +342,10 @@ class AccountPoller:
                 self._missing.pop(job_id, None)
             if remote:
                 relayed.append((snapshot, remote))
+            if watches:
+                if snapshot is self._last.get(job_id):
+                    continue  # nothing new (the client reused the last snapshot)
+                self._last[job_id] = snapshot
             ended = self._deliver(snapshot, watches or ()) or ended
         if relayed and self.relay is not None:
             self.relay.publish(relayed)

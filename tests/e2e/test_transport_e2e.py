@@ -62,6 +62,8 @@ def gateway(emulator: Server, tmp_path_factory: pytest.TempPathFactory) -> Itera
             "metrics_token": METRICS_TOKEN,
         },
         upstream={"base_url": emulator.url, "poll_interval": 0.05, "submit_retries": 0},
+        # A window large enough for the 100 KB prompt below: the guard is the point here.
+        models=[{"name": "gemma-2b", "tag": "gemma:2b", "context_window": 131072}],
     )
     tmp = tmp_path_factory.mktemp("transport-gateway")
     with running(start_gateway(tmp, config)) as server:

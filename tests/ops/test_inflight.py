@@ -1,4 +1,5 @@
-"""In-flight counts for /metrics, and the header guard, on a small app over ASGITransport."""
+"""The gateway's middleware on a small app over ASGITransport: in-flight counts for /metrics,
+the header guard, the request id and the access line, in one ASGI hop."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
+import pytest
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -13,9 +15,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from gateway.http.middleware import HeaderGuardMiddleware
-from gateway.ops.inflight import InFlightMiddleware
 from gateway.ops.metrics import Metrics, render_latest
+from gateway.ops.middleware import GatewayMiddleware
 
 
 def _value(metrics: Metrics, name: str) -> float:
@@ -47,10 +48,7 @@ def _app(metrics: Metrics, seen: dict[str, float]) -> Starlette:
             Route("/v1/broken", broken),
             Route("/healthz", plain),
         ],
-        middleware=[
-            Middleware(InFlightMiddleware, metrics=metrics),
-            Middleware(HeaderGuardMiddleware),
-        ],
+        middleware=[Middleware(GatewayMiddleware, metrics=metrics)],
     )
 
 
@@ -102,3 +100,44 @@ async def test_a_header_that_must_be_single_and_is_not_gets_a_400() -> None:
         assert error["code"] == "duplicate_header" and "authorization" in error["message"]
         single = await client.get("/v1/plain", headers={"authorization": "Bearer a"})
         assert single.status_code == 200
+        assert seen_ids(answer) == seen_ids(single) == 1
+
+
+def seen_ids(answer: httpx.Response) -> int:
+    """How many ids the answer carries, under both names, all equal."""
+    ids = answer.headers.get_list("x-request-id")
+    assert ids == answer.headers.get_list("request-id")
+    return len(ids)
+
+
+async def test_every_answer_carries_the_request_id_the_client_sent_if_sane() -> None:
+    metrics = Metrics.create(CollectorRegistry())
+    transport = httpx.ASGITransport(app=_app(metrics, {}), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        mine = await client.get("/v1/plain", headers={"x-request-id": "trace-1.2:3"})
+        assert mine.headers["x-request-id"] == mine.headers["request-id"] == "trace-1.2:3"
+        insane = await client.get("/v1/plain", headers={"x-request-id": "a b\x01"})
+        assert insane.headers["x-request-id"].startswith("req_")
+        missing = await client.get("/nowhere")
+        assert missing.status_code == 404 and missing.headers["x-request-id"].startswith("req_")
+        stream = await client.get("/v1/events")
+        assert seen_ids(stream) == 1
+
+
+async def test_the_access_line_names_the_route_status_and_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    metrics = Metrics.create(CollectorRegistry())
+    transport = httpx.ASGITransport(app=_app(metrics, {}))
+    with caplog.at_level("INFO", logger="gateway.access"):
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            await client.get("/v1/plain", headers={"x-request-id": "line-1"})
+            await client.get(
+                "/v1/plain",
+                headers=[("x-api-key", "a"), ("x-api-key", "b"), ("x-request-id", "r2")],
+            )
+    lines = [r.__dict__ for r in caplog.records if r.name == "gateway.access"]
+    assert [(x["request_id"], x["route"], x["status"]) for x in lines] == [
+        ("line-1", "/v1/plain", 200),
+        ("r2", "(unknown route)", 400),
+    ]

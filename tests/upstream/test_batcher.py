@@ -154,14 +154,14 @@ async def test_a_lone_submission_on_an_idle_batcher_goes_at_once(world: World) -
 async def test_arrivals_during_a_submission_in_flight_gather_into_the_next_one(
     world: World,
 ) -> None:
-    world.slow_submissions(0.3)
+    world.slow_submissions(2.0)  # long enough that a loaded machine still fits the arrivals
     batcher = world.batcher(window=5.0)
     first = asyncio.ensure_future(batcher.submit(TOKEN, "m:1", ["first"]))
     await asyncio.sleep(0.05)
     later = []
     for i in range(5):  # spread out, as requests arrive through the gateway's own work
         later.append(asyncio.ensure_future(batcher.submit(TOKEN, "m:1", [f"later {i}"])))
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.01)
     results = await asyncio.gather(first, *later)
     # Two POSTs: the first alone, then everyone who arrived while it was in flight.
     assert world.sizes == [1, 5]

@@ -211,3 +211,38 @@ async def test_closing_the_hub_leaves_no_task(fake: FakeJobs) -> None:
     await hub.aclose()
     assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("poller:")]
     await client.aclose()
+
+
+@respx.mock
+async def test_a_job_with_nothing_new_is_answered_with_its_last_snapshot(fake: FakeJobs) -> None:
+    """Same status and log length: the client hands back the last snapshot, unparsed."""
+    _, client = _hub()
+    a = "a" * 32
+    fake.jobs[a] = _job("running", "one")
+    first = (await client.status("token", [a]))[a]
+    assert (await client.status("token", [a], previous={a: first}))[a] is first
+    fake.jobs[a] = _job("running", "one two")  # the log grew
+    grown = (await client.status("token", [a], previous={a: first}))[a]
+    assert grown is not first and grown.log == "one two"
+    fake.jobs[a] = _job("completed", "one two")  # same log, new status
+    done = (await client.status("token", [a], previous={a: grown}))[a]
+    assert done is not grown and done.phase is JobPhase.FINISHED
+    await client.aclose()
+
+
+@respx.mock
+async def test_a_watch_joining_a_job_with_nothing_new_still_gets_it(fake: FakeJobs) -> None:
+    """The poller skips unchanged jobs, but a newcomer is handed the job at the next poll."""
+    hub, client = _hub()
+    poller = hub.poller("token", "alice")
+    a = "a" * 32
+    fake.jobs[a] = _job("running", "so far")
+    with poller.watch([a]) as first:
+        assert [s.log for s in await first.changes(5)] == ["so far"]
+        count = len(fake.requests)
+        await _until(lambda: len(fake.requests) >= count + 3)
+        assert await first.changes(0) == []  # polled again, nothing new: nothing handed
+        with poller.watch([a]) as second:
+            assert [s.log for s in await second.changes(5)] == ["so far"]
+    await hub.aclose()
+    await client.aclose()
