@@ -7,7 +7,7 @@ in OpenAI's terms; the engine then sees only a :class:`~gateway.engine.conversat
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gateway.config import LimitSettings
@@ -124,25 +124,7 @@ def _tools(request: ChatCompletionRequest, ignored: list[str]) -> list[ToolDefin
     tools = []
     for i, tool in enumerate(request.tools or ()):
         if isinstance(tool, CustomToolDefinition):
-            spec = tool.custom
-            name, description = spec.get("name"), spec.get("description")
-            if not isinstance(name, str) or not 1 <= len(name) <= 64:
-                raise BadRequest(
-                    "A custom tool needs a name of 1 to 64 characters.",
-                    param=f"tools[{i}].custom.name",
-                )
-            fmt = spec.get("format")
-            if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
-                ignored.append(f"tools[{i}].custom.format ({fmt.get('type')})")
-            tools.append(
-                ToolDefinition(
-                    name,
-                    description if isinstance(description, str) else None,
-                    CUSTOM_INPUT,
-                    param=f"tools[{i}].custom",
-                    custom=True,
-                )
-            )
+            tools.append(custom_tool(tool.custom, f"tools[{i}].custom", ignored))
         else:
             function = tool.function
             tools.append(
@@ -155,6 +137,27 @@ def _tools(request: ChatCompletionRequest, ignored: list[str]) -> list[ToolDefin
                 )
             )
     return tools
+
+
+def custom_tool(spec: Mapping[str, Any], where: str, ignored: list[str]) -> ToolDefinition:
+    """A custom (free-text) tool as one taking its input as the string ``input``; chat's
+    ``tools[].custom`` and the Responses API's flat ``tools[]`` both come this way.
+
+    Its ``format`` (a grammar) cannot constrain the model here: logged as ignored.
+    """
+    name, description = spec.get("name"), spec.get("description")
+    if not isinstance(name, str) or not 1 <= len(name) <= 64:
+        raise BadRequest("A custom tool needs a name of 1 to 64 characters.", param=f"{where}.name")
+    fmt = spec.get("format")
+    if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
+        ignored.append(f"{where}.format ({fmt.get('type')})")
+    return ToolDefinition(
+        name,
+        description if isinstance(description, str) else None,
+        CUSTOM_INPUT,
+        param=where,
+        custom=True,
+    )
 
 
 def _named(choice: dict[str, Any] | None) -> str:

@@ -4,8 +4,9 @@ Input items arrive as the Agents SDK, the AI SDK and Codex send them: messages w
 ``type``, content as a string or parts, an agent's whole history of ``function_call`` /
 ``function_call_output`` items (with or without ``id``/``status``), ``reasoning`` items (dropped:
 the models write none), ``item_reference`` (resolved from the store beforehand). Tools the
-upstream cannot run (hosted tools, custom tools) are not offered to the model and are reported
-as ignored, so such clients' requests work as sent. Bad input is a 400 naming the item.
+upstream cannot run (hosted tools) are not offered to the model and are reported as ignored,
+so such clients' requests work as sent; custom (free-text) tools are offered as chat offers them
+(:func:`gateway.openai.translate.custom_tool`). Bad input is a 400 naming the item.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from gateway.engine.conversation import (
 )
 from gateway.errors import BadRequest, UnsupportedParameter
 from gateway.openai.responses.wire import CreateResponse
+from gateway.openai.translate import custom_tool
 
 #: Tools OpenAI runs on its side: not offered to the model, not refused (logged as ignored).
 HOSTED_TOOLS = frozenset(
@@ -327,6 +329,12 @@ def _function(tool: dict[str, Any], where: str) -> ToolDefinition:
     )
 
 
+def _definition(tool: dict[str, Any], where: str, ignored: list[str]) -> ToolDefinition:
+    if tool.get("type", "function") == "custom":
+        return custom_tool(tool, where, ignored)
+    return _function(tool, where)
+
+
 def _tools(
     tools: Sequence[Any],
 ) -> tuple[list[ToolDefinition], list[dict[str, Any]], dict[str, str], list[str]]:
@@ -339,19 +347,20 @@ def _tools(
         kind = tool.get("type") if isinstance(tool, dict) else None
         if not isinstance(tool, dict) or not isinstance(kind, str):
             raise BadRequest(f"{where} must be an object with a type.", param=where)
-        if kind == "function":
-            definitions.append(_function(tool, where))
+        if kind in ("function", "custom"):
+            definitions.append(_definition(tool, where, ignored))
             offered.append(tool)
         elif kind == "namespace":
             for j, inner in enumerate(tool.get("tools") or []):
-                if isinstance(inner, dict) and inner.get("type", "function") == "function":
-                    definition = _function(inner, f"{where}.tools[{j}]")
+                inner_kind = inner.get("type", "function") if isinstance(inner, dict) else None
+                if isinstance(inner, dict) and inner_kind in ("function", "custom"):
+                    definition = _definition(inner, f"{where}.tools[{j}]", ignored)
                     definitions.append(definition)
                     namespaces[definition.name] = str(tool.get("name", ""))
                 else:
                     ignored.append(f"{where}.tools[{j}]")
             offered.append(tool)
-        else:  # hosted and custom tools: the upstream cannot run them
+        else:  # hosted tools: the upstream cannot run them
             ignored.append(f"tools[{i}] ({kind})")
     names = [d.name for d in definitions]
     if len(set(names)) != len(names):
@@ -370,11 +379,11 @@ def _tool_choice(choice: Any, tools: Sequence[ToolDefinition]) -> ToolChoice | N
     if not isinstance(choice, dict):
         raise BadRequest("tool_choice must be a string or an object.", param="tool_choice")
     kind = choice.get("type")
-    if kind == "function":
+    if kind in ("function", "custom"):
         name = choice.get("name")
         if name not in names:
             raise BadRequest(
-                f"tool_choice names the function {name!r}, which is not among the tools.",
+                f"tool_choice names the {kind} tool {name!r}, which is not among the tools.",
                 param="tool_choice",
             )
         return ToolChoice(mode="required", forced=str(name))
@@ -385,7 +394,9 @@ def _tool_choice(choice: Any, tools: Sequence[ToolDefinition]) -> ToolChoice | N
         allowed = tuple(
             str(t.get("name"))
             for t in choice.get("tools") or []
-            if isinstance(t, dict) and t.get("type") == "function" and t.get("name") in names
+            if isinstance(t, dict)
+            and t.get("type") in ("function", "custom")
+            and t.get("name") in names
         )
         if mode == "required" and not allowed:
             raise BadRequest(
@@ -393,7 +404,8 @@ def _tool_choice(choice: Any, tools: Sequence[ToolDefinition]) -> ToolChoice | N
             )
         return ToolChoice(mode=mode, allowed=allowed)
     raise UnsupportedParameter(
-        f"tool_choice of type {kind!r} cannot be honoured: only function tools run here.",
+        f"tool_choice of type {kind!r} cannot be honoured: only function and custom tools "
+        "run here.",
         param="tool_choice",
     )
 

@@ -91,7 +91,7 @@ def test_bad_items_are_400s_naming_them(item: dict[str, Any], param: str) -> Non
     assert info.value.param == param
 
 
-def test_codex_tools_hosted_ignored_namespaces_offered_custom_not() -> None:
+def test_codex_tools_hosted_ignored_namespaces_and_custom_offered() -> None:
     tools = [
         {"type": "web_search"},
         {"type": "custom", "name": "apply_patch", "format": {"type": "grammar"}},
@@ -105,11 +105,13 @@ def test_codex_tools_hosted_ignored_namespaces_offered_custom_not() -> None:
     ]
     translated = _translate(input="hi", tools=tools, tool_choice="auto")
     conversation = translated.conversation
-    assert [t.name for t in conversation.tools] == ["lookup", "shell"]
-    assert conversation.tools[1].strict
+    assert [t.name for t in conversation.tools] == ["apply_patch", "lookup", "shell"]
+    assert conversation.tools[0].custom and not conversation.tools[1].custom
+    assert conversation.tools[2].strict
     assert translated.namespaces == {"lookup": "crm"}
     assert "tools[0] (web_search)" in conversation.ignored
-    assert "tools[1] (custom)" in conversation.ignored
+    assert "tools[1].format (grammar)" in conversation.ignored
+    assert [t["type"] for t in translated.tools] == ["custom", "namespace", "function"]
 
 
 def test_tool_choice_and_text_format() -> None:
