@@ -61,6 +61,11 @@ def _message_text(message: ChatMessage, index: int) -> str:
     parts: list[str] = []
     for j, part in enumerate(content):
         text = getattr(part, "text", None)
+        if part.type == "refusal" and message.role == "assistant":  # an earlier refusal: text
+            text = (part.model_extra or {}).get("refusal")
+            if isinstance(text, str):
+                parts.append(text)
+                continue
         if part.type not in ("text", "input_text") or not isinstance(text, str):
             raise UnsupportedParameter(
                 f"Only text content is supported by this service; messages[{index}].content[{j}] "
@@ -107,8 +112,10 @@ def _refuse_unsupported(request: ChatCompletionRequest) -> None:
                 f"'{name}' is not supported: the upstream service only generates text.",
                 param=name,
             )
-    if request.audio is not None or (request.modalities and "audio" in request.modalities):
+    if request.audio is not None:
         raise UnsupportedParameter("Audio output is not supported.", param="audio")
+    if request.modalities and "audio" in request.modalities:
+        raise UnsupportedParameter("Audio output is not supported.", param="modalities")
     if request.functions:
         raise UnsupportedParameter(
             "The deprecated 'functions' are not supported; use 'tools' and 'tool_choice'.",
@@ -210,6 +217,8 @@ def _output_format(request: ChatCompletionRequest) -> OutputFormat | None:
     spec = fmt.json_schema
     if spec is None:
         return OutputFormat("json_schema", param="response_format.json_schema")
+    if spec.schema_ is None:  # the spec makes the schema optional: then any JSON object will do
+        return OutputFormat("json_object", spec.name, spec.description)
     return OutputFormat(
         "json_schema",
         spec.name,
