@@ -112,10 +112,8 @@ def _refuse_unsupported(request: ChatCompletionRequest) -> None:
                 f"'{name}' is not supported: the upstream service only generates text.",
                 param=name,
             )
-    if request.audio is not None:
+    if request.audio is not None or (request.modalities and "audio" in request.modalities):
         raise UnsupportedParameter("Audio output is not supported.", param="audio")
-    if request.modalities and "audio" in request.modalities:
-        raise UnsupportedParameter("Audio output is not supported.", param="modalities")
     if request.functions:
         raise UnsupportedParameter(
             "The deprecated 'functions' are not supported; use 'tools' and 'tool_choice'.",

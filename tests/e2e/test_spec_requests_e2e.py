@@ -38,7 +38,6 @@ REFUSED = {
     "/chat/completions": {
         "logprobs",
         "audio",
-        "modalities",
         "web_search_options",
         "moderation",
     },
@@ -48,7 +47,7 @@ REFUSED = {
 #: Content the models cannot read (docs/openai.md: "content parts `image_url`, ... refused").
 NOT_TEXT = re.compile(r"has type '(image_url|input_audio|file)'")
 #: Fields a field is sent with (``top_logprobs`` needs ``logprobs``): a refusal may name them.
-CONTEXT = {"top_logprobs": ("logprobs",)}
+CONTEXT = {"top_logprobs": ("logprobs",), "modalities": ("audio",)}
 #: Not varied: given by every request, or needing state (sent below with a real one).
 FIXED = frozenset({"model", "messages", "prompt_text", "input", "previous_response_id"})
 
