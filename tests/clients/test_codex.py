@@ -137,3 +137,26 @@ def test_the_tools_codex_sends_are_offered(gateway: Server, emulator: Server) ->
     assert offered[:1] == ["apply_patch"], offered
     assert offered == names[: len(offered)]  # the client's order, the first that fit
     assert "web_search" not in prompt
+
+
+def test_codexs_developer_prompt_is_cut_to_fit_a_small_window(
+    gateway: Server, emulator: Server
+) -> None:
+    """gemma-2b-4k reads 4,096 tokens: Codex's ~18 KB developer prompt alone is more.
+    As sent, the request is refused at once with ``context_length_exceeded``; with
+    ``truncation: "auto"`` the prompt's middle is cut, its head and tail kept."""
+    meta, body = recordings.load("codex")
+    request = {**json.loads(body), "model": "gemma-2b-4k"}
+    developer = request["input"][0]["content"][0]["text"]
+    headers = {**meta["headers"], "authorization": f"Bearer {ALICE_KEY}"}
+    url = gateway.url + meta["path"]
+    refused = httpx.post(url, json=request, headers=headers, timeout=120)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["code"] == "context_length_exceeded"
+    fitted = httpx.post(url, json={**request, "truncation": "auto"}, headers=headers, timeout=120)
+    assert fitted.status_code == 200, fitted.text
+    assert stream_events(fitted.content)[-1]["type"] == "response.completed"
+    prompt = job_prompt(emulator, fitted.headers["x-job-id"])
+    assert developer[:100] in prompt and developer[-100:] in prompt
+    assert developer not in prompt and "[...]" in prompt
+    assert PROMPT in prompt
