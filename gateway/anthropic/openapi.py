@@ -126,7 +126,8 @@ def schemas() -> dict[str, Any]:
                 "max_tokens": {
                     "type": "integer",
                     "minimum": 1,
-                    "description": "Clamped to the model's limit, not refused.",
+                    "description": "Clamped to the model's limit, not refused. 0 (warm "
+                    "the prompt cache only) is refused: there is no prompt cache to warm.",
                 },
                 "stop_sequences": {"type": "array", "items": {"type": "string"}},
                 "stream": {"type": "boolean"},

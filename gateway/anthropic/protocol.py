@@ -202,6 +202,8 @@ class CountTokensRequest(_Lenient):
 
 
 class MessagesRequest(CountTokensRequest):
-    max_tokens: int = Field(ge=1)
+    #: ``0`` is valid for Anthropic (warm the prompt cache, no answer): refused by the door
+    #: (:func:`gateway.anthropic.translate.conversation`) with the reason, not by a bound.
+    max_tokens: int = Field(ge=0)
     stop_sequences: list[str] | None = None
     stream: bool = False

@@ -229,6 +229,13 @@ def conversation(request: CountTokensRequest) -> Conversation:
     max_tokens: int | None = None
     stream = False
     if isinstance(request, MessagesRequest):
+        if request.max_tokens == 0:
+            raise UnsupportedParameter(
+                "max_tokens: 0 (warm the prompt cache without generating a response) is not "
+                "available here: the upstream service has no prompt cache to warm, so the "
+                "call would do nothing. Send max_tokens of 1 or more.",
+                param="max_tokens",
+            )
         stops = [s for s in request.stop_sequences or () if s]
         max_tokens, stream = request.max_tokens, request.stream
     messages = _messages(request)

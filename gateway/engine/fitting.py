@@ -10,7 +10,12 @@ each only when the one before was not enough:
    call of the conversation matters most, then the others in the order the client gave them;
 3. where the door allows it (the Responses API's ``truncation: "auto"``, or the model's
    ``truncation: auto``), the oldest turns are left out; system messages and the last turn stay;
-4. otherwise the request is refused at once with ``context_length_exceeded`` (400).
+4. where the door allows it and that was not enough (a coding agent's 20 KB developer prompt
+   in an 8k window), the longest system message is cut in its middle, keeping its head (who
+   the model is, the rules) and its tail (the task's setting), down to :data:`SYSTEM_FLOOR`
+   characters at least; the tools go first (they are how an agent acts): the most tools that
+   fit with the message at its floor are kept, then as much of the message as still fits;
+5. otherwise the request is refused at once with ``context_length_exceeded`` (400).
 
 Every step taken is reported, so the access log lists it as it lists ignored fields. Token
 counts are the gateway's estimate (:mod:`gateway.engine.tokens`), which errs high.
@@ -29,13 +34,26 @@ from gateway.engine.tokens import count_tokens
 from gateway.engine.tools import OutputSpec, Tool
 from gateway.errors import BadRequest
 
-__all__ = ["Fitted", "Window", "fit_prompt", "rank_tools", "too_long", "window_for"]
+__all__ = [
+    "Fitted",
+    "Window",
+    "cut_middle",
+    "fit_prompt",
+    "rank_tools",
+    "too_long",
+    "window_for",
+]
 
 #: The largest share of the window a request's ``max_tokens`` may claim from the prompt.
 MAX_ANSWER_SHARE = 0.5
 #: The answer's room when neither the request nor the model says: a share of the window, capped.
 DEFAULT_RESERVE_SHARE = 0.25
 DEFAULT_RESERVE_CAP = 1024
+
+#: The fewest characters a cut system message keeps (head and tail); below this it is refused.
+SYSTEM_FLOOR = 256
+#: What stands where a system message's middle was cut out.
+CUT_MARK = "\n[...]\n"
 
 #: Renders messages (and the output spec, in short when ``compact``) into the prompt.
 Render = Callable[[Sequence[PromptMessage], OutputSpec | None, bool], str]
@@ -131,6 +149,19 @@ def _largest(low: int, high: int, ok: Callable[[int], bool]) -> int | None:
     return low
 
 
+def cut_middle(text: str, keep: int) -> str:
+    """``text`` with its middle left out: ``keep`` characters of it, split head and tail."""
+    if keep >= len(text):
+        return text
+    head = (keep + 1) // 2
+    return text[:head] + CUT_MARK + text[len(text) - (keep - head) :]
+
+
+def _longest_system(messages: Sequence[PromptMessage]) -> int | None:
+    sizes = [(len(m.content), i) for i, m in enumerate(messages) if m.role == "system"]
+    return max(sizes)[1] if sizes else None
+
+
 def too_long(tokens: int, window: Window, param: str) -> BadRequest:
     """The refusal, in words both OpenAI's and Anthropic's clients recognise."""
     return BadRequest(
@@ -155,7 +186,7 @@ def fit_prompt(
 ) -> Fitted:
     """The prompt of ``messages`` and ``output`` within ``window.budget`` tokens (see above)."""
     budget = window.budget
-    cache: dict[tuple[int, int, bool], tuple[str, int]] = {}
+    cache: dict[tuple[int, int, bool, int | None], tuple[str, int]] = {}
     ranked = (
         rank_tools(output.tools.tools, output.tools.forced, called)
         if output and output.tools
@@ -164,14 +195,22 @@ def fit_prompt(
     fewest = 1 if output and output.tools and output.tools.must_call else 0
     groups = _turns(messages)
 
-    def shown(dropped: int) -> list[PromptMessage]:
-        gone = {i for group in groups[:dropped] for i in group}
-        return [m for i, m in enumerate(messages) if i not in gone]
+    longest = _longest_system(messages) if truncation else None
 
-    def attempt(dropped: int, kept: int, compact: bool) -> tuple[str, int]:
-        key = (dropped, kept, compact)
+    def shown(dropped: int, cut: int | None = None) -> list[PromptMessage]:
+        gone = {i for group in groups[:dropped] for i in group}
+        kept = [
+            m
+            if i != longest or cut is None
+            else dataclasses.replace(m, content=cut_middle(m.content, cut))
+            for i, m in enumerate(messages)
+        ]
+        return [m for i, m in enumerate(kept) if i not in gone]
+
+    def attempt(dropped: int, kept: int, compact: bool, cut: int | None = None) -> tuple[str, int]:
+        key = (dropped, kept, compact, cut)
         if key not in cache:
-            text = render(shown(dropped), _with_tools(output, ranked[:kept]), compact)
+            text = render(shown(dropped, cut), _with_tools(output, ranked[:kept]), compact)
             cache[key] = (text, count_tokens(text))
         return cache[key]
 
@@ -182,6 +221,7 @@ def fit_prompt(
     compact = bool(ranked)
     dropped = 0
     kept: int | None = None
+    cut: int | None = None
     if compact:
         kept = _largest(fewest, len(ranked), lambda k: attempt(0, k, True)[1] <= budget)
     if kept is None and truncation and len(groups) > 1:
@@ -193,9 +233,19 @@ def fit_prompt(
             kept = _largest(
                 fewest, len(ranked), lambda k: attempt(dropped, k, compact)[1] <= budget
             )
+    if kept is None and longest is not None:
+        dropped = max(len(groups) - 1, 0)
+        size = len(messages[longest].content)
+        floor = min(SYSTEM_FLOOR, size)
+
+        def cut_for(k: int) -> int | None:  # the most of the system message kept, k tools
+            return _largest(floor, size, lambda c: attempt(dropped, k, compact, c)[1] <= budget)
+
+        kept = _largest(fewest, len(ranked), lambda k: cut_for(k) is not None)
+        cut = cut_for(kept) if kept is not None else None
     if kept is None:
         raise too_long(first_tokens, window, param)
-    prompt, tokens = attempt(dropped, kept, compact)
+    prompt, tokens = attempt(dropped, kept, compact, cut)
     trims = []
     if compact:
         trims.append(f"tools: definitions shortened to fit the {window.size}-token context window")
@@ -206,6 +256,17 @@ def fit_prompt(
     if dropped:
         gone = sum(len(group) for group in groups[:dropped])
         trims.append(f"{param}: the {gone} oldest left out to fit the context window")
+    if cut is not None and longest is not None:
+        size = len(messages[longest].content)
+        trims.append(
+            f"{param}: a system message cut from {size} to {cut} characters (its head and "
+            "tail kept) to fit the context window"
+        )
     return Fitted(
-        prompt, tokens, shown(dropped), _with_tools(output, ranked[:kept]), compact, trims
+        prompt,
+        tokens,
+        shown(dropped, cut),
+        _with_tools(output, ranked[:kept]),
+        compact,
+        trims,
     )

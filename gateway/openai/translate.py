@@ -7,7 +7,7 @@ in OpenAI's terms; the engine then sees only a :class:`~gateway.engine.conversat
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gateway.config import LimitSettings
@@ -61,6 +61,11 @@ def _message_text(message: ChatMessage, index: int) -> str:
     parts: list[str] = []
     for j, part in enumerate(content):
         text = getattr(part, "text", None)
+        if part.type == "refusal" and message.role == "assistant":  # an earlier refusal: text
+            text = (part.model_extra or {}).get("refusal")
+            if isinstance(text, str):
+                parts.append(text)
+                continue
         if part.type not in ("text", "input_text") or not isinstance(text, str):
             raise UnsupportedParameter(
                 f"Only text content is supported by this service; messages[{index}].content[{j}] "
@@ -124,25 +129,7 @@ def _tools(request: ChatCompletionRequest, ignored: list[str]) -> list[ToolDefin
     tools = []
     for i, tool in enumerate(request.tools or ()):
         if isinstance(tool, CustomToolDefinition):
-            spec = tool.custom
-            name, description = spec.get("name"), spec.get("description")
-            if not isinstance(name, str) or not 1 <= len(name) <= 64:
-                raise BadRequest(
-                    "A custom tool needs a name of 1 to 64 characters.",
-                    param=f"tools[{i}].custom.name",
-                )
-            fmt = spec.get("format")
-            if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
-                ignored.append(f"tools[{i}].custom.format ({fmt.get('type')})")
-            tools.append(
-                ToolDefinition(
-                    name,
-                    description if isinstance(description, str) else None,
-                    CUSTOM_INPUT,
-                    param=f"tools[{i}].custom",
-                    custom=True,
-                )
-            )
+            tools.append(custom_tool(tool.custom, f"tools[{i}].custom", ignored))
         else:
             function = tool.function
             tools.append(
@@ -155,6 +142,27 @@ def _tools(request: ChatCompletionRequest, ignored: list[str]) -> list[ToolDefin
                 )
             )
     return tools
+
+
+def custom_tool(spec: Mapping[str, Any], where: str, ignored: list[str]) -> ToolDefinition:
+    """A custom (free-text) tool as one taking its input as the string ``input``; chat's
+    ``tools[].custom`` and the Responses API's flat ``tools[]`` both come this way.
+
+    Its ``format`` (a grammar) cannot constrain the model here: logged as ignored.
+    """
+    name, description = spec.get("name"), spec.get("description")
+    if not isinstance(name, str) or not 1 <= len(name) <= 64:
+        raise BadRequest("A custom tool needs a name of 1 to 64 characters.", param=f"{where}.name")
+    fmt = spec.get("format")
+    if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
+        ignored.append(f"{where}.format ({fmt.get('type')})")
+    return ToolDefinition(
+        name,
+        description if isinstance(description, str) else None,
+        CUSTOM_INPUT,
+        param=where,
+        custom=True,
+    )
 
 
 def _named(choice: dict[str, Any] | None) -> str:
@@ -207,6 +215,8 @@ def _output_format(request: ChatCompletionRequest) -> OutputFormat | None:
     spec = fmt.json_schema
     if spec is None:
         return OutputFormat("json_schema", param="response_format.json_schema")
+    if spec.schema_ is None:  # the spec makes the schema optional: then any JSON object will do
+        return OutputFormat("json_object", spec.name, spec.description)
     return OutputFormat(
         "json_schema",
         spec.name,

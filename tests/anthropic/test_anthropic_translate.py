@@ -175,7 +175,7 @@ def test_an_image_inside_a_tool_result_is_refused() -> None:
 @pytest.mark.parametrize(
     ("fields", "param"),
     [
-        ({"max_tokens": 0}, "max_tokens"),
+        ({"max_tokens": -1}, "max_tokens"),
         ({"messages": []}, "messages"),
         ({"messages": [{"role": "developer", "content": "x"}]}, "messages[0].role"),
         (
@@ -190,6 +190,16 @@ def test_malformed_requests_name_the_field(fields: dict[str, Any], param: str) -
     with pytest.raises(BadRequest) as caught:
         request(**fields)
     assert caught.value.param is not None and caught.value.param.startswith(param)
+
+
+def test_max_tokens_0_is_refused_with_the_reason() -> None:
+    """Anthropic takes 0 to warm its prompt cache; there is none here, so it is refused."""
+    with pytest.raises(BadRequest) as caught:
+        conversation(request(max_tokens=0))
+    assert caught.value.param == "max_tokens" and caught.value.code == "unsupported_parameter"
+    assert "prompt cache" in caught.value.message
+    with pytest.raises(BadRequest, match="greater than or equal to 0"):
+        request(max_tokens=-1)
 
 
 def test_max_tokens_is_required_but_not_for_count_tokens() -> None:

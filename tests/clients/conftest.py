@@ -34,7 +34,11 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def gateway(emulator: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     config = gateway_config(
         emulator.url,
-        models=[{"name": "gemma-2b", "tag": "gemma:2b", "aliases": ["claude-*", "gpt-*"]}],
+        models=[
+            {"name": "gemma-2b", "tag": "gemma:2b", "aliases": ["claude-*", "gpt-*"]},
+            # A small window, where a coding agent's system prompt alone does not fit.
+            {"name": "gemma-2b-4k", "tag": "gemma:2b", "context_window": 4096},
+        ],
         keys=[{"name": "alice", "key": ALICE_KEY, "upstream_token": ALICE_TOKEN}],
         limits={"keepalive_interval": 1.0, "default_deadline": 120},
     )

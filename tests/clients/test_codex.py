@@ -110,3 +110,53 @@ def test_the_recorded_codex_request_replays_byte_for_byte(
     assert events[-1]["type"] == "response.completed"
     prompt = job_prompt(emulator, answer.headers["x-job-id"])
     assert events[-1]["response"]["output"][-1]["content"][0]["text"] == reply_for(prompt)
+
+
+def test_the_tools_codex_sends_are_offered(gateway: Server, emulator: Server) -> None:
+    """``apply_patch`` as the custom (free-text) tool Codex sends to models that take one is
+    offered with its other tools, in its order, as many as fit gemma-2b's window beside the
+    developer prompt (the rest are left out and logged); its hosted tools are not offered."""
+    meta, body = recordings.load("codex")
+    request = json.loads(body)
+    patch = {
+        "type": "custom",
+        "name": "apply_patch",
+        "description": "Use the `apply_patch` tool to edit files.",
+        "format": {"type": "grammar", "syntax": "lark", "definition": "start: begin_patch"},
+    }
+    request["tools"].insert(0, patch)
+    headers = {**meta["headers"], "authorization": f"Bearer {ALICE_KEY}"}
+    answer = httpx.post(gateway.url + meta["path"], json=request, headers=headers, timeout=120)
+    assert answer.status_code == 200, answer.text
+    events = stream_events(answer.content)
+    assert events[-1]["type"] == "response.completed"
+    assert events[-1]["response"]["tools"][0] == patch
+    prompt = job_prompt(emulator, answer.headers["x-job-id"])
+    names = [t["name"] for t in request["tools"] if t["type"] in ("function", "custom")]
+    offered = [name for name in names if f'"{name}"' in prompt or f"{name}(" in prompt]
+    assert offered[:1] == ["apply_patch"], offered
+    assert offered == names[: len(offered)]  # the client's order, the first that fit
+    assert "web_search" not in prompt
+
+
+def test_codexs_developer_prompt_is_cut_to_fit_a_small_window(
+    gateway: Server, emulator: Server
+) -> None:
+    """gemma-2b-4k reads 4,096 tokens: Codex's ~18 KB developer prompt alone is more.
+    As sent, the request is refused at once with ``context_length_exceeded``; with
+    ``truncation: "auto"`` the prompt's middle is cut, its head and tail kept."""
+    meta, body = recordings.load("codex")
+    request = {**json.loads(body), "model": "gemma-2b-4k"}
+    developer = request["input"][0]["content"][0]["text"]
+    headers = {**meta["headers"], "authorization": f"Bearer {ALICE_KEY}"}
+    url = gateway.url + meta["path"]
+    refused = httpx.post(url, json=request, headers=headers, timeout=120)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["code"] == "context_length_exceeded"
+    fitted = httpx.post(url, json={**request, "truncation": "auto"}, headers=headers, timeout=120)
+    assert fitted.status_code == 200, fitted.text
+    assert stream_events(fitted.content)[-1]["type"] == "response.completed"
+    prompt = job_prompt(emulator, fitted.headers["x-job-id"])
+    assert developer[:100] in prompt and developer[-100:] in prompt
+    assert developer not in prompt and "[...]" in prompt
+    assert PROMPT in prompt

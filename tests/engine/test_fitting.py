@@ -11,11 +11,13 @@ import pytest
 from gateway.config import LimitSettings, ModelSettings
 from gateway.engine.catalog import FALLBACK_CONTEXT_WINDOW, ModelCatalog, context_window
 from gateway.engine.conversation import Conversation, Message, ToolCall, ToolChoice, ToolDefinition
-from gateway.engine.fitting import window_for
+from gateway.engine.fitting import CUT_MARK, cut_middle, window_for
 from gateway.engine.planning import TextPrompts, plan_conversation, plan_prompts
 from gateway.engine.tokens import count_tokens
 from gateway.errors import BadRequest
 from gateway.openai.protocol import ChatCompletionRequest
+from gateway.openai.responses.translate import input_items, translate
+from gateway.openai.responses.wire import CreateResponse
 from gateway.openai.translate import plan_chat
 
 RECORDED = Path(__file__).resolve().parents[1] / "clients" / "recorded"
@@ -202,3 +204,46 @@ def test_a_raw_text_prompt_too_long_is_refused() -> None:
     with pytest.raises(BadRequest) as caught:
         plan_prompts(request, catalog(), LIMITS)
     assert caught.value.code == "context_length_exceeded" and caught.value.param == "prompt"
+
+
+def codex(**changes: Any) -> Conversation:
+    """Codex's recorded request (a ~18 KB developer prompt) as the Responses door reads it."""
+    body = json.loads((RECORDED / "codex.json").read_text())
+    request = CreateResponse.model_validate({**body, **changes})
+    items = input_items(request)
+    return translate(request, [], items, {}).conversation
+
+
+def test_a_long_system_prompt_is_cut_in_the_middle_when_truncation_is_allowed() -> None:
+    small = ModelSettings(name="gemma-2b", tag="gemma:2b", template="gemma", context_window=4096)
+    developer = codex().messages[0].text
+    assert len(developer) > 15000
+    with pytest.raises(BadRequest) as caught:  # not allowed: refused, clearly and at once
+        plan_conversation(codex(), catalog(small), LIMITS)
+    assert caught.value.code == "context_length_exceeded" and caught.value.param == "input"
+
+    plan = plan_conversation(codex(truncation="auto"), catalog(small), LIMITS)
+    prompt = plan.prompts[0]
+    assert plan.prompt_tokens <= 4096 - 1024
+    assert developer[:200] in prompt and developer[-200:] in prompt  # head and tail kept
+    assert CUT_MARK in prompt and developer not in prompt
+    assert "Name three colours." in prompt  # the user's turn is whole
+    cut = [entry for entry in plan.ignored if "system message cut from" in entry]
+    assert cut == [
+        f"input: a system message cut from {len(developer)} to "
+        f"{cut[0].split(' to ')[1].split(' ')[0]} characters (its head and tail kept) to fit "
+        "the context window"
+    ]
+    assert plan.output is not None and plan.output.tools is not None  # tools still offered
+
+
+def test_a_short_system_prompt_is_not_cut_and_the_floor_holds() -> None:
+    assert cut_middle("abcdef", 10) == "abcdef"
+    assert cut_middle("abcdefghij", 4) == "ab" + CUT_MARK + "ij"
+    conversation = Conversation(
+        model="gemma-2b",
+        messages=[Message("system", "Be brief."), Message("user", words(9000))],
+        truncation=True,
+    )
+    with pytest.raises(BadRequest, match="prompt is too long"):  # the user's text is not cut
+        plan_conversation(conversation, catalog(), LIMITS)

@@ -73,3 +73,16 @@ def test_the_call_carries_the_input_as_text() -> None:
     assert custom("t", '{"input": "*** Begin Patch"}') == {"name": "t", "input": "*** Begin Patch"}
     assert custom("t", "not json") == {"name": "t", "input": "not json"}
     assert custom("t", '{"input": {"a": 1}}') == {"name": "t", "input": '{"a": 1}'}
+
+
+def test_fields_the_spec_allows_that_the_gateway_serves() -> None:
+    """Found by tests/e2e/test_spec_requests_e2e.py: a json_schema format without a schema
+    (optional in the spec) asks for any JSON object; an assistant's earlier ``refusal`` part is
+    its text."""
+    fmt = {"type": "json_schema", "json_schema": {"name": "answer"}}
+    conversation = chat_conversation(request(response_format=fmt))
+    assert conversation.output_format is not None
+    assert conversation.output_format.kind == "json_object"
+    refusal = {"role": "assistant", "content": [{"type": "refusal", "refusal": "I cannot."}]}
+    messages = [refusal, {"role": "user", "content": "Why?"}]
+    assert chat_conversation(request(messages=messages)).messages[0].text == "I cannot."

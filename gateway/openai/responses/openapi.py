@@ -81,6 +81,16 @@ def schemas() -> dict[str, Any]:
         arguments={"type": "string", "description": "JSON text."},
         status={"type": "string", "enum": ["in_progress", "completed", "incomplete"]},
     )
+    custom_call = _obj(
+        ["id", "type", "call_id", "name", "input", "status"],
+        id=_STR,
+        type={"type": "string", "enum": ["custom_tool_call"]},
+        call_id=_STR,
+        name=_STR,
+        namespace=_STR,
+        input={"type": "string", "description": "The custom tool's input, as text."},
+        status={"type": "string", "enum": ["in_progress", "completed", "incomplete"]},
+    )
     usage = _obj(
         [
             "input_tokens",
@@ -129,7 +139,7 @@ def schemas() -> dict[str, Any]:
         instructions={"description": "As the request gave it (string, items or null)."},
         max_output_tokens=_null(_INT),
         model=_STR,
-        output={"type": "array", "items": {"anyOf": [message, call]}},
+        output={"type": "array", "items": {"anyOf": [message, call, custom_call]}},
         parallel_tool_calls={"type": "boolean"},
         previous_response_id=_null(_STR),
         store={"type": "boolean"},
@@ -146,16 +156,16 @@ def schemas() -> dict[str, Any]:
         ["model"],
         model={"type": "string", "minLength": 1},
         input={
-            "description": "Text, or items: messages (text parts only), function_call and "
-            "function_call_output, reasoning (dropped), item_reference.",
+            "description": "Text, or items: messages (text parts only), function_call, "
+            "custom_tool_call and their outputs, reasoning (dropped), item_reference.",
             "anyOf": [_STR, {"type": "array", "items": {"type": "object"}}],
         },
         instructions=_null({"anyOf": [_STR, {"type": "array", "items": {"type": "object"}}]}),
         max_output_tokens=_null({"type": "integer", "minimum": 1}),
         tools={
             "type": "array",
-            "description": "function and namespace tools are offered; hosted and custom tools "
-            "are accepted and not offered.",
+            "description": "function, custom and namespace tools are offered (a custom "
+            "tool's grammar is not enforced); hosted tools are accepted and not offered.",
             "items": _obj(["type"], type=_STR),
         },
         tool_choice={

@@ -75,9 +75,22 @@ def _function(tool: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _custom(tool: dict[str, Any]) -> dict[str, Any]:
+    """A custom tool as sent: its optional ``description`` and ``format`` only when given."""
+    echoed = {"type": "custom", "name": tool.get("name")}
+    echoed.update({k: tool[k] for k in ("description", "format") if tool.get(k) is not None})
+    return echoed
+
+
 def _tool(tool: dict[str, Any]) -> dict[str, Any]:
+    if tool.get("type") == "custom":
+        return _custom(tool)
     if tool.get("type") == "namespace":
-        inner = [_function(t) for t in tool.get("tools") or [] if t.get("type") == "function"]
+        inner = [
+            _custom(t) if t.get("type") == "custom" else _function(t)
+            for t in tool.get("tools") or []
+            if t.get("type", "function") in ("function", "custom")
+        ]
         return {
             "type": "namespace",
             "name": tool.get("name"),
@@ -85,6 +98,14 @@ def _tool(tool: dict[str, Any]) -> dict[str, Any]:
             "tools": inner,
         }
     return _function(tool)
+
+
+_PREFIXES = {
+    "function_call": "fc",
+    "function_call_output": "fco",
+    "custom_tool_call": "ctc",
+    "custom_tool_call_output": "ctco",
+}
 
 
 def stored_items(items: Sequence[Any]) -> list[dict[str, Any]]:
@@ -100,7 +121,7 @@ def stored_items(items: Sequence[Any]) -> list[dict[str, Any]]:
             stored["content"] = _parts(item.get("role"), item.get("content"))
             stored.setdefault("id", new_id("msg"))
         else:
-            prefix = {"function_call": "fc", "function_call_output": "fco"}.get(kind, "item")
+            prefix = _PREFIXES.get(kind, "item")
             stored.setdefault("id", new_id(prefix))
         stored.setdefault("status", "completed")
         if stored.get("id") is None:

@@ -3,7 +3,9 @@
 A :class:`ResponseRun` holds the response object (its output items so far) and the next
 ``sequence_number``. :meth:`feed` turns an engine event into the Responses events it means
 (a message item opens at the first text, a ``function_call`` item at the first piece of a
-call, arguments stream as they come); :meth:`finish` / :meth:`fail` close the open item and
+call, arguments stream as they come; a custom tool's ``custom_tool_call`` item opens likewise
+and its ``input``, the text inside the call's JSON, is sent whole when the call ends);
+:meth:`finish` / :meth:`fail` close the open item and
 add the terminal event. Streamed, non-streamed and background responses all go through it,
 so the object a client retrieves is the one the stream described.
 
@@ -14,6 +16,7 @@ where it stopped with the same item ids and sequence numbers.
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections.abc import Mapping
@@ -22,6 +25,10 @@ from typing import Any
 from gateway.engine.events import ChoiceEnd, ChoiceReset, Event, KeepAlive, TextDelta, ToolCallDelta
 from gateway.engine.tools import ToolCallChunk
 from gateway.errors import GatewayError
+from gateway.openai.codec import custom
+
+#: Output items that are calls of the client's tools.
+_CALLS = frozenset({"function_call", "custom_tool_call"})
 
 StreamEvent = dict[str, Any]
 
@@ -57,6 +64,7 @@ class ResponseRun:
 
     __slots__ = (
         "_call_item",
+        "_custom",
         "_ids",
         "_message",
         "_namespaces",
@@ -76,6 +84,7 @@ class ResponseRun:
         self.seq = 0
         self._ids = ids or []  # item ids to use before making new ones (replaying a stored run)
         self._namespaces = dict(namespaces or {})
+        self._custom = custom_names(obj.get("tools") or [])
         self._message: dict[str, Any] | None = None  # the open message item
         self._call_item: dict[int, dict[str, Any]] = {}  # engine call index -> its item
         self._seen_calls = 0  # calls the engine has started
@@ -237,14 +246,7 @@ class ResponseRun:
                 self._call_item[piece.index] = restored
             else:
                 events.extend(self._close_message())
-                item: dict[str, Any] = {
-                    "id": self._new_id("fc"),
-                    "type": "function_call",
-                    "status": "in_progress",
-                    "arguments": "",
-                    "call_id": piece.id,
-                    "name": piece.name or "",
-                }
+                item = self._call_opened(piece.id, piece.name or "")
                 namespace = self._namespaces.get(piece.name or "")
                 if namespace:
                     item["namespace"] = namespace
@@ -259,6 +261,10 @@ class ResponseRun:
                 )
         item = self._call_item[piece.index]
         arguments = piece.arguments
+        if item["type"] == "custom_tool_call":  # its input is known once the JSON is whole
+            if item["status"] == "in_progress":
+                item["_arguments"] = item.get("_arguments", "") + arguments
+            return events
         skip = item.pop("_skip", 0)
         if skip:
             item["_skip"] = max(0, skip - len(arguments))
@@ -277,11 +283,32 @@ class ResponseRun:
             )
         return events
 
+    def _call_opened(self, call_id: str, name: str) -> dict[str, Any]:
+        if name in self._custom:
+            return {
+                "id": self._new_id("ctc"),
+                "type": "custom_tool_call",
+                "status": "in_progress",
+                "call_id": call_id,
+                "name": name,
+                "input": "",
+            }
+        return {
+            "id": self._new_id("fc"),
+            "type": "function_call",
+            "status": "in_progress",
+            "arguments": "",
+            "call_id": call_id,
+            "name": name,
+        }
+
     def _restored_call(self, number: int) -> dict[str, Any] | None:
-        calls = [i for i in self.output if i.get("type") == "function_call"]
+        calls = [i for i in self.output if i.get("type") in _CALLS]
         if number >= len(calls):
             return None
         item = calls[number]
+        if item["type"] == "custom_tool_call":  # nothing of an open one was sent: collect anew
+            return item
         if item.get("status") == "in_progress":
             item["_skip"] = len(item["arguments"])
         else:
@@ -317,12 +344,15 @@ class ResponseRun:
     def _close_calls(self, status: str = "completed") -> list[StreamEvent]:
         events: list[StreamEvent] = []
         for item in self.output:
-            if item.get("type") != "function_call" or item.get("status") != "in_progress":
+            if item.get("type") not in _CALLS or item.get("status") != "in_progress":
                 continue
             if "_skip" in item:  # restored, its job has not reached it again yet
                 continue
             item["status"] = status
             index = self.output.index(item)
+            if item["type"] == "custom_tool_call":
+                events.extend(self._custom_input(item, index))
+                continue
             events.append(
                 self._event(
                     "response.function_call_arguments.done",
@@ -335,6 +365,32 @@ class ResponseRun:
             events.append(
                 self._event("response.output_item.done", output_index=index, item=_copy(item))
             )
+        return events
+
+    def _custom_input(self, item: dict[str, Any], index: int) -> list[StreamEvent]:
+        """A custom call's whole input: one delta, its done event, the item done."""
+        item["input"] = custom(item["name"], item.pop("_arguments", None) or "")["input"]
+        events = []
+        if item["input"]:
+            events.append(
+                self._event(
+                    "response.custom_tool_call_input.delta",
+                    item_id=item["id"],
+                    output_index=index,
+                    delta=item["input"],
+                )
+            )
+        events.append(
+            self._event(
+                "response.custom_tool_call_input.done",
+                item_id=item["id"],
+                output_index=index,
+                input=item["input"],
+            )
+        )
+        events.append(
+            self._event("response.output_item.done", output_index=index, item=_copy(item))
+        )
         return events
 
     def _close_all(self, status: str = "completed") -> list[StreamEvent]:
@@ -379,12 +435,12 @@ def replay(obj: dict[str, Any]) -> list[StreamEvent]:
         if item.get("type") == "message":
             text = "".join(p.get("text", "") for p in item.get("content") or [])
             events.extend(run.feed(TextDelta(0, text)) if text else [])
-        elif item.get("type") == "function_call":
+        elif item.get("type") in _CALLS:
+            arguments = item.get("arguments", "")
+            if item["type"] == "custom_tool_call":
+                arguments = json.dumps({"input": item.get("input", "")})
             chunk = ToolCallChunk(
-                calls,
-                str(item.get("call_id")),
-                str(item.get("name")),
-                str(item.get("arguments", "")),
+                calls, str(item.get("call_id")), str(item.get("name")), str(arguments)
             )
             calls += 1
             events.extend(run.feed(ToolCallDelta(0, chunk)))
@@ -394,6 +450,15 @@ def replay(obj: dict[str, Any]) -> list[StreamEvent]:
     )
     events.append(run._event(kind, response=_copy(obj)))
     return events
+
+
+def custom_names(tools: list[Any]) -> frozenset[str]:
+    """The names of the custom tools among ``tools`` (as the response object echoes them)."""
+    names: set[str] = set()
+    for tool in tools:
+        inner = tool.get("tools") or [] if tool.get("type") == "namespace" else [tool]
+        names.update(str(t.get("name")) for t in inner if t.get("type") == "custom")
+    return frozenset(names)
 
 
 def _copy(value: Any) -> Any:

@@ -4,8 +4,9 @@ Input items arrive as the Agents SDK, the AI SDK and Codex send them: messages w
 ``type``, content as a string or parts, an agent's whole history of ``function_call`` /
 ``function_call_output`` items (with or without ``id``/``status``), ``reasoning`` items (dropped:
 the models write none), ``item_reference`` (resolved from the store beforehand). Tools the
-upstream cannot run (hosted tools, custom tools) are not offered to the model and are reported
-as ignored, so such clients' requests work as sent. Bad input is a 400 naming the item.
+upstream cannot run (hosted tools) are not offered to the model and are reported as ignored,
+so such clients' requests work as sent; custom (free-text) tools are offered as chat offers them
+(:func:`gateway.openai.translate.custom_tool`). Bad input is a 400 naming the item.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from gateway.engine.conversation import (
 )
 from gateway.errors import BadRequest, UnsupportedParameter
 from gateway.openai.responses.wire import CreateResponse
+from gateway.openai.translate import custom_tool
 
 #: Tools OpenAI runs on its side: not offered to the model, not refused (logged as ignored).
 HOSTED_TOOLS = frozenset(
@@ -68,6 +70,9 @@ _HOSTED_ITEMS = frozenset(
         "tool_search_call",
         "tool_search_output",
         "compaction",
+        "compaction_trigger",  # asks OpenAI to compact; the gateway fits prompts itself
+        "program",
+        "program_output",
     }
 )
 _TEXT_PARTS = frozenset({"input_text", "output_text", "text", "summary_text", "refusal"})
@@ -117,11 +122,20 @@ def input_items(request: CreateResponse) -> list[dict[str, Any]]:
 
 def references(items: Sequence[Any]) -> list[str]:
     """The ids of the ``item_reference`` items, to load from the store before translating."""
-    return [
-        str(item["id"])
-        for item in items
-        if isinstance(item, dict) and item.get("type") == "item_reference" and "id" in item
-    ]
+    return [str(item["id"]) for item in items if _kind(item) == "item_reference"]
+
+
+def _kind(item: Any) -> str | None:
+    """An item's type; the spec lets a message (with ``role``) and an ``item_reference``
+    (with only ``id``) leave it out."""
+    if not isinstance(item, dict):
+        return None
+    kind = item.get("type")
+    if kind is None and "role" in item:
+        return "message"
+    if kind is None and set(item) == {"id"}:
+        return "item_reference"
+    return kind if isinstance(kind, str) else None
 
 
 def translate(
@@ -140,6 +154,12 @@ def translate(
     if not any(m.role != "system" for m in messages):
         raise BadRequest("input must hold at least one message or item.", param="input")
     tools, offered, namespaces, ignored = _tools(request.tools or [])
+    added = [t for i in (*history, *items) if _kind(i) == "additional_tools" for t in _added(i)]
+    if added:  # tools made available later in the conversation are offered with the others
+        more, _, more_namespaces, more_ignored = _tools(added, "additional_tools")
+        tools, ignored = [*tools, *more], [*ignored, *more_ignored]
+        namespaces.update(more_namespaces)
+        _unique(tools)
     conversation = Conversation(
         model=request.model,
         messages=messages,
@@ -251,7 +271,7 @@ class _History:
     def add(self, item: Any, where: str, *, referenced: bool = False) -> None:
         if not isinstance(item, dict):
             raise BadRequest(f"{where} must be an object.", param=where)
-        kind = item.get("type", "message" if "role" in item else None)
+        kind = _kind(item)
         if kind == "message":
             self._message(item, where)
         elif kind in ("function_call", "custom_tool_call"):
@@ -265,8 +285,8 @@ class _History:
                     f"{where} refers to item {item.get('id')!r}, which is not stored.", param=where
                 )
             self.add(target, where, referenced=True)
-        elif kind == "reasoning" or kind in _HOSTED_ITEMS:
-            return
+        elif kind == "reasoning" or kind in _HOSTED_ITEMS or kind == "additional_tools":
+            return  # an additional_tools item's tools are offered by translate()
         else:
             raise BadRequest(f"{where} has an unsupported type {kind!r}.", param=where)
 
@@ -300,14 +320,13 @@ class _History:
             self.messages.append(Message("assistant", "", tool_calls=(call,)))
 
     def _output(self, item: dict[str, Any], where: str) -> None:
-        call_id = item.get("call_id")
-        if not isinstance(call_id, str):
-            raise BadRequest(f"{where} needs call_id.", param=where)
+        call_id = item.get("call_id")  # optional in the spec: then it answers no known call
+        if call_id is not None and not isinstance(call_id, str):
+            raise BadRequest(f"{where}.call_id must be a string.", param=f"{where}.call_id")
         output = item.get("output", "")
         text = output if isinstance(output, str) else _content_text(output, where + ".output")
-        self.messages.append(
-            Message("tool", text, name=self.names.get(call_id), tool_call_id=call_id)
-        )
+        name = self.names.get(call_id) if call_id is not None else None
+        self.messages.append(Message("tool", text, name=name, tool_call_id=call_id))
 
 
 def _function(tool: dict[str, Any], where: str) -> ToolDefinition:
@@ -327,35 +346,51 @@ def _function(tool: dict[str, Any], where: str) -> ToolDefinition:
     )
 
 
+def _definition(tool: dict[str, Any], where: str, ignored: list[str]) -> ToolDefinition:
+    if tool.get("type", "function") == "custom":
+        return custom_tool(tool, where, ignored)
+    return _function(tool, where)
+
+
+def _added(item: dict[str, Any]) -> list[Any]:
+    tools = item.get("tools")
+    return list(tools) if isinstance(tools, list) else []
+
+
+def _unique(definitions: Sequence[ToolDefinition]) -> None:
+    names = [d.name for d in definitions]
+    if len(set(names)) != len(names):
+        raise BadRequest("Tool names must be unique.", param="tools")
+
+
 def _tools(
-    tools: Sequence[Any],
+    tools: Sequence[Any], param: str = "tools"
 ) -> tuple[list[ToolDefinition], list[dict[str, Any]], dict[str, str], list[str]]:
     definitions: list[ToolDefinition] = []
     offered: list[dict[str, Any]] = []
     namespaces: dict[str, str] = {}
     ignored: list[str] = []
     for i, tool in enumerate(tools):
-        where = f"tools[{i}]"
+        where = f"{param}[{i}]"
         kind = tool.get("type") if isinstance(tool, dict) else None
         if not isinstance(tool, dict) or not isinstance(kind, str):
             raise BadRequest(f"{where} must be an object with a type.", param=where)
-        if kind == "function":
-            definitions.append(_function(tool, where))
+        if kind in ("function", "custom"):
+            definitions.append(_definition(tool, where, ignored))
             offered.append(tool)
         elif kind == "namespace":
             for j, inner in enumerate(tool.get("tools") or []):
-                if isinstance(inner, dict) and inner.get("type", "function") == "function":
-                    definition = _function(inner, f"{where}.tools[{j}]")
+                inner_kind = inner.get("type", "function") if isinstance(inner, dict) else None
+                if isinstance(inner, dict) and inner_kind in ("function", "custom"):
+                    definition = _definition(inner, f"{where}.tools[{j}]", ignored)
                     definitions.append(definition)
                     namespaces[definition.name] = str(tool.get("name", ""))
                 else:
                     ignored.append(f"{where}.tools[{j}]")
             offered.append(tool)
-        else:  # hosted and custom tools: the upstream cannot run them
-            ignored.append(f"tools[{i}] ({kind})")
-    names = [d.name for d in definitions]
-    if len(set(names)) != len(names):
-        raise BadRequest("Tool names must be unique.", param="tools")
+        else:  # hosted tools: the upstream cannot run them
+            ignored.append(f"{where} ({kind})")
+    _unique(definitions)
     return definitions, offered, namespaces, ignored
 
 
@@ -370,11 +405,11 @@ def _tool_choice(choice: Any, tools: Sequence[ToolDefinition]) -> ToolChoice | N
     if not isinstance(choice, dict):
         raise BadRequest("tool_choice must be a string or an object.", param="tool_choice")
     kind = choice.get("type")
-    if kind == "function":
+    if kind in ("function", "custom"):
         name = choice.get("name")
         if name not in names:
             raise BadRequest(
-                f"tool_choice names the function {name!r}, which is not among the tools.",
+                f"tool_choice names the {kind} tool {name!r}, which is not among the tools.",
                 param="tool_choice",
             )
         return ToolChoice(mode="required", forced=str(name))
@@ -385,7 +420,9 @@ def _tool_choice(choice: Any, tools: Sequence[ToolDefinition]) -> ToolChoice | N
         allowed = tuple(
             str(t.get("name"))
             for t in choice.get("tools") or []
-            if isinstance(t, dict) and t.get("type") == "function" and t.get("name") in names
+            if isinstance(t, dict)
+            and t.get("type") in ("function", "custom")
+            and t.get("name") in names
         )
         if mode == "required" and not allowed:
             raise BadRequest(
@@ -393,7 +430,8 @@ def _tool_choice(choice: Any, tools: Sequence[ToolDefinition]) -> ToolChoice | N
             )
         return ToolChoice(mode=mode, allowed=allowed)
     raise UnsupportedParameter(
-        f"tool_choice of type {kind!r} cannot be honoured: only function tools run here.",
+        f"tool_choice of type {kind!r} cannot be honoured: only function and custom tools "
+        "run here.",
         param="tool_choice",
     )
 

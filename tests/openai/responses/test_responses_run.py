@@ -129,3 +129,42 @@ def test_replay_derives_the_stream_of_a_stored_response() -> None:
     assert events[-1]["response"] == run.snapshot()
     added = [e["item"]["id"] for e in events if e["type"] == "response.output_item.added"]
     assert added == [i["id"] for i in run.snapshot()["output"]]
+
+
+PATCH = {"type": "custom", "name": "apply_patch", "description": "Edit files."}
+
+
+def test_a_custom_call_is_a_custom_tool_call_item_with_its_input_whole() -> None:
+    run = _run(tools=[PATCH])
+    events = run.opening()
+    events += run.feed(ToolCallDelta(0, ToolCallChunk(0, "call_1", "apply_patch", '{"inp')))
+    events += run.feed(ToolCallDelta(0, ToolCallChunk(0, None, None, 'ut": "*** Begin"}')))
+    events += run.feed(ChoiceEnd(0, "tool_calls")) + run.finish(1, 1)
+    _all_valid(events)
+    assert _types(events)[2:] == [
+        "response.output_item.added",
+        "response.custom_tool_call_input.delta",
+        "response.custom_tool_call_input.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    item = run.snapshot()["output"][0]
+    assert item["type"] == "custom_tool_call" and item["input"] == "*** Begin"
+    assert item["id"].startswith("ctc_") and item["status"] == "completed"
+    check("Response", run.snapshot())
+
+    # Replayed from the store, and restored mid-call after a restart: the same item.
+    replayed = replay(run.snapshot())
+    _all_valid(replayed)
+    assert replayed[-1]["response"] == run.snapshot()
+    early = _run(background=True, tools=[PATCH])
+    sent = early.opening() + early.feed(
+        ToolCallDelta(0, ToolCallChunk(0, "call_1", "apply_patch", '{"in'))
+    )
+    again = ResponseRun.restore(early.snapshot(), early.seq)
+    more = again.feed(ToolCallDelta(0, ToolCallChunk(0, "call_1", "apply_patch", '{"in')))
+    more += again.feed(ToolCallDelta(0, ToolCallChunk(0, None, None, 'put": "x"}')))
+    more += again.feed(ChoiceEnd(0, "tool_calls")) + again.finish(1, 1)
+    _all_valid(sent + more)
+    assert [e["type"] for e in more].count("response.output_item.added") == 0
+    assert again.snapshot()["output"][0]["input"] == "x"

@@ -8,7 +8,7 @@ import pytest
 
 from gateway.engine.conversation import Message, ToolCall
 from gateway.errors import BadRequest
-from gateway.openai.responses.translate import Translated, input_items, translate
+from gateway.openai.responses.translate import Translated, input_items, references, translate
 from gateway.openai.responses.wire import CreateResponse
 
 
@@ -91,7 +91,7 @@ def test_bad_items_are_400s_naming_them(item: dict[str, Any], param: str) -> Non
     assert info.value.param == param
 
 
-def test_codex_tools_hosted_ignored_namespaces_offered_custom_not() -> None:
+def test_codex_tools_hosted_ignored_namespaces_and_custom_offered() -> None:
     tools = [
         {"type": "web_search"},
         {"type": "custom", "name": "apply_patch", "format": {"type": "grammar"}},
@@ -105,11 +105,13 @@ def test_codex_tools_hosted_ignored_namespaces_offered_custom_not() -> None:
     ]
     translated = _translate(input="hi", tools=tools, tool_choice="auto")
     conversation = translated.conversation
-    assert [t.name for t in conversation.tools] == ["lookup", "shell"]
-    assert conversation.tools[1].strict
+    assert [t.name for t in conversation.tools] == ["apply_patch", "lookup", "shell"]
+    assert conversation.tools[0].custom and not conversation.tools[1].custom
+    assert conversation.tools[2].strict
     assert translated.namespaces == {"lookup": "crm"}
     assert "tools[0] (web_search)" in conversation.ignored
-    assert "tools[1] (custom)" in conversation.ignored
+    assert "tools[1].format (grammar)" in conversation.ignored
+    assert [t["type"] for t in translated.tools] == ["custom", "namespace", "function"]
 
 
 def test_tool_choice_and_text_format() -> None:
@@ -147,3 +149,29 @@ def test_tool_choice_and_text_format() -> None:
     for refused in ({"conversation": "conv_1"}, {"prompt": {"id": "p"}}, {"top_logprobs": 3}):
         with pytest.raises(BadRequest):
             _translate(input="x", **refused)
+
+
+def test_items_the_spec_allows_in_their_short_forms() -> None:
+    """An ``item_reference`` may leave out its type, a ``function_call_output`` its call_id;
+    ``additional_tools`` items add tools; compaction triggers and programs are dropped."""
+    fn = {"type": "function", "name": "later", "parameters": {"type": "object"}}
+    items = [
+        {"type": "additional_tools", "id": "at_1", "role": "developer", "tools": [fn]},
+        {"type": "compaction_trigger"},
+        {"id": "p", "type": "program", "call_id": "c", "code": "1", "fingerprint": "f"},
+        {"type": "function_call_output", "output": "42"},
+        {"id": "msg_1"},
+        {"role": "user", "content": "Hi"},
+    ]
+    stored = {"msg_1": {"type": "message", "role": "assistant", "content": "Earlier."}}
+    request = CreateResponse.model_validate({"model": "m", "input": items})
+    assert references(items) == ["msg_1"]
+    conversation = translate(request, [], input_items(request), stored).conversation
+    assert [t.name for t in conversation.tools] == ["later"]
+    assert conversation.messages == [
+        Message("tool", "42"),
+        Message("assistant", "Earlier."),
+        Message("user", "Hi"),
+    ]
+    with pytest.raises(BadRequest, match="not stored"):
+        _translate(input=[{"id": "msg_2"}, {"role": "user", "content": "Hi"}])
