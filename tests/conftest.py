@@ -11,6 +11,12 @@ import functools
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests check what comes out, not how fast: on a loaded CI machine (two cores, tests in
+# parallel) a per-example deadline only makes them flaky.
+settings.register_profile("gateway", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("gateway")
 
 _SERVER_DIRS = ("e2e", "console", "examples")
 _STARTS_PROCESSES = ("tests.e2e.servers", "subprocess", "Popen", "multiprocessing")
