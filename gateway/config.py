@@ -214,6 +214,8 @@ class RedisSettings(_Frozen):
     prefix: str = "gateway:"
     failure_policy: Literal["open", "closed"] = "open"
     timeout: float = Field(0.5, gt=0)
+    pool_size: int = Field(100, ge=1, le=10_000)
+    pool_timeout: float = Field(5.0, gt=0)
     lease_seconds: float = Field(30.0, gt=0)
     probe_interval: float = Field(1.0, gt=0)
 

@@ -192,7 +192,15 @@ class ResponseCache:
         if cache.backend == "redis":
             url = cache.redis_url or settings.redis.url
             assert url is not None  # checked by the settings
-            store = RedisStore(url, cache.prefix, cache.ttl, settings.redis.timeout)
+            redis = settings.redis
+            store = RedisStore(
+                url,
+                cache.prefix,
+                cache.ttl,
+                redis.timeout,
+                pool_size=redis.pool_size,
+                pool_timeout=redis.pool_timeout,
+            )
         else:
             store = MemoryStore(cache.max_entries, cache.max_bytes, cache.ttl)
         return cls(cache, store, on_event=on_event)

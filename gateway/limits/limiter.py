@@ -158,7 +158,11 @@ class Limiter:
             from gateway.limits.redis import RedisStore
 
             store = RedisStore(
-                redis_settings.url, prefix=redis_settings.prefix, timeout=redis_settings.timeout
+                redis_settings.url,
+                prefix=redis_settings.prefix,
+                timeout=redis_settings.timeout,
+                pool_size=redis_settings.pool_size,
+                pool_timeout=redis_settings.pool_timeout,
             )
         else:
             store = MemoryStore()
