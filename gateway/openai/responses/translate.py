@@ -249,6 +249,8 @@ class _History:
         if not isinstance(item, dict):
             raise BadRequest(f"{where} must be an object.", param=where)
         kind = item.get("type", "message" if "role" in item else None)
+        if not isinstance(kind, str):  # an object or list as the type: no item kind at all
+            raise BadRequest(f"{where}.type must be a string.", param=f"{where}.type")
         if kind == "message":
             self._message(item, where)
         elif kind in ("function_call", "custom_tool_call"):
