@@ -246,30 +246,44 @@ class Runtime:
 
     async def readiness(self) -> dict[str, bool]:
         """Config loaded, upstream reached recently (probed if not, or if the last call to it
-        could not connect), Redis and the database reachable when configured, not draining."""
+        could not connect), Redis and the database reachable when configured, not draining.
+
+        While the client finds the service down (a circuit open, or every recent call failed:
+        a 503 answers but does no work) a recent success does not count: the tokens of open
+        circuits are probed, which is refused at once until a circuit half-opens, and then is
+        its probe (so an idle replica taken out of the load balancer still comes back).
+        """
         checks = {"config": True, "accepting": not self.shutting_down}
+        down = self.client.unavailable
         upstream_ok = (
-            time.monotonic() - self.last_upstream_ok < UPSTREAM_FRESH_SECONDS
+            not down
+            and time.monotonic() - self.last_upstream_ok < UPSTREAM_FRESH_SECONDS
             and self.last_upstream_ok > self.last_upstream_down
         )
         if not upstream_ok and self.accounts:
-            token = next(iter(self.accounts))
-            try:
-                async with asyncio.timeout(2.0):
-                    await self.client.status(token, ["0" * 32])
-                upstream_ok = True
-            except UpstreamFailure as failure:  # any deliberate answer means it is reachable
-                upstream_ok = failure.kind == "rejected" or (
-                    failure.kind == "http_error" and (failure.status_code or 500) < 500
-                )
-            except TimeoutError:
-                upstream_ok = False
+            tokens = self.client.open_circuits() or [next(iter(self.accounts))]
+            upstream_ok = all([await self._probe_upstream(token) for token in tokens])
             # The client may count a call cut short by the timeout as answered: decide here.
             if upstream_ok:
                 self.last_upstream_ok = time.monotonic()
             else:
                 self.last_upstream_down = time.monotonic()
         checks["upstream"] = upstream_ok
+        return await self._redis_check(checks)
+
+    async def _probe_upstream(self, token: str) -> bool:
+        try:
+            async with asyncio.timeout(2.0):
+                await self.client.status(token, ["0" * 32])
+        except UpstreamFailure as failure:  # any deliberate answer means it is reachable
+            return failure.kind == "rejected" or (
+                failure.kind == "http_error" and (failure.status_code or 500) < 500
+            )
+        except TimeoutError:
+            return False
+        return True
+
+    async def _redis_check(self, checks: dict[str, bool]) -> dict[str, bool]:
         # Redis counts only when its outage refuses requests (policy "closed"): with "open" the
         # replicas keep serving, and taking them all out of the load balancer would defeat it.
         if self.settings.redis.url and self.settings.redis.failure_policy == "closed":
