@@ -238,6 +238,8 @@ class LedgerSettings(_Frozen):
     queue_size: int = Field(10_000, ge=1)
     table: str = Field("gateway_usage", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
     batch_size: int = Field(500, ge=1)
+    spill_path: str | None = None
+    spill_max_mb: int = Field(64, ge=1)
 
     @field_validator("url")
     @classmethod

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.auth import KeyRing, account_names
@@ -33,6 +35,7 @@ from gateway.upstream.poller import PollerHub
 access_log = logging.getLogger("gateway.access")
 admin_log = logging.getLogger("gateway.admin")
 shutdown_log = logging.getLogger("gateway.shutdown")
+logger = logging.getLogger("gateway")
 
 #: How long a successful upstream call keeps /readyz green without a fresh probe.
 UPSTREAM_FRESH_SECONDS = 30.0
@@ -102,7 +105,12 @@ class Runtime:
             on_submission=metrics.observe_submission_inputs,
         )
         metrics.init_accounts(accounts.values())
-        ledger = Ledger.from_settings(settings.ledger, on_drop=metrics.count_ledger_dropped)
+        ledger = Ledger.from_settings(
+            settings.ledger,
+            # An in-flight row older than any request may run was left by a process that died.
+            interrupted_after=settings.limits.max_deadline + 300,
+            on_drop=metrics.count_ledger_dropped,
+        )
         catalog = ModelCatalog(settings.models)
         key_service = KeyService(settings, metrics, catalog.names())
         runtime = cls(
@@ -184,27 +192,39 @@ class Runtime:
             return {"prompt": exchange.prompt_text}
         return {}
 
+    def begin_usage(self, exchange: Exchange, charged: int) -> None:
+        """The ledger's in-flight row of a request just admitted, with the tokens charged for
+        it: a process that dies before :meth:`finish` still leaves a row for it."""
+        if exchange.key_name is None or exchange.model is None:
+            return
+        prompt = min(charged, exchange.prompt_tokens)
+        record = self._usage_record(exchange)
+        self.ledger.begin(
+            replace(record, prompt_tokens=prompt, completion_tokens=charged - prompt, duration_ms=0)
+        )
+
     def _record_usage(self, exchange: Exchange) -> None:
-        self.ledger.record(
-            UsageRecord(
-                request_id=exchange.request_id,
-                time=exchange.wall_started,
-                key_name=exchange.key_name or "-",
-                model=exchange.model or "-",
-                endpoint=exchange.route,
-                stream=exchange.stream,
-                prompt_tokens=exchange.prompt_tokens,
-                completion_tokens=exchange.completion_tokens,
-                job_ids=tuple(exchange.job_ids),
-                outcome=exchange.outcome,
-                status_code=exchange.status,
-                duration_ms=round(exchange.duration * 1000, 1),
-                queue_ms=None if exchange.queue_wait is None else exchange.queue_wait * 1000,
-                ttft_ms=None if exchange.ttft is None else exchange.ttft * 1000,
-                prompt_text=exchange.prompt_text if self.settings.ledger.log_prompts else None,
-                cached=exchange.cached,
-                tokens_saved=exchange.tokens_saved,
-            )
+        self.ledger.complete(self._usage_record(exchange))
+
+    def _usage_record(self, exchange: Exchange) -> UsageRecord:
+        return UsageRecord(
+            request_id=exchange.request_id,
+            time=exchange.wall_started,
+            key_name=exchange.key_name or "-",
+            model=exchange.model or "-",
+            endpoint=exchange.route,
+            stream=exchange.stream,
+            prompt_tokens=exchange.prompt_tokens,
+            completion_tokens=exchange.completion_tokens,
+            job_ids=tuple(exchange.job_ids),
+            outcome=exchange.outcome,
+            status_code=exchange.status,
+            duration_ms=round(exchange.duration * 1000, 1),
+            queue_ms=None if exchange.queue_wait is None else exchange.queue_wait * 1000,
+            ttft_ms=None if exchange.ttft is None else exchange.ttft * 1000,
+            prompt_text=exchange.prompt_text if self.settings.ledger.log_prompts else None,
+            cached=exchange.cached,
+            tokens_saved=exchange.tokens_saved,
         )
 
     def reload(self) -> dict[str, int]:
@@ -236,6 +256,31 @@ class Runtime:
         if self.responses is not None:
             await self.responses.start(self)
         await self.key_service.start()
+        await self._reconcile_budgets()
+
+    async def _reconcile_budgets(self) -> None:
+        """Daily and monthly budget counters (Redis or memory) follow the ledger at start-up:
+        after a crash they held charges for requests whose rows say otherwise, or nothing."""
+        registry = self.key_service.registry
+        keys = [*self.settings.keys]
+        keys += [k for n in registry.names_after(None) if (k := registry.settings(n)) is not None]
+        budgeted = [k for k in keys if k.daily_tokens or k.monthly_tokens]
+        if not budgeted:
+            return
+        now = datetime.now(UTC)
+        day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        cached = self.settings.cache.count_in_budget
+        try:
+            async with asyncio.timeout(10.0):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.ledger.flush(), 3.0)  # rows replayed from a spill
+                month = await self.ledger.budget_usage(day_start.replace(day=1), cached=cached)
+                day = await self.ledger.budget_usage(day_start, cached=cached)
+                await self.limiter.reconcile(budgeted, day, month, now.timestamp())
+        except Exception as exc:  # never fatal: the counters then stay as they were
+            logger.warning(
+                "budgets not reconciled with the ledger: %s: %s", type(exc).__name__, exc
+            )
 
     def begin_drain(self) -> None:
         """Shutdown began: unready now; requests still running near the grace end are cut."""

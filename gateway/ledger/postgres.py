@@ -18,8 +18,12 @@ from gateway.ledger.store import (
     COLUMNS,
     DEFAULT_TABLE,
     as_utc,
+    budget_sql,
     check_table_name,
     encode_job_ids,
+    in_flight_index_sql,
+    interrupted_sql,
+    replace_sql,
     report_query,
     row_from_result,
 )
@@ -89,20 +93,37 @@ class PostgresStore:
                 await conn.execute(
                     f'CREATE INDEX IF NOT EXISTS {t}_key_time ON {t} (key_name, "time")'
                 )
+                await conn.execute(in_flight_index_sql(t))
         except BaseException:
             await pool.close()
             raise
         self._pool = pool
 
-    async def write_many(self, records: Sequence[UsageRecord]) -> None:
+    async def write_many(
+        self, records: Sequence[UsageRecord], replacing: Sequence[str] = ()
+    ) -> None:
         pool = self._connection()
         columns = ", ".join(f'"{c}"' for c in COLUMNS)
         marks = ", ".join(f"${i}" for i in range(1, len(COLUMNS) + 1))
-        async with pool.acquire() as conn:
+        async with pool.acquire() as conn, conn.transaction():
+            if replacing:
+                await conn.execute(replace_sql(self.table, len(replacing), _mark), *replacing)
             await conn.executemany(
                 f"INSERT INTO {self.table} ({columns}) VALUES ({marks})",
                 [_row(record) for record in records],
             )
+
+    async def mark_interrupted(self, before: datetime) -> int:
+        pool = self._connection()
+        async with pool.acquire() as conn:
+            status = await conn.execute(interrupted_sql(self.table, _mark), as_utc(before))
+        return int(status.split()[-1]) if status.split()[-1].isdigit() else 0
+
+    async def budget_usage(self, since: datetime, cached: bool) -> dict[str, int]:
+        pool = self._connection()
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(budget_sql(self.table, cached, _mark), as_utc(since))
+        return {str(row[0]): int(row[1]) for row in rows}
 
     async def report(
         self, since: datetime | None, until: datetime | None, key_name: str | None = None
@@ -127,6 +148,10 @@ class PostgresStore:
         if self._pool is None:
             raise RuntimeError("the PostgreSQL ledger store is not open")
         return self._pool
+
+
+def _mark(n: int) -> str:
+    return f"${n}"
 
 
 def _row(record: UsageRecord) -> tuple[Any, ...]:

@@ -7,6 +7,7 @@ opened in WAL mode with a busy timeout, so several gateway workers can share it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -20,8 +21,12 @@ from gateway.ledger.store import (
     COLUMNS,
     DEFAULT_TABLE,
     as_utc,
+    budget_sql,
     check_table_name,
     encode_job_ids,
+    in_flight_index_sql,
+    interrupted_sql,
+    replace_sql,
     report_query,
     row_from_result,
 )
@@ -96,21 +101,43 @@ class SqliteStore:
                     await db.execute(f"ALTER TABLE {t} ADD COLUMN {name} {declaration}")
             await db.execute(f'CREATE INDEX IF NOT EXISTS {t}_time ON {t} ("time")')
             await db.execute(f'CREATE INDEX IF NOT EXISTS {t}_key_time ON {t} (key_name, "time")')
+            await db.execute(in_flight_index_sql(t))
             await db.commit()
         except BaseException:
             await db.close()
             raise
         self._db = db
 
-    async def write_many(self, records: Sequence[UsageRecord]) -> None:
+    async def write_many(
+        self, records: Sequence[UsageRecord], replacing: Sequence[str] = ()
+    ) -> None:
         db = self._connection()
         columns = ", ".join(f'"{c}"' for c in COLUMNS)
         marks = ", ".join("?" for _ in COLUMNS)
-        await db.executemany(
-            f"INSERT INTO {self.table} ({columns}) VALUES ({marks})",
-            [_row(record) for record in records],
-        )
+        try:
+            if replacing:
+                await db.execute(replace_sql(self.table, len(replacing), _mark), list(replacing))
+            await db.executemany(
+                f"INSERT INTO {self.table} ({columns}) VALUES ({marks})",
+                [_row(record) for record in records],
+            )
+            await db.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await db.rollback()  # nothing of a refused batch stays half-written
+            raise
+
+    async def mark_interrupted(self, before: datetime) -> int:
+        db = self._connection()
+        cursor = await db.execute(interrupted_sql(self.table, _mark), [format_time(before)])
         await db.commit()
+        return cursor.rowcount
+
+    async def budget_usage(self, since: datetime, cached: bool) -> dict[str, int]:
+        db = self._connection()
+        sql = budget_sql(self.table, cached, _mark)
+        async with db.execute(sql, [format_time(since)]) as cursor:
+            return {str(key): int(tokens) for key, tokens in await cursor.fetchall()}
 
     async def report(
         self, since: datetime | None, until: datetime | None, key_name: str | None = None
@@ -135,6 +162,10 @@ class SqliteStore:
         if self._db is None:
             raise RuntimeError("the SQLite ledger store is not open")
         return self._db
+
+
+def _mark(_: int) -> str:
+    return "?"
 
 
 def _row(record: UsageRecord) -> tuple[Any, ...]:

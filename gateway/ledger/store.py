@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from gateway.ledger.record import UsageRecord, UsageRow
+from gateway.ledger.record import IN_FLIGHT, INTERRUPTED, UsageRecord, UsageRow
 
 DEFAULT_TABLE = "gateway_usage"
 
@@ -61,8 +61,20 @@ class LedgerStore(Protocol):
         """Connect and create the table and its indexes if they are missing."""
         ...
 
-    async def write_many(self, records: Sequence[UsageRecord]) -> None:
-        """Insert ``records`` in one transaction."""
+    async def write_many(
+        self, records: Sequence[UsageRecord], replacing: Sequence[str] = ()
+    ) -> None:
+        """Insert ``records`` in one transaction, after deleting the ``in_flight`` rows of the
+        request ids in ``replacing`` (their final rows are among ``records``)."""
+        ...
+
+    async def mark_interrupted(self, before: datetime) -> int:
+        """``in_flight`` rows older than ``before`` (their process died) become
+        ``interrupted``; how many."""
+        ...
+
+    async def budget_usage(self, since: datetime, cached: bool) -> dict[str, int]:
+        """Tokens per key name since ``since``; cache hits counted only when ``cached``."""
         ...
 
     async def report(
@@ -121,6 +133,36 @@ def report_query(
         + " GROUP BY key_name, model ORDER BY key_name, model"
     )
     return sql, params
+
+
+def replace_sql(table: str, count: int, placeholder: Callable[[int], str]) -> str:
+    """Deletes the in-flight rows of ``count`` request ids (parameters 1..count)."""
+    marks = ", ".join(placeholder(n) for n in range(1, count + 1))
+    return f"DELETE FROM {table} WHERE outcome = '{IN_FLIGHT}' AND request_id IN ({marks})"
+
+
+def interrupted_sql(table: str, placeholder: Callable[[int], str]) -> str:
+    return (
+        f"UPDATE {table} SET outcome = '{INTERRUPTED}' "
+        f"WHERE outcome = '{IN_FLIGHT}' AND \"time\" < {placeholder(1)}"
+    )
+
+
+def budget_sql(table: str, cached: bool, placeholder: Callable[[int], str]) -> str:
+    """Tokens per key since parameter 1, as the limits' budgets charge them."""
+    hits = "" if cached else " AND NOT cached"
+    return (
+        f"SELECT key_name, COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM {table} "
+        f'WHERE "time" >= {placeholder(1)}{hits} GROUP BY key_name'
+    )
+
+
+def in_flight_index_sql(table: str) -> str:
+    """A partial index: finding a request's in-flight row costs nothing on a large table."""
+    return (
+        f"CREATE INDEX IF NOT EXISTS {table}_in_flight ON {table} (request_id) "
+        f"WHERE outcome = '{IN_FLIGHT}'"
+    )
 
 
 def row_from_result(values: Sequence[Any]) -> UsageRow:

@@ -175,6 +175,22 @@ class Limiter:
             on_degraded=on_degraded,
         )
 
+    async def reconcile(
+        self,
+        keys: Iterable[KeySettings],
+        day_usage: dict[str, int],
+        month_usage: dict[str, int],
+        now: float,
+    ) -> None:
+        """Set the daily and monthly budget counters of ``keys`` to what the ledger counted
+        (tokens per key name this UTC day and month); called at start-up."""
+        now_ms = round(now * 1000)
+        day, month = day_period(now_ms), month_period(now_ms)
+        for key in keys:
+            daily = day_usage.get(key.name, 0) if key.daily_tokens else None
+            monthly = month_usage.get(key.name, 0) if key.monthly_tokens else None
+            await self.store.set_budgets(key.name, now_ms, (day, daily), (month, monthly))
+
     @property
     def degraded(self) -> bool:
         """True while the store is unreachable and ``failure_policy`` applies."""

@@ -27,7 +27,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from gateway.limits.state import Claim, Refusal, StoreUnavailable, Verdict
+from gateway.limits.state import Claim, Period, Refusal, StoreUnavailable, Verdict
 
 _REFUSALS: dict[int, Refusal] = {
     1: "requests",
@@ -294,6 +294,19 @@ class RedisStore:
         for group in by_key.values():
             args: list[str | int] = [until_ms, now_ms, *(c.claim_id for c in group)]
             await self._run(self._renew(keys=[self.keys_for(group[0])[4]], args=args))
+
+    async def set_budgets(
+        self,
+        key: str,
+        now_ms: int,
+        day: tuple[Period, int | None],
+        month: tuple[Period, int | None],
+    ) -> None:
+        base = f"{self.prefix}{{{key}}}:"
+        for kind, (period, tokens) in (("day", day), ("month", month)):
+            if tokens is not None:
+                ttl = period.ends_ms - now_ms + 3_600_000
+                await self._run(self._client.set(f"{base}{kind}:{period.name}", tokens, px=ttl))
 
     async def ping(self) -> None:
         """Raise :class:`StoreUnavailable` unless Redis answers within the timeout."""

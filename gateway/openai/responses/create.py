@@ -154,10 +154,12 @@ async def _background(ctx: RequestContext) -> Response:
         exchange.prompt_tokens, exchange.ignored = plan.prompt_tokens, plan.ignored
         if settings.logging.log_prompts or settings.ledger.log_prompts:
             exchange.prompt_text = plan.prompts[0]
+        charged = estimate(plan, settings.limits)
         admission = await rt.limiter.admit(
-            key, plan.model.name, estimate(plan, settings.limits), aliases=plan.model.aliases
+            key, plan.model.name, charged, aliases=plan.model.aliases
         )
         headers.update(admission.headers)
+        rt.begin_usage(exchange, charged)  # ledger: the in-flight row (issue 23; finish ends it)
 
         async def release_admission(done: Exchange) -> None:
             await admission.release(done.prompt_tokens + done.completion_tokens)
