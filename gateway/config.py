@@ -354,6 +354,7 @@ class TracingSettings(_Frozen):
     otlp_endpoint: str | None = None
     service_name: str = Field("llm-gateway", min_length=1)
     sample_ratio: float = Field(1.0, ge=0, le=1)
+    trust_client_sampling: bool = False
     headers: dict[str, str] = Field(default_factory=dict, repr=False)
 
     @field_validator("otlp_endpoint")
