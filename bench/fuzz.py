@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import tempfile
 import uuid
+from collections import Counter
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make ``tests`` importable
@@ -62,6 +64,22 @@ def _drop_tables(database_url: str, run: str) -> None:
             await conn.close()
 
     asyncio.run(drop())
+
+
+def _traceback_ends(log: str) -> Counter[str]:
+    """The message and last line of each logged traceback, counted."""
+    ends: Counter[str] = Counter()
+    for line in log.splitlines():
+        if "Traceback" not in line:
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            ends[line[:200]] += 1
+            continue
+        tail = str(entry.get("exception", "")).strip().splitlines()[-1:]
+        ends[f"{entry.get('message', '')[:100]}: {tail[0][:200] if tail else ''}"] += 1
+    return ends
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     if log is not None:
         tracebacks = log.count("Traceback")
         print(f"tracebacks in the gateway log: {tracebacks}")
+        for line, count in _traceback_ends(log).most_common():
+            print(f"  {count} x {line}")
         failures += tracebacks
     return 1 if failures else 0
 

@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from gateway.config import LedgerSettings
-from gateway.ledger.record import IN_FLIGHT, UsageRecord, UsageRow, sanitized
+from gateway.ledger.record import IN_FLIGHT, UsageRecord, UsageRow, clean_text, sanitized
 from gateway.ledger.spill import SpillFile
 from gateway.ledger.store import DEFAULT_TABLE, LedgerStore
 
@@ -231,6 +231,8 @@ class Ledger:
     ) -> list[UsageRow]:
         """Usage by key and model (opens the database if the writer has not yet)."""
         await self._open()
+        if key_name is not None:  # as its rows were written: a NUL would not even reach them
+            key_name = clean_text(key_name)
         return await self.store.report(since, until, key_name)
 
     async def budget_usage(self, since: datetime, *, cached: bool) -> dict[str, int]:

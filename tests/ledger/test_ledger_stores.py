@@ -274,4 +274,6 @@ async def test_nul_and_lone_surrogates_are_cleaned_before_any_database(store: Le
         ("req-3", "fine", "alice"),
     ]
     assert ledger.dropped == 0
+    # A report asked for a key name with NUL finds its rows (PostgreSQL would refuse the query).
+    assert [r.requests for r in await ledger.report(None, None, "k\x00")] == [1]
     await ledger.stop()
