@@ -159,7 +159,6 @@ async def _background(ctx: RequestContext) -> Response:
             key, plan.model.name, charged, aliases=plan.model.aliases
         )
         headers.update(admission.headers)
-        rt.begin_usage(exchange, charged)  # ledger: the in-flight row (issue 23; finish ends it)
 
         async def release_admission(done: Exchange) -> None:
             await admission.release(done.prompt_tokens + done.completion_tokens)
@@ -186,6 +185,7 @@ async def _background(ctx: RequestContext) -> Response:
         raise
     exchange.job_ids = list(jobs.ids)
     exchange.submitted_at = time.perf_counter()
+    rt.begin_usage(exchange, charged)  # ledger: the in-flight row (issue 23; finish ends it)
     headers["x-job-id"] = ",".join(jobs.ids)
     record.job_ids = list(jobs.ids)
     opening = run.opening()

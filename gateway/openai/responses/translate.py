@@ -213,7 +213,7 @@ def _content_text(content: Any, where: str) -> str:
     for j, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
         text = part.get("text") if isinstance(part, dict) else None
-        if kind in _TEXT_PARTS and isinstance(part, dict):
+        if isinstance(kind, str) and kind in _TEXT_PARTS and isinstance(part, dict):
             value = text if kind != "refusal" else part.get("refusal", text)
             if not isinstance(value, str):
                 raise BadRequest(

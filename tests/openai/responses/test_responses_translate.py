@@ -83,6 +83,7 @@ def test_references_and_the_previous_chain_are_used() -> None:
         ({"type": "weird"}, "input[0]"),
         ({"type": {"a": 1}, "role": "user", "content": "x"}, "input[0].type"),
         ({"type": ["message"], "content": "x"}, "input[0].type"),
+        ({"role": "user", "content": [{"type": {"a": 1}, "text": "x"}]}, "input[0].content[0]"),
         ({"role": "robot", "content": "x"}, "input[0].role"),
         ({"type": "function_call", "name": "f"}, "input[0]"),
     ],
