@@ -170,6 +170,8 @@ class Ledger:
         row = _Row(replace(record, outcome=IN_FLIGHT))
         if self._push(row):
             self._begun[record.request_id] = row
+            if len(self._begun) > 4 * self.capacity:  # a request never completed: forget it
+                self._begun.pop(next(iter(self._begun)))
 
     def complete(self, record: UsageRecord) -> None:
         """The request ended: its final row, in place of the in-flight one if there was one."""
