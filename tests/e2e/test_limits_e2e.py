@@ -710,6 +710,23 @@ def outage(emulator: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 @needs_redis_server
+async def test_a_burst_is_not_an_outage_even_fail_closed(outage: Outage) -> None:
+    """300 at once through a pool of 100: a pool that raised when full refused them with 503."""
+    count = 300
+    limits = httpx.Limits(max_connections=count, max_keepalive_connections=0)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+        answers = await asyncio.gather(
+            *(
+                http.post(outage.fail_closed.url + CHAT, json=chat(SHORT), headers=auth(ALICE_KEY))
+                for _ in range(count)
+            )
+        )
+    statuses = [a.status_code for a in answers]
+    assert statuses == [200] * count, sorted(set(statuses))
+    assert degraded(outage.fail_closed) == 0
+
+
+@needs_redis_server
 async def test_losing_redis_follows_the_policy_and_recovers(outage: Outage) -> None:
     both = (outage.fail_open, outage.fail_closed)
     slow = chat("[[emulate:words 16]] [[emulate:wps 16]] [[emulate:queue 0]]", stream=True)
