@@ -21,6 +21,7 @@ from gateway.http.exchange import Exchange
 from gateway.keys.service import KeyService
 from gateway.ledger import Ledger, UsageRecord
 from gateway.limits import Limiter
+from gateway.limits.limiter import TEAM_PREFIX
 from gateway.openai.responses.door import ResponsesDoor
 from gateway.ops.logs import SecretRedactor, capped_names, config_secrets, log_request
 from gateway.ops.metrics import Metrics
@@ -259,13 +260,19 @@ class Runtime:
         await self._reconcile_budgets()
 
     async def _reconcile_budgets(self) -> None:
-        """Daily and monthly budget counters (Redis or memory) follow the ledger at start-up:
-        after a crash they held charges for requests whose rows say otherwise, or nothing."""
+        """Daily and monthly budget counters of keys and teams (Redis or memory) follow the
+        ledger at start-up: after a crash they held charges for requests whose rows say
+        otherwise, or nothing."""
         registry = self.key_service.registry
         keys = [*self.settings.keys]
         keys += [k for n in registry.names_after(None) if (k := registry.settings(n)) is not None]
-        budgeted = [k for k in keys if k.daily_tokens or k.monthly_tokens]
-        if not budgeted:
+        teams = [t for t in registry.teams() if t.daily_tokens or t.monthly_tokens]
+        budgets = [(k.name, bool(k.daily_tokens), bool(k.monthly_tokens)) for k in keys]
+        budgets += [
+            (TEAM_PREFIX + t.name, bool(t.daily_tokens), bool(t.monthly_tokens)) for t in teams
+        ]
+        budgets = [b for b in budgets if b[1] or b[2]]
+        if not budgets:
             return
         now = datetime.now(UTC)
         day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -276,7 +283,12 @@ class Runtime:
                     await asyncio.wait_for(self.ledger.flush(), 3.0)  # rows replayed from a spill
                 month = await self.ledger.budget_usage(day_start.replace(day=1), cached=cached)
                 day = await self.ledger.budget_usage(day_start, cached=cached)
-                await self.limiter.reconcile(budgeted, day, month, now.timestamp())
+                for usage in (day, month):  # a team's budget counts all its keys' tokens
+                    for key in keys:
+                        if key.team and key.name in usage:
+                            team = TEAM_PREFIX + key.team
+                            usage[team] = usage.get(team, 0) + usage[key.name]
+                await self.limiter.reconcile(budgets, day, month, now.timestamp())
         except Exception as exc:  # never fatal: the counters then stay as they were
             logger.warning(
                 "budgets not reconciled with the ledger: %s: %s", type(exc).__name__, exc

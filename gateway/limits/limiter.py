@@ -177,19 +177,23 @@ class Limiter:
 
     async def reconcile(
         self,
-        keys: Iterable[KeySettings],
+        budgets: Iterable[tuple[str, bool, bool]],
         day_usage: dict[str, int],
         month_usage: dict[str, int],
         now: float,
     ) -> None:
-        """Set the daily and monthly budget counters of ``keys`` to what the ledger counted
-        (tokens per key name this UTC day and month); called at start-up."""
+        """Set budget counters to what the ledger counted; called at start-up.
+
+        ``budgets`` holds ``(counter, has a daily budget, has a monthly one)``: a key's name, or
+        :data:`TEAM_PREFIX` + a team's; the usage maps hold tokens per counter this UTC day and
+        month.
+        """
         now_ms = round(now * 1000)
         day, month = day_period(now_ms), month_period(now_ms)
-        for key in keys:
-            daily = day_usage.get(key.name, 0) if key.daily_tokens else None
-            monthly = month_usage.get(key.name, 0) if key.monthly_tokens else None
-            await self.store.set_budgets(key.name, now_ms, (day, daily), (month, monthly))
+        for name, daily, monthly in budgets:
+            tokens_today = day_usage.get(name, 0) if daily else None
+            tokens_month = month_usage.get(name, 0) if monthly else None
+            await self.store.set_budgets(name, now_ms, (day, tokens_today), (month, tokens_month))
 
     @property
     def degraded(self) -> bool:

@@ -33,6 +33,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 CRASH_KEY = "sk-test-crash-0123456789"
+ADMIN_KEY = "sk-test-admin-ledger-0123456789"
 CHAT = "/v1/chat/completions"
 
 
@@ -50,10 +51,15 @@ async def table_rows(table: str) -> list[asyncpg.Record]:
 
 
 async def drop(table: str) -> None:
+    """The run's ledger table and its key store's tables (named after it)."""
     assert DATABASE_URL
     conn = await asyncpg.connect(DATABASE_URL)
     try:
-        await conn.execute(f"DROP TABLE IF EXISTS {table}")
+        rows = await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE tablename LIKE $1", table + "%"
+        )
+        for row in rows:
+            await conn.execute(f'DROP TABLE IF EXISTS "{row[0]}" CASCADE')
     finally:
         await conn.close()
 
@@ -87,8 +93,11 @@ def config(upstream: str, table: str, prefix: str, ledger_url: str | None = None
                 "key": CRASH_KEY,
                 "upstream_token": ALICE_TOKEN,
                 "daily_tokens": 10_000_000,
+                "team": "crashers",  # a database team, with a daily budget of its own
             }
         ],
+        admin={"key": ADMIN_KEY},
+        key_store={"table_prefix": f"ledger_e2e_{table[-12:]}_"},
         redis={"url": REDIS_URL, "prefix": prefix, "timeout": 2.0},
         ledger={"url": ledger_url or DATABASE_URL, "table": table},
         server={"graceful_shutdown_seconds": 3},
@@ -105,6 +114,12 @@ async def test_a_crash_leaves_a_row_per_admitted_request_and_budgets_follow_the_
     held = 12
     try:
         async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
+            team = {"name": "crashers", "daily_tokens": 10_000_000}
+            made = await http.post(
+                "/admin/teams", json=team, headers={"authorization": f"Bearer {ADMIN_KEY}"}
+            )
+            assert made.status_code == 201, made.text
+            await asyncio.sleep(1.0)  # every replica (this one) has seen the team
             done = [
                 await http.post(CHAT, json=chat(f"quick {n} [[emulate:words 3]]"), headers=headers)
                 for n in range(5)
@@ -134,11 +149,14 @@ async def test_a_crash_leaves_a_row_per_admitted_request_and_budgets_follow_the_
     client = redis.Redis.from_url(REDIS_URL)
     try:
         (counter,) = list(client.scan_iter(match=prefix + "{crash}:day:*"))
+        (team_counter,) = list(client.scan_iter(match=prefix + "{team:crashers}:day:*"))
         client.set(counter, 123_456_789)
+        client.delete(team_counter)  # as if Redis had restarted empty
         restarted = start_gateway(tmp_path, settings)
         try:
             total = sum(row["prompt_tokens"] + row["completion_tokens"] for row in rows)
             assert int(client.get(counter) or 0) == total
+            assert int(client.get(team_counter) or 0) == total
         finally:
             restarted.stop()
     finally:

@@ -177,7 +177,8 @@ async def test_budgets_are_reconciled_with_what_the_ledger_counted(
     daily = daily.model_copy(update={"name": "daily"})
     monthly = monthly.model_copy(update={"name": "monthly"})
     await limiter.admit(daily, "m", 90)  # charged, never settled: the process died
-    await limiter.reconcile([daily, monthly], {"daily": 30}, {"monthly": 995}, clock())
+    budgets = [("daily", True, False), ("monthly", False, True)]
+    await limiter.reconcile(budgets, {"daily": 30}, {"monthly": 995}, clock())
     await limiter.admit(daily, "m", 70)  # 30 + 70: exactly the budget
     await refused(limiter, daily, 1)
     await limiter.admit(monthly, "m", 5)
