@@ -196,6 +196,28 @@ async def _deadline(seconds: float, what: str) -> AsyncIterator[None]:
         raise
 
 
+def refused_row(exc: BaseException) -> bool:
+    """The database refused a statement's values (a bad value, a constraint), not the
+    connection: the same row would be refused again, while other rows can still be written."""
+    import sqlite3
+
+    if isinstance(
+        exc,
+        ValueError
+        | OverflowError
+        | UnicodeError
+        | sqlite3.IntegrityError
+        | sqlite3.DataError
+        | sqlite3.InterfaceError,
+    ):
+        return True
+    try:
+        import asyncpg
+    except ImportError:  # pragma: no cover - a dependency
+        return False
+    return isinstance(exc, asyncpg.DataError | asyncpg.IntegrityConstraintViolationError)
+
+
 def _lost_connection(exc: Exception) -> bool:
     try:
         import asyncpg

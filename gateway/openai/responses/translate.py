@@ -216,7 +216,7 @@ def _content_text(content: Any, where: str) -> str:
     for j, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
         text = part.get("text") if isinstance(part, dict) else None
-        if kind in _TEXT_PARTS and isinstance(part, dict):
+        if isinstance(kind, str) and kind in _TEXT_PARTS and isinstance(part, dict):
             value = text if kind != "refusal" else part.get("refusal", text)
             if not isinstance(value, str):
                 raise BadRequest(
@@ -252,6 +252,8 @@ class _History:
         if not isinstance(item, dict):
             raise BadRequest(f"{where} must be an object.", param=where)
         kind = item.get("type", "message" if "role" in item else None)
+        if not isinstance(kind, str):  # an object or list as the type: no item kind at all
+            raise BadRequest(f"{where}.type must be a string.", param=f"{where}.type")
         if kind == "message":
             self._message(item, where)
         elif kind in ("function_call", "custom_tool_call"):
