@@ -93,13 +93,15 @@ PATH_VALUES = ["x", "..", "%2e%2e", "%00", "a" * 300, "é", "resp_" + "0" * 48, 
 
 def fuzz_config(upstream: str, tmp: Path, run: str, database_url: str | None) -> dict[str, Any]:
     """Every route reachable: an admin key, database keys, the cache on, stored responses;
-    in PostgreSQL (tables named after ``run``) when ``database_url`` is set, else SQLite files."""
+    in PostgreSQL (tables named after ``run``) when ``database_url`` is set, else one SQLite file
+    (the ledger's, shared by the key store and stored responses, as by default)."""
     if database_url:
         ledger = {"url": database_url, "table": f"fuzz_usage_{run}"}
         responses = {"store_url": database_url, "table": f"fuzz_resp_{run}"}
     else:
+        # One file for all three: gateway.db serialises the writers of one SQLite file.
         ledger = {"url": f"sqlite:///{tmp}/usage.db"}
-        responses = {"store_url": f"sqlite:///{tmp}/responses.db"}
+        responses = {"store_url": None}  # the ledger's url
     config = gateway_config(
         upstream,
         admin={"key": ADMIN_KEY},

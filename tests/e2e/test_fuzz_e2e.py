@@ -3,7 +3,7 @@
 The long runs are ``bench/fuzz.py``; both drive a gateway with a real admin key, the response
 cache on and the Responses store (see ``fuzzing.py`` and ``mutation.py``). Jobs are instant here
 so valid requests stay cheap. With ``DATABASE_URL`` the ledger, keys and stored responses are in
-PostgreSQL (tables of this run's own, dropped after), else in SQLite files.
+PostgreSQL (tables of this run's own, dropped after), else in one SQLite file.
 """
 
 from __future__ import annotations

@@ -286,3 +286,19 @@ async def test_nul_and_lone_surrogates_are_cleaned_before_any_database(store: Le
     # A report asked for a key name with NUL finds its rows (PostgreSQL would refuse the query).
     assert [r.requests for r in await ledger.report(None, None, "k\x00")] == [1]
     await ledger.stop()
+
+
+async def test_a_row_the_database_refuses_is_quarantined_and_its_batch_written(
+    store: LedgerStore,
+) -> None:
+    """Through gateway.db, as each database refuses it (SQLite: OverflowError; PostgreSQL: the
+    driver's DataError): the ledger sees a refused row, not an outage, so it drops that row alone
+    instead of retrying the batch forever."""
+    ledger = Ledger(store, batch_size=10)
+    await ledger.start()
+    for n in range(1, 4):
+        ledger.record(make_record(n, prompt_tokens=2**70 if n == 2 else 10))
+    await asyncio.wait_for(ledger.flush(), 10)
+    assert [r["request_id"] for r in await raw_rows(store)] == ["req-1", "req-3"]
+    assert (ledger.written, ledger.dropped, ledger.quarantined) == (2, 1, 1)
+    await ledger.stop()
