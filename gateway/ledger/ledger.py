@@ -29,9 +29,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from gateway.config import LedgerSettings
-from gateway.db import Databases, check_url, refused_row
+from gateway.db import Databases, check_url, clean_text, refused_row
 from gateway.ledger.postgres import PostgresStore
-from gateway.ledger.record import IN_FLIGHT, UsageRecord, UsageRow, clean_text, sanitized
+from gateway.ledger.record import IN_FLIGHT, UsageRecord, UsageRow, sanitized
 from gateway.ledger.spill import SpillFile
 from gateway.ledger.sqlite import SqliteStore
 from gateway.ledger.store import DEFAULT_TABLE, LedgerStore

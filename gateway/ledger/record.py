@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
+
+from gateway.db import clean_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,21 +66,7 @@ IN_FLIGHT = "in_flight"
 #: What an in-flight row left by a process that died says, once a later start-up finds it.
 INTERRUPTED = "interrupted"
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _TEXT_FIELDS = ("request_id", "key_name", "model", "endpoint", "outcome", "prompt_text")
-
-
-def clean_text(text: str) -> str:
-    """``text`` as every database stores it: no NUL (PostgreSQL text refuses it) and no lone
-    surrogate (UTF-8 cannot encode one); both become U+FFFD."""
-    if "\x00" in text:
-        text = text.replace("\x00", "\ufffd")
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            text = _SURROGATE.sub("\ufffd", text)
-    return text
 
 
 def sanitized(record: UsageRecord) -> UsageRecord:

@@ -90,6 +90,7 @@ async def test_text_with_nul_is_stored(db: Database) -> None:
     rows = await db.fetch(f"SELECT text FROM {table} ORDER BY n")
     assert [r[0] for r in rows] in ([sanitise("a\x00b"), sanitise("\x00")], [("a\x00b"), "\x00"])
     assert sanitise("a\x00b") == "a\ufffdb"
+    assert sanitise("c\ud800d") == "c\ufffdd" and sanitise(7) == 7
 
 
 @needs_postgres

@@ -263,7 +263,7 @@ async def test_budget_usage_counts_tokens_per_key(store: LedgerStore) -> None:
 
 async def test_a_refused_batch_leaves_nothing_half_written(store: LedgerStore) -> None:
     with pytest.raises(Exception):  # noqa: B017 - each database names it its own way
-        await store.write_many([make_record(1), make_record(2, prompt_text="\ud800")])
+        await store.write_many([make_record(1), make_record(2, prompt_tokens=2**70)])
     await store.write_many([make_record(3)])
     assert [r["request_id"] for r in await raw_rows(store)] == ["req-3"]
 
