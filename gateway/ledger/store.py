@@ -65,8 +65,8 @@ class LedgerStore(Protocol):
     async def write_many(
         self, records: Sequence[UsageRecord], replacing: Sequence[str] = ()
     ) -> None:
-        """Insert ``records`` in one transaction, after deleting the ``in_flight`` rows of the
-        request ids in ``replacing`` (their final rows are among ``records``)."""
+        """Insert ``records`` and delete the ``in_flight`` rows of the request ids in
+        ``replacing`` (their final rows are among ``records``), in one transaction."""
         ...
 
     async def mark_interrupted(self, before: datetime) -> int:
@@ -160,12 +160,14 @@ class SqlLedgerStore:
         columns = ", ".join(f'"{c}"' for c in COLUMNS)
         marks = ", ".join("?" for _ in COLUMNS)
         async with self.db.transaction() as tx:  # nothing of a refused batch stays half-written
-            if replacing:
-                await tx.execute(replace_sql(self.table, len(replacing)), list(replacing))
             await tx.execute_many(
                 f"INSERT INTO {self.table} ({columns}) VALUES ({marks})",
                 [self._row(record) for record in records],
             )
+            # After the inserts: an in-flight row retried in this very batch (its first write
+            # failed) goes too, not only one already in the table.
+            if replacing:
+                await tx.execute(replace_sql(self.table, len(replacing)), list(replacing))
 
     async def mark_interrupted(self, before: datetime) -> int:
         return await self.db.execute(interrupted_sql(self.table), [self._time(before)])

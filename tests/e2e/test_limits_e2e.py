@@ -432,7 +432,8 @@ async def ledger_rows(table: str, key_name: str, count: int) -> list[asyncpg.Rec
                 rows: list[asyncpg.Record] = await conn.fetch(
                     f"SELECT * FROM {table} WHERE key_name = $1 ORDER BY time", key_name
                 )
-                if len(rows) >= count:
+                # A request's in-flight row (written at admission) counts once it is final.
+                if len(rows) >= count and all(r["outcome"] != "in_flight" for r in rows):
                     return rows
             if time.monotonic() > deadline:
                 raise AssertionError(f"only {len(rows)} of {count} ledger rows for {key_name}")

@@ -248,6 +248,18 @@ async def test_a_final_row_replaces_the_in_flight_one(store: LedgerStore) -> Non
     assert {r["outcome"] for r in await raw_rows(store)} == {"ok", "interrupted"}
 
 
+async def test_an_in_flight_row_retried_in_the_batch_of_its_final_row_goes_too(
+    store: LedgerStore,
+) -> None:
+    """An in-flight row whose first write failed is retried; when its request ended meanwhile,
+    its final row may be in the same batch: the table keeps only the final row."""
+    await store.write_many(
+        [make_record(1, outcome="in_flight"), make_record(1, completion_tokens=9)], ["req-1"]
+    )
+    rows = [(r["request_id"], r["outcome"], r["completion_tokens"]) for r in await raw_rows(store)]
+    assert rows == [("req-1", "ok", 9)]
+
+
 async def test_budget_usage_counts_tokens_per_key(store: LedgerStore) -> None:
     await store.write_many(
         [
