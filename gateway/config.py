@@ -225,6 +225,8 @@ class RedisSettings(_Frozen):
     prefix: str = "gateway:"
     failure_policy: Literal["open", "closed"] = "open"
     timeout: float = Field(0.5, gt=0)
+    pool_size: int = Field(100, ge=1, le=10_000)
+    pool_timeout: float = Field(5.0, gt=0)
     lease_seconds: float = Field(30.0, gt=0)
     probe_interval: float = Field(1.0, gt=0)
 
@@ -249,6 +251,8 @@ class LedgerSettings(_Frozen):
     batch_size: int = Field(500, ge=1)
     db_timeout_seconds: float = Field(10.0, gt=0, le=600)  # any one operation (gateway.db)
     db_pool_size: int = Field(10, ge=1, le=1000)  # PostgreSQL connections per URL, all users
+    spill_path: str | None = None
+    spill_max_mb: int = Field(64, ge=1)
 
     @field_validator("url")
     @classmethod
@@ -368,6 +372,7 @@ class TracingSettings(_Frozen):
     otlp_endpoint: str | None = None
     service_name: str = Field("llm-gateway", min_length=1)
     sample_ratio: float = Field(1.0, ge=0, le=1)
+    trust_client_sampling: bool = False
     headers: dict[str, str] = Field(default_factory=dict, repr=False)
 
     @field_validator("otlp_endpoint")

@@ -12,7 +12,9 @@ on either engine. What it guarantees to every caller:
 - **SQLite writers are serialised**: one connection in WAL mode, one statement or transaction at
   a time (concurrent tasks queue on a lock), so no two tasks interleave on the connection.
 - **Text is sanitised for the database**: PostgreSQL's text cannot hold NUL, so a NUL in a
-  string parameter becomes U+FFFD instead of failing the statement (and its batch).
+  string parameter becomes U+FFFD instead of failing the statement (and its batch); so does a
+  lone surrogate, which UTF-8 cannot encode (:func:`clean_text`, which the ledger also applies
+  to its rows before any database, SQLite included).
 
 A transaction holds the engine's write lock (``BEGIN IMMEDIATE`` on SQLite, row locks on
 PostgreSQL) for the read-modify-write it wraps.
@@ -116,11 +118,25 @@ def database_for(url: str, *, timeout: float = DEFAULT_TIMEOUT) -> Database:
     return Databases(timeout=timeout).get(url)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """``text`` as every database stores it: no NUL (PostgreSQL text refuses it) and no lone
+    surrogate (UTF-8 cannot encode one, so no driver can send it); both become U+FFFD."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = _SURROGATE.sub("\ufffd", text)
+    return text
+
+
 def sanitise(value: Any) -> Any:
-    """A parameter PostgreSQL's text accepts: NUL (which it cannot hold) becomes U+FFFD."""
-    if isinstance(value, str) and "\x00" in value:
-        return value.replace("\x00", "\ufffd")
-    return value
+    """A parameter PostgreSQL's text accepts (see :func:`clean_text`)."""
+    return clean_text(value) if isinstance(value, str) else value
 
 
 class _Engine(Protocol):
@@ -194,6 +210,28 @@ async def _deadline(seconds: float, what: str) -> AsyncIterator[None]:
         if _lost_connection(exc):
             raise DatabaseUnavailable(f"the database connection failed ({what}): {exc}") from exc
         raise
+
+
+def refused_row(exc: BaseException) -> bool:
+    """The database refused a statement's values (a bad value, a constraint), not the
+    connection: the same row would be refused again, while other rows can still be written."""
+    import sqlite3
+
+    if isinstance(
+        exc,
+        ValueError
+        | OverflowError
+        | UnicodeError
+        | sqlite3.IntegrityError
+        | sqlite3.DataError
+        | sqlite3.InterfaceError,
+    ):
+        return True
+    try:
+        import asyncpg
+    except ImportError:  # pragma: no cover - a dependency
+        return False
+    return isinstance(exc, asyncpg.DataError | asyncpg.IntegrityConstraintViolationError)
 
 
 def _lost_connection(exc: Exception) -> bool:

@@ -153,6 +153,13 @@ class JobFailed(UpstreamError):
     default_code = "job_failed"
 
 
+class LogRewritten(UpstreamError):
+    """The job's log was rewritten after part of it was streamed, and does not continue it:
+    the stream ends with this error rather than ``stop`` on a draft (never silent truncation)."""
+
+    default_code = "log_rewritten"
+
+
 class InternalError(GatewayError):
     """A bug: logged with its traceback, answered without it."""
 

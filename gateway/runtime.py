@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,6 +23,7 @@ from gateway.http.exchange import Exchange
 from gateway.keys.service import KeyService
 from gateway.ledger import Ledger, UsageRecord
 from gateway.limits import Limiter
+from gateway.limits.limiter import TEAM_PREFIX
 from gateway.ops.logs import capped_names, log_request
 from gateway.ops.metrics import Metrics
 from gateway.ops.recent import LiveView
@@ -117,7 +120,11 @@ class Runtime:
             timeout=settings.ledger.db_timeout_seconds, pool_size=settings.ledger.db_pool_size
         )
         ledger = Ledger.from_settings(
-            settings.ledger, on_drop=metrics.count_ledger_dropped, databases=databases
+            settings.ledger,
+            # An in-flight row older than any request may run was left by a process that died.
+            interrupted_after=settings.limits.max_deadline + 300,
+            on_drop=metrics.count_ledger_dropped,
+            databases=databases,
         )
         catalog = ModelCatalog(settings.models)
         key_service = KeyService(settings, metrics, catalog.names(), databases)
@@ -200,27 +207,39 @@ class Runtime:
             return {"prompt": exchange.prompt_text}
         return {}
 
+    def begin_usage(self, exchange: Exchange, charged: int) -> None:
+        """The ledger's in-flight row of a request just admitted, with the tokens charged for
+        it: a process that dies before :meth:`finish` still leaves a row for it."""
+        if exchange.key_name is None or exchange.model is None:
+            return
+        prompt = min(charged, exchange.prompt_tokens)
+        record = self._usage_record(exchange)
+        self.ledger.begin(
+            replace(record, prompt_tokens=prompt, completion_tokens=charged - prompt, duration_ms=0)
+        )
+
     def _record_usage(self, exchange: Exchange) -> None:
-        self.ledger.record(
-            UsageRecord(
-                request_id=exchange.request_id,
-                time=exchange.wall_started,
-                key_name=exchange.key_name or "-",
-                model=exchange.model or "-",
-                endpoint=exchange.route,
-                stream=exchange.stream,
-                prompt_tokens=exchange.prompt_tokens,
-                completion_tokens=exchange.completion_tokens,
-                job_ids=tuple(exchange.job_ids),
-                outcome=exchange.outcome,
-                status_code=exchange.status,
-                duration_ms=round(exchange.duration * 1000, 1),
-                queue_ms=None if exchange.queue_wait is None else exchange.queue_wait * 1000,
-                ttft_ms=None if exchange.ttft is None else exchange.ttft * 1000,
-                prompt_text=exchange.prompt_text if self.settings.ledger.log_prompts else None,
-                cached=exchange.cached,
-                tokens_saved=exchange.tokens_saved,
-            )
+        self.ledger.complete(self._usage_record(exchange))
+
+    def _usage_record(self, exchange: Exchange) -> UsageRecord:
+        return UsageRecord(
+            request_id=exchange.request_id,
+            time=exchange.wall_started,
+            key_name=exchange.key_name or "-",
+            model=exchange.model or "-",
+            endpoint=exchange.route,
+            stream=exchange.stream,
+            prompt_tokens=exchange.prompt_tokens,
+            completion_tokens=exchange.completion_tokens,
+            job_ids=tuple(exchange.job_ids),
+            outcome=exchange.outcome,
+            status_code=exchange.status,
+            duration_ms=round(exchange.duration * 1000, 1),
+            queue_ms=None if exchange.queue_wait is None else exchange.queue_wait * 1000,
+            ttft_ms=None if exchange.ttft is None else exchange.ttft * 1000,
+            prompt_text=exchange.prompt_text if self.settings.ledger.log_prompts else None,
+            cached=exchange.cached,
+            tokens_saved=exchange.tokens_saved,
         )
 
     def reload(self) -> dict[str, int]:
@@ -251,6 +270,7 @@ class Runtime:
         await self.ledger.start()
         await self.key_service.start()
         await self._say_if_redis_is_unreachable()
+        await self._reconcile_budgets()
 
     async def _say_if_redis_is_unreachable(self) -> None:
         """A typo in ``redis.url`` is one line at start-up, not a surprise at the first request."""
@@ -266,6 +286,41 @@ class Runtime:
                 self.settings.redis.failure_policy,
             )
 
+    async def _reconcile_budgets(self) -> None:
+        """Daily and monthly budget counters of keys and teams (Redis or memory) follow the
+        ledger at start-up: after a crash they held charges for requests whose rows say
+        otherwise, or nothing."""
+        registry = self.key_service.registry
+        keys = [*self.settings.keys]
+        keys += [k for n in registry.names_after(None) if (k := registry.settings(n)) is not None]
+        teams = [t for t in registry.teams() if t.daily_tokens or t.monthly_tokens]
+        budgets = [(k.name, bool(k.daily_tokens), bool(k.monthly_tokens)) for k in keys]
+        budgets += [
+            (TEAM_PREFIX + t.name, bool(t.daily_tokens), bool(t.monthly_tokens)) for t in teams
+        ]
+        budgets = [b for b in budgets if b[1] or b[2]]
+        if not budgets:
+            return
+        now = datetime.now(UTC)
+        day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        cached = self.settings.cache.count_in_budget
+        try:
+            async with asyncio.timeout(10.0):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.ledger.flush(), 3.0)  # rows replayed from a spill
+                month = await self.ledger.budget_usage(day_start.replace(day=1), cached=cached)
+                day = await self.ledger.budget_usage(day_start, cached=cached)
+                for usage in (day, month):  # a team's budget counts all its keys' tokens
+                    for key in keys:
+                        if key.team and key.name in usage:
+                            team = TEAM_PREFIX + key.team
+                            usage[team] = usage.get(team, 0) + usage[key.name]
+                await self.limiter.reconcile(budgets, day, month, now.timestamp())
+        except Exception as exc:  # never fatal: the counters then stay as they were
+            runtime_log.warning(
+                "budgets not reconciled with the ledger: %s: %s", type(exc).__name__, exc
+            )
+
     def begin_drain(self) -> None:
         """Shutdown began: unready now; requests still running near the grace end are cut."""
         self.shutting_down = True
@@ -275,30 +330,44 @@ class Runtime:
 
     async def readiness(self) -> dict[str, bool]:
         """Config loaded, upstream reached recently (probed if not, or if the last call to it
-        could not connect), Redis and the database reachable when configured, not draining."""
+        could not connect), Redis and the database reachable when configured, not draining.
+
+        While the client finds the service down (a circuit open, or every recent call failed:
+        a 503 answers but does no work) a recent success does not count: the tokens of open
+        circuits are probed, which is refused at once until a circuit half-opens, and then is
+        its probe (so an idle replica taken out of the load balancer still comes back).
+        """
         checks = {"config": True, "accepting": not self.shutting_down}
+        down = self.client.unavailable
         upstream_ok = (
-            time.monotonic() - self.last_upstream_ok < UPSTREAM_FRESH_SECONDS
+            not down
+            and time.monotonic() - self.last_upstream_ok < UPSTREAM_FRESH_SECONDS
             and self.last_upstream_ok > self.last_upstream_down
         )
         if not upstream_ok and self.accounts:
-            token = next(iter(self.accounts))
-            try:
-                async with asyncio.timeout(2.0):
-                    await self.client.status(token, ["0" * 32])
-                upstream_ok = True
-            except UpstreamFailure as failure:  # any deliberate answer means it is reachable
-                upstream_ok = failure.kind == "rejected" or (
-                    failure.kind == "http_error" and (failure.status_code or 500) < 500
-                )
-            except TimeoutError:
-                upstream_ok = False
+            tokens = self.client.open_circuits() or [next(iter(self.accounts))]
+            upstream_ok = all([await self._probe_upstream(token) for token in tokens])
             # The client may count a call cut short by the timeout as answered: decide here.
             if upstream_ok:
                 self.last_upstream_ok = time.monotonic()
             else:
                 self.last_upstream_down = time.monotonic()
         checks["upstream"] = upstream_ok
+        return await self._redis_check(checks)
+
+    async def _probe_upstream(self, token: str) -> bool:
+        try:
+            async with asyncio.timeout(2.0):
+                await self.client.status(token, ["0" * 32])
+        except UpstreamFailure as failure:  # any deliberate answer means it is reachable
+            return failure.kind == "rejected" or (
+                failure.kind == "http_error" and (failure.status_code or 500) < 500
+            )
+        except TimeoutError:
+            return False
+        return True
+
+    async def _redis_check(self, checks: dict[str, bool]) -> dict[str, bool]:
         # Redis counts only when its outage refuses requests (policy "closed"): with "open" the
         # replicas keep serving, and taking them all out of the load balancer would defeat it.
         if self.settings.redis.url and self.settings.redis.failure_policy == "closed":

@@ -20,6 +20,7 @@ requests would get two different samples from the grid; a hit replays one of the
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -81,7 +82,10 @@ def cache_key(plan: Plan) -> str:
         "max_tokens": plan.max_tokens,
         "output": _output_description(plan.output),
     }
-    raw = orjson.dumps(described, option=orjson.OPT_SORT_KEYS, default=str)
+    try:
+        raw = orjson.dumps(described, option=orjson.OPT_SORT_KEYS, default=str)
+    except TypeError:  # an integer beyond 64 bits in a client's schema: the stdlib takes it
+        raw = json.dumps(described, sort_keys=True, default=str).encode()
     return KEY_VERSION + ":" + hashlib.sha256(raw).hexdigest()
 
 
@@ -192,7 +196,15 @@ class ResponseCache:
         if cache.backend == "redis":
             url = cache.redis_url or settings.redis.url
             assert url is not None  # checked by the settings
-            store = RedisStore(url, cache.prefix, cache.ttl, settings.redis.timeout)
+            redis = settings.redis
+            store = RedisStore(
+                url,
+                cache.prefix,
+                cache.ttl,
+                redis.timeout,
+                pool_size=redis.pool_size,
+                pool_timeout=redis.pool_timeout,
+            )
         else:
             store = MemoryStore(cache.max_entries, cache.max_bytes, cache.ttl)
         return cls(cache, store, on_event=on_event)

@@ -13,10 +13,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+
+from gateway.limits.redis import blocking_client
 
 logger = logging.getLogger("gateway.cache")
 
@@ -83,14 +82,21 @@ class MemoryStore:
 class RedisStore:
     """Answers under ``{prefix}{key}`` with Redis's own expiry; every replica sees them."""
 
-    def __init__(self, url: str, prefix: str, ttl: float, timeout: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        ttl: float,
+        timeout: float,
+        *,
+        pool_size: int = 100,
+        pool_timeout: float = 5.0,
+    ) -> None:
         self.prefix = prefix
         self.ttl_ms = max(1, int(ttl * 1000))
-        self._redis = aioredis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
+        # A burst waits for a pooled connection (bounded) rather than reading as an outage.
+        self._redis = blocking_client(
+            url, timeout=timeout, pool_size=pool_size, pool_timeout=pool_timeout, retries=0
         )
         self._failing = False
 

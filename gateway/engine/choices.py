@@ -30,6 +30,7 @@ from gateway.engine.tools import (
 )
 from gateway.errors import (
     JobFailed,
+    LogRewritten,
     UpstreamError,
 )
 from gateway.upstream.models import JobPhase, JobSnapshot
@@ -127,7 +128,16 @@ class ChoiceState:
         events: list[Event] = []
         finished = snapshot.phase is JobPhase.FINISHED
         delta = self.cursor.advance(snapshot.log, final=finished)
-        if finished and self.cursor.diverged and not self._plan.stream:
+        if finished and self.cursor.diverged and self._plan.stream and self.started:
+            # The log was rewritten and its final text does not continue what was streamed
+            # (a rewrite that does continue it was followed: the cursor resumed). Ending with
+            # "stop" would pass the draft off as the answer: the client is told instead.
+            raise LogRewritten(
+                f"log_rewritten: the upstream job {snapshot.id} rewrote its output after part "
+                "of it was streamed, and the final text does not continue what was sent: discard "
+                "the streamed text and ask again (without streaming, the answer is the final text)."
+            )
+        if finished and self.cursor.diverged:
             # The log was rewritten and nothing has reached the client yet: answer with the
             # job's final text rather than the draft we had followed.
             events.append(ChoiceReset(self.index))

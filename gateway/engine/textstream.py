@@ -8,7 +8,8 @@ deltas, per choice:
   later poll could still change (an escape sequence cut in half, a ``\\r`` that may be the first
   half of ``\\r\\n``) waits for the next poll. If the log is ever rewritten rather than appended
   to, nothing more is sent until the log again continues what was sent: a client never
-  receives text twice or a garbled mix.
+  receives text twice or a garbled mix (and a finished log that never does ends a stream with
+  ``log_rewritten``, see :mod:`gateway.engine.choices`).
 - :class:`StopCutter` withholds text that may be the start of a stop sequence, and ends the text
   before the first one, however the sequence is split across polls.
 - :class:`ChoiceText` combines that with the ``max_tokens`` cut (counted as in

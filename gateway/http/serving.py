@@ -174,6 +174,7 @@ async def serve(request: Request, route: str, planner: Planner, errors: ErrorRen
         # Only once admitted: a refused request must not learn what is cached.
         headers["x-gateway-cache"] = "hit" if cached else "miss" if policy.read else "bypass"
         exchange.mark("admitted")
+        rt.begin_usage(exchange, charged)  # ledger: the in-flight row (issue 23; finish ends it)
 
         async def release_admission(done: Exchange) -> None:
             await admission.release(0 if free else done.prompt_tokens + done.completion_tokens)

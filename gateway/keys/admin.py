@@ -7,12 +7,13 @@ replicas. A secret is made here, returned once, and only its digest is stored.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from gateway.config import Settings
+from gateway.config import NAME_PATTERN, Settings
 from gateway.errors import BadRequest, Conflict, NotFound
 from gateway.keys.digests import digest_for, new_secret
 from gateway.keys.model import (
@@ -124,6 +125,7 @@ class KeyAdmin:
         return record, secret
 
     async def update_key(self, name: str, body: KeyChange, actor: str) -> KeyRecord:
+        _check_name(name, "key")
         fields = _set_fields(body)
         if "account" in fields:
             if fields["account"] is None:
@@ -140,6 +142,7 @@ class KeyAdmin:
         return record
 
     async def rotate_key(self, name: str, body: Rotation, actor: str) -> tuple[KeyRecord, str]:
+        _check_name(name, "key")
         secret = new_secret()
         digest, scheme = digest_for(secret, self.settings.key_store.secret)
 
@@ -159,6 +162,7 @@ class KeyAdmin:
         return record, secret
 
     async def revoke_key(self, name: str, actor: str) -> KeyRecord:
+        _check_name(name, "key")
         current = await self.store.get_key(name)
         if current is not None and current.revoked_at is not None:
             return current
@@ -205,6 +209,7 @@ class KeyAdmin:
         return record
 
     async def update_team(self, name: str, body: TeamChange, actor: str) -> TeamRecord:
+        _check_name(name, "team")
         fields = _set_fields(body)
         self._check_models(fields.get("models"))
 
@@ -216,6 +221,7 @@ class KeyAdmin:
         return record
 
     async def delete_team(self, name: str, actor: str) -> TeamRecord:
+        _check_name(name, "team")
         members = await self.store.live_members(name)
         if members:
             raise Conflict(
@@ -229,6 +235,14 @@ class KeyAdmin:
         record = await self.store.change_team(name, actor, "team.delete", delete)
         await self._changed(record)
         return record
+
+
+def _check_name(name: str, kind: str) -> None:
+    """A name no key or team can have (say, with a NUL, which PostgreSQL text refuses) is not
+    found, without asking the database."""
+    if not re.fullmatch(NAME_PATTERN, name):
+        code = "key_not_found" if kind == "key" else "team_not_found"
+        raise NotFound(f"No {kind} named {name!r}.", code=code)
 
 
 def _live_team(name: str, current: TeamRecord | None) -> TeamRecord:

@@ -126,13 +126,17 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: The largest limit: a database's BIGINT (and a Redis integer) holds no more.
+MAX_LIMIT = 2**63 - 1
+
+
 class _Limits(_Body):
     models: tuple[str, ...] | None = None
-    rpm: int | None = Field(None, ge=1)
-    tpm: int | None = Field(None, ge=1)
-    max_concurrent: int | None = Field(None, ge=1)
-    daily_tokens: int | None = Field(None, ge=1)
-    monthly_tokens: int | None = Field(None, ge=1)
+    rpm: int | None = Field(None, ge=1, le=MAX_LIMIT)
+    tpm: int | None = Field(None, ge=1, le=MAX_LIMIT)
+    max_concurrent: int | None = Field(None, ge=1, le=MAX_LIMIT)
+    daily_tokens: int | None = Field(None, ge=1, le=MAX_LIMIT)
+    monthly_tokens: int | None = Field(None, ge=1, le=MAX_LIMIT)
     weight: float | None = Field(None, gt=0, le=1000)
     priority: int | None = Field(None, ge=-100, le=100)
     metadata: dict[str, Any] | None = None

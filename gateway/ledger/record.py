@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
+
+from gateway.db import clean_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,3 +59,42 @@ class UsageRow:
     avg_duration_ms: float
     cached: int = 0  # requests answered from the response cache
     tokens_saved: int = 0
+
+
+#: The outcome of a row written at admission, replaced by the request's own when it ends.
+IN_FLIGHT = "in_flight"
+#: What an in-flight row left by a process that died says, once a later start-up finds it.
+INTERRUPTED = "interrupted"
+
+_TEXT_FIELDS = ("request_id", "key_name", "model", "endpoint", "outcome", "prompt_text")
+
+
+def sanitized(record: UsageRecord) -> UsageRecord:
+    """``record`` with its text fit for the database, so one prompt cannot refuse its row."""
+    changes: dict[str, object] = {}
+    for name in _TEXT_FIELDS:
+        value = getattr(record, name)
+        if isinstance(value, str):
+            clean = clean_text(value)
+            if clean is not value and clean != value:
+                changes[name] = clean
+    jobs = tuple(clean_text(job) for job in record.job_ids)
+    if jobs != record.job_ids:
+        changes["job_ids"] = jobs
+    return replace(record, **changes) if changes else record  # type: ignore[arg-type]
+
+
+def to_json(record: UsageRecord) -> dict[str, Any]:
+    """``record`` as a JSON-ready dict (the spill file's lines)."""
+    data = {name: getattr(record, name) for name in record.__dataclass_fields__}
+    data["time"] = record.time.isoformat()
+    data["job_ids"] = list(record.job_ids)
+    return data
+
+
+def from_json(data: dict[str, Any]) -> UsageRecord:
+    """The record :func:`to_json` wrote."""
+    fields = dict(data)
+    fields["time"] = datetime.fromisoformat(fields["time"])
+    fields["job_ids"] = tuple(fields.get("job_ids") or ())
+    return UsageRecord(**fields)

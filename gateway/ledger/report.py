@@ -28,8 +28,11 @@ def parse_time_range(
     month given as ``until`` includes that whole day or month. The defaults are the last 24 hours.
     """
     now = (now or datetime.now(UTC)).astimezone(UTC)
-    end = _parse_bound(until, now, end=True) if until else now
-    start = _parse_bound(since, now, end=False) if since else end - DEFAULT_RANGE
+    try:
+        end = _parse_bound(until, now, end=True) if until else now
+        start = _parse_bound(since, now, end=False) if since else end - DEFAULT_RANGE
+    except OverflowError:  # an age of 10**20 days, 9999-12-31 + 1 day: no date holds them
+        raise ValueError("the time range is out of range (years 1 to 9999)") from None
     if start >= end:
         raise ValueError(f"the range is empty: {start.isoformat()} is not before {end.isoformat()}")
     return start, end

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from gateway.db import Database
-from gateway.ledger.record import UsageRecord, UsageRow
+from gateway.ledger.record import IN_FLIGHT, INTERRUPTED, UsageRecord, UsageRow
 
 DEFAULT_TABLE = "gateway_usage"
 
@@ -62,8 +62,20 @@ class LedgerStore(Protocol):
         """Connect and create the table and its indexes if they are missing."""
         ...
 
-    async def write_many(self, records: Sequence[UsageRecord]) -> None:
-        """Insert ``records`` in one transaction."""
+    async def write_many(
+        self, records: Sequence[UsageRecord], replacing: Sequence[str] = ()
+    ) -> None:
+        """Insert ``records`` and delete the ``in_flight`` rows of the request ids in
+        ``replacing`` (their final rows are among ``records``), in one transaction."""
+        ...
+
+    async def mark_interrupted(self, before: datetime) -> int:
+        """``in_flight`` rows older than ``before`` (their process died) become
+        ``interrupted``; how many."""
+        ...
+
+    async def budget_usage(self, since: datetime, cached: bool) -> dict[str, int]:
+        """Tokens per key name since ``since``; cache hits counted only when ``cached``."""
         ...
 
     async def report(
@@ -137,17 +149,32 @@ class SqlLedgerStore:
                 await tx.execute(
                     f'CREATE INDEX IF NOT EXISTS {t}_key_time ON {t} (key_name, "time")'
                 )
+                await tx.execute(in_flight_index_sql(t))
         except BaseException:
             await self.db.close()
             raise
 
-    async def write_many(self, records: Sequence[UsageRecord]) -> None:
+    async def write_many(
+        self, records: Sequence[UsageRecord], replacing: Sequence[str] = ()
+    ) -> None:
         columns = ", ".join(f'"{c}"' for c in COLUMNS)
         marks = ", ".join("?" for _ in COLUMNS)
-        await self.db.execute_many(
-            f"INSERT INTO {self.table} ({columns}) VALUES ({marks})",
-            [self._row(record) for record in records],
-        )
+        async with self.db.transaction() as tx:  # nothing of a refused batch stays half-written
+            await tx.execute_many(
+                f"INSERT INTO {self.table} ({columns}) VALUES ({marks})",
+                [self._row(record) for record in records],
+            )
+            # After the inserts: an in-flight row retried in this very batch (its first write
+            # failed) goes too, not only one already in the table.
+            if replacing:
+                await tx.execute(replace_sql(self.table, len(replacing)), list(replacing))
+
+    async def mark_interrupted(self, before: datetime) -> int:
+        return await self.db.execute(interrupted_sql(self.table), [self._time(before)])
+
+    async def budget_usage(self, since: datetime, cached: bool) -> dict[str, int]:
+        rows = await self.db.fetch(budget_sql(self.table, cached), [self._time(since)])
+        return {str(key): int(tokens) for key, tokens in rows}
 
     async def report(
         self, since: datetime | None, until: datetime | None, key_name: str | None = None
@@ -237,6 +264,37 @@ def report_query(
         + " GROUP BY key_name, model ORDER BY key_name, model"
     )
     return sql, params
+
+
+def replace_sql(table: str, count: int) -> str:
+    """Deletes the in-flight rows of ``count`` request ids (parameters 1..count)."""
+    marks = ", ".join("?" for _ in range(count))
+    return f"DELETE FROM {table} WHERE outcome = '{IN_FLIGHT}' AND request_id IN ({marks})"
+
+
+def interrupted_sql(table: str) -> str:
+    """Marks the in-flight rows older than parameter 1 as interrupted."""
+    return (
+        f"UPDATE {table} SET outcome = '{INTERRUPTED}' "
+        f"WHERE outcome = '{IN_FLIGHT}' AND \"time\" < ?"
+    )
+
+
+def budget_sql(table: str, cached: bool) -> str:
+    """Tokens per key since parameter 1, as the limits' budgets charge them."""
+    hits = "" if cached else " AND NOT cached"
+    return (
+        f"SELECT key_name, COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM {table} "
+        f'WHERE "time" >= ?{hits} GROUP BY key_name'
+    )
+
+
+def in_flight_index_sql(table: str) -> str:
+    """A partial index: finding a request's in-flight row costs nothing on a large table."""
+    return (
+        f"CREATE INDEX IF NOT EXISTS {table}_in_flight ON {table} (request_id) "
+        f"WHERE outcome = '{IN_FLIGHT}'"
+    )
 
 
 def row_from_result(values: Sequence[Any]) -> UsageRow:

@@ -158,7 +158,11 @@ class Limiter:
             from gateway.limits.redis import RedisStore
 
             store = RedisStore(
-                redis_settings.url, prefix=redis_settings.prefix, timeout=redis_settings.timeout
+                redis_settings.url,
+                prefix=redis_settings.prefix,
+                timeout=redis_settings.timeout,
+                pool_size=redis_settings.pool_size,
+                pool_timeout=redis_settings.pool_timeout,
             )
         else:
             store = MemoryStore()
@@ -170,6 +174,26 @@ class Limiter:
             clock=clock,
             on_degraded=on_degraded,
         )
+
+    async def reconcile(
+        self,
+        budgets: Iterable[tuple[str, bool, bool]],
+        day_usage: dict[str, int],
+        month_usage: dict[str, int],
+        now: float,
+    ) -> None:
+        """Set budget counters to what the ledger counted; called at start-up.
+
+        ``budgets`` holds ``(counter, has a daily budget, has a monthly one)``: a key's name, or
+        :data:`TEAM_PREFIX` + a team's; the usage maps hold tokens per counter this UTC day and
+        month.
+        """
+        now_ms = round(now * 1000)
+        day, month = day_period(now_ms), month_period(now_ms)
+        for name, daily, monthly in budgets:
+            tokens_today = day_usage.get(name, 0) if daily else None
+            tokens_month = month_usage.get(name, 0) if monthly else None
+            await self.store.set_budgets(name, now_ms, (day, tokens_today), (month, tokens_month))
 
     @property
     def degraded(self) -> bool:

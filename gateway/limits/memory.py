@@ -11,7 +11,7 @@ import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from gateway.limits.state import BUCKET_MS, WINDOW_MS, Claim, Refusal, Verdict
+from gateway.limits.state import BUCKET_MS, WINDOW_MS, Claim, Period, Refusal, Verdict
 
 _BUCKETS = WINDOW_MS // BUCKET_MS
 
@@ -42,6 +42,19 @@ class MemoryStore:
 
     async def claim(self, claim: Claim) -> Verdict:
         return self.claim_now(claim)
+
+    async def set_budgets(
+        self,
+        key: str,
+        now_ms: int,
+        day: tuple[Period, int | None],
+        month: tuple[Period, int | None],
+    ) -> None:
+        state = self._keys.setdefault(key, _KeyState())
+        if day[1] is not None:
+            state.day = (day[0].name, day[1])
+        if month[1] is not None:
+            state.month = (month[0].name, month[1])
 
     def claim_now(self, claim: Claim) -> Verdict:
         """:meth:`claim`, synchronously (the whole check-and-charge in one step)."""

@@ -27,7 +27,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from gateway.limits.state import Claim, Refusal, StoreUnavailable, Verdict
+from gateway.limits.state import Claim, Period, Refusal, StoreUnavailable, Verdict
 
 _REFUSALS: dict[int, Refusal] = {
     1: "requests",
@@ -183,23 +183,51 @@ return 1
 """
 
 
+def blocking_client(
+    url: str, *, timeout: float, pool_size: int, pool_timeout: float, retries: int
+) -> aioredis.Redis:
+    """A client whose pool makes a burst wait for a connection instead of failing at once.
+
+    redis-py's default pool raises as soon as its connections are all in use, which a limiter
+    would read as "Redis is down" under any burst; a blocking pool of ``pool_size`` lets a call
+    wait up to ``pool_timeout`` seconds for a free connection. ``timeout`` bounds each socket
+    operation, connecting included. ``retries`` re-sends, without delay, on a fresh connection
+    after a pooled one died (Redis restarted).
+    """
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=pool_size,
+        timeout=pool_timeout,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), retries),
+    )
+    return aioredis.Redis.from_pool(pool)
+
+
 class RedisStore:
     """A :class:`~gateway.limits.state.LimitStore` in Redis.
 
-    ``timeout`` bounds every operation, connecting included; past it the store reports
-    :class:`StoreUnavailable` rather than holding the request.
+    ``timeout`` bounds every operation, connecting included, and ``pool_timeout`` the wait for
+    one of the ``pool_size`` connections; past them the store reports
+    :class:`StoreUnavailable` rather than holding the request. A burst waits its turn, so only
+    a Redis that does not answer counts as an outage.
     """
 
-    def __init__(self, url: str, *, prefix: str = "gateway:", timeout: float = 0.5) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "gateway:",
+        timeout: float = 0.5,
+        pool_size: int = 100,
+        pool_timeout: float = 5.0,
+    ) -> None:
         self.prefix = prefix
-        self._timeout = timeout
-        # One retry, without delay, re-sends on a fresh connection after a pooled one died
-        # (Redis restarted); the overall timeout still bounds the whole call.
-        self._client = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 1),
+        # The whole call: a connection's wait, then the operation and its one retry.
+        self._timeout = pool_timeout + 2 * timeout
+        self._client = blocking_client(
+            url, timeout=timeout, pool_size=pool_size, pool_timeout=pool_timeout, retries=1
         )
         self._claim = self._client.register_script(_CLAIM)
         self._settle = self._client.register_script(_SETTLE)
@@ -266,6 +294,19 @@ class RedisStore:
         for group in by_key.values():
             args: list[str | int] = [until_ms, now_ms, *(c.claim_id for c in group)]
             await self._run(self._renew(keys=[self.keys_for(group[0])[4]], args=args))
+
+    async def set_budgets(
+        self,
+        key: str,
+        now_ms: int,
+        day: tuple[Period, int | None],
+        month: tuple[Period, int | None],
+    ) -> None:
+        base = f"{self.prefix}{{{key}}}:"
+        for kind, (period, tokens) in (("day", day), ("month", month)):
+            if tokens is not None:
+                ttl = period.ends_ms - now_ms + 3_600_000
+                await self._run(self._client.set(f"{base}{kind}:{period.name}", tokens, px=ttl))
 
     async def ping(self) -> None:
         """Raise :class:`StoreUnavailable` unless Redis answers within the timeout."""

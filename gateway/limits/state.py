@@ -129,6 +129,16 @@ class LimitStore(Protocol):
         """Extend the leases of live claims (ones already settled or expired stay gone)."""
         ...
 
+    async def set_budgets(
+        self,
+        key: str,
+        now_ms: int,
+        day: tuple[Period, int | None],
+        month: tuple[Period, int | None],
+    ) -> None:
+        """Set ``key``'s tokens used in the day and month periods (``None``: leave it)."""
+        ...
+
     async def close(self) -> None: ...
 
 

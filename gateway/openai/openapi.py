@@ -426,7 +426,7 @@ def openapi_document(limits: LimitSettings | None = None) -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": _plain("Usage", _ref("UsageReport")),
-                        **_errors("400", "401", "404"),
+                        **_errors("400", "401", "403", "404"),
                     },
                 }
             },
@@ -435,7 +435,7 @@ def openapi_document(limits: LimitSettings | None = None) -> dict[str, Any]:
                     "summary": "Re-read keys and models from the config file (admin key)",
                     "responses": {
                         "200": _plain("What changed", {"type": "object"}),
-                        **_errors("400", "401", "404"),
+                        **_errors("400", "401", "403", "404"),
                     },
                 }
             },

@@ -239,7 +239,9 @@ class Metrics:
             ),
             ledger_dropped=Counter(
                 "gateway_ledger_dropped_total",
-                "Usage records dropped because the ledger queue was full or failing.",
+                "Usage records lost: held rows past ledger.queue_size (and the spill file) "
+                "during a database outage, a row the database refused alone, or rows still "
+                "held at shutdown.",
                 registry=reg,
             ),
             slot_wait=Histogram(

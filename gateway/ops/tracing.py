@@ -14,7 +14,10 @@ data path carries no tracing code beyond those marks::
     ├── generation                     first text (event "first_token") until the last
     └── answer                         the last event until the answer is written
 
-The client's W3C ``traceparent`` (and ``tracestate``) is continued. Spans go out from the
+The client's W3C ``traceparent`` (and ``tracestate``) is continued: the trace links to the
+client's. Whether it is sampled is the gateway's own decision (``sample_ratio`` on the trace
+id), never the client's flag, unless ``tracing.trust_client_sampling`` is on: otherwise any
+client could make every request it sends cost a trace. Spans go out from the
 SDK's batch processor on its own thread: exporting never blocks the event loop. No prompt or
 output text is recorded unless ``logging.log_prompts`` is on (then the prompt is).
 """
@@ -66,6 +69,14 @@ def traces_url(endpoint: str) -> str:
     return endpoint.rstrip("/") + "/v1/traces" if urlsplit(endpoint).path in ("", "/") else endpoint
 
 
+def sampler(ratio: float, trust_client: bool) -> Any:
+    """The gateway's ratio on the trace id; the parent's flag decides only when trusted."""
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    own = TraceIdRatioBased(ratio)
+    return ParentBased(own) if trust_client else own
+
+
 def build_tracing(settings: TracingSettings, log_prompts: bool) -> RequestTracing:
     if settings.otlp_endpoint is None:
         return NoTracing()
@@ -80,7 +91,6 @@ class OtelTracing:
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
-        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
         from gateway import __version__
@@ -91,7 +101,7 @@ class OtelTracing:
             resource=Resource.create(
                 {"service.name": settings.service_name, "service.version": __version__}
             ),
-            sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)),
+            sampler=sampler(settings.sample_ratio, settings.trust_client_sampling),
         )
         exporter = OTLPSpanExporter(
             endpoint=traces_url(settings.otlp_endpoint), headers=dict(settings.headers)

@@ -93,6 +93,7 @@ class JobsClient:
         self._on_circuit_change = on_circuit_change
         self._breakers: dict[str, CircuitBreaker] = {}
         self._accounts: dict[str, str] = {}
+        self._failing = 0  # transient failures in a row, over every account (for readiness)
         # httpcore's pool walks all its connections (and, per queued request, all of them
         # again) on every request and every response; with ~100 connections that cost more
         # CPU than the rest of a request. Several small pools, taken in turn, keep it cheap.
@@ -119,6 +120,18 @@ class JobsClient:
     async def aclose(self) -> None:
         for pool in self._pools:
             await pool.aclose()
+
+    @property
+    def unavailable(self) -> bool:
+        """The service is down as far as this client knows: a circuit is open, or the last
+        ``failure_threshold`` calls (status polls, submissions) all failed transiently."""
+        if self._failing >= self.settings.circuit_breaker.failure_threshold:
+            return True
+        return any(breaker.is_open for breaker in self._breakers.values())
+
+    def open_circuits(self) -> list[str]:
+        """The tokens whose circuit is open."""
+        return [token for token, breaker in self._breakers.items() if breaker.is_open]
 
     def breaker(self, token: str, account: str = "") -> CircuitBreaker:
         """The account's breaker; ``account`` names it in metrics (never the token itself)."""
@@ -259,8 +272,10 @@ class JobsClient:
             outcome = failure.kind
             self._failures.note(kind, failure)
             if failure.transient:
+                self._failing += 1
                 breaker.failure()
             else:
+                self._failing = 0
                 breaker.success()  # the service answered: it is up, just unhappy with us
             raise
         except BaseException:
@@ -271,6 +286,7 @@ class JobsClient:
         finally:
             if self._observer is not None:
                 self._observer(kind, outcome, time.perf_counter() - started)
+        self._failing = 0
         breaker.success()
         return data
 

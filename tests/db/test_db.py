@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.db import Database, Databases, DatabaseUnavailable, sanitise
+from gateway.db import Database, Databases, DatabaseUnavailable, refused_row, sanitise
 from tests.e2e.proxy import stalling_proxy
 
 DATABASE_URL = os.environ.get("DATABASE_URL")
@@ -90,6 +90,7 @@ async def test_text_with_nul_is_stored(db: Database) -> None:
     rows = await db.fetch(f"SELECT text FROM {table} ORDER BY n")
     assert [r[0] for r in rows] in ([sanitise("a\x00b"), sanitise("\x00")], [("a\x00b"), "\x00"])
     assert sanitise("a\x00b") == "a\ufffdb"
+    assert sanitise("c\ud800d") == "c\ufffdd" and sanitise(7) == 7
 
 
 @needs_postgres
@@ -154,3 +155,16 @@ def test_the_ledger_the_keys_and_the_responses_share_one_engine(tmp_path: Path) 
         id(responses.store.db._engine),  # type: ignore[attr-defined]
     }
     assert len(engines) == 1
+
+
+async def test_a_refused_value_is_told_from_a_failing_database(db: Database) -> None:
+    """A value the database refuses (the ledger drops that row alone) is not an error of the
+    statement or the connection (the ledger keeps the rows and retries)."""
+    table = db.table  # type: ignore[attr-defined]
+    with pytest.raises(Exception) as refused:  # each driver names it its own way
+        await db.execute(f"INSERT INTO {table} (n, text) VALUES (?, ?)", [2**70, "x"])
+    assert refused_row(refused.value)
+    with pytest.raises(Exception) as broken:
+        await db.execute(f"INSERT INTO {table}_missing (n) VALUES (?)", [1])
+    assert not refused_row(broken.value)
+    assert not refused_row(DatabaseUnavailable("the database did not answer within 5 s"))

@@ -322,19 +322,73 @@ def test_a_shrinking_or_decorated_log_gives_the_answer_once(
     assert text == _expected(emulator, answer)
 
 
-def test_a_rewritten_log_never_repeats_streamed_text(emulator: Server, gateway: Server) -> None:
+REWRITE = "tell me [[emulate:rewrite]] [[emulate:words 30]]"
+
+
+def test_a_rewritten_log_ends_a_chat_stream_with_an_error_never_stop(
+    emulator: Server, gateway: Server
+) -> None:
     rewrites = metric(gateway, "gateway_log_rewrites_total")
-    answer = _post(gateway, _body("tell me [[emulate:rewrite]] [[emulate:words 30]]", True))
+    answer = _post(gateway, _body(REWRITE, True))
     assert answer.status_code == 200
     events = _events(answer)
-    assert events[-1] == {"done": True}
     text, reply = _streamed_text(events), _expected(emulator, answer)
-    # The draft ("[draft] " + the first half) was streamed before the log was replaced by the
-    # final text, which does not continue it: nothing more can be sent without repeating or
-    # garbling, so the stream ends with what it had. Never a repeat, never a mix.
-    assert text == reply or ("[draft] " + reply).startswith(text)
-    if text != reply:
-        assert metric(gateway, "gateway_log_rewrites_total") > rewrites
+    # The draft ("[draft] " + the first half) was streamed, then the log was replaced by the
+    # final text, which does not continue it: the stream says so, never "stop" on the draft.
+    assert text.startswith("[draft] ") and ("[draft] " + reply).startswith(text)
+    assert events[-1]["error"]["code"] == "log_rewritten", events[-1]
+    assert {"done": True} not in events
+    assert not [e for e in events if e.get("choices") and e["choices"][0]["finish_reason"]]
+    assert metric(gateway, "gateway_log_rewrites_total") > rewrites
+
+
+def _sse(answer: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
+    """(event name, data) of each event of a named-event SSE answer."""
+    events, name = [], ""
+    for line in answer.text.splitlines():
+        if line.startswith("event: "):
+            name = line.removeprefix("event: ")
+        elif line.startswith("data: "):
+            events.append((name, json.loads(line.removeprefix("data: "))))
+    return events
+
+
+def test_a_rewritten_log_fails_a_responses_stream(emulator: Server, gateway: Server) -> None:
+    body = {"model": "gemma-2b", "input": QUICK + REWRITE, "stream": True, "store": False}
+    answer = httpx.post(
+        gateway.url + "/v1/responses", json=body, headers=AUTH, timeout=CLIENT_TIMEOUT
+    )
+    assert answer.status_code == 200
+    events = _sse(answer)
+    names = [name for name, _ in events]
+    assert names[-1] == "response.failed" and "response.completed" not in names, names
+    failed = events[-1][1]["response"]
+    assert failed["status"] == "failed"
+    assert failed["error"]["message"].startswith("log_rewritten:")
+
+
+def test_a_rewritten_log_ends_a_messages_stream_with_an_error(
+    emulator: Server, gateway: Server
+) -> None:
+    body = {
+        "model": "gemma-2b",
+        "max_tokens": 500,
+        "stream": True,
+        "messages": [{"role": "user", "content": QUICK + REWRITE}],
+    }
+    answer = httpx.post(
+        gateway.url + "/v1/messages",
+        json=body,
+        headers={"x-api-key": ALICE_KEY, "anthropic-version": "2023-06-01"},
+        timeout=CLIENT_TIMEOUT,
+    )
+    assert answer.status_code == 200
+    events = _sse(answer)
+    names = [name for name, _ in events]
+    assert names[-1] == "error" and "message_stop" not in names, names
+    assert events[-1][1]["error"]["message"].startswith("log_rewritten:")
+    streamed = "".join(d["delta"].get("text", "") for n, d in events if n == "content_block_delta")
+    assert streamed.startswith("[draft] ")
 
 
 def test_a_rewritten_log_gives_the_final_text_when_not_streamed(

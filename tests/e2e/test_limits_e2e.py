@@ -74,6 +74,8 @@ ONE_MODEL_KEY = "sk-test-one-model-0123456789"
 EXPIRED_KEY = "sk-test-expired-0123456789"
 DISABLED_KEY = "sk-test-disabled-0123456789"
 BUDGET_KEY = "sk-test-budget-0123456789"
+FLOOD_KEY = "sk-test-flood-0123456789"
+FLOOD_RPM = 50
 BUDGET = 300
 BURST_RPM = 6
 COUNT_RPM, COUNT_TPM = 100, 100_000
@@ -91,6 +93,7 @@ CLUSTER_KEYS = [
     key("conc", CONC_KEY, BOB_TOKEN, max_concurrent=2),
     key("serial", SERIAL_KEY, BOB_TOKEN, max_concurrent=1),
     key("count", COUNT_KEY, rpm=COUNT_RPM, tpm=COUNT_TPM),
+    key("flood", FLOOD_KEY, BOB_TOKEN, rpm=FLOOD_RPM),
     key("ledger", LEDGER_KEY, models=["gemma-2b"]),
     key("budget", BUDGET_KEY, BOB_TOKEN, daily_tokens=BUDGET),
     key("one-model", ONE_MODEL_KEY, models=["gemma-2b"]),
@@ -253,6 +256,28 @@ async def test_a_burst_across_three_replicas_admits_exactly_the_rpm(cluster: Clu
 
 
 @needs_redis
+async def test_a_burst_beyond_the_redis_pool_admits_exactly_the_rpm(cluster: Cluster) -> None:
+    """1,000 at once, over 300 per replica: far more than a Redis pool has connections.
+
+    A pool that raised when full read as "Redis is down", and fail-open admitted most of them.
+    """
+    body = chat(f"flood {SHORT}")
+    count = 1000
+    limits = httpx.Limits(max_connections=count, max_keepalive_connections=0)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+        answers = await asyncio.gather(
+            *(
+                http.post(cluster.gateways[i % 3].url + CHAT, json=body, headers=auth(FLOOD_KEY))
+                for i in range(count)
+            )
+        )
+    statuses = [a.status_code for a in answers]
+    assert statuses.count(200) == FLOOD_RPM, sorted(set(statuses))
+    assert statuses.count(429) == count - FLOOD_RPM, sorted(set(statuses))
+    assert all(degraded(server) == 0 for server in cluster.gateways)
+
+
+@needs_redis
 async def test_max_concurrent_holds_across_replicas(cluster: Cluster) -> None:
     first_gw, second_gw, third_gw = cluster.gateways
     hang = chat("hold the line [[emulate:hang]] [[emulate:queue 0]]", stream=True)
@@ -407,7 +432,8 @@ async def ledger_rows(table: str, key_name: str, count: int) -> list[asyncpg.Rec
                 rows: list[asyncpg.Record] = await conn.fetch(
                     f"SELECT * FROM {table} WHERE key_name = $1 ORDER BY time", key_name
                 )
-                if len(rows) >= count:
+                # A request's in-flight row (written at admission) counts once it is final.
+                if len(rows) >= count and all(r["outcome"] != "in_flight" for r in rows):
                     return rows
             if time.monotonic() > deadline:
                 raise AssertionError(f"only {len(rows)} of {count} ledger rows for {key_name}")
@@ -682,6 +708,23 @@ def outage(emulator: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             stop_all([fail_open, fail_closed])
     finally:
         private.kill()
+
+
+@needs_redis_server
+async def test_a_burst_is_not_an_outage_even_fail_closed(outage: Outage) -> None:
+    """300 at once through a pool of 100: a pool that raised when full refused them with 503."""
+    count = 300
+    limits = httpx.Limits(max_connections=count, max_keepalive_connections=0)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+        answers = await asyncio.gather(
+            *(
+                http.post(outage.fail_closed.url + CHAT, json=chat(SHORT), headers=auth(ALICE_KEY))
+                for _ in range(count)
+            )
+        )
+    statuses = [a.status_code for a in answers]
+    assert statuses == [200] * count, sorted(set(statuses))
+    assert degraded(outage.fail_closed) == 0
 
 
 @needs_redis_server

@@ -31,6 +31,7 @@ from tests.e2e.servers import (
     free_port,
     gateway_config,
     running,
+    start_emulator,
     start_gateway,
 )
 
@@ -340,6 +341,39 @@ def test_readyz_follows_the_upstream_and_healthz_does_not(tmp_path: Path) -> Non
         assert response.status_code == 503
         assert response.json()["checks"]["upstream"] is False
         assert httpx.get(gw.url + "/healthz").status_code == 200
+
+
+def test_readyz_is_down_while_every_status_poll_fails_and_back_after(tmp_path: Path) -> None:
+    """A 503 on every poll answers, but does no work: the circuit opens and readiness follows
+    within about one poll interval; it comes back, by its own probe, once polls work again."""
+    poll = 0.2
+    with running(start_emulator(tmp_path, "--queue-seconds", "0")) as emulator:
+        config = gateway_config(emulator.url)
+        config["upstream"] |= {
+            "poll_interval": poll,
+            "circuit_breaker": {"failure_threshold": 3, "reset_seconds": 1.0},
+        }
+        config["limits"] |= {"default_deadline": 8}
+        with running(start_gateway(tmp_path, config)) as gw:
+            assert chat(gw, ALICE_KEY, "[[emulate:reply up]]").status_code == 200
+            assert httpx.get(gw.url + "/readyz").status_code == 200
+            faults = {"status": {"http": 503, "repeat": True}}
+            assert httpx.post(emulator.url + "/emulator/faults", json=faults).status_code < 300
+            waiting = threading.Thread(target=chat, args=(gw, ALICE_KEY, "[[emulate:hang]]"))
+            waiting.start()  # its polls get the 503s
+            started = time.monotonic()
+            while httpx.get(gw.url + "/readyz").status_code == 200:
+                assert time.monotonic() - started < 3 * poll + 5.0, "readyz stayed 200"
+                time.sleep(0.05)
+            down = httpx.get(gw.url + "/readyz")
+            assert down.status_code == 503 and down.json()["checks"]["upstream"] is False
+
+            httpx.delete(emulator.url + "/emulator/faults")
+            started = time.monotonic()
+            while httpx.get(gw.url + "/readyz").status_code != 200:
+                assert time.monotonic() - started < 10.0, "readyz did not come back"
+                time.sleep(0.1)
+            waiting.join(40)
 
 
 # ---------------------------------------------------------------- SIGTERM

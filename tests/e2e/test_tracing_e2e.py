@@ -95,6 +95,30 @@ def traced(
         receiver.close()
 
 
+def test_the_clients_sampled_flag_links_but_does_not_decide(
+    traced: tuple[Server, Receiver],
+) -> None:
+    """Not sampled by the client, yet recorded at the gateway's ratio (1.0), in its trace."""
+    gateway, receiver = traced
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    answer = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        json={"model": "gemma-2b", "messages": [{"role": "user", "content": "hi"}]},
+        headers={
+            "Authorization": f"Bearer {ALICE_KEY}",
+            "traceparent": f"00-{trace_id}-{PARENT_ID}-00",
+        },
+        timeout=30,
+    )
+    assert answer.status_code == 200
+    deadline = time.monotonic() + 15
+    while not (roots := [s for s in list(receiver.spans) if s.trace_id.hex() == trace_id]):
+        assert time.monotonic() < deadline, "the request was not traced"
+        time.sleep(0.1)
+    root = next(s for s in roots if s.name == "chat gemma-2b")
+    assert root.parent_span_id.hex() == PARENT_ID
+
+
 def test_a_streamed_request_is_one_trace_continuing_the_clients(
     traced: tuple[Server, Receiver],
 ) -> None:

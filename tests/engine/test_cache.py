@@ -68,6 +68,13 @@ def test_the_key_covers_what_decides_the_answer_and_not_the_wire_format() -> Non
     assert base not in keys and len(set(keys)) == len(keys)
 
 
+def test_a_schema_with_integers_beyond_64_bits_still_has_a_key() -> None:
+    huge = ToolDefinition("f", "", {"type": "object", "properties": {"a": {"maximum": 2**70}}})
+    other = ToolDefinition("f", "", {"type": "object", "properties": {"a": {"maximum": 2**71}}})
+    key = cache_key(plan(tools=[huge]))
+    assert key == cache_key(plan(tools=[huge])) != cache_key(plan(tools=[other]))
+
+
 async def run(events: Sequence[Event]) -> AsyncIterator[Event]:
     for event in events:
         yield event

@@ -197,3 +197,10 @@ def test_admin_roles() -> None:
     with pytest.raises(NotFound):
         AdminKeys(()).authorize(bearer("x"), write=False)
     assert AdminKeySettings(name="a", key="12345678").digest == sha256_hex("12345678")
+
+
+@pytest.mark.parametrize("body", [{"name": "t", "rpm": 2**70}, {"name": "t", "tpm": 2**63}])
+def test_a_limit_beyond_what_a_database_holds_is_a_400(body: dict[str, object]) -> None:
+    with pytest.raises(BadRequest) as info:
+        parse_body(TeamCreate, body)
+    assert info.value.param in ("rpm", "tpm")

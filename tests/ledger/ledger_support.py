@@ -52,6 +52,7 @@ class FakeStore:
         self.batches: list[int] = []
         self.hang: asyncio.Event | None = None  # when set, writes wait for it
         self.closed = False
+        self.poison: set[str] = set()  # request ids whose rows the "database" refuses
 
     async def open(self) -> None:
         self.opened += 1
@@ -59,13 +60,27 @@ class FakeStore:
         if self.fail_open:
             raise ConnectionRefusedError("database is down")
 
-    async def write_many(self, records: Sequence[UsageRecord]) -> None:
+    async def write_many(
+        self, records: Sequence[UsageRecord], replacing: Sequence[str] = ()
+    ) -> None:
         self.batches.append(len(records))
         if self.hang is not None:
             await self.hang.wait()
         if self.fail_write:
             raise OSError("disk on fire")
+        if any(r.request_id in self.poison for r in records):
+            raise ValueError("invalid byte sequence")
+        gone = set(replacing)
+        self.rows = [
+            r for r in self.rows if not (r.request_id in gone and r.outcome == "in_flight")
+        ]
         self.rows.extend(records)
+
+    async def mark_interrupted(self, before: datetime) -> int:
+        return 0
+
+    async def budget_usage(self, since: datetime, cached: bool) -> dict[str, int]:
+        return {}
 
     async def report(
         self, since: datetime | None, until: datetime | None, key_name: str | None = None

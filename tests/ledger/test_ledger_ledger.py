@@ -1,4 +1,4 @@
-"""The Ledger: records queue without blocking, batches reach the database, failures only count."""
+"""The Ledger: rows queue without blocking, batches reach the database, nothing is lost."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from ledger_support import DATABASE_URL, FakeStore, make_record, needs_postgres
 from gateway.config import LedgerSettings
 from gateway.ledger import Ledger, store_from_url
 from gateway.ledger.postgres import PostgresStore
+from gateway.ledger.spill import SpillFile
 from gateway.ledger.sqlite import SqliteStore
 
 
@@ -80,28 +81,112 @@ async def test_full_queue_drops_without_raising(caplog: pytest.LogCaptureFixture
     assert ledger.written == 3
 
 
-async def test_failing_writes_drop_and_count(caplog: pytest.LogCaptureFixture) -> None:
+async def test_failing_writes_are_held_and_retried(caplog: pytest.LogCaptureFixture) -> None:
+    """A database outage loses nothing: rows wait in memory and go in, in order, once it is back."""
     store = FakeStore()
     store.fail_write = True
-    ledger = Ledger(store)
+    ledger = Ledger(store, open_retry_seconds=0.01, retry_max_seconds=0.02)
     await ledger.start()
     with caplog.at_level(logging.WARNING, logger="gateway.ledger"):
         for n in range(5):
             ledger.record(make_record(n))
-            await asyncio.sleep(0)  # let the writer fail between records
-        await _settled(ledger)
-        assert ledger.dropped == 5
+            await asyncio.sleep(0.005)  # let the writer fail between records
+        assert ledger.pending == 5 and ledger.dropped == 0
         assert not ledger.healthy
         store.fail_write = False
         ledger.record(make_record(99))
         await _settled(ledger)
     await ledger.stop()
-    assert [r.request_id for r in store.rows] == ["req-99"]
-    assert (ledger.written, ledger.dropped) == (1, 5)
+    assert [r.request_id for r in store.rows] == [*(f"req-{n}" for n in range(5)), "req-99"]
+    assert (ledger.written, ledger.dropped) == (6, 0)
     messages = [r.getMessage() for r in caplog.records]
-    assert sum("dropping" in m for m in messages) == 1  # once per streak, not per record
-    assert any("writing again" in m and "5 records" in m for m in messages)
-    assert all("OSError" in m for m in messages if "dropping" in m)
+    assert sum("cannot write" in m for m in messages) == 1  # once per outage, not per retry
+    assert any("writing again" in m for m in messages)
+
+
+async def test_one_bad_row_never_takes_its_batch_with_it(caplog: pytest.LogCaptureFixture) -> None:
+    store = FakeStore()
+    store.poison = {"req-3"}
+    ledger = Ledger(store, batch_size=10)
+    for n in range(8):
+        ledger.record(make_record(n))
+    with caplog.at_level(logging.WARNING, logger="gateway.ledger"):
+        await ledger.start()
+        await _settled(ledger)
+    await ledger.stop()
+    assert [r.request_id for r in store.rows] == [f"req-{n}" for n in range(8) if n != 3]
+    assert (ledger.written, ledger.dropped, ledger.quarantined) == (7, 1, 1)
+    assert any("req-3" in r.getMessage() and "refused" in r.getMessage() for r in caplog.records)
+
+
+async def test_an_in_flight_row_is_replaced_by_the_final_one() -> None:
+    store = FakeStore()
+    ledger = Ledger(store)
+    await ledger.start()
+    ledger.begin(make_record(1, completion_tokens=256))
+    ledger.begin(make_record(2))
+    await _settled(ledger)
+    assert [(r.request_id, r.outcome) for r in store.rows] == [
+        ("req-1", "in_flight"),
+        ("req-2", "in_flight"),
+    ]
+    ledger.complete(make_record(1, completion_tokens=7))
+    await _settled(ledger)
+    await ledger.stop()  # req-2 never completed (a crash): its in-flight row stays
+    assert sorted((r.request_id, r.outcome, r.completion_tokens) for r in store.rows) == [
+        ("req-1", "ok", 7),
+        ("req-2", "in_flight", 5),
+    ]
+
+
+async def test_an_in_flight_row_not_yet_written_is_not_written_at_all() -> None:
+    store = FakeStore()
+    ledger = Ledger(store)
+    ledger.begin(make_record(1))
+    ledger.complete(make_record(1))
+    await ledger.start()
+    await _settled(ledger)
+    await ledger.stop()
+    assert [(r.request_id, r.outcome) for r in store.rows] == [("req-1", "ok")]
+    assert store.batches == [1]
+
+
+async def test_rows_past_memory_go_to_the_spill_file_and_come_back(tmp_path: Path) -> None:
+    store = FakeStore()
+    store.fail_write = True
+    spill = SpillFile(str(tmp_path / "spill.jsonl"), 1 << 20)
+    ledger = Ledger(store, queue_size=3, spill=spill, retry_max_seconds=0.02)
+    await ledger.start()
+    for n in range(10):
+        ledger.record(make_record(n, prompt_text="nul\x00here"))
+        await asyncio.sleep(0.01)
+    assert spill.has_rows() and ledger.dropped == 0
+    await ledger.stop(flush_seconds=0.05)  # the 3 held in memory are spilled too
+    assert ledger.dropped == 0 and not store.rows
+
+    store.fail_write = False
+    again = Ledger(store, spill=spill)
+    await again.start()
+    await _settled(again)
+    await again.stop()
+    assert sorted(int(r.request_id[4:]) for r in store.rows) == list(range(10))
+    assert all(r.prompt_text == "nul\ufffdhere" for r in store.rows)
+    assert not spill.has_rows() and not spill.replay_path.exists()
+
+
+async def test_the_bound_is_clear_when_there_is_no_spill_file(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = FakeStore()
+    store.fail_write = True
+    ledger = Ledger(store, queue_size=2, retry_max_seconds=0.02)
+    await ledger.start()
+    with caplog.at_level(logging.WARNING, logger="gateway.ledger"):
+        for n in range(5):
+            ledger.record(make_record(n))
+    assert ledger.dropped == 3
+    assert any("ledger.queue_size 2" in r.getMessage() for r in caplog.records)
+    await ledger.stop(flush_seconds=0.01)
 
 
 async def test_database_down_at_start_is_retried() -> None:
@@ -171,6 +256,6 @@ async def test_on_drop_hears_of_every_dropped_record() -> None:
         ledger.record(make_record(n))
     assert told == [1]
     await ledger.start()
-    await _settled(ledger)  # the two queued ones fail to write
-    await ledger.stop()
+    await asyncio.sleep(0.01)  # the two queued ones fail to write, and are held
+    await ledger.stop(flush_seconds=0.01)  # then given up at shutdown
     assert sum(told) == ledger.dropped == 3

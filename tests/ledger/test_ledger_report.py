@@ -47,6 +47,9 @@ def test_parse_time_range(since: str | None, until: str | None, expected: tuple[
         ("2024-13", None, "invalid month"),
         ("1h", "2h", "empty"),
         ("2024-05-02", "2024-05-01T00:00Z", "empty"),
+        ("99999999999999d", None, "out of range"),
+        (None, "9999-12-31", "out of range"),
+        ("0001-01-01T00:00+01:00", None, "out of range"),
     ],
 )
 def test_parse_time_range_rejects(since: str | None, until: str | None, message: str) -> None:

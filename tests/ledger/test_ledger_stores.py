@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 from ledger_support import DATABASE_URL, T0, make_record, needs_postgres
 
-from gateway.ledger import LedgerStore, UsageRow
+from gateway.ledger import Ledger, LedgerStore, UsageRow
 from gateway.ledger.postgres import PostgresStore
 from gateway.ledger.sqlite import SqliteStore, sqlite_path
 from gateway.ledger.store import check_table_name
@@ -231,3 +231,86 @@ async def test_a_nul_in_a_prompt_does_not_fail_the_batch(store: LedgerStore) -> 
     rows = await raw_rows(store)
     assert [r["request_id"] for r in rows] == ["req-1", "req-2", "req-3"]
     assert rows[1]["prompt_text"] in ("a\ufffdb", "a\x00b")
+
+
+async def test_a_final_row_replaces_the_in_flight_one(store: LedgerStore) -> None:
+    await store.write_many(
+        [make_record(1, outcome="in_flight"), make_record(2, outcome="in_flight")]
+    )
+    await store.write_many([make_record(1, completion_tokens=9)], ["req-1"])
+    rows = sorted(
+        (r["request_id"], r["outcome"], r["completion_tokens"]) for r in await raw_rows(store)
+    )
+    assert rows == [("req-1", "ok", 9), ("req-2", "in_flight", 5)]
+    # A crash left req-2's row: a later start-up marks it, and only rows older than it asks.
+    assert await store.mark_interrupted(T0) == 0
+    assert await store.mark_interrupted(T0 + timedelta(hours=1)) == 1
+    assert {r["outcome"] for r in await raw_rows(store)} == {"ok", "interrupted"}
+
+
+async def test_an_in_flight_row_retried_in_the_batch_of_its_final_row_goes_too(
+    store: LedgerStore,
+) -> None:
+    """An in-flight row whose first write failed is retried; when its request ended meanwhile,
+    its final row may be in the same batch: the table keeps only the final row."""
+    await store.write_many(
+        [make_record(1, outcome="in_flight"), make_record(1, completion_tokens=9)], ["req-1"]
+    )
+    rows = [(r["request_id"], r["outcome"], r["completion_tokens"]) for r in await raw_rows(store)]
+    assert rows == [("req-1", "ok", 9)]
+
+
+async def test_budget_usage_counts_tokens_per_key(store: LedgerStore) -> None:
+    await store.write_many(
+        [
+            make_record(1),
+            make_record(2, key_name="bob"),
+            make_record(3, cached=True, tokens_saved=15),
+            make_record(-3600),  # before `since`
+        ]
+    )
+    assert await store.budget_usage(T0, False) == {"alice": 15, "bob": 15}
+    assert await store.budget_usage(T0, True) == {"alice": 30, "bob": 15}
+
+
+async def test_a_refused_batch_leaves_nothing_half_written(store: LedgerStore) -> None:
+    with pytest.raises(Exception):  # noqa: B017 - each database names it its own way
+        await store.write_many([make_record(1), make_record(2, prompt_tokens=2**70)])
+    await store.write_many([make_record(3)])
+    assert [r["request_id"] for r in await raw_rows(store)] == ["req-3"]
+
+
+async def test_nul_and_lone_surrogates_are_cleaned_before_any_database(store: LedgerStore) -> None:
+    """One prompt with NUL once refused a whole PostgreSQL batch; the ledger cleans text."""
+    ledger = Ledger(store, batch_size=10)
+    await ledger.start()
+    ledger.record(make_record(1, prompt_text="a\x00b"))
+    ledger.record(make_record(2, prompt_text="c\ud800d", key_name="k\x00"))
+    ledger.record(make_record(3, prompt_text="fine"))
+    await asyncio.wait_for(ledger.flush(), 10)
+    rows = sorted((r["request_id"], r["prompt_text"], r["key_name"]) for r in await raw_rows(store))
+    assert rows == [
+        ("req-1", "a\ufffdb", "alice"),
+        ("req-2", "c\ufffdd", "k\ufffd"),
+        ("req-3", "fine", "alice"),
+    ]
+    assert ledger.dropped == 0
+    # A report asked for a key name with NUL finds its rows (PostgreSQL would refuse the query).
+    assert [r.requests for r in await ledger.report(None, None, "k\x00")] == [1]
+    await ledger.stop()
+
+
+async def test_a_row_the_database_refuses_is_quarantined_and_its_batch_written(
+    store: LedgerStore,
+) -> None:
+    """Through gateway.db, as each database refuses it (SQLite: OverflowError; PostgreSQL: the
+    driver's DataError): the ledger sees a refused row, not an outage, so it drops that row alone
+    instead of retrying the batch forever."""
+    ledger = Ledger(store, batch_size=10)
+    await ledger.start()
+    for n in range(1, 4):
+        ledger.record(make_record(n, prompt_tokens=2**70 if n == 2 else 10))
+    await asyncio.wait_for(ledger.flush(), 10)
+    assert [r["request_id"] for r in await raw_rows(store)] == ["req-1", "req-3"]
+    assert (ledger.written, ledger.dropped, ledger.quarantined) == (2, 1, 1)
+    await ledger.stop()

@@ -169,6 +169,24 @@ async def test_budget_release_refunds_unused_tokens(limiter: Limiter) -> None:
     await refused(limiter, key, 1)
 
 
+async def test_budgets_are_reconciled_with_what_the_ledger_counted(
+    limiter: Limiter, clock: FakeClock
+) -> None:
+    """At start-up the counters take the ledger's figures: after a crash they held charges
+    for requests whose rows say otherwise (or, after Redis lost them, nothing)."""
+    daily, monthly = make_key(daily_tokens=100), make_key(monthly_tokens=1000)
+    daily = daily.model_copy(update={"name": "daily"})
+    monthly = monthly.model_copy(update={"name": "monthly"})
+    await limiter.admit(daily, "m", 90)  # charged, never settled: the process died
+    budgets = [("daily", True, False), ("monthly", False, True)]
+    await limiter.reconcile(budgets, {"daily": 30}, {"monthly": 995}, clock())
+    await limiter.admit(daily, "m", 70)  # 30 + 70: exactly the budget
+    await refused(limiter, daily, 1)
+    await limiter.admit(monthly, "m", 5)
+    error = await refused(limiter, monthly, 1)
+    assert "monthly" in error.message
+
+
 async def test_request_larger_than_budget(limiter: Limiter) -> None:
     error = await refused(limiter, make_key(daily_tokens=100), 101)
     assert error.code == "budget_exceeded"

@@ -283,6 +283,8 @@ def compile_schema(schema: Any, param: str, seconds: float = DEFAULT_CHECK_SECON
     """A checker for ``schema`` (its ``$schema`` or draft 2020-12); a bad schema is a 400."""
     if not isinstance(schema, dict):
         raise BadRequest("A JSON schema must be an object.", param=param, code="invalid_schema")
+    if not isinstance(schema.get("$schema", ""), str):  # jsonschema would hash or decode it
+        raise _refuse("$schema must be a string (the URI of a dialect).", param)
     base: Any = validator_for(schema, default=jsonschema.Draft202012Validator)
     refs = _walk(schema, param, base.ID_OF)
     try:

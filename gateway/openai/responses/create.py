@@ -155,8 +155,9 @@ async def _background(ctx: RequestContext) -> Response:
         exchange.prompt_tokens, exchange.ignored = plan.prompt_tokens, plan.ignored
         if settings.logging.log_prompts or settings.ledger.log_prompts:
             exchange.prompt_text = plan.prompts[0]
+        charged = estimate(plan, settings.limits)
         admission = await rt.limiter.admit(
-            key, plan.model.name, estimate(plan, settings.limits), aliases=plan.model.aliases
+            key, plan.model.name, charged, aliases=plan.model.aliases
         )
         headers.update(admission.headers)
 
@@ -200,6 +201,7 @@ async def _background(ctx: RequestContext) -> Response:
         raise
     exchange.job_ids = list(jobs.ids)
     exchange.submitted_at = time.perf_counter()
+    rt.begin_usage(exchange, charged)  # ledger: the in-flight row (issue 23; finish ends it)
     headers["x-job-id"] = ",".join(jobs.ids)
     opening = run.opening()
     follower = door.background.follow(rt, record, run, plan, jobs, exchange)  # finishes it

@@ -99,10 +99,11 @@ class ResponsesDoor:
     async def find(self, response_id: str, key: KeySettings) -> StoredResponse:
         """A stored response of this key, with a local background run's latest state."""
         store = await self.ready_store()
-        record = await store.get(response_id, owner(key), time.time())
+        known = storable_id(response_id)
+        record = await store.get(response_id, owner(key), time.time()) if known else None
         if record is None:
             raise NotFound(
-                f"No response with id '{response_id}' found.",
+                f"No response with id {response_id!r} found.",
                 param="response_id",
                 code="not_found",
             )
@@ -123,7 +124,7 @@ class ResponsesDoor:
         chain: list[str] = []
         if request.previous_response_id is not None:
             history, chain = await self._chain(request.previous_response_id, key)
-        refs = references(items)
+        refs = [ref for ref in references(items) if storable_id(ref)]  # the others: not found
         resolved = await (await self.ready_store()).find_items(refs, owner(key)) if refs else {}
         translated = translate(request, history, items, resolved)
         inputs = stored_items([_resolve(item, resolved) for item in items])
@@ -168,10 +169,11 @@ class ResponsesDoor:
         self, previous: str, key: KeySettings
     ) -> tuple[list[dict[str, Any]], list[str]]:
         store = await self.ready_store()
-        record = await store.get(previous, owner(key), time.time())
+        known = storable_id(previous)
+        record = await store.get(previous, owner(key), time.time()) if known else None
         if record is None:
             raise NotFound(
-                f"Previous response with id '{previous}' not found.",
+                f"Previous response with id {previous!r} not found.",
                 param="previous_response_id",
                 code="previous_response_not_found",
             )
@@ -245,6 +247,18 @@ class ResponsesDoor:
 
 def new_object(prepared: Prepared, model: str, status: str) -> dict[str, Any]:
     return response_object(prepared.request, prepared.translated, model, status=status)
+
+
+def storable_id(value: str) -> bool:
+    """Could ``value`` be the id of something stored? A NUL (which PostgreSQL text refuses),
+    a lone surrogate or a kilobyte of id never is: not found, without asking the database."""
+    if len(value) > 256 or "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _resolve(item: Any, resolved: dict[str, dict[str, Any]]) -> Any:

@@ -236,7 +236,7 @@ def _content_text(content: Any, where: str) -> str:
     for j, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
         text = part.get("text") if isinstance(part, dict) else None
-        if kind in _TEXT_PARTS and isinstance(part, dict):
+        if isinstance(kind, str) and kind in _TEXT_PARTS and isinstance(part, dict):
             value = text if kind != "refusal" else part.get("refusal", text)
             if not isinstance(value, str):
                 raise BadRequest(
@@ -271,6 +271,8 @@ class _History:
     def add(self, item: Any, where: str, *, referenced: bool = False) -> None:
         if not isinstance(item, dict):
             raise BadRequest(f"{where} must be an object.", param=where)
+        if item.get("type") is not None and not isinstance(item["type"], str):
+            raise BadRequest(f"{where}.type must be a string.", param=f"{where}.type")
         kind = _kind(item)
         if kind == "message":
             self._message(item, where)

@@ -155,3 +155,11 @@ def test_the_budget_bounds_every_keyword_not_only_patterns() -> None:
     with pytest.raises(BadRequest) as caught:
         schema.problem([{}] * 100)
     assert caught.value.code == "schema_too_complex"
+
+
+@pytest.mark.parametrize("dialect", [{}, [], 5, 2**70, True])
+def test_a_dialect_that_is_not_a_string_is_a_400(dialect: Any) -> None:
+    """jsonschema hashed (dict, list) or decoded (int, bool) it: a 500 found by fuzzing."""
+    with pytest.raises(BadRequest) as caught:
+        compile_schema({"$schema": dialect, "type": "object"}, "response_format")
+    assert caught.value.param == "response_format" and "$schema" in caught.value.message
