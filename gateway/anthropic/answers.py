@@ -20,7 +20,7 @@ from gateway.anthropic.errors import error_body
 from gateway.engine.answer import Answer
 from gateway.engine.events import ChoiceEnd, Event, KeepAlive, TextDelta, ToolCallDelta
 from gateway.errors import GatewayError
-from gateway.http.serving import PlainCodec
+from gateway.serving.answers import PlainCodec
 
 logger = logging.getLogger("gateway.anthropic")
 

@@ -1,4 +1,4 @@
-"""Helpers every route shares: the runtime, the request id, error answers."""
+"""Helpers every route shares: the request id, error answers, the client's timeout."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from starlette.responses import Response
 from gateway.errors import GatewayError
 from gateway.http.middleware import new_request_id
 from gateway.http.responses import openai_error
-from gateway.runtime import Runtime
 
 #: Headers in which clients state their timeout, in seconds, most specific first.
 _TIMEOUT_HEADERS = (
@@ -19,11 +18,6 @@ _TIMEOUT_HEADERS = (
     "x-request-timeout",
     "request-timeout",
 )
-
-
-def runtime(request: Request) -> Runtime:
-    rt: Runtime = request.app.state.runtime
-    return rt
 
 
 def request_id(request: Request) -> str:

@@ -8,8 +8,8 @@ from gateway.engine.answer import Answer
 from gateway.engine.events import ChoiceEnd, ChoiceReset, Event, TextDelta, ToolCallDelta
 from gateway.engine.planning import Plan
 from gateway.errors import GatewayError
-from gateway.http.serving import PlainCodec
 from gateway.openai.answers import AnswerShape, sse
+from gateway.serving.answers import PlainCodec
 
 KEEPALIVE_COMMENT = b": ping\n\n"
 DONE = b"data: [DONE]\n\n"

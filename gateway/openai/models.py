@@ -10,7 +10,8 @@ from starlette.responses import JSONResponse, Response
 from gateway.config import ModelSettings
 from gateway.engine.catalog import is_pattern
 from gateway.errors import GatewayError
-from gateway.http.common import error_response, runtime
+from gateway.http.common import error_response
+from gateway.serving.web import runtime
 
 _CREATED = 1_714_953_600  # a fixed date: the config has no creation times, answers stay stable
 

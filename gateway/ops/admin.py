@@ -11,11 +11,12 @@ from starlette.responses import JSONResponse, Response
 
 from gateway.config import ConfigError, KeySettings
 from gateway.errors import BadRequest, GatewayError
-from gateway.http.common import error_response, runtime
+from gateway.http.common import error_response
 from gateway.ledger import parse_time_range, rows_to_json
 from gateway.ledger.record import UsageRow
 from gateway.ops.admin_keys import authorize
 from gateway.runtime import Runtime
+from gateway.serving.web import runtime
 
 GROUPINGS = ("key", "team", "model")
 admin_log = logging.getLogger("gateway.admin")
@@ -32,7 +33,7 @@ def team_of(rt: Runtime, key_name: str) -> str | None:
         record = rt.key_service.registry.record(key_name)
         if record is not None:
             return record.team
-        key = next((k for k in rt.settings.keys if k.name == key_name), None)
+        key = rt.keys.by_name(key_name)
     return key.team if key is not None else None
 
 

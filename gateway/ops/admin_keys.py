@@ -19,7 +19,7 @@ from starlette.routing import Route
 from gateway.config import KeySettings
 from gateway.errors import BadRequest, GatewayError, NotFound, ServiceUnavailable
 from gateway.http.bodies import parse_json, read_body, validate
-from gateway.http.common import error_response, runtime
+from gateway.http.common import error_response
 from gateway.keys.access import AdminIdentity
 from gateway.keys.model import (
     LIMIT_FIELDS,
@@ -33,6 +33,7 @@ from gateway.keys.model import (
     team_view,
 )
 from gateway.runtime import Runtime
+from gateway.serving.web import runtime
 
 logger = logging.getLogger("gateway.keys")
 

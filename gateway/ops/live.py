@@ -10,10 +10,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.errors import GatewayError
-from gateway.http.common import error_response, runtime
+from gateway.http.common import error_response
 from gateway.ops.admin import require_admin_reader
 from gateway.ops.recent import AccountState
 from gateway.runtime import Runtime
+from gateway.serving.web import runtime
 
 
 def account_states(rt: Runtime) -> list[AccountState]:
