@@ -324,12 +324,15 @@ def test_each_error_class_where_it_belongs(gateway: Server, emulator: Server) ->
 
 def test_the_clients_own_limit_is_a_rate_limit_error(gateway: Server) -> None:
     tiny = client(gateway, key=TINY_KEY)
-    tiny.messages.count_tokens(model="gemma-2b", messages=user("hi"))  # not a request to limit
     tiny.messages.create(model="gemma-2b", max_tokens=5, messages=user(QUICK + "hi"))
     with pytest.raises(anthropic.RateLimitError) as limited:
         tiny.messages.create(model="gemma-2b", max_tokens=5, messages=user(QUICK + "hi"))
     assert int(limited.value.response.headers["retry-after"]) >= 1
     assert error_type(limited.value) == "rate_limit_error"
+    # Counting tokens is a request too (0 tokens, no job): admitted and limited the same way.
+    with pytest.raises(anthropic.RateLimitError) as counted:
+        tiny.messages.count_tokens(model="gemma-2b", messages=user("hi"))
+    assert error_type(counted.value) == "rate_limit_error"
 
 
 def test_an_overloaded_upstream_is_a_529(gateway: Server, emulator: Server) -> None:
