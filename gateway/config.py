@@ -187,7 +187,7 @@ class LimitSettings(_Frozen):
     structured_retries: int = Field(2, ge=0)
     schema_check_seconds: float = Field(0.5, gt=0, le=60)
     #: Values in every client JSON schema of one request together (tools and output format).
-    max_schema_nodes: int = Field(20_000, ge=100, le=1_000_000)
+    max_schema_nodes: int = Field(10_000, ge=100, le=1_000_000)
 
 
 class ServerSettings(_Frozen):

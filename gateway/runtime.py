@@ -158,9 +158,9 @@ class Runtime:
 
     async def start(self) -> None:
         await self.ledger.start()
+        await self.key_service.start()  # before runs are resumed: their keys must be known
         if self.responses is not None:
             await self.responses.start(self)
-        await self.key_service.start()
 
     def begin_drain(self) -> None:
         """Shutdown began: unready now; requests still running near the grace end are cut."""

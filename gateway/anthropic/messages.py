@@ -28,7 +28,7 @@ from gateway.http.common import request_id
 from gateway.http.exchange import Exchange
 from gateway.serving.answers import Codec
 from gateway.serving.desk import Call, FrontDesk
-from gateway.serving.web import RequestContext, read_json, serve, served
+from gateway.serving.web import RequestContext, bounded, read_json, serve, served
 
 ROUTE = "/v1/messages"
 
@@ -68,6 +68,7 @@ async def _count(request: Request, desk: FrontDesk, call: Call, exchange: Exchan
     holding a concurrency place while it is counted (off the loop); it runs no job."""
     limits = desk.rt.settings.limits
     data = await read_json(request, limits)
+    await bounded(data, limits)
     catalog = desk.catalog(call.key)
     name = data.get("model") if isinstance(data, dict) else None
     if not isinstance(name, str):  # not a request at all: its 400, from validation

@@ -22,7 +22,8 @@ from starlette.responses import Response
 from gateway.config import KeySettings, LimitSettings
 from gateway.engine.catalog import ModelCatalog
 from gateway.engine.planning import Plan
-from gateway.errors import GatewayError
+from gateway.engine.tools.spec import schema_nodes
+from gateway.errors import BadRequest, GatewayError
 from gateway.http.bodies import parse_json, read_body
 from gateway.http.common import client_timeout, deadline_cap, request_id
 from gateway.http.exchange import Exchange
@@ -62,6 +63,29 @@ def keepalive_interval(request: Request, limits: LimitSettings) -> float:
     if timeout is None or timeout <= 0:
         return limits.keepalive_interval
     return max(0.5, min(limits.keepalive_interval, timeout / 2))
+
+
+#: The request fields that carry client JSON schemas, in every door's wire format.
+SCHEMA_FIELDS = ("tools", "functions", "response_format", "text", "output_format")
+
+
+def _within_budget(data: Any, most: int) -> None:
+    parts = [data[name] for name in SCHEMA_FIELDS if name in data]
+    if parts and schema_nodes(parts, most) > most:
+        raise BadRequest(
+            f"The request's tools and output format hold more than {most} values together "
+            "(limits.max_schema_nodes); send fewer or smaller tools.",
+            param="tools" if "tools" in data else None,
+            code="schemas_too_large",
+        )
+
+
+async def bounded(data: Any, limits: LimitSettings) -> None:
+    """Refuse a request whose schemas exceed the per-request budget, before anything else
+    looks at them (validation, compiling): counted in a worker thread, stopping at the bound,
+    so even a body of megabytes of tools costs the event loop nothing."""
+    if isinstance(data, dict) and any(name in data for name in SCHEMA_FIELDS):
+        await asyncio.to_thread(_within_budget, data, limits.max_schema_nodes)
 
 
 def call_of(request: Request, key: KeySettings, route: str) -> Call:
@@ -139,6 +163,7 @@ async def serve(
         exchange.key_name = key.name
         raw = await read_body(request, rt.settings.limits.max_body_bytes)
         data = parse_json(raw, rt.settings.limits.max_json_depth)
+        await bounded(data, rt.settings.limits)
         ctx = RequestContext(request, front, key, data, exchange)
         plan, codec = await planner(ctx)
     except GatewayError as error:

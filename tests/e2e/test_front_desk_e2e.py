@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import statistics
 import threading
 import time
@@ -216,7 +217,11 @@ def _tools(count: int, properties: int) -> list[dict[str, Any]]:
     ]
 
 
-@pytest.mark.parametrize(("tools", "properties"), [(25, 200), (187, 200)], ids=["140KB", "1MiB"])
+@pytest.mark.parametrize(
+    ("tools", "properties"),
+    [(12, 200), (25, 200), (187, 200)],
+    ids=["67KB", "140KB", "1MiB"],
+)
 def test_large_tool_schemas_do_not_delay_healthz(
     server: Server, tools: int, properties: int
 ) -> None:
@@ -265,7 +270,26 @@ def test_a_request_over_the_schema_budget_is_a_clear_400(server: Server) -> None
     assert answer.status_code == 400, answer.text
     error = answer.json()["error"]
     assert error["code"] == "schemas_too_large" and error["param"] == "tools"
-    assert "20000" in error["message"]
+    assert "10000" in error["message"]
+    counted = httpx.post(
+        server.url + "/v1/messages/count_tokens",
+        json={
+            **body,
+            "tools": [
+                {
+                    "name": f"t{i}",
+                    "input_schema": {
+                        "type": "object",
+                        "properties": {f"p{j}": {"type": "string"} for j in range(200)},
+                    },
+                }
+                for i in range(60)
+            ],
+        },
+        headers={**auth(ALICE_KEY), "anthropic-version": "2023-06-01"},
+    )
+    assert counted.status_code == 400, counted.text
+    assert counted.json()["error"]["type"] == "invalid_request_error"
 
 
 @pytest.mark.parametrize(
@@ -363,3 +387,67 @@ def test_a_queued_background_run_sends_keepalives(server: Server) -> None:
                 break
     assert any(line.startswith(":") for line in seen), seen  # pings while it was queued
     assert time.monotonic() - started >= 3
+
+
+def test_a_database_key_can_opt_out_of_the_cache(server: Server) -> None:
+    secret = new_key(server, "no-cache", cache=False)  # was a 400: "cache" was not a field
+    shown = httpx.get(server.url + "/admin/keys/no-cache", headers=auth(ADMIN_KEY)).json()
+    assert shown["cache"] is False
+    body = {"model": "gemma-2b", "messages": [{"role": "user", "content": "opted out 7"}]}
+    for _ in range(2):
+        answer = httpx.post(server.url + CHAT, json=body, headers=auth(secret), timeout=30)
+        assert answer.headers["x-gateway-cache"] == "bypass"
+
+
+REPLY = " ".join(f"word{i}" for i in range(30))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "stopped"])
+def test_a_database_keys_background_run_resumes_and_is_charged_once(
+    emulator: Server, tmp_path: Path, sig: signal.Signals
+) -> None:
+    config = desk_config(emulator, tmp_path)  # one SQLite file: keys, responses, ledger
+    first = start_gateway(tmp_path, config)
+    try:
+        secret = new_key(first, "resumer")
+        body = {
+            "model": "llama2",
+            "input": f"[[emulate:wps 10]] [[emulate:reply {REPLY}]]",
+            "background": True,
+        }
+        made = httpx.post(first.url + "/v1/responses", json=body, headers=auth(secret))
+        assert made.status_code == 200, made.text
+        rid = made.json()["id"]
+        url = f"/v1/responses/{rid}"
+        deadline = time.monotonic() + 20
+        while not httpx.get(first.url + url, headers=auth(secret)).json()["output"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        first.stop(sig)
+    second = start_gateway(tmp_path, config)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            done = httpx.get(second.url + url, headers=auth(secret)).json()
+            if done["status"] in ("completed", "failed") or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        # Was "failed": "The key that created this response no longer exists."
+        assert done["status"] == "completed", done
+        text = done["output"][0]["content"][0]["text"]
+        assert text == REPLY
+        usage = done["usage"]
+        (line,) = access_lines(second, lambda r: r.get("request_id") == "resumed-" + rid)
+        assert line["key"] == "resumer" and line["outcome"] == "ok"
+        assert line["completion_tokens"] == usage["output_tokens"] > 0
+        assert line["prompt_tokens"] == usage["input_tokens"] > 0
+        before = access_lines(first, by_request(made.headers["x-request-id"]), limit=0)
+        if sig == signal.SIGTERM:  # handed over: its line carries no tokens (charged once)
+            assert [(r["outcome"], r["completion_tokens"]) for r in before] == [
+                ("handed_over", 0)
+            ], before
+        else:
+            assert before == []
+    finally:
+        second.stop()

@@ -131,7 +131,9 @@ class Background:
             try:
                 now = time.time()
                 await self.store.purge(now)
-                if not runtime.shutting_down:  # a draining gateway hands runs over
+                keys = runtime.key_service
+                known = not keys.enabled or keys.registry.loaded  # else a run's key may be missing
+                if known and not runtime.shutting_down:  # a draining gateway hands runs over
                     for record in await self.store.claim(self.owner, now, self.lease):
                         self._adopt(FrontDesk(runtime), record)
             except Exception:

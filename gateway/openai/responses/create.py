@@ -11,6 +11,7 @@ once and is followed by :mod:`.background` with no client.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -125,6 +126,9 @@ class BackgroundStart:
 
     async def start(self, run: Run, keepalive: float) -> Response:
         self.record.job_ids = list(run.exchange.job_ids)
+        if self.record.job_ids:  # kept before answering: a restart from now on resumes it
+            with contextlib.suppress(Exception):  # the follower's first save tries again
+                await self.door.store.update(self.record)
         follower = self.door.background.follow(self.record, self.run, run)  # it finishes run
         follower.publish(self.run.opening())
         if self.prepared.request.stream:

@@ -22,7 +22,7 @@ from gateway.openai.responses.create import ROUTE, door_of, frames, sse_body
 from gateway.openai.responses.run import TERMINAL, ResponseRun, replay
 from gateway.runtime import Runtime
 from gateway.serving.desk import Call, FrontDesk
-from gateway.serving.web import read_json, served
+from gateway.serving.web import bounded, read_json, served
 
 Handler = Callable[[Request, Runtime, KeySettings, Exchange], Awaitable[Response]]
 
@@ -145,6 +145,7 @@ async def _input_tokens(request: Request, desk: FrontDesk, call: Call, ex: Excha
     holding a concurrency place while it is counted (off the loop); it runs no job."""
     rt = desk.rt
     data = await _body(request, rt)
+    await bounded(data, rt.settings.limits)
     catalog = desk.catalog(call.key)  # the key's view: another model is a 404
     if "model" not in data and catalog.models:
         data["model"] = catalog.models[0].name
