@@ -253,11 +253,11 @@ def test_large_tool_schemas_do_not_delay_healthz(
         f"max {max(latencies) * 1000:.1f} ms over {len(latencies)} probes"
     )
     assert outcome[0].status_code in (200, 400), outcome[0].text
-    # A loop held by the schema checks made /healthz wait seconds (5 s for 140 KB before).
-    # Typical probes stay within 50 ms of the usual; one may catch a slow moment of a
-    # loaded machine.
+    # A loop held by the schema checks made one probe wait for all of them: 4.8 s for 140 KB
+    # before. Probes stay within 50 ms of the usual; the bound on the slowest one is looser
+    # (a loaded machine, two cores for eight test runs, pauses a process now and then).
     assert statistics.median(latencies) - usual < 0.05, sorted(latencies)[-5:]
-    assert sorted(latencies)[-2] - usual < 0.25, sorted(latencies)[-5:]
+    assert max(latencies) - usual < 1.0, sorted(latencies)[-5:]
 
 
 def test_a_request_over_the_schema_budget_is_a_clear_400(server: Server) -> None:
