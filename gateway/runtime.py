@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.auth import KeyRing, account_names
 from gateway.config import CONFIG_ENV, ConfigError, KeySettings, Settings, load_settings
@@ -231,3 +232,9 @@ class Runtime:
         await self.ledger.stop()
         await self.key_service.aclose()
         await asyncio.to_thread(self.tracing.close)  # the exporter's last batch, off the loop
+
+
+def runtime(request: Any) -> Runtime:
+    """The running gateway serving ``request`` (built in the app's lifespan, in its state)."""
+    rt: Runtime = request.app.state.runtime
+    return rt

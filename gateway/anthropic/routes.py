@@ -15,7 +15,7 @@ from gateway.anthropic.models import model_object, model_page, wants_anthropic
 from gateway.engine.catalog import is_pattern
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound
 from gateway.http.common import request_id
-from gateway.serving.web import runtime
+from gateway.runtime import runtime
 
 Handler = Callable[[Request], Awaitable[Response]]
 

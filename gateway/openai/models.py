@@ -11,7 +11,7 @@ from gateway.config import ModelSettings
 from gateway.engine.catalog import is_pattern
 from gateway.errors import GatewayError
 from gateway.http.common import error_response
-from gateway.serving.web import runtime
+from gateway.runtime import runtime
 
 _CREATED = 1_714_953_600  # a fixed date: the config has no creation times, answers stay stable
 

@@ -15,8 +15,7 @@ from gateway.http.common import error_response
 from gateway.ledger import parse_time_range, rows_to_json
 from gateway.ledger.record import UsageRow
 from gateway.ops.admin_keys import authorize
-from gateway.runtime import Runtime
-from gateway.serving.web import runtime
+from gateway.runtime import Runtime, runtime
 
 GROUPINGS = ("key", "team", "model")
 admin_log = logging.getLogger("gateway.admin")

@@ -32,8 +32,7 @@ from gateway.keys.model import (
     key_view,
     team_view,
 )
-from gateway.runtime import Runtime
-from gateway.serving.web import runtime
+from gateway.runtime import Runtime, runtime
 
 logger = logging.getLogger("gateway.keys")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.serving.web import runtime
+from gateway.runtime import runtime
 
 
 async def healthz(request: Request) -> Response:

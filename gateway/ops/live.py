@@ -13,8 +13,7 @@ from gateway.errors import GatewayError
 from gateway.http.common import error_response
 from gateway.ops.admin import require_admin_reader
 from gateway.ops.recent import AccountState
-from gateway.runtime import Runtime
-from gateway.serving.web import runtime
+from gateway.runtime import Runtime, runtime
 
 
 def account_states(rt: Runtime) -> list[AccountState]:

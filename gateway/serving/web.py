@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -29,22 +29,14 @@ from gateway.http.common import client_timeout, deadline_cap, request_id
 from gateway.http.exchange import Exchange
 from gateway.http.responses import DeferredJSONResponse, ErrorRenderer, EventStreamResponse
 from gateway.ops.access import LOGGED_ELSEWHERE
+from gateway.runtime import Runtime, runtime
 from gateway.serving.answers import Codec, stream_body
 from gateway.serving.desk import Call, FrontDesk, Run
-
-if TYPE_CHECKING:
-    from gateway.runtime import Runtime
 
 T = TypeVar("T")
 
 #: The W3C trace-context headers a client may send; traces continue them (ops/tracing.py).
 TRACE_HEADERS = ("traceparent", "tracestate")
-
-
-def runtime(request: Request) -> Runtime:
-    """The running gateway, built in the app's lifespan."""
-    rt: Runtime = request.app.state.runtime
-    return rt
 
 
 def desk(request: Request) -> FrontDesk:

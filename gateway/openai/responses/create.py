@@ -126,6 +126,7 @@ class BackgroundStart:
 
     async def start(self, run: Run, keepalive: float) -> Response:
         self.record.job_ids = list(run.exchange.job_ids)
+        run.exchange.stream = self.prepared.request.stream  # followed as a stream either way
         if self.record.job_ids:  # kept before answering: a restart from now on resumes it
             with contextlib.suppress(Exception):  # the follower's first save tries again
                 await self.door.store.update(self.record)
