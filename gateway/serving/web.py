@@ -61,6 +61,14 @@ def keepalive_interval(request: Request, limits: LimitSettings) -> float:
 SCHEMA_FIELDS = ("tools", "functions", "response_format", "text", "output_format")
 
 
+#: A body smaller than this, with no schemas, is planned on the loop (it takes microseconds).
+LIGHT_BODY_BYTES = 16 * 1024
+
+
+def _has_schemas(data: Any) -> bool:
+    return isinstance(data, dict) and any(name in data for name in SCHEMA_FIELDS)
+
+
 def _within_budget(data: Any, most: int) -> None:
     parts = [data[name] for name in SCHEMA_FIELDS if name in data]
     if parts and schema_nodes(parts, most) > most:
@@ -76,7 +84,7 @@ async def bounded(data: Any, limits: LimitSettings) -> None:
     """Refuse a request whose schemas exceed the per-request budget, before anything else
     looks at them (validation, compiling): counted in a worker thread, stopping at the bound,
     so even a body of megabytes of tools costs the event loop nothing."""
-    if isinstance(data, dict) and any(name in data for name in SCHEMA_FIELDS):
+    if _has_schemas(data):
         await asyncio.to_thread(_within_budget, data, limits.max_schema_nodes)
 
 
@@ -125,9 +133,15 @@ class RequestContext:
         """How long the client waits for a non-streamed answer (its deadline's cap)."""
         return deadline_cap(self.request, self.data)
 
+    #: Whether planning may take long (client schemas to compile, a large body).
+    heavy: bool = True
+
     async def offload(self, work: Callable[..., T], *args: Any) -> T:
         """Run CPU-bound planning (schemas, validation of a large body) in a worker thread:
-        the event loop keeps serving every other client meanwhile."""
+        the event loop keeps serving every other client meanwhile. A light request (no
+        schemas, a small body) is planned at once: the hop would cost more than the work."""
+        if not self.heavy:
+            return work(*args)
         return await asyncio.to_thread(work, *args)
 
 
@@ -157,6 +171,7 @@ async def serve(
         data = parse_json(raw, rt.settings.limits.max_json_depth)
         await bounded(data, rt.settings.limits)
         ctx = RequestContext(request, front, key, data, exchange)
+        ctx.heavy = len(raw) > LIGHT_BODY_BYTES or _has_schemas(data)
         plan, codec = await planner(ctx)
     except GatewayError as error:
         asked = data.get("model") if isinstance(data, dict) else None
