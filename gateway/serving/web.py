@@ -168,7 +168,7 @@ async def serve(
         key = rt.keys.authenticate(request.headers)
         exchange.key_name = key.name
         raw = await read_body(request, rt.settings.limits.max_body_bytes)
-        data = parse_json(raw, rt.settings.limits.max_json_depth)
+        data = await _parsed(raw, rt.settings.limits)
         await bounded(data, rt.settings.limits)
         ctx = RequestContext(request, front, key, data, exchange)
         ctx.heavy = len(raw) > LIGHT_BODY_BYTES or _has_schemas(data)
@@ -236,4 +236,11 @@ async def served(request: Request, route: str, handler: Handler, errors: ErrorRe
 
 
 async def read_json(request: Request, limits: LimitSettings) -> Any:
-    return parse_json(await read_body(request, limits.max_body_bytes), limits.max_json_depth)
+    return await _parsed(await read_body(request, limits.max_body_bytes), limits)
+
+
+async def _parsed(raw: bytes, limits: LimitSettings) -> Any:
+    """The body's JSON; a large one is parsed (and its depth checked) in a worker thread."""
+    if len(raw) > LIGHT_BODY_BYTES:
+        return await asyncio.to_thread(parse_json, raw, limits.max_json_depth)
+    return parse_json(raw, limits.max_json_depth)

@@ -254,10 +254,11 @@ def test_large_tool_schemas_do_not_delay_healthz(
     )
     assert outcome[0].status_code in (200, 400), outcome[0].text
     # A loop held by the schema checks made one probe wait for all of them: 4.8 s for 140 KB
-    # before. Probes stay within 50 ms of the usual; the bound on the slowest one is looser
-    # (a loaded machine, two cores for eight test runs, pauses a process now and then).
+    # before. Probes stay within 50 ms of the usual (the slowest measured ~15 ms here); the
+    # bound on the slowest one is looser, 0.5 s, since a loaded machine (two cores for eight
+    # test runs) pauses a process now and then; a stalled loop still fails it by seconds.
     assert statistics.median(latencies) - usual < 0.05, sorted(latencies)[-5:]
-    assert max(latencies) - usual < 1.0, sorted(latencies)[-5:]
+    assert max(latencies) - usual < 0.5, sorted(latencies)[-5:]
 
 
 def test_a_request_over_the_schema_budget_is_a_clear_400(server: Server) -> None:
