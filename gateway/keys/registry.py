@@ -47,6 +47,7 @@ def key_settings(record: KeyRecord, token: str) -> KeySettings:
         monthly_tokens=record.monthly_tokens,
         expires_at=expires,
         disabled=record.disabled,
+        cache=record.cache,
     )
 
 
