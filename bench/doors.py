@@ -1,6 +1,6 @@
 """Gateway CPU per completion through each front door: chat completions, Messages, Ollama.
 
-The doors share one lifecycle (``gateway.http.serving.serve``); what differs is the wire
+The doors share one lifecycle (``gateway.serving.web.serve``); what differs is the wire
 request's validation and translation and the codec that writes the answer. One emulator (no
 queue, 1000 words/s), one gateway; each round sends the same number of fresh prompts (no
 cache) through every door in turn, non-streamed and streamed, ``--concurrency`` at a time,

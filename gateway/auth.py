@@ -19,6 +19,9 @@ class KeyLookup(Protocol):
 
     def lookup(self, sha256: str, presented: str, now: float) -> KeySettings | None: ...
 
+    def settings(self, name: str) -> KeySettings | None:
+        """The live key called ``name``, or None."""
+
 
 def bearer_token(headers: Mapping[str, str]) -> str | None:
     value = headers.get("authorization")
@@ -69,6 +72,7 @@ class KeyRing:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._entries = [(bytes.fromhex(k.digest), k) for k in keys]
+        self._by_name = {k.name: k for k in keys}
         self.registry = registry
         self._clock = clock
 
@@ -93,6 +97,16 @@ class KeyRing:
         refusal = key_refusal(found, self._clock())
         if refusal is not None:
             raise refusal
+        return found
+
+    def by_name(self, name: str) -> KeySettings | None:
+        """The live key called ``name`` (the config's, else the database's), or None.
+
+        The one lookup by name: what a key did outside a request (a background run resumed
+        after a restart, say) is charged to the key that started it, wherever it is kept."""
+        found = self._by_name.get(name)
+        if found is None and self.registry is not None:
+            found = self.registry.settings(name)
         return found
 
 

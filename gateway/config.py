@@ -197,6 +197,8 @@ class LimitSettings(_Frozen):
     completion_estimate: int = Field(256, ge=1)
     structured_retries: int = Field(2, ge=0)
     schema_check_seconds: float = Field(0.5, gt=0, le=60)
+    #: Values in every client JSON schema of one request together (tools and output format).
+    max_schema_nodes: int = Field(10_000, ge=100, le=1_000_000)
 
 
 class ServerSettings(_Frozen):
@@ -351,6 +353,9 @@ class CacheSettings(_Frozen):
     prefix: str = "gateway:cache:"
     share_jobs: bool = True
     count_in_budget: bool = False
+    #: "account": an answer is shared only by keys of the same upstream account; "global": by
+    #: every key (jobs are only ever shared within an account).
+    scope: Literal["account", "global"] = "account"
 
 
 class EmulatorSettings(_Frozen):

@@ -8,9 +8,8 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.auth import KeyRing, account_names
@@ -19,12 +18,10 @@ from gateway.db import Databases
 from gateway.engine.cache import ResponseCache
 from gateway.engine.catalog import ModelCatalog
 from gateway.engine.service import Completions
-from gateway.http.exchange import Exchange
 from gateway.keys.service import KeyService
-from gateway.ledger import Ledger, UsageRecord
+from gateway.ledger import Ledger
 from gateway.limits import Limiter
 from gateway.limits.limiter import TEAM_PREFIX
-from gateway.ops.logs import capped_names, log_request
 from gateway.ops.metrics import Metrics
 from gateway.ops.recent import LiveView
 from gateway.ops.shutdown import FINAL_EVENT_MARGIN
@@ -36,7 +33,6 @@ from gateway.upstream.errors import UpstreamFailure
 from gateway.upstream.poller import PollerHub
 from gateway.upstream.relay import RelayFactory
 
-access_log = logging.getLogger("gateway.access")
 admin_log = logging.getLogger("gateway.admin")
 shutdown_log = logging.getLogger("gateway.shutdown")
 runtime_log = logging.getLogger("gateway.runtime")
@@ -158,90 +154,6 @@ class Runtime:
         elif outcome in ("ok", "rejected"):
             self.last_upstream_ok = time.monotonic()
 
-    async def finish(self, exchange: Exchange) -> None:
-        """The end of every request: cleanups not yet run, metrics, ledger, the access log line."""
-        await exchange.release()
-        self.live.finished(exchange)
-        metrics = self.metrics
-        key = exchange.key_name or "-"
-        model = exchange.model or "-"
-        metrics.observe_request(exchange.route, model, key, exchange.status, exchange.duration)
-        if exchange.ttft is not None:
-            metrics.observe_ttft(model, exchange.ttft)
-        if exchange.queue_wait is not None:
-            metrics.observe_queue_wait(model, exchange.queue_wait)
-        if exchange.jobs_saved:
-            metrics.count_jobs_saved(exchange.jobs_saved)
-        if exchange.cached:
-            metrics.add_tokens_saved(key, model, exchange.tokens_saved)
-        elif exchange.prompt_tokens or exchange.completion_tokens:
-            metrics.add_tokens(key, model, exchange.prompt_tokens, exchange.completion_tokens)
-        for _ in range(exchange.log_rewrites):
-            metrics.count_log_rewrite()
-        if exchange.key_name is not None and exchange.model is not None:
-            self._record_usage(exchange)
-        exchange.mark("finished")
-        self.tracing.record(exchange)
-        log_request(
-            access_log,
-            request_id=exchange.request_id,
-            route=exchange.route,
-            status=exchange.status,
-            duration_ms=exchange.duration * 1000,
-            key=exchange.key_name,
-            model=exchange.model,
-            job_ids=exchange.job_ids,
-            ttft_ms=None if exchange.ttft is None else exchange.ttft * 1000,
-            queue_ms=None if exchange.queue_wait is None else exchange.queue_wait * 1000,
-            prompt_tokens=exchange.prompt_tokens,
-            completion_tokens=exchange.completion_tokens,
-            outcome=exchange.outcome,
-            stream=exchange.stream,
-            ignored_fields=capped_names(exchange.ignored) or None,
-            **self._logged_prompt(exchange),
-        )
-
-    def _logged_prompt(self, exchange: Exchange) -> dict[str, Any]:
-        """The prompt, in the access log only when the operator turned ``log_prompts`` on."""
-        if self.settings.logging.log_prompts and exchange.prompt_text is not None:
-            return {"prompt": exchange.prompt_text}
-        return {}
-
-    def begin_usage(self, exchange: Exchange, charged: int) -> None:
-        """The ledger's in-flight row of a request just admitted, with the tokens charged for
-        it: a process that dies before :meth:`finish` still leaves a row for it."""
-        if exchange.key_name is None or exchange.model is None:
-            return
-        prompt = min(charged, exchange.prompt_tokens)
-        record = self._usage_record(exchange)
-        self.ledger.begin(
-            replace(record, prompt_tokens=prompt, completion_tokens=charged - prompt, duration_ms=0)
-        )
-
-    def _record_usage(self, exchange: Exchange) -> None:
-        self.ledger.complete(self._usage_record(exchange))
-
-    def _usage_record(self, exchange: Exchange) -> UsageRecord:
-        return UsageRecord(
-            request_id=exchange.request_id,
-            time=exchange.wall_started,
-            key_name=exchange.key_name or "-",
-            model=exchange.model or "-",
-            endpoint=exchange.route,
-            stream=exchange.stream,
-            prompt_tokens=exchange.prompt_tokens,
-            completion_tokens=exchange.completion_tokens,
-            job_ids=tuple(exchange.job_ids),
-            outcome=exchange.outcome,
-            status_code=exchange.status,
-            duration_ms=round(exchange.duration * 1000, 1),
-            queue_ms=None if exchange.queue_wait is None else exchange.queue_wait * 1000,
-            ttft_ms=None if exchange.ttft is None else exchange.ttft * 1000,
-            prompt_text=exchange.prompt_text if self.settings.ledger.log_prompts else None,
-            cached=exchange.cached,
-            tokens_saved=exchange.tokens_saved,
-        )
-
     def reload(self) -> dict[str, int]:
         """Re-read the config file for keys and models; requests in flight keep what they had."""
         if not os.environ.get(CONFIG_ENV):
@@ -268,7 +180,7 @@ class Runtime:
 
     async def start(self) -> None:
         await self.ledger.start()
-        await self.key_service.start()
+        await self.key_service.start()  # before runs are resumed: their keys must be known
         await self._say_if_redis_is_unreachable()
         await self._reconcile_budgets()
 

@@ -59,18 +59,11 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("gateway.keys",),
     ("gateway.engine",),  # planning, choices, cache: no door, no HTTP
     ("gateway.runtime",),
-    # The front desk: the one request lifecycle every door calls.
-    ("gateway.serving", "gateway.state", "gateway.http.serving"),  # see HTTP_EXCEPTIONS
+    # The front desk: the one request lifecycle every door calls; the runtime of a request.
+    ("gateway.serving", "gateway.state"),
     DOORS,
     ("gateway.app", "gateway.cli", "gateway.__main__"),
 )
-
-#: Known exceptions, each with the issue that removes it.
-#:
-#: issue 22: ``gateway/http/serving.py`` is the request lifecycle, still in ``http/`` until
-#: the front-desk package (engineer "desk") takes it; it is placed in the serving layer above
-#: and may import the runtime and the engine. Remove it here when the move is merged.
-HTTP_EXCEPTIONS = frozenset({"gateway.http.serving"})
 
 #: What ``gateway.http`` may import of the gateway, besides itself.
 HTTP_ALLOWED = ("gateway.config", "gateway.config_env", "gateway.config_errors", "gateway.errors")
@@ -215,7 +208,7 @@ def test_http_imports_only_config_and_errors() -> None:
     wrong = [
         f"{module} -> {target}"
         for module, targets in graph().items()
-        if unit(module) == "gateway.http" and module not in HTTP_EXCEPTIONS
+        if unit(module) == "gateway.http"
         for target in targets
         if target.startswith("gateway")
         and unit(target) != "gateway.http"
@@ -237,8 +230,10 @@ def test_the_engine_reaches_no_door_and_no_http(forbidden: str) -> None:
 def test_the_graph_is_read_as_python_resolves_it() -> None:
     """The reading itself: a chain known to exist is found, so the checks above can fail."""
     edges = graph()
-    assert "gateway.runtime" in edges["gateway.http.serving"]  # the known exception
+    assert "gateway.runtime" in edges["gateway.serving.desk"]  # under TYPE_CHECKING too
+    assert "gateway.state" in edges["gateway.serving.web"]
     assert "gateway.http.sse" in edges["gateway.openai.answers"]
     assert "gateway.upstream.client" in reach("gateway.engine.service")
-    assert layer("gateway.http.serving") > layer("gateway.runtime") > layer("gateway.engine")
+    assert layer("gateway.serving.desk") > layer("gateway.runtime") > layer("gateway.engine")
+    assert layer("gateway.http.exchange") < layer("gateway.serving")
     assert layer("gateway.http.sse") < layer("gateway.upstream")

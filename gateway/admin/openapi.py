@@ -30,6 +30,7 @@ _KEY_FIELDS: dict[str, Any] = {
     "team": {"anyOf": [{"type": "string"}, {"type": "null"}]},
     "expires_at": {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}]},
     "disabled": {"anyOf": [{"type": "boolean"}, {"type": "null"}]},
+    "cache": {"anyOf": [{"type": "boolean"}, {"type": "null"}]},
 }
 _NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"}
 

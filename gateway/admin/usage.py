@@ -33,7 +33,7 @@ def team_of(rt: Runtime, key_name: str) -> str | None:
         record = rt.key_service.registry.record(key_name)
         if record is not None:
             return record.team
-        key = next((k for k in rt.settings.keys if k.name == key_name), None)
+        key = rt.keys.by_name(key_name)
     return key.team if key is not None else None
 
 

@@ -19,8 +19,8 @@ from gateway.engine.answer import Answer
 from gateway.engine.events import ChoiceEnd, Event, KeepAlive, TextDelta, ToolCallDelta
 from gateway.errors import GatewayError
 from gateway.http.exchange import Exchange
-from gateway.http.serving import PlainCodec
 from gateway.http.sse import encode
+from gateway.serving.answers import PlainCodec
 
 logger = logging.getLogger("gateway.anthropic")
 

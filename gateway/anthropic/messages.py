@@ -1,14 +1,16 @@
 """``POST /v1/messages`` and ``POST /v1/messages/count_tokens``: the Messages door.
 
 A Messages request is validated (:mod:`.protocol`), translated into the engine's conversation
-(:mod:`.translate`) and handed to the lifecycle every door shares
-(:func:`gateway.http.serving.serve`) with this door's codec (:mod:`.answers`) and its error
-shape (:mod:`.errors`): the same keys, limits, ledger and metrics as chat completions.
+(:mod:`.translate`) and handed to the front desk (:func:`gateway.serving.web.serve`) with
+this door's codec (:mod:`.answers`) and its error shape (:mod:`.errors`): the same keys,
+limits, ledger and metrics as chat completions.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -17,12 +19,16 @@ from gateway.anthropic.answers import MessageCodec
 from gateway.anthropic.errors import error_response
 from gateway.anthropic.protocol import CountTokensRequest, MessagesRequest
 from gateway.anthropic.translate import conversation
+from gateway.config import LimitSettings
+from gateway.engine.catalog import ModelCatalog
 from gateway.engine.planning import Plan, plan_conversation
 from gateway.errors import GatewayError
-from gateway.http.bodies import parse_json, read_body, validate
+from gateway.http.bodies import validate
 from gateway.http.common import request_id
-from gateway.http.serving import Codec, RequestContext, serve
-from gateway.state import runtime
+from gateway.http.exchange import Exchange
+from gateway.serving.answers import Codec
+from gateway.serving.desk import Call, FrontDesk
+from gateway.serving.web import RequestContext, bounded, read_json, serve, served
 
 ROUTE = "/v1/messages"
 
@@ -32,11 +38,18 @@ def _errors(request: Request) -> Callable[[GatewayError, dict[str, str]], Respon
     return lambda error, headers: error_response(error, headers, rid)
 
 
-async def _plan(ctx: RequestContext) -> tuple[Plan, Codec]:
-    wire = validate(MessagesRequest, ctx.data)
-    catalog = ctx.catalog  # the key's view: a model it may not use does not exist
+def _planned(
+    data: Any, catalog: ModelCatalog, limits: LimitSettings, timeout: float | None
+) -> Plan:
+    wire = validate(MessagesRequest, data)
     catalog.resolve(wire.model)  # an unknown model is a 404 before the content is looked at
-    plan = plan_conversation(conversation(wire), catalog, ctx.limits, ctx.client_timeout)
+    return plan_conversation(conversation(wire), catalog, limits, timeout)
+
+
+async def _plan(ctx: RequestContext) -> tuple[Plan, Codec]:
+    # The key's view of the catalog: a model it may not use does not exist. Off the loop:
+    # the client's tool schemas are checked while planning.
+    plan = await ctx.offload(_planned, ctx.data, ctx.catalog, ctx.limits, ctx.client_timeout)
     return plan, MessageCodec(plan.model.name, plan.prompt_tokens, ctx.exchange)
 
 
@@ -44,18 +57,31 @@ async def messages(request: Request) -> Response:
     return await serve(request, ROUTE, _plan, _errors(request))
 
 
+def _counted(data: Any, catalog: ModelCatalog, limits: LimitSettings) -> Plan:
+    wire = validate(CountTokensRequest, data)
+    catalog.resolve(wire.model)
+    return plan_conversation(conversation(wire), catalog, limits)
+
+
+async def _count(request: Request, desk: FrontDesk, call: Call, exchange: Exchange) -> Response:
+    """Admitted like any request: one request of 0 tokens in the key's (and team's) limits,
+    holding a concurrency place while it is counted (off the loop); it runs no job."""
+    limits = desk.rt.settings.limits
+    data = await read_json(request, limits)
+    await bounded(data, limits)
+    catalog = desk.catalog(call.key)
+    name = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(name, str):  # not a request at all: its 400, from validation
+        await asyncio.to_thread(_counted, data, catalog, limits)
+    admission = await desk.hold(call, catalog.resolve(str(name)), exchange)
+    try:
+        plan = await asyncio.to_thread(_counted, data, catalog, limits)
+    finally:
+        await admission.release(0)
+    return JSONResponse({"input_tokens": plan.prompt_tokens}, headers=admission.headers)
+
+
 async def count_tokens(request: Request) -> Response:
     """The gateway's estimate of the prompt the request would send: system, tools and the
-    instructions that describe them included. Runs no job, so it is not rate limited."""
-    rt = runtime(request)
-    limits = rt.settings.limits
-    try:
-        key = rt.keys.authenticate(request.headers)
-        data = parse_json(await read_body(request, limits.max_body_bytes), limits.max_json_depth)
-        wire = validate(CountTokensRequest, data)
-        catalog = rt.catalog.for_key(key.models)
-        catalog.resolve(wire.model)
-        plan = plan_conversation(conversation(wire), catalog, limits)
-    except GatewayError as error:
-        return error_response(error, request_id=request_id(request))
-    return JSONResponse({"input_tokens": plan.prompt_tokens})
+    instructions that describe them included."""
+    return await served(request, ROUTE + "/count_tokens", _count, _errors(request))

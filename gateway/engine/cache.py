@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +40,7 @@ from gateway.engine.tools.spec import OutputSpec
 logger = logging.getLogger("gateway.cache")
 
 #: Bumped whenever what a key covers, or the stored shape, changes: old entries then miss.
-KEY_VERSION = "v1"
+KEY_VERSION = "v2"
 
 #: Called with (event, bytes): event is "hit" | "miss" | "store" | "join".
 CacheHook = Callable[[str, int], None]
@@ -73,9 +73,11 @@ def _output_description(output: OutputSpec | None) -> Any:
     }
 
 
-def cache_key(plan: Plan) -> str:
-    """The sha256 of everything in ``plan`` that decides the answer (never the wire format)."""
+def cache_key(plan: Plan, account: str | None = None) -> str:
+    """The sha256 of everything in ``plan`` that decides the answer (never the wire format),
+    and of the upstream ``account`` it is kept for (None: shared by every account)."""
     described = {
+        "account": account,
         "tag": plan.model.tag,
         "prompts": plan.prompts,
         "stops": plan.stops,
@@ -173,12 +175,6 @@ class Policy:
 BYPASS = Policy(read=False, store=False)
 
 
-def directives(headers: Mapping[str, str]) -> set[str]:
-    """The request's ``Cache-Control`` directives, lower-cased (``no-cache``, ``no-store``...)."""
-    value = headers.get("cache-control", "")
-    return {part.strip().split("=", 1)[0].lower() for part in value.split(",") if part.strip()}
-
-
 class ResponseCache:
     """The cache of one gateway process: which requests use it, and its store."""
 
@@ -215,13 +211,19 @@ class ResponseCache:
         names = self.settings.models
         return "*" in names or model.name in names or any(a in names for a in model.aliases)
 
-    def policy(self, headers: Mapping[str, str], key: KeySettings, model: ModelSettings) -> Policy:
-        """``Cache-Control: no-cache``: do not read (the fresh answer refreshes the entry);
-        ``no-store``: do not store this answer. A key or model without the cache bypasses it."""
+    def policy(
+        self, key: KeySettings, model: ModelSettings, *, no_cache: bool, no_store: bool
+    ) -> Policy:
+        """``no_cache``: do not read (the fresh answer refreshes the entry); ``no_store``: do
+        not store this answer. A key or model without the cache bypasses it: it neither reads
+        nor writes, so it can neither learn nor replace what other keys stored."""
         if not key.cache or not self.enabled_for(model):
             return BYPASS
-        said = directives(headers)
-        return Policy(read="no-cache" not in said, store="no-store" not in said)
+        return Policy(read=not no_cache, store=not no_store)
+
+    def entry_key(self, plan: Plan, account: str) -> str:
+        """Where ``plan``'s answer is kept: per upstream account unless ``scope: global``."""
+        return cache_key(plan, None if self.settings.scope == "global" else account)
 
     async def lookup(self, key: str) -> Answer | None:
         raw = await self.store.get(key)

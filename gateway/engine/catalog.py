@@ -82,6 +82,8 @@ class ModelCatalog:
     def __init__(self, models: Sequence[ModelSettings]) -> None:
         self.models = tuple(models)
         self.allowed: frozenset[str] | None = None
+        #: Further lists a model must also be in (a key's team's models).
+        self.also: tuple[frozenset[str], ...] = ()
         self._by_name: dict[str, ModelSettings] = {}
         self._patterns: list[tuple[re.Pattern[str], ModelSettings]] = []
         self._templates: dict[str, PromptTemplate] = {}
@@ -101,7 +103,7 @@ class ModelCatalog:
         model = self._by_name.get(name) or self._match(name)
         if allowed is None:
             allowed = self.allowed
-        if model is None or not allows(allowed, model):
+        if model is None or not all(allows(a, model) for a in (allowed, *self.also)):
             raise NotFound(
                 f"The model '{name}' does not exist or you do not have access to it.",
                 param="model",
@@ -121,6 +123,16 @@ class ModelCatalog:
         view = copy.copy(self)  # shares the name and template tables
         view.allowed = frozenset(allowed)
         view.models = tuple(m for m in self.models if allows(view.allowed, m))
+        return view
+
+    def narrowed(self, allowed: Collection[str] | None) -> ModelCatalog:
+        """This view, with a model also needing to be in ``allowed`` (a key's team's list)."""
+        if allowed is None:
+            return self
+        view = copy.copy(self)
+        names = frozenset(allowed)
+        view.also = (*self.also, names)
+        view.models = tuple(m for m in self.models if allows(names, m))
         return view
 
     def template(self, model: ModelSettings) -> PromptTemplate:

@@ -122,7 +122,12 @@ def plan_conversation(
     if conversation.clamp_max_tokens and max_tokens is not None:
         max_tokens = min(max_tokens, limits.max_tokens)
     _common_limits(conversation.n, stops, max_tokens, limits, conversation.max_tokens_param)
-    output = output_spec(conversation, limits.structured_retries, limits.schema_check_seconds)
+    output = output_spec(
+        conversation,
+        limits.structured_retries,
+        limits.schema_check_seconds,
+        limits.max_schema_nodes,
+    )
     template = catalog.template(model)
     source = model.tool_template  # a model may bring its own instructions template
 

@@ -4,7 +4,7 @@
 cap); :meth:`Completions.events` watches those jobs through the coalescing poller and yields
 the choices' events (and :data:`~gateway.engine.choices.KEEPALIVE` while nothing happens), asking
 again for an answer that does not fit. Streaming and non-streaming answers are both built
-from these events (:mod:`gateway.http.serving`).
+from these events (:mod:`gateway.serving.answers`).
 """
 
 from __future__ import annotations

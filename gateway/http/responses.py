@@ -113,7 +113,7 @@ class _ClosingResponse:
 
 class EventStreamResponse(_ClosingResponse):
     """A stream (``text/event-stream`` unless ``media_type`` says otherwise) whose headers wait
-    for the body's first item (see serving.py)."""
+    for the body's first item (see gateway/serving/answers.py)."""
 
     def __init__(
         self,

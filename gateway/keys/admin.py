@@ -28,7 +28,13 @@ from gateway.keys.model import (
 )
 from gateway.keys.store import KeyStore
 
-_DEFAULTS: dict[str, Any] = {"weight": 1.0, "priority": 0, "metadata": {}, "disabled": False}
+_DEFAULTS: dict[str, Any] = {
+    "weight": 1.0,
+    "priority": 0,
+    "metadata": {},
+    "disabled": False,
+    "cache": True,
+}
 
 
 def parse_body(model: type[BaseModel], data: Any) -> Any:

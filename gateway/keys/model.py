@@ -53,6 +53,8 @@ class KeyRecord(NamedTuple):
     updated_at: float = 0.0
     revoked_at: float | None = None
     seq: int = 0
+    #: False: the key's requests never read, fill or join the response cache.
+    cache: bool = True
 
     def replace(self, **changes: Any) -> KeyRecord:
         return self._replace(**changes)
@@ -104,6 +106,7 @@ def key_view(record: KeyRecord) -> dict[str, Any]:
         "updated_at": iso(record.updated_at),
         "revoked_at": iso(record.revoked_at),
         "disabled": record.disabled,
+        "cache": record.cache,
         "previous_secret_valid_until": iso(record.prev_until),
     }
 
@@ -156,6 +159,7 @@ class KeyChange(_Limits):
     team: str | None = Field(None, pattern=NAME_PATTERN)
     expires_at: datetime | None = None
     disabled: bool | None = None
+    cache: bool | None = None
 
 
 class KeyCreate(KeyChange):

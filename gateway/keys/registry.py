@@ -48,6 +48,7 @@ def key_settings(record: KeyRecord, token: str) -> KeySettings:
         expires_at=expires,
         disabled=record.disabled,
         identity=f"db:{record.name}:{record.created_at!r}",  # kept when the key is rotated
+        cache=record.cache,
     )
 
 

@@ -42,6 +42,7 @@ _INTEGER = frozenset(
         "priority",
         "disabled",
         "seq",
+        "cache",
     }
 )
 
@@ -98,6 +99,7 @@ class KeyStore:
                 await tx.fetch("SELECT pg_advisory_xact_lock(hashtext(?))", [self.keys])
             await tx.execute(self._create(self.keys, KEY_COLUMNS))
             await tx.execute(self._create(self.teams, TEAM_COLUMNS))
+            await self._add_columns(tx, self.keys, ("cache",))
             await tx.execute(f"CREATE INDEX IF NOT EXISTS {self.keys}_seq ON {self.keys} (seq)")
             await tx.execute(f"CREATE INDEX IF NOT EXISTS {self.teams}_seq ON {self.teams} (seq)")
             serial = "BIGSERIAL" if self.db.dialect == "postgresql" else "INTEGER"
@@ -113,6 +115,19 @@ class KeyStore:
                 f"INSERT INTO {self.meta} (name, value) VALUES ('version', 0) "
                 "ON CONFLICT (name) DO NOTHING"
             )
+
+    async def _add_columns(self, tx: Tx, table: str, columns: Sequence[str]) -> None:
+        """Columns added since a table was first made (their rows read as the default)."""
+        if self.db.dialect == "postgresql":
+            for column in columns:
+                await tx.execute(
+                    f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {_column_type(column)}"
+                )
+            return
+        present = {str(row[1]) for row in await tx.fetch(f"PRAGMA table_info({table})")}
+        for column in columns:
+            if column not in present:
+                await tx.execute(f"ALTER TABLE {table} ADD COLUMN {column} {_column_type(column)}")
 
     def _create(self, table: str, columns: Sequence[str]) -> str:
         cols = ", ".join(
@@ -298,4 +313,6 @@ def _record(record: type[R], columns: Sequence[str], row: Row) -> R:
             values[i] = json.loads(value) if value and value != "{}" else {}
         elif column == "disabled":
             values[i] = bool(value)
+        elif column == "cache":
+            values[i] = value is None or bool(value)  # a row from before the column: on
     return record(*values)

@@ -257,6 +257,34 @@ class Limiter:
                 admission.headers = team_admission.headers
         return admission
 
+    async def charge(
+        self, key: KeySettings, tokens: int, *, team: TeamLimits | None = None
+    ) -> None:
+        """Correct ``key``'s (and its ``team``'s) token counts by ``tokens`` (may be negative),
+        with no admission: the end of work admitted elsewhere (a background run resumed after
+        a restart, admitted by the gateway that started it, is corrected from its estimate)."""
+        if tokens == 0:
+            return
+        now = self._clock()
+        targets = [(key.name, quota_of(key))]
+        if team is not None:
+            targets.append((TEAM_PREFIX + team.name, team.quota))
+        for name, quota in targets:
+            if quota.unlimited:
+                continue
+            now_ms = round(now * 1000)
+            claim = Claim(
+                key=name,
+                claim_id=uuid.uuid4().hex,
+                tokens=max(0, -tokens),
+                now_ms=now_ms,
+                quota=Quota(quota.rpm, quota.tpm, quota.daily_tokens, quota.monthly_tokens),
+                day=day_period(now_ms),
+                month=month_period(now_ms),
+                lease_until_ms=now_ms,
+            )
+            await self._settle_now(claim, max(0, tokens), now_ms)
+
     async def _admit_quota(
         self, name: str, quota: Quota, tokens: int, now: float, who: str
     ) -> Admission:

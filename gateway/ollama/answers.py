@@ -25,9 +25,9 @@ from gateway.engine.conversation import ToolCall
 from gateway.engine.events import ChoiceEnd, Event, KeepAlive, TextDelta, ToolCallDelta
 from gateway.errors import GatewayError
 from gateway.http.exchange import Exchange
-from gateway.http.serving import PlainCodec
 from gateway.ollama.context import encode_context
 from gateway.ollama.errors import error_line
+from gateway.serving.answers import PlainCodec
 
 logger = logging.getLogger("gateway.ollama")
 

@@ -1,5 +1,5 @@
 """Ollama's routes at the gateway's root: ``/api/chat`` and ``/api/generate`` through the
-lifecycle every door shares (:func:`gateway.http.serving.serve`), the model routes, the
+front desk every door calls (:func:`gateway.serving.web.serve`), the model routes, the
 version, ``GET /``, and a clear refusal, in Ollama's error shape, for the rest of ``/api``.
 
 Ollama reads every body as JSON whatever its ``Content-Type`` (``curl -d``, in its own
@@ -18,7 +18,6 @@ from gateway.engine.planning import Plan, plan_conversation, plan_prompts
 from gateway.errors import BadRequest, GatewayError, MethodNotAllowed, NotFound
 from gateway.http.bodies import parse_json, read_body, validate
 from gateway.http.common import request_id
-from gateway.http.serving import Codec, RequestContext, serve
 from gateway.ollama import models
 from gateway.ollama.answers import OllamaCodec
 from gateway.ollama.errors import NotServed, error_response
@@ -30,6 +29,8 @@ from gateway.ollama.translate import (
     generate_turns,
     raw_prompts,
 )
+from gateway.serving.answers import Codec
+from gateway.serving.web import RequestContext, serve
 from gateway.state import runtime
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -77,27 +78,37 @@ def _as_json(request: Request) -> Request:
 
 
 async def _plan_chat(ctx: RequestContext) -> tuple[Plan, Codec]:
-    wire = validate(ChatRequest, ctx.data)
-    model = models.resolve(ctx.catalog, wire.model)
-    timeout = None if wire.stream else ctx.client_timeout
-    plan = plan_conversation(chat_conversation(wire, model.name), ctx.catalog, ctx.limits, timeout)
-    return plan, OllamaCodec("chat", wire.model, ctx.exchange)
+    catalog, limits, timeout = ctx.catalog, ctx.limits, ctx.client_timeout
+
+    def work() -> tuple[Plan, str]:  # the client's schemas are checked here: off the loop
+        wire = validate(ChatRequest, ctx.data)
+        model = models.resolve(catalog, wire.model)
+        cap = None if wire.stream else timeout
+        plan = plan_conversation(chat_conversation(wire, model.name), catalog, limits, cap)
+        return plan, wire.model
+
+    plan, asked = await ctx.offload(work)
+    return plan, OllamaCodec("chat", asked, ctx.exchange)
 
 
 async def _plan_generate(ctx: RequestContext) -> tuple[Plan, Codec]:
-    wire = validate(GenerateRequest, ctx.data)
-    model = models.resolve(ctx.catalog, wire.model)
-    timeout = None if wire.stream else ctx.client_timeout
-    if wire.raw:
-        prompts = raw_prompts(wire, model.name)
-        if prompts.max_tokens is not None:  # as chat clamps it: Ollama clients ask for a lot
-            prompts.max_tokens = min(prompts.max_tokens, ctx.limits.max_tokens)
-        plan = plan_prompts(prompts, ctx.catalog, ctx.limits, timeout)
-        return plan, OllamaCodec("generate", wire.model, ctx.exchange)
-    turns = generate_turns(wire)
-    conversation = generate_conversation(wire, model.name, turns)
-    plan = plan_conversation(conversation, ctx.catalog, ctx.limits, timeout)
-    return plan, OllamaCodec("generate", wire.model, ctx.exchange, turns)
+    catalog, limits, timeout = ctx.catalog, ctx.limits, ctx.client_timeout
+
+    def work() -> tuple[Plan, str, list[tuple[str, str]] | None]:
+        wire = validate(GenerateRequest, ctx.data)
+        model = models.resolve(catalog, wire.model)
+        cap = None if wire.stream else timeout
+        if wire.raw:
+            prompts = raw_prompts(wire, model.name)
+            if prompts.max_tokens is not None:  # as chat clamps it: Ollama clients ask a lot
+                prompts.max_tokens = min(prompts.max_tokens, limits.max_tokens)
+            return plan_prompts(prompts, catalog, limits, cap), wire.model, None
+        turns = generate_turns(wire)
+        conversation = generate_conversation(wire, model.name, turns)
+        return plan_conversation(conversation, catalog, limits, cap), wire.model, turns
+
+    plan, asked, turns = await ctx.offload(work)
+    return plan, OllamaCodec("generate", asked, ctx.exchange, turns)
 
 
 async def chat(request: Request) -> Response:

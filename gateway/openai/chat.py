@@ -2,7 +2,7 @@
 
 Each route validates its wire request, translates it into the engine's terms
 (:mod:`gateway.openai.translate`) and hands it to the lifecycle every door shares
-(:func:`gateway.http.serving.serve`) with its codec (:mod:`gateway.openai.codec`).
+(:func:`gateway.serving.web.serve`) with its codec (:mod:`gateway.openai.codec`).
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from starlette.responses import Response
 from gateway.engine.planning import Plan
 from gateway.http.bodies import validate
 from gateway.http.responses import openai_error
-from gateway.http.serving import Codec, RequestContext, serve
 from gateway.openai.answers import AnswerShape
 from gateway.openai.codec import CompletionCodec
 from gateway.openai.protocol import ChatCompletionRequest, CompletionRequest
 from gateway.openai.translate import plan_chat, plan_text
+from gateway.serving.answers import Codec
+from gateway.serving.web import RequestContext, serve
 
 
 def _codec(ctx: RequestContext, kind: str, plan: Plan) -> CompletionCodec:
@@ -27,14 +28,22 @@ def _codec(ctx: RequestContext, kind: str, plan: Plan) -> CompletionCodec:
 
 
 async def _plan_chat(ctx: RequestContext) -> tuple[Plan, Codec]:
-    request = validate(ChatCompletionRequest, ctx.data)
-    plan = plan_chat(request, ctx.catalog, ctx.limits, ctx.client_timeout)
+    catalog, limits, timeout = ctx.catalog, ctx.limits, ctx.client_timeout
+
+    def work() -> Plan:  # the client's schemas are checked here: off the event loop
+        return plan_chat(validate(ChatCompletionRequest, ctx.data), catalog, limits, timeout)
+
+    plan = await ctx.offload(work)
     return plan, _codec(ctx, "chat", plan)
 
 
 async def _plan_text(ctx: RequestContext) -> tuple[Plan, Codec]:
-    request = validate(CompletionRequest, ctx.data)
-    plan = plan_text(request, ctx.catalog, ctx.limits, ctx.client_timeout)
+    catalog, limits, timeout = ctx.catalog, ctx.limits, ctx.client_timeout
+
+    def work() -> Plan:
+        return plan_text(validate(CompletionRequest, ctx.data), catalog, limits, timeout)
+
+    plan = await ctx.offload(work)
     return plan, _codec(ctx, "text", plan)
 
 

@@ -10,11 +10,11 @@ from gateway.engine.events import ChoiceEnd, ChoiceReset, Event, TextDelta, Tool
 from gateway.engine.planning import Plan
 from gateway.engine.tools import ToolCallChunk
 from gateway.errors import GatewayError
-from gateway.http.serving import PlainCodec
 from gateway.http.shapes import openai_body
 from gateway.http.sse import comment, frame
 from gateway.http.sse import encode as sse
 from gateway.openai.answers import AnswerShape
+from gateway.serving.answers import PlainCodec
 
 KEEPALIVE_COMMENT = comment("ping")
 DONE = frame(b"[DONE]")

@@ -336,7 +336,6 @@ def test_each_error_class_where_it_belongs(gateway: Server, emulator: Server) ->
 
 def test_the_clients_own_limit_is_a_rate_limit_error(gateway: Server) -> None:
     tiny = client(gateway, key=TINY_KEY)
-    tiny.messages.count_tokens(model="gemma-2b", messages=user("hi"))  # not a request to limit
     tiny.messages.create(model="gemma-2b", max_tokens=5, messages=user(QUICK + "hi"))
     with pytest.raises(anthropic.RateLimitError) as limited:
         tiny.messages.create(model="gemma-2b", max_tokens=5, messages=user(QUICK + "hi"))
@@ -348,6 +347,10 @@ def test_the_clients_own_limit_is_a_rate_limit_error(gateway: Server) -> None:
     assert headers["anthropic-ratelimit-requests-remaining"] == "0"
     reset = datetime.fromisoformat(headers["anthropic-ratelimit-requests-reset"])
     assert datetime.now(UTC) < reset <= datetime.now(UTC) + timedelta(seconds=61)
+    # Counting tokens is a request too (0 tokens, no job): admitted and limited the same way.
+    with pytest.raises(anthropic.RateLimitError) as counted:
+        tiny.messages.count_tokens(model="gemma-2b", messages=user("hi"))
+    assert error_type(counted.value) == "rate_limit_error"
 
 
 def test_an_overloaded_upstream_is_a_529(gateway: Server, emulator: Server) -> None:

@@ -185,14 +185,23 @@ async def test_a_refused_batch_is_retried_one_by_one_and_fails_only_the_bad_inpu
         )
         return answer.choices[0].message.content
 
+    # Group commit: the five gather into one batch behind a submission in flight, held 1 s.
+    async with httpx.AsyncClient() as http:
+        slow = {"submit": {"delay": 1.0}}
+        (await http.post(emulator.url + "/emulator/faults", json=slow)).raise_for_status()
+        holder = asyncio.ensure_future(ask("Hold the line"))
+        while (await http.get(emulator.url + "/emulator/stats")).json()["submit_requests"] == 0:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
     results = await asyncio.gather(*(ask(p) for p in prompts), return_exceptions=True)
+    assert await holder
     bad = results[-1]
     assert isinstance(bad, openai.APIStatusError) and bad.status_code == 502
     assert "Invalid input format" in str(bad)
     assert all(isinstance(text, str) and text for text in results[:-1])
     stats = emulator_stats(emulator)
-    assert stats["submit_requests"] == 1 + len(prompts)  # the batch, then each member alone
-    assert stats["jobs_created"] == len(prompts) - 1
+    # The holder's, the batch of five, then each member alone.
+    assert stats["submit_requests"] == 1 + 1 + len(prompts)
+    assert stats["jobs_created"] == 1 + len(prompts) - 1
     await client.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import pytest
 
@@ -29,6 +30,7 @@ from gateway.engine.events import (
     ToolCallDelta,
 )
 from gateway.engine.planning import Plan, plan_conversation
+from gateway.serving.web import cache_directives
 
 MODELS = (
     ModelSettings(name="m", tag="m:1", cache=True),
@@ -175,20 +177,32 @@ async def test_the_memory_store_keeps_its_caps_and_ttl() -> None:
     assert await store.get("d") is None and store.bytes == 0
 
 
+def _policy(cache_: ResponseCache, key: Any, model: Any, header: str = "") -> Any:
+    said = cache_directives({"cache-control": header} if header else {})
+    return cache_.policy(key, model, no_cache="no-cache" in said, no_store="no-store" in said)
+
+
 def test_policy_per_model_key_and_cache_control() -> None:
     responses = cache(models=("other",))
     m, plain, other = MODELS
     opted_out = KEY.model_copy(update={"cache": False})
-    assert responses.policy({}, KEY, m).read  # the model says cache: true
-    assert not responses.policy({}, KEY, plain).active  # not listed, no flag
-    assert responses.policy({}, KEY, other).active  # listed in cache.models
-    assert not responses.policy({}, opted_out, m).active
-    no_cache = responses.policy({"cache-control": "no-cache"}, KEY, m)
+    assert _policy(responses, KEY, m).read  # the model says cache: true
+    assert not _policy(responses, KEY, plain).active  # not listed, no flag
+    assert _policy(responses, KEY, other).active  # listed in cache.models
+    assert not _policy(responses, opted_out, m).active
+    no_cache = _policy(responses, KEY, m, "no-cache")
     assert (no_cache.read, no_cache.store) == (False, True)
-    no_store = responses.policy({"cache-control": "max-age=0, No-Store"}, KEY, m)
+    no_store = _policy(responses, KEY, m, "max-age=0, No-Store")
     assert (no_store.read, no_store.store) == (True, False)
-    assert cache(models=("*",)).policy({}, KEY, plain).active
-    assert cache(models=("other-alias",)).policy({}, KEY, other).active
+    assert _policy(cache(models=("*",)), KEY, plain).active
+    assert _policy(cache(models=("other-alias",)), KEY, other).active
+
+
+def test_entries_are_per_upstream_account_unless_the_scope_is_global() -> None:
+    per_account, shared = cache(), cache(scope="global")
+    assert per_account.entry_key(plan(), "team-a") != per_account.entry_key(plan(), "team-b")
+    assert shared.entry_key(plan(), "team-a") == shared.entry_key(plan(), "team-b")
+    assert cache_key(plan(), "team-a") != cache_key(plan(), "team-b")  # jobs: per account
 
 
 async def test_an_answer_larger_than_max_entry_bytes_is_not_stored() -> None:

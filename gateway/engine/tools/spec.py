@@ -6,7 +6,7 @@ are checked and compiled here, so a bad schema is a 400 before anything is sent 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -158,13 +158,49 @@ def _json(fmt: OutputFormat | None, seconds: float) -> JsonSpec | None:
     return JsonSpec("json_schema", fmt.name, fmt.description, fmt.schema, fmt.strict, validator)
 
 
+def schema_nodes(schemas: Iterable[Any], most: int) -> int:
+    """How many values the ``schemas`` hold together, counting stops past ``most``."""
+    count = 0
+    stack = list(schemas)
+    while stack and count <= most:
+        node = stack.pop()
+        count += 1
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return count
+
+
+def _check_size(conversation: Conversation, most: int) -> None:
+    """Every schema of the request together stays within ``most`` values: the checks that
+    follow (compiling, the meta-schema) cost time in proportion, so one request is bounded."""
+    schemas: list[Any] = [t.parameters for t in conversation.tools or () if t.parameters]
+    fmt = conversation.output_format
+    if fmt is not None and fmt.schema is not None:
+        schemas.append(fmt.schema)
+    if schemas and schema_nodes(schemas, most) > most:
+        raise BadRequest(
+            f"The request's JSON schemas (every tool's parameters and the output format "
+            f"together) hold more than {most} values; send fewer or smaller tools.",
+            param="tools" if conversation.tools else (fmt.schema_param if fmt else None),
+            code="schemas_too_large",
+        )
+
+
 def output_spec(
-    conversation: Conversation, retries: int, check_seconds: float = DEFAULT_CHECK_SECONDS
+    conversation: Conversation,
+    retries: int,
+    check_seconds: float = DEFAULT_CHECK_SECONDS,
+    max_nodes: int | None = None,
 ) -> OutputSpec | None:
     """The shape the answer must take, or None when plain text will do.
 
-    ``check_seconds`` bounds each check of an answer against one of the request's schemas.
+    ``check_seconds`` bounds each check of an answer against one of the request's schemas;
+    ``max_nodes`` the values of all of the request's schemas together.
     """
+    if max_nodes is not None:
+        _check_size(conversation, max_nodes)
     tools = _tools(conversation, check_seconds)
     fmt = _json(conversation.output_format, check_seconds)
     if tools is None and fmt is None:

@@ -20,15 +20,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gateway.config import KeySettings
-from gateway.engine.choices import ChoiceState
 from gateway.engine.events import KeepAlive
 from gateway.engine.planning import Plan
-from gateway.engine.service import Submitted
 from gateway.errors import GatewayError, InternalError, ServiceUnavailable
-from gateway.http.exchange import Exchange
 from gateway.keys.digests import owner
 from gateway.openai.responses.run import TERMINAL, ResponseRun, StreamEvent
 from gateway.openai.responses.store import ResponseStore, StoredResponse
+from gateway.serving.desk import Call, FrontDesk, Run
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
@@ -37,6 +35,30 @@ logger = logging.getLogger("gateway.responses")
 
 #: Most seconds between two saves of a run's progress (other replicas read it from the store).
 SAVE_INTERVAL = 0.25
+ROUTE = "/v1/responses"
+
+
+class Signal:
+    """Wakes every waiter at once, each time something new was published."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def fire(self) -> None:
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+    @property
+    def next(self) -> asyncio.Event:
+        """Set at the next :meth:`fire` (take it before reading what is new)."""
+        return self._event
+
+
+async def fired(event: asyncio.Event, seconds: float) -> bool:
+    """Whether ``event`` was set within ``seconds``."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)
+    return event.is_set()
 
 
 @dataclass(slots=True)
@@ -46,18 +68,29 @@ class Follower:
     record: StoredResponse
     run: ResponseRun
     events: list[StreamEvent] = field(default_factory=list)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    changed: Signal = field(default_factory=Signal)
     task: asyncio.Task[None] | None = None
     cancelled: bool = False
 
     def publish(self, events: list[StreamEvent]) -> None:
         if events:
             self.events.extend(events)
-            self.changed.set()
+            self.changed.fire()
 
     @property
     def done(self) -> bool:
         return self.run.status in TERMINAL
+
+
+@dataclass(slots=True)
+class Watch:
+    """A run another gateway follows, read from the store once per process for every tail."""
+
+    events: list[StreamEvent] = field(default_factory=list)
+    changed: Signal = field(default_factory=Signal)
+    done: bool = False
+    users: int = 0
+    task: asyncio.Task[None] | None = None
 
 
 #: Plans a stored request again after a restart: (record, key) -> (plan, run).
@@ -67,13 +100,23 @@ Replanner = Callable[[StoredResponse, KeySettings], Awaitable[tuple[Plan, Respon
 class Background:
     """The background runs this process follows, and the scan that adopts orphaned ones."""
 
-    def __init__(self, store: ResponseStore, lease: float, replan: Replanner) -> None:
+    def __init__(
+        self, store: ResponseStore, lease: float, replan: Replanner, submit_seconds: float = 0.0
+    ) -> None:
         self.store = store
         self.lease = lease
+        #: The longest a submission may take (a ``submitting`` row's lease outlasts it).
+        self.submit_seconds = submit_seconds
         self.owner = "gw-" + secrets.token_hex(8)
         self.followers: dict[str, Follower] = {}
+        self.watches: dict[str, Watch] = {}
         self._replan = replan
         self._scanner: asyncio.Task[None] | None = None
+
+    @property
+    def keepalive(self) -> float:
+        """How often a run saves its progress with no news: it renews its lease then."""
+        return max(0.5, self.lease / 3)
 
     def start(self, runtime: Runtime) -> None:
         self._scanner = asyncio.create_task(self._scan(runtime), name="responses-scan")
@@ -81,6 +124,7 @@ class Background:
     async def aclose(self) -> None:
         """Stop following; the leases run out and another gateway takes the runs over."""
         tasks = [t for t in (self._scanner, *(f.task for f in self.followers.values())) if t]
+        tasks += [w.task for w in self.watches.values() if w.task is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -93,9 +137,11 @@ class Background:
             try:
                 now = time.time()
                 await self.store.purge(now)
-                if not runtime.shutting_down:  # a draining gateway hands runs over
+                keys = runtime.key_service
+                known = not keys.enabled or keys.registry.loaded  # else a run's key may be missing
+                if known and not runtime.shutting_down:  # a draining gateway hands runs over
                     for record in await self.store.claim(self.owner, now, self.lease):
-                        await self._adopt(runtime, record)
+                        await self._adopt(FrontDesk(runtime), record)
                 if failing:
                     logger.warning("the background scan works again")
                 failing = False
@@ -109,15 +155,15 @@ class Background:
                 failing = True
             await asyncio.sleep(max(0.2, self.lease / 3))
 
-    async def _adopt(self, runtime: Runtime, record: StoredResponse) -> None:
-        key = next((k for k in runtime.settings.keys if k.name == record.key_name), None)
+    async def _adopt(self, desk: FrontDesk, record: StoredResponse) -> None:
+        """Follow a run whose gateway is gone, charged to the key that created it."""
+        key = desk.rt.keys.by_name(record.key_name)
         if key is not None and owner(key) != record.key_id:  # the name, reused by another key
             key = None
-        follower: Follower | None = None
         try:
             if key is None:
                 raise InternalError("The key that created this response no longer exists.")
-            plan, run = await self._replan(record, key)
+            plan, response_run = await self._replan(record, key)
         except Exception as exc:  # it cannot be followed again: it ends, failed
             logger.warning("background response %s cannot be followed again: %s", record.id, exc)
             error = (
@@ -125,29 +171,25 @@ class Background:
                 if isinstance(exc, GatewayError)
                 else InternalError("The gateway could not resume following this response.")
             )
-            run = ResponseRun.restore(record.body, record.seq)
-            follower = Follower(record, run)
+            follower = Follower(record, ResponseRun.restore(record.body, record.seq))
             follower.task = asyncio.create_task(self._fail(follower, error))
             self.followers[record.id] = follower
             return
         logger.warning(
             "following background response %s again (jobs %s)", record.id, ",".join(record.job_ids)
         )
-        token = key.upstream_token
-        jobs = Submitted(
-            list(record.job_ids),
-            runtime.hub.poller(token, runtime.account(key)),
-            runtime.completions.slots(token),
-            released=True,  # its job slots were held by the gateway that submitted it
-            token=token,
-        )
-        exchange = Exchange("resumed-" + record.id, "/v1/responses")
-        exchange.key_name, exchange.model = key.name, plan.model.name
-        exchange.prompt_tokens, exchange.stream = plan.prompt_tokens, False
-        exchange.job_ids = list(record.job_ids)
-        follower = self.follow(runtime, record, run, plan, jobs, exchange)
+        call = self.call(desk, key, "resumed-" + record.id)
+        run = desk.resume(call, plan, record.job_ids)
+        run.exchange.stream = False
+        follower = self.follow(record, response_run, run)
         if record.seq == 0:  # lost before its first save: its stream starts here
-            follower.publish(run.opening())
+            follower.publish(response_run.opening())
+
+    def call(self, desk: FrontDesk, key: KeySettings, request_id: str) -> Call:
+        """How a background run is asked of the desk: no deadline but the longest one, and
+        a keep-alive (a save, renewing the lease) at least every third of the lease."""
+        timeout = desk.rt.settings.limits.max_deadline
+        return Call(key, ROUTE, request_id, timeout=timeout, keepalive=self.keepalive)
 
     async def _fail(self, follower: Follower, error: GatewayError) -> None:
         try:
@@ -156,69 +198,48 @@ class Background:
         finally:
             self.followers.pop(follower.record.id, None)
 
-    def follow(
-        self,
-        runtime: Runtime,
-        record: StoredResponse,
-        run: ResponseRun,
-        plan: Plan,
-        jobs: Submitted,
-        exchange: Exchange,
-    ) -> Follower:
-        follower = Follower(record, run)
+    def follow(self, record: StoredResponse, response_run: ResponseRun, run: Run) -> Follower:
+        """Follow ``run`` (admitted and started by the desk) with no client; it finishes it."""
+        follower = Follower(record, response_run)
         self.followers[record.id] = follower
-        follower.task = asyncio.create_task(
-            self._follow(runtime, follower, plan, jobs, exchange), name=f"follow-{record.id}"
-        )
+        follower.task = asyncio.create_task(self._follow(follower, run), name=f"follow-{record.id}")
         return follower
 
-    async def _follow(
-        self,
-        runtime: Runtime,
-        follower: Follower,
-        plan: Plan,
-        jobs: Submitted,
-        exchange: Exchange,
-    ) -> None:
-        settings = runtime.settings
-        run = follower.run
-        choices = [
-            ChoiceState(i, job_id, plan, settings.upstream.strip_ansi)
-            for i, job_id in enumerate(jobs.ids)
-        ]
+    async def _follow(self, follower: Follower, run: Run) -> None:
+        response = follower.run
+        plan = run.plan
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + settings.limits.max_deadline
-        events = runtime.completions.events(
-            plan, jobs, deadline, choices, keepalive=max(0.5, self.lease / 3)
-        )
         saved = loop.time()
         try:
-            async for event in events:
+            async for event in run.events:
                 if not isinstance(event, KeepAlive):
-                    exchange.mark_text()
-                    follower.publish(run.start())
-                    follower.publish(run.feed(event))
+                    run.exchange.mark_text()
+                    follower.publish(response.start())
+                    follower.publish(response.feed(event))
                 if loop.time() - saved >= SAVE_INTERVAL or isinstance(event, KeepAlive):
-                    _settle(exchange, follower, choices)
+                    run.end()  # what it cost so far, in case it is cut now
+                    self._note_jobs(follower, run)
                     if not await self._save(follower):
-                        follower.cancelled = True
-                        return  # cancelled (or deleted) elsewhere
+                        follower.cancelled = True  # cancelled (or deleted) elsewhere
+                        run.end(None, outcome="cancelled")
+                        return
                     saved = loop.time()
-            _settle(exchange, follower, choices)
-            follower.publish(run.start())
-            follower.publish(run.finish(plan.prompt_tokens, exchange.completion_tokens))
+            run.end()
+            self._note_jobs(follower, run)
+            follower.publish(response.start())
+            follower.publish(response.finish(plan.prompt_tokens, run.exchange.completion_tokens))
         except asyncio.CancelledError:
-            _settle(exchange, follower, choices)
             if follower.cancelled:
-                exchange.status, exchange.outcome = 499, "cancelled"
+                run.end(None, outcome="cancelled")
             else:  # shutting down: another gateway takes over at once
-                await self._hand_over(follower, exchange)
+                await self._hand_over(follower, run)
             raise
         except ServiceUnavailable as exc:
             if exc.code != "server_shutdown":
-                raise
-            _settle(exchange, follower, choices)
-            await self._hand_over(follower, exchange)
+                run.end(exc)
+                follower.publish(response.fail(exc, plan.prompt_tokens, _done(run)))
+            else:
+                await self._hand_over(follower, run)
         except Exception as exc:
             error = (
                 exc
@@ -229,25 +250,29 @@ class Background:
             )
             if not isinstance(exc, GatewayError):
                 logger.exception("background response %s failed", follower.record.id)
-            _settle(exchange, follower, choices)
-            exchange.status, exchange.outcome = error.status_code, error.code or "error"
-            follower.publish(run.fail(error, plan.prompt_tokens, exchange.completion_tokens))
+            run.end(error)
+            follower.publish(response.fail(error, plan.prompt_tokens, _done(run)))
         finally:
             with contextlib.suppress(Exception):
-                await events.aclose()  # type: ignore[attr-defined]
-            jobs.release()
+                await run.events.aclose()  # type: ignore[attr-defined]
             if follower.done and not follower.cancelled:
                 with contextlib.suppress(Exception):
                     await self._save_final(follower)
-            follower.changed.set()
+            follower.changed.fire()
             self.followers.pop(follower.record.id, None)
-            await runtime.finish(exchange)
+            await run.finish()
 
-    async def _hand_over(self, follower: Follower, exchange: Exchange) -> None:
-        """Leave the run to the next gateway: progress saved with no lease left. The gateway
-        that finishes it records its whole usage, so this one records none."""
-        exchange.status, exchange.outcome = 503, "handed_over"
-        exchange.prompt_tokens = exchange.completion_tokens = 0
+    @staticmethod
+    def _note_jobs(follower: Follower, run: Run) -> None:
+        jobs = [j for c in run.choices for j in c.job_ids]
+        if jobs:
+            follower.record.job_ids = jobs[-1:]
+
+    async def _hand_over(self, follower: Follower, run: Run) -> None:
+        """Leave the run to the next gateway: progress saved with no lease left. The limits
+        keep its estimate; the gateway that finishes it records (and corrects) its usage."""
+        self._note_jobs(follower, run)
+        run.hand_over()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._save(follower, release=True), timeout=5)
 
@@ -299,8 +324,11 @@ class Background:
         follower.run.cancel()
         return follower
 
-    async def tail(self, record: StoredResponse, after: int) -> AsyncIterator[StreamEvent]:
-        """A background run's stream events after ``after``, until it ends."""
+    async def tail(
+        self, record: StoredResponse, after: int, keepalive: float
+    ) -> AsyncIterator[StreamEvent | None]:
+        """A background run's stream events after ``after``, until it ends; ``None`` after
+        ``keepalive`` seconds with nothing new (a queued run is silent for a while)."""
         last = after
         follower = self.followers.get(record.id)
         if follower is not None and follower.events:  # a run resumed here: older events stored
@@ -310,39 +338,75 @@ class Background:
                     break
                 last = event["sequence_number"]
                 yield event
-        while True:
-            follower = self.followers.get(record.id)
-            if follower is not None:
-                follower.changed.clear()
-                for event in follower.events:
+        while (follower := self.followers.get(record.id)) is not None:
+            signal = follower.changed.next
+            for event in follower.events:
+                if event["sequence_number"] > last:
+                    last = event["sequence_number"]
+                    yield event
+            if follower.done or follower.cancelled:
+                return
+            if not await fired(signal, keepalive):
+                yield None
+        async for item in self._watched(record, last, keepalive):
+            yield item
+
+    async def _watched(
+        self, record: StoredResponse, last: int, keepalive: float
+    ) -> AsyncIterator[StreamEvent | None]:
+        """A run followed by another gateway: one reader of the store per response id in this
+        process, shared by all of its tails."""
+        watch = self.watches.get(record.id)
+        if watch is None:
+            watch = self.watches[record.id] = Watch()
+            watch.task = asyncio.create_task(self._watch(record, watch), name=f"watch-{record.id}")
+        watch.users += 1
+        try:
+            while True:
+                signal = watch.changed.next
+                for event in watch.events:
                     if event["sequence_number"] > last:
                         last = event["sequence_number"]
                         yield event
-                if follower.done or follower.cancelled:
+                if watch.done:
                     return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(follower.changed.wait(), timeout=self.lease)
-                continue
-            for event in await self.store.events(record.id, last):
-                last = event["sequence_number"]
-                yield event
-                if event["type"] in _FINAL_EVENTS:
-                    return
-            fresh = await self.store.get(record.id, record.key_id, time.time())
-            if fresh is None or fresh.status in TERMINAL:
+                if not await fired(signal, keepalive):
+                    yield None
+        finally:
+            watch.users -= 1
+            if watch.users == 0 and self.watches.get(record.id) is watch:
+                del self.watches[record.id]
+                if watch.task is not None:
+                    watch.task.cancel()
+
+    async def _watch(self, record: StoredResponse, watch: Watch) -> None:
+        last = -1
+        rounds = 0
+        try:
+            while True:
                 for event in await self.store.events(record.id, last):
-                    yield event
-                return
-            await asyncio.sleep(SAVE_INTERVAL)
+                    last = event["sequence_number"]
+                    watch.events.append(event)
+                    watch.changed.fire()
+                    if event["type"] in _FINAL_EVENTS:
+                        return
+                rounds += 1
+                if rounds % 4 == 0:  # the status now and then: a cancel writes no event
+                    fresh = await self.store.get(record.id, record.key_id, time.time())
+                    if fresh is None or fresh.status in TERMINAL:
+                        for event in await self.store.events(record.id, last):
+                            watch.events.append(event)
+                        return
+                await asyncio.sleep(SAVE_INTERVAL)
+        except Exception:
+            logger.exception("following stored response %s failed", record.id)
+        finally:
+            watch.done = True
+            watch.changed.fire()
 
 
 _FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
-def _settle(exchange: Exchange, follower: Follower, choices: list[ChoiceState]) -> None:
-    exchange.completion_tokens = sum(c.completion_tokens for c in choices)
-    jobs = [j for c in choices for j in c.job_ids]
-    follower.record.job_ids = jobs[-1:] if jobs else follower.record.job_ids
-    for job in jobs:
-        if job not in exchange.job_ids:
-            exchange.job_ids.append(job)
+def _done(run: Run) -> int:
+    return run.exchange.completion_tokens

@@ -1,18 +1,16 @@
 """``POST /v1/responses``: the Responses door's planner and codec, and background starts.
 
-A foreground response goes through the lifecycle every door shares
-(:func:`gateway.http.serving.serve`): the planner prepares the request (the store's
-``previous_response_id`` chain and ``item_reference`` targets), translates it into the
-engine's conversation and plans it; the :class:`ResponseCodec` renders the run's events with a
-:class:`ResponseRun`, as OpenAI's stream events or one ``response`` object, and stores it
-before the last bytes. A background response is admitted and submitted the same way, answers
-``queued`` at once, and is followed by :mod:`.background` with no client.
+Every response goes through the front desk (:func:`gateway.serving.web.serve`): the planner
+prepares the request (the store's ``previous_response_id`` chain and ``item_reference``
+targets), translates it into the engine's conversation and plans it (off the event loop).
+A foreground response is answered by the :class:`ResponseCodec` (OpenAI's stream events or
+one ``response`` object, stored before the last bytes). A background response branches in
+the route (:func:`_deliver`): admitted and submitted the same way, it answers ``queued`` at
+once and is followed by :mod:`.background` with no client.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -27,13 +25,15 @@ from gateway.engine.planning import Plan, plan_conversation
 from gateway.engine.tools import ToolCallChunk
 from gateway.errors import GatewayError
 from gateway.http.exchange import Exchange
-from gateway.http.responses import EVENT_STREAM, EventStreamResponse, openai_error
-from gateway.http.serving import Codec, RequestContext, estimate, serve
+from gateway.http.responses import EVENT_STREAM, ErrorRenderer, EventStreamResponse, openai_error
 from gateway.openai.codec import KEEPALIVE_COMMENT
 from gateway.openai.responses.door import Prepared, ResponsesDoor, new_object
 from gateway.openai.responses.render import sse
 from gateway.openai.responses.run import ResponseRun, StreamEvent
 from gateway.openai.responses.store import StoredResponse, StoreUnavailable
+from gateway.serving.answers import Codec
+from gateway.serving.desk import Run
+from gateway.serving.web import RequestContext, answer, serve
 
 ROUTE = "/v1/responses"
 
@@ -63,6 +63,8 @@ class ResponseCodec:
         )
         self.key = key
         self._final: list[StreamEvent] = []
+        #: Set for a background response: it is started, not answered (see _deliver).
+        self.background: BackgroundStart | None = None
 
     def opening(self) -> bytes:
         return frames(self.run.opening())
@@ -102,117 +104,87 @@ class ResponseCodec:
         return self.door.record(self.prepared, self.run.snapshot(), self.key)
 
 
-class Handover(GatewayError):
-    """Not an error: a background response was started and answered; ``serve`` stops there.
+class BackgroundStart:
+    """A background response once admitted: its row stored before any job is submitted,
+    then the run handed to a follower and the client answered ``queued`` at once."""
 
-    The POST's own record then logs the hand-over (no tokens, no ledger row); the run's
-    record, finished when it ends, carries the usage.
-    """
+    def __init__(self, door: ResponsesDoor, prepared: Prepared, plan: Plan, key: KeySettings):
+        self.door = door
+        self.prepared = prepared
+        self.run = ResponseRun(
+            new_object(prepared, plan.model.name, "queued"), prepared.translated.namespaces
+        )
+        self.record = door.record(prepared, self.run.snapshot(), key)
 
-    status_code = 200
-    default_code = "background"
+    async def store(self) -> None:
+        """Stored as ``submitting`` before the job exists (the client has no 200 yet). A
+        gateway that dies before the job ids are stored leaves it so, and resuming never
+        submits it again (see ``ResponsesDoor._replan``): its lease outlasts the slowest
+        submission."""
+        background = self.door.background
+        self.record.owner = background.owner
+        self.record.status = "submitting"
+        self.record.lease_until = time.time() + background.lease + background.submit_seconds
+        store = await self.door.ready_store()
+        await store.put(self.record, self.prepared.inputs, chain=self.prepared.chain)
 
-    def __init__(self, response: Response) -> None:
-        super().__init__("handed over to a background run")
-        self.response = response
-
-
-def _errors(error: GatewayError, headers: dict[str, str]) -> Response:
-    if isinstance(error, Handover):
-        return error.response
-    return openai_error(error, headers)
+    async def start(self, run: Run, keepalive: float) -> Response:
+        self.record.job_ids = list(run.exchange.job_ids)
+        run.exchange.stream = self.prepared.request.stream  # followed as a stream either way
+        # Accepted only once its job ids are durable: a crash after the 200 resumes the jobs.
+        self.record.status = self.run.status
+        self.record.lease_until = time.time() + self.door.background.lease
+        try:
+            stored = await self.door.store.submitted(self.record)
+        except GatewayError:
+            stored = False
+        if not stored:  # the job runs on, unrecorded: the client is told the store is away
+            error = StoreUnavailable()
+            run.end(error)
+            await run.finish()
+            return openai_error(error, run.headers)
+        follower = self.door.background.follow(self.record, self.run, run)  # it finishes run
+        follower.publish(self.run.opening())
+        if self.prepared.request.stream:
+            tail = self.door.background.tail(self.record, -1, keepalive)
+            return EventStreamResponse(sse_body(tail), run.headers)  # type: ignore[return-value]
+        return JSONResponse(self.run.snapshot(), headers=run.headers)
 
 
 async def _plan(ctx: RequestContext) -> tuple[Plan, Codec]:
     door = door_of(ctx.request)
-    if isinstance(ctx.data, dict) and ctx.data.get("background") is True:
-        raise Handover(await _background(ctx))
     prepared = await door.prepare(ctx.data, ctx.key)
-    plan = plan_conversation(
-        prepared.translated.conversation, ctx.runtime.catalog, ctx.limits, ctx.client_timeout
-    )
-    return plan, ResponseCodec(door, prepared, plan, ctx.key)
+    conversation = prepared.translated.conversation
+    catalog, limits = ctx.catalog, ctx.limits  # the key's view: another model is a 404
+    if not prepared.request.background:
+        plan = await ctx.offload(
+            plan_conversation, conversation, catalog, limits, ctx.client_timeout
+        )
+        return plan, ResponseCodec(door, prepared, plan, ctx.key)
+    conversation.stream = True  # followed piece by piece, stored as it grows
+    plan = await ctx.offload(plan_conversation, conversation, catalog, limits)
+    codec = ResponseCodec(door, prepared, plan, ctx.key)
+    codec.background = start = BackgroundStart(door, prepared, plan, ctx.key)
+    background = door.background
+    call = background.call(ctx.desk, ctx.key, ctx.exchange.request_id)
+    ctx.options.update(timeout=call.timeout, keepalive=call.keepalive, on_admitted=start.store)
+    return plan, codec
+
+
+async def _deliver(run: Run, codec: Codec, errors: ErrorRenderer) -> Response:
+    """A background response is followed without its client; any other is answered."""
+    start = getattr(codec, "background", None)
+    if isinstance(start, BackgroundStart):
+        limits = run.desk.rt.settings.limits
+        return await start.start(run, limits.keepalive_interval)
+    return await answer(run, codec, errors)
 
 
 async def create_response(request: Request) -> Response:
-    return await serve(request, ROUTE, _plan, _errors)
+    return await serve(request, ROUTE, _plan, openai_error, _deliver)
 
 
-async def _background(ctx: RequestContext) -> Response:
-    """Admitted and submitted like any request; followed without the client."""
-    rt, key, data = ctx.runtime, ctx.key, ctx.data
-    settings = rt.settings
-    door = door_of(ctx.request)
-    exchange = Exchange(ctx.exchange.request_id, ROUTE)
-    exchange.key_name = key.name
-    headers: dict[str, str] = {}
-    try:
-        prepared = await door.prepare(data, key)
-        conversation = prepared.translated.conversation
-        conversation.stream = True  # followed piece by piece, stored as it grows
-        plan = plan_conversation(conversation, rt.catalog, settings.limits)
-        exchange.model, exchange.stream = plan.model.name, prepared.request.stream
-        exchange.prompt_tokens, exchange.ignored = plan.prompt_tokens, plan.ignored
-        if settings.logging.log_prompts or settings.ledger.log_prompts:
-            exchange.prompt_text = plan.prompts[0]
-        charged = estimate(plan, settings.limits)
-        admission = await rt.limiter.admit(
-            key, plan.model.name, charged, aliases=plan.model.aliases
-        )
-        headers.update(admission.headers)
-
-        async def release_admission(done: Exchange) -> None:
-            await admission.release(done.prompt_tokens + done.completion_tokens)
-
-        exchange.cleanups.append(release_admission)
-        run = ResponseRun(
-            new_object(prepared, plan.model.name, "queued"), prepared.translated.namespaces
-        )
-        record = door.record(prepared, run.snapshot(), key)
-        record.owner = door.background.owner
-        # Stored first as "submitting" (the client has no 200 yet). A gateway that dies before
-        # the job ids below are stored leaves it so; resuming never submits it again (see
-        # ResponsesDoor._replan). Its lease outlasts the slowest submission.
-        record.status = "submitting"
-        record.lease_until = time.time() + door.background.lease + settings.limits.max_deadline
-        store = await door.ready_store()
-        await store.put(record, prepared.inputs, chain=prepared.chain)
-        deadline = asyncio.get_running_loop().time() + settings.limits.max_deadline
-        try:
-            jobs = await rt.completions.submit(key, rt.account(key), plan, deadline)
-        except GatewayError as error:
-            run.fail(error, 0, 0)
-            record.body, record.status = run.snapshot(), run.status
-            with contextlib.suppress(GatewayError):
-                await store.update(record, final=True)
-            raise
-        # Accepted only once its job ids are durable: a crash after the 200 resumes the jobs.
-        record.job_ids = list(jobs.ids)
-        record.status = run.status
-        record.lease_until = time.time() + door.background.lease
-        try:
-            if not await store.submitted(record):
-                raise StoreUnavailable()
-        except GatewayError:
-            jobs.release()
-            raise
-    except GatewayError:
-        await exchange.release()
-        raise
-    exchange.job_ids = list(jobs.ids)
-    exchange.submitted_at = time.perf_counter()
-    rt.begin_usage(exchange, charged)  # ledger: the in-flight row (issue 23; finish ends it)
-    headers["x-job-id"] = ",".join(jobs.ids)
-    opening = run.opening()
-    follower = door.background.follow(rt, record, run, plan, jobs, exchange)  # finishes it
-    follower.publish(opening)
-    if prepared.request.stream:
-        tail = door.background.tail(record, -1)
-        return EventStreamResponse(sse_body(tail), headers)  # type: ignore[return-value]
-    return JSONResponse(run.snapshot(), headers=headers)
-
-
-async def sse_body(events: AsyncIterator[StreamEvent]) -> AsyncIterator[bytes]:
+async def sse_body(events: AsyncIterator[StreamEvent | None]) -> AsyncIterator[bytes]:
     yield b""  # the 200 goes out at once: the run is already stored
     async for event in events:
-        yield sse(event)
+        yield KEEPALIVE_COMMENT if event is None else sse(event)

@@ -59,7 +59,12 @@ class ResponsesDoor:
         )
         self.caps = options
         self.retention = options.retention_hours * 3600
-        self.background = Background(self.store, options.background_lease_seconds, self._replan)
+        self.background = Background(
+            self.store,
+            options.background_lease_seconds,
+            self._replan,
+            submit_seconds=settings.limits.max_deadline,
+        )
         self._catalog: ModelCatalog | None = None
         self._runtime: Runtime | None = None
         self._open = False

@@ -6,6 +6,7 @@ a 404). Each is one exchange record: metrics, the access log line, OpenAI's erro
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -13,41 +14,31 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.config import KeySettings
-from gateway.engine.planning import plan_conversation
-from gateway.errors import BadRequest, GatewayError
-from gateway.http.bodies import parse_json, read_body
-from gateway.http.common import error_response, request_id
+from gateway.engine.planning import Plan, plan_conversation
+from gateway.errors import BadRequest
 from gateway.http.exchange import Exchange
-from gateway.http.responses import EventStreamResponse
+from gateway.http.responses import EventStreamResponse, openai_error
 from gateway.keys.digests import owner
 from gateway.openai.responses.create import ROUTE, door_of, frames, sse_body
 from gateway.openai.responses.run import TERMINAL, ResponseRun, replay
 from gateway.runtime import Runtime
-from gateway.state import runtime
+from gateway.serving.desk import Call, FrontDesk
+from gateway.serving.web import bounded, read_json, served
 
 Handler = Callable[[Request, Runtime, KeySettings, Exchange], Awaitable[Response]]
 
 
 async def _served(request: Request, route: str, handler: Handler) -> Response:
-    """Auth, the exchange record (metrics, access log), errors in OpenAI's shape."""
-    rt = runtime(request)
-    exchange = Exchange(request_id(request), route)
-    try:
-        key = rt.keys.authenticate(request.headers)
-        exchange.key_name = key.name
-        response = await handler(request, rt, key, exchange)
-    except GatewayError as error:
-        exchange.status, exchange.outcome = error.status_code, error.code or "error"
-        await rt.finish(exchange)
-        return error_response(error)
-    exchange.status = getattr(response, "status_code", 200)
-    await rt.finish(exchange)
-    return response
+    """The desk's small-route wrapper, in OpenAI's error shape."""
+
+    async def handle(request: Request, desk: FrontDesk, call: Call, ex: Exchange) -> Response:
+        return await handler(request, desk.rt, call.key, ex)
+
+    return await served(request, route, handle, openai_error)
 
 
 async def _body(request: Request, rt: Runtime) -> dict[str, Any]:
-    limits = rt.settings.limits
-    data = parse_json(await read_body(request, limits.max_body_bytes), limits.max_json_depth)
+    data = await read_json(request, rt.settings.limits)
     if not isinstance(data, dict):
         raise BadRequest("The request body must be a JSON object.")
     return data
@@ -60,9 +51,9 @@ def _response_id(request: Request) -> str:
     return str(request.path_params["response_id"])
 
 
-async def _retrieve(request: Request, rt: Runtime, key: KeySettings, _: Exchange) -> Response:
+async def _retrieve(request: Request, desk: FrontDesk, call: Call, ex: Exchange) -> Response:
     door = door_of(request)
-    record = await door.find(_response_id(request), key)
+    record = await door.find(_response_id(request), call.key)
     if request.query_params.get("stream", "false").lower() != "true":
         return JSONResponse(record.body)
     raw = request.query_params.get("starting_after", "-1")
@@ -70,14 +61,25 @@ async def _retrieve(request: Request, rt: Runtime, key: KeySettings, _: Exchange
         after = int(raw)
     except ValueError:
         raise BadRequest("starting_after must be an integer.", param="starting_after") from None
+    # A live view is a request of its key like any other: admitted (0 tokens), and holding a
+    # place in the key's (and team's) concurrency limits for as long as it is open.
+    model = desk.catalog(call.key).resolve(str(record.body.get("model", "")))
+    admission = await desk.hold(call, model, ex)
+    ex.stream = True
+
+    async def release(status: int, outcome: str) -> None:
+        await admission.release(0)
+
     if record.background:
-        return EventStreamResponse(sse_body(door.background.tail(record, after)), {})  # type: ignore[return-value]
+        keepalive = call.keepalive or desk.rt.settings.limits.keepalive_interval
+        tail = sse_body(door.background.tail(record, after, keepalive))
+        return EventStreamResponse(tail, admission.headers, release)  # type: ignore[return-value]
     events = [e for e in replay(record.body) if e["sequence_number"] > after]
 
     async def body() -> AsyncIterator[bytes]:
         yield frames(events)
 
-    return EventStreamResponse(body(), {})  # type: ignore[return-value]
+    return EventStreamResponse(body(), admission.headers, release)  # type: ignore[return-value]
 
 
 async def _delete(request: Request, rt: Runtime, key: KeySettings, _: Exchange) -> Response:
@@ -139,14 +141,30 @@ async def _input_items(request: Request, rt: Runtime, key: KeySettings, _: Excha
     )
 
 
-async def _input_tokens(request: Request, rt: Runtime, key: KeySettings, ex: Exchange) -> Response:
+async def _input_tokens(request: Request, desk: FrontDesk, call: Call, ex: Exchange) -> Response:
+    """Admitted like any request: one request of 0 tokens in the key's (and team's) limits,
+    holding a concurrency place while it is counted (off the loop); it runs no job."""
+    rt = desk.rt
     data = await _body(request, rt)
-    if "model" not in data and rt.catalog.models:
-        data["model"] = rt.catalog.models[0].name
-    prepared = await door_of(request).prepare({**data, "stream": False, "background": False}, key)
-    plan = plan_conversation(prepared.translated.conversation, rt.catalog, rt.settings.limits)
-    ex.model = plan.model.name
-    return JSONResponse({"object": "response.input_tokens", "input_tokens": plan.prompt_tokens})
+    await bounded(data, rt.settings.limits)
+    catalog = desk.catalog(call.key)  # the key's view: another model is a 404
+    if "model" not in data and catalog.models:
+        data["model"] = catalog.models[0].name
+    model = catalog.resolve(str(data.get("model")))
+    admission = await desk.hold(call, model, ex)
+    try:
+        body = {**data, "stream": False, "background": False}
+        prepared = await door_of(request).prepare(body, call.key)
+        conversation = prepared.translated.conversation
+        plan: Plan = await asyncio.to_thread(
+            plan_conversation, conversation, catalog, rt.settings.limits
+        )
+    finally:
+        await admission.release(0)
+    return JSONResponse(
+        {"object": "response.input_tokens", "input_tokens": plan.prompt_tokens},
+        headers=admission.headers,
+    )
 
 
 async def _compact(request: Request, rt: Runtime, key: KeySettings, _: Exchange) -> Response:
@@ -159,7 +177,7 @@ async def _compact(request: Request, rt: Runtime, key: KeySettings, _: Exchange)
 
 
 async def retrieve_response(request: Request) -> Response:
-    return await _served(request, ROUTE + "/{id}", _retrieve)
+    return await served(request, ROUTE + "/{id}", _retrieve, openai_error)
 
 
 async def delete_response(request: Request) -> Response:
@@ -175,7 +193,7 @@ async def list_input_items(request: Request) -> Response:
 
 
 async def count_input_tokens(request: Request) -> Response:
-    return await _served(request, ROUTE + "/input_tokens", _input_tokens)
+    return await served(request, ROUTE + "/input_tokens", _input_tokens, openai_error)
 
 
 async def compact_response(request: Request) -> Response:

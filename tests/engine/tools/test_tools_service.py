@@ -24,12 +24,12 @@ from gateway.engine.planning import Plan
 from gateway.engine.service import Completions, Submitted
 from gateway.errors import UpstreamError
 from gateway.http.exchange import Exchange
-from gateway.http.serving import collect as collect_answer
-from gateway.http.serving import stream_body
 from gateway.openai.answers import AnswerShape
 from gateway.openai.codec import CompletionCodec
 from gateway.openai.protocol import ChatCompletionRequest
 from gateway.openai.translate import plan_chat
+from gateway.serving.answers import collect as collect_answer
+from gateway.serving.answers import stream_body
 from gateway.upstream.client import JobsClient
 from gateway.upstream.poller import PollerHub
 from tests.engine.tools.tools_support import WEATHER

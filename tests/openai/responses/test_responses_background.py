@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from gateway.auth import KeyRing
 from gateway.config import Settings
 from gateway.engine.events import ChoiceEnd, TextDelta
 from gateway.keys.digests import owner
@@ -98,7 +99,7 @@ async def test_a_run_stopped_while_submitting_is_failed_never_submitted_again(
     key = settings.keys[0]
     door = ResponsesDoor(settings)
     await door.store.open()
-    runtime = SimpleNamespace(settings=settings)
+    runtime = SimpleNamespace(settings=settings, keys=KeyRing(settings.keys))
     door._runtime = runtime  # type: ignore[assignment]
     try:
         run = _run()
@@ -108,7 +109,7 @@ async def test_a_run_stopped_while_submitting_is_failed_never_submitted_again(
             str(body["id"]), owner(key), "k", now, now + 60, "submitting", True, body
         )
         await door.store.put(record, [{"id": "in_1", "type": "message", "role": "user"}])
-        await door.background._adopt(runtime, record)  # type: ignore[arg-type]
+        await door.background._adopt(SimpleNamespace(rt=runtime), record)  # type: ignore[arg-type]
         follower = door.background.followers.get(record.id)
         if follower is not None and follower.task is not None:
             await follower.task
