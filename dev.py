@@ -59,6 +59,8 @@ EXAMPLE_NEEDS = {
 }
 #: The pytest marker of tests that start servers as subprocesses or a browser (tests/conftest.py).
 SLOW_MARK = "not subprocess"
+#: The most pytest-xdist workers a whole run starts (see workers()).
+WORKERS_MAX = 4
 LOCAL_SERVICES = {
     "REDIS_URL": ("redis://127.0.0.1:6379/0", 6379),
     "DATABASE_URL": ("postgresql://postgres@127.0.0.1:5432/test", 5432),
@@ -341,22 +343,50 @@ def skip_summary(junit: Path) -> str:
     return f"dev.py: {counts}, {outcomes['skipped']} skipped ({why})"
 
 
+def workers() -> int:
+    """How many pytest-xdist workers a whole run uses (``DEV_PY_WORKERS`` overrides; 1: none).
+
+    Most end-to-end tests wait on sockets and subprocess servers, so a few more workers than
+    cores pay off; beyond WORKERS_MAX the servers' start-ups only crowd the cores.
+    """
+    wanted = os.environ.get("DEV_PY_WORKERS", "").strip()
+    if wanted.isdigit():
+        return max(1, int(wanted))
+    return max(1, min(WORKERS_MAX, 2 * (os.cpu_count() or 1)))
+
+
+def pytest_args(extra: list[str], parallel: int) -> list[str]:
+    """pytest's arguments for ``dev.py test [extra]``.
+
+    The whole suite and ``--fast`` run in ``parallel`` workers, a test module per worker
+    (``--dist loadfile``: a module's servers start once, in one worker); a run of named test
+    files, or one that says ``-n`` / ``--dist`` / ``-p no:xdist`` itself, is left as asked.
+    """
+    args = [arg for arg in extra if arg != "--fast"]
+    named = any(not a.startswith("-") and (ROOT / a.split("::")[0]).exists() for a in args)
+    if "--fast" in extra:  # unit and in-process tests only; lint and type-check are CI's
+        args = ["-m", SLOW_MARK, "-q", *args]
+    chosen = any(a.startswith(("-n", "--numprocesses", "--dist")) or "xdist" in a for a in args)
+    if not named and parallel > 1 and not chosen:
+        args = ["-n", str(parallel), "--dist", "loadfile", *args]
+    return args
+
+
 def test(extra: list[str]) -> int:
     checks = [
         [str(BIN / "ruff"), "check", "gateway", "tests", "bench", "dev.py"],
         [str(BIN / "ruff"), "format", "--check", "gateway", "tests", "bench", "dev.py"],
         [str(BIN / "mypy"), "gateway"],
     ]
-    if "--fast" in extra:  # unit and in-process tests only; lint and type-check are CI's
-        extra = ["-m", SLOW_MARK, "-q", *(arg for arg in extra if arg != "--fast")]
-    elif not extra:
+    if not extra:
         for check in checks:
             if code := run(check):
                 return code
+    args = pytest_args(extra, workers())
     env = test_environment()
     with tempfile.TemporaryDirectory(prefix="dev-py-") as tmp:
         junit = Path(tmp) / "junit.xml"
-        code = run([_python(), "-m", "pytest", f"--junitxml={junit}", *extra], env=env)
+        code = run([_python(), "-m", "pytest", f"--junitxml={junit}", *args], env=env)
         print(skip_summary(junit), flush=True)
     return code
 

@@ -54,6 +54,26 @@ def test_skips_are_summed_up_by_reason(tmp_path: Path) -> None:
     )
 
 
+def test_the_whole_suite_and_the_fast_part_run_in_parallel_by_module(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dev = load_dev()
+    assert dev.pytest_args([], 3) == ["-n", "3", "--dist", "loadfile"]
+    fast = dev.pytest_args(["--fast", "-x"], 3)
+    assert fast == ["-n", "3", "--dist", "loadfile", "-m", dev.SLOW_MARK, "-q", "-x"]
+    # Named tests, a worker count of one, or the caller's own choice: left as asked.
+    assert dev.pytest_args(["tests/test_dev.py::test_usage_lists_every_command"], 3) == [
+        "tests/test_dev.py::test_usage_lists_every_command"
+    ]
+    assert dev.pytest_args([], 1) == []
+    assert dev.pytest_args(["-n", "2"], 3) == ["-n", "2"]
+    assert dev.pytest_args(["-p", "no:xdist"], 3) == ["-p", "no:xdist"]
+    monkeypatch.setenv("DEV_PY_WORKERS", "1")
+    assert dev.workers() == 1
+    monkeypatch.delenv("DEV_PY_WORKERS")
+    assert 1 <= dev.workers() <= dev.WORKERS_MAX
+
+
 def test_local_services_are_used_when_they_answer(monkeypatch: pytest.MonkeyPatch) -> None:
     dev = load_dev()
     with socket.socket() as listening, socket.socket() as closed:

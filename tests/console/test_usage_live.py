@@ -109,6 +109,10 @@ def long_stream(console_gateway: Server) -> Iterator[dict[str, str]]:
         auth = {"authorization": f"Bearer {BOB_KEY}"}
         url = console_gateway.url + "/v1/chat/completions"
         with httpx.stream("POST", url, json=body, headers=auth, timeout=30) as response:
+            if "x-job-id" not in response.headers:  # said in the failure, not lost in a thread
+                seen["problem"] = f"{response.status_code} {response.read()[:300]!r}"
+                ready.set()
+                return
             seen["job_id"] = response.headers["x-job-id"]
             ready.set()
             for _ in response.iter_bytes():
@@ -118,6 +122,7 @@ def long_stream(console_gateway: Server) -> Iterator[dict[str, str]]:
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
     assert ready.wait(10), "the stream did not start"
+    assert "problem" not in seen, f"the stream was refused: {seen.get('problem')}"
     yield seen
     stop.set()
     worker.join(10)

@@ -159,12 +159,13 @@ class Stream(threading.Thread):
 
 def refused(server: Server) -> bool:
     """True once connecting fails. A connection that raced the listening socket's closing (taken
-    into the backlog, then dropped unanswered) is not a refusal yet: the next try decides."""
+    into the backlog, then dropped unanswered or reset) is not a refusal yet: the next try
+    decides."""
     try:
         httpx.get(server.url + "/healthz", timeout=1)
     except httpx.ConnectError:
         return True
-    except httpx.RemoteProtocolError:
+    except (httpx.RemoteProtocolError, httpx.ReadError):
         return False
     return False
 

@@ -42,7 +42,8 @@ class FakeJobs:
 
 
 def _hub(**overrides: object) -> tuple[PollerHub, JobsClient]:
-    settings = UpstreamSettings(base_url=BASE, poll_interval=0.01, **overrides)  # type: ignore[arg-type]
+    fields: dict[str, object] = {"base_url": BASE, "poll_interval": 0.01, **overrides}
+    settings = UpstreamSettings(**fields)  # type: ignore[arg-type]
     client = JobsClient(settings, BASE)
     return PollerHub(client, settings, BASE), client
 
@@ -89,7 +90,8 @@ async def test_many_watches_share_one_status_request_per_tick(fake: FakeJobs) ->
 
 @respx.mock
 async def test_long_lists_are_split_into_chunks_that_keep_the_url_short(fake: FakeJobs) -> None:
-    hub, client = _hub(status_url_max_length=400)
+    # A tick long enough that a loaded machine cannot fit a lane's second poll into it.
+    hub, client = _hub(status_url_max_length=400, poll_interval=0.5)
     poller = hub.poller("token", "alice")
     ids = [f"{i:032x}" for i in range(30)]
     with poller.watch(ids):

@@ -104,7 +104,9 @@ def test_catastrophic_patterns_run_in_linear_time() -> None:
     evil = "a" * 40 + "!"
     start = time.monotonic()
     error = schema.problem({"a": evil, "b": evil, "c": {"x" * 40: "no"}})
-    assert time.monotonic() - start < 0.5  # backtracking takes hours here
+    # Backtracking takes hours here, a linear engine microseconds: the bound is loose so a
+    # loaded machine (parallel workers on two cores) does not fail it.
+    assert time.monotonic() - start < 5.0
     assert error is not None and "does not match" in error.message
     assert schema.problem({"a": "aaa", "b": "aa", "c": {}}) is None
 
