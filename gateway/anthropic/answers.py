@@ -9,7 +9,6 @@ began is an ``event: error`` and the stream ends there. Built as plain dicts (ho
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from gateway.anthropic.errors import error_body
 from gateway.engine.answer import Answer
 from gateway.engine.events import ChoiceEnd, Event, KeepAlive, TextDelta, ToolCallDelta
+from gateway.engine.tools.parsing import arguments_object
 from gateway.errors import GatewayError
 from gateway.http.exchange import Exchange
 from gateway.http.sse import encode
@@ -51,17 +51,6 @@ PING = sse_event("ping", {"type": "ping"})
 MESSAGE_STOP = sse_event("message_stop", {"type": "message_stop"})
 
 
-def _tool_input(arguments: str) -> dict[str, Any]:
-    try:
-        value = json.loads(arguments) if arguments.strip() else {}
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):
-        logger.warning("a tool call's arguments are not a JSON object; sent as {}")
-        return {}
-    return value
-
-
 def usage(prompt_tokens: int, completion_tokens: int, cached: bool = False) -> dict[str, int]:
     """Anthropic's ``usage``: the prompt split as Anthropic splits it.
 
@@ -91,7 +80,7 @@ def render_message(
                 "type": "tool_use",
                 "id": tool_use_id(call.id),
                 "name": call.name,
-                "input": _tool_input(call.arguments),
+                "input": arguments_object(call.arguments),
             }
         )
     return {

@@ -23,6 +23,7 @@ import orjson
 from gateway.engine.answer import Answer
 from gateway.engine.conversation import ToolCall
 from gateway.engine.events import ChoiceEnd, Event, KeepAlive, TextDelta, ToolCallDelta
+from gateway.engine.tools.parsing import arguments_object
 from gateway.errors import GatewayError
 from gateway.http.exchange import Exchange
 from gateway.ollama.context import encode_context
@@ -67,20 +68,9 @@ def done_reason(reason: str | None) -> str:
     return "length" if reason == "length" else "stop"
 
 
-def _arguments(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text) if text.strip() else {}
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):
-        logger.warning("a tool call's arguments are not a JSON object; sent as {}")
-        return {}
-    return value
-
-
 def tool_calls(calls: list[ToolCall]) -> list[dict[str, Any]]:
     return [
-        {"function": {"index": i, "name": call.name, "arguments": _arguments(call.arguments)}}
+        {"function": {"index": i, "name": call.name, "arguments": arguments_object(call.arguments)}}
         for i, call in enumerate(calls)
     ]
 

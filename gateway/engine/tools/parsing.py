@@ -20,12 +20,15 @@ arrives; :func:`parse_answer` reads a finished answer and checks each call again
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from gateway.engine.tools.jsonscan import JsonScan, Node, scan_json
 from gateway.engine.tools.spec import ToolSpec
+
+logger = logging.getLogger("gateway.tools")
 
 __all__ = [
     "AnswerScan",
@@ -435,3 +438,16 @@ def evaluate(text: str, scan: AnswerScan, spec: ToolSpec) -> ParsedAnswer:
 def parse_answer(text: str, spec: ToolSpec) -> ParsedAnswer:
     """The tool calls of a finished answer (and the prose before them)."""
     return evaluate(text, scan_answer(text, spec.names, final=True), spec)
+
+
+def arguments_object(text: str) -> dict[str, Any]:
+    """A call's arguments as the object the doors that send objects (Messages' ``input``,
+    Ollama's ``arguments``) need: ``{}`` when the text is empty or not a JSON object."""
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        logger.warning("a tool call's arguments are not a JSON object; sent as {}")
+        return {}
+    return value
