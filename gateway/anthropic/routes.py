@@ -15,6 +15,7 @@ from gateway.anthropic.models import model_object, model_page, wants_anthropic
 from gateway.engine.catalog import is_pattern
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound
 from gateway.http.common import request_id
+from gateway.serving.desk import FrontDesk
 from gateway.state import runtime
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -37,7 +38,7 @@ async def list_models(request: Request) -> Response:
         key = rt.keys.authenticate(request.headers)
         entries = [
             (name, model)
-            for model in rt.catalog.for_key(key.models).models
+            for model in FrontDesk(rt).catalog(key).models
             for name in (model.name, *model.aliases)
             if not is_pattern(name)
         ]
@@ -53,7 +54,7 @@ async def get_model(request: Request) -> Response:
     try:
         key = rt.keys.authenticate(request.headers)
         name = request.path_params["model"]
-        model = rt.catalog.for_key(key.models).resolve(name)
+        model = FrontDesk(rt).catalog(key).resolve(name)
     except GatewayError as error:
         return error_response(error, request_id=rid)
     return JSONResponse(model_object(name, model))

@@ -30,6 +30,7 @@ from gateway.ollama.translate import (
     raw_prompts,
 )
 from gateway.serving.answers import Codec
+from gateway.serving.desk import FrontDesk
 from gateway.serving.web import RequestContext, serve
 from gateway.state import runtime
 
@@ -125,7 +126,7 @@ async def tags(request: Request) -> Response:
         key = rt.keys.authenticate(request.headers)
     except GatewayError as error:
         return error_response(error, request_id=request_id(request))
-    return JSONResponse(models.tags(rt.catalog.for_key(key.models)))
+    return JSONResponse(models.tags(FrontDesk(rt).catalog(key)))
 
 
 async def show(request: Request) -> Response:
@@ -138,7 +139,7 @@ async def show(request: Request) -> Response:
         name = wire.model or wire.name
         if name is None:
             raise BadRequest("model is required.", param="model")
-        model = models.resolve(rt.catalog.for_key(key.models), name)
+        model = models.resolve(FrontDesk(rt).catalog(key), name)
     except GatewayError as error:
         return error_response(error, request_id=request_id(request))
     return JSONResponse(models.show(model))

@@ -11,6 +11,7 @@ from gateway.config import ModelSettings
 from gateway.engine.catalog import is_pattern
 from gateway.errors import GatewayError
 from gateway.http.common import error_response
+from gateway.serving.desk import FrontDesk
 from gateway.state import runtime
 
 _CREATED = 1_714_953_600  # a fixed date: the config has no creation times, answers stay stable
@@ -28,7 +29,7 @@ async def list_models(request: Request) -> Response:
         return error_response(error)
     data = [
         _model_object(name, model)
-        for model in rt.catalog.for_key(key.models).models
+        for model in FrontDesk(rt).catalog(key).models
         for name in (model.name, *model.aliases)
         if not is_pattern(name)  # a glob alias is not a name to list
     ]
@@ -40,7 +41,7 @@ async def get_model(request: Request) -> Response:
     try:
         key = rt.keys.authenticate(request.headers)
         name = request.path_params["model"]
-        model = rt.catalog.for_key(key.models).resolve(name)
+        model = FrontDesk(rt).catalog(key).resolve(name)
     except GatewayError as error:
         return error_response(error)
     return JSONResponse(_model_object(name, model))

@@ -121,6 +121,29 @@ def new_key(server: Server, name: str, **fields: Any) -> str:
 # ----------------------------------------------------------------- item 1: one way in
 
 
+def test_a_keys_model_listings_show_only_what_its_team_lets_it_use(server: Server) -> None:
+    """Every door lists the models as the desk admits them: the team's list narrows the key's."""
+    team = httpx.post(
+        server.url + "/admin/teams",
+        json={"name": "llama-listing", "models": ["llama2"]},
+        headers=auth(ADMIN_KEY),
+    )
+    assert team.status_code == 201, team.text
+    secret = new_key(server, "listed", team="llama-listing")
+    openai_ids = [
+        m["id"] for m in httpx.get(server.url + "/v1/models", headers=auth(secret)).json()["data"]
+    ]
+    assert "gemma-2b" not in openai_ids and any("llama2" in i for i in openai_ids), openai_ids
+    anthropic = httpx.get(
+        server.url + "/v1/models",
+        headers={**auth(secret), "anthropic-version": "2023-06-01"},
+    ).json()
+    assert all("gemma" not in m["id"] for m in anthropic["data"]), anthropic
+    tags = httpx.get(server.url + "/api/tags", headers=auth(secret)).json()["models"]
+    assert tags and all("gemma" not in m["name"] for m in tags), tags
+    assert httpx.get(server.url + "/v1/models/gemma-2b", headers=auth(secret)).status_code == 404
+
+
 def test_a_background_response_obeys_the_teams_model_list(server: Server) -> None:
     team = httpx.post(
         server.url + "/admin/teams",
