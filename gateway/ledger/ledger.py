@@ -93,7 +93,8 @@ class Ledger:
         self.written = 0
         self._rows: deque[_Row] = deque()
         self._overflow: list[_Row] = []  # past `capacity`, for the spill file
-        self._begun: dict[str, _Row] = {}  # request id -> its in-flight row, until complete
+        #: (request id, key, start) -> its in-flight row, until complete (an id alone may repeat)
+        self._begun: dict[tuple[str, str, datetime], _Row] = {}
         self._writing: list[_Row] = []
         self._spilling: asyncio.Task[None] | None = None
         self._replay_left = 0
@@ -155,13 +156,13 @@ class Ledger:
         """An admitted request: its row now, ``in_flight``, with what is known so far."""
         row = _Row(replace(record, outcome=IN_FLIGHT))
         if self._push(row):
-            self._begun[record.request_id] = row
+            self._begun[_request(record)] = row
             if len(self._begun) > 4 * self.capacity:  # a request never completed: forget it
                 self._begun.pop(next(iter(self._begun)))
 
     def complete(self, record: UsageRecord) -> None:
         """The request ended: its final row, in place of the in-flight one if there was one."""
-        begun = self._begun.pop(record.request_id, None)
+        begun = self._begun.pop(_request(record), None)
         replaces = False
         if begun is not None:
             if begun.taken:
@@ -419,3 +420,8 @@ class Ledger:
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _request(record: UsageRecord) -> tuple[str, str, datetime]:
+    """One request's rows share its id, key and start (a client's x-request-id may repeat)."""
+    return (record.request_id, record.key_name, record.time)

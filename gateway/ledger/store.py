@@ -159,15 +159,23 @@ class SqlLedgerStore:
     ) -> None:
         columns = ", ".join(f'"{c}"' for c in COLUMNS)
         marks = ", ".join("?" for _ in COLUMNS)
+        finals = [r for r in records if r.outcome != IN_FLIGHT]
+        replaced = set(replacing)
         async with self.db.transaction() as tx:  # nothing of a refused batch stays half-written
+            if finals:  # a batch retried after a commit it never saw writes its rows once
+                await tx.execute_many(
+                    same_request_sql(self.table, final=True), [self._identity(r) for r in finals]
+                )
             await tx.execute_many(
                 f"INSERT INTO {self.table} ({columns}) VALUES ({marks})",
                 [self._row(record) for record in records],
             )
             # After the inserts: an in-flight row retried in this very batch (its first write
-            # failed) goes too, not only one already in the table.
-            if replacing:
-                await tx.execute(replace_sql(self.table, len(replacing)), list(replacing))
+            # failed) goes too, not only one already in the table. A request is its id, key and
+            # start together: a client's x-request-id may repeat, another request's row stays.
+            ending = [self._identity(r) for r in finals if r.request_id in replaced]
+            if ending:
+                await tx.execute_many(same_request_sql(self.table, final=False), ending)
 
     async def mark_interrupted(self, before: datetime) -> int:
         return await self.db.execute(interrupted_sql(self.table), [self._time(before)])
@@ -190,6 +198,10 @@ class SqlLedgerStore:
 
     async def close(self) -> None:
         await self.db.close()
+
+    def _identity(self, record: UsageRecord) -> tuple[Any, ...]:
+        """The parameters of :func:`same_request_sql`: one request's rows."""
+        return (record.request_id, record.key_name, self._time(record.time))
 
     def _time(self, moment: datetime) -> Any:
         return as_utc(moment) if self._pg else format_time(moment)
@@ -266,10 +278,14 @@ def report_query(
     return sql, params
 
 
-def replace_sql(table: str, count: int) -> str:
-    """Deletes the in-flight rows of ``count`` request ids (parameters 1..count)."""
-    marks = ", ".join("?" for _ in range(count))
-    return f"DELETE FROM {table} WHERE outcome = '{IN_FLIGHT}' AND request_id IN ({marks})"
+def same_request_sql(table: str, *, final: bool) -> str:
+    """Deletes one request's final rows (``final``) or its in-flight rows: the request is its
+    id, key and start time (parameters 1-3)."""
+    which = "<>" if final else "="
+    return (
+        f'DELETE FROM {table} WHERE request_id = ? AND key_name = ? AND "time" = ? '
+        f"AND outcome {which} '{IN_FLIGHT}'"
+    )
 
 
 def interrupted_sql(table: str) -> str:

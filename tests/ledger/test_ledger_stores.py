@@ -314,3 +314,26 @@ async def test_a_row_the_database_refuses_is_quarantined_and_its_batch_written(
     assert [r["request_id"] for r in await raw_rows(store)] == ["req-1", "req-3"]
     assert (ledger.written, ledger.dropped, ledger.quarantined) == (2, 1, 1)
     await ledger.stop()
+
+
+async def test_a_batch_written_again_after_an_unseen_commit_leaves_one_row_each(
+    store: LedgerStore,
+) -> None:
+    """A write the client saw fail may have committed (a cut connection): the retry must not
+    count the requests twice."""
+    batch = [make_record(1), make_record(2, completion_tokens=7)]
+    await store.write_many(batch)
+    await store.write_many(batch)
+    rows = sorted((r["request_id"], r["completion_tokens"]) for r in await raw_rows(store))
+    assert rows == [("req-1", 5), ("req-2", 7)]
+
+
+async def test_another_request_with_the_same_request_id_keeps_its_rows(
+    store: LedgerStore,
+) -> None:
+    """A client's x-request-id may repeat: a row belongs to its id, key and start together."""
+    bobs = make_record(1, key_name="bob", outcome="in_flight")
+    await store.write_many([bobs, make_record(1, outcome="in_flight")])
+    await store.write_many([make_record(1, completion_tokens=9)], ["req-1"])  # alice's ended
+    rows = sorted((r["key_name"], r["outcome"]) for r in await raw_rows(store))
+    assert rows == [("alice", "ok"), ("bob", "in_flight")]
