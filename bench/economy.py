@@ -2,9 +2,11 @@
 
 Starts the emulator and gateways on loopback (one gateway per batch window measured) and prints:
 
-* batching: upstream submissions per completion and the latency of a request at low load (one
-  request at a time) and at high load (an open-loop burst of requests per second), for each
-  ``upstream.submit_batch_window``; "added" is the mean latency above the window-0 run;
+* batching (group commit): upstream submissions per completion and the latency of a request at
+  low load (one request at a time) and at high load (an open-loop burst of requests per second),
+  for each ``upstream.submit_batch_window``; "added" is the mean latency above the window-0 run;
+  and the submissions that 100 concurrent different requests make when each submission takes
+  50 ms to be answered, as across a network (``--burst-delay``);
 * cache: gateway CPU per request answered by the upstream (a miss) and per cache hit (the
   gateway's process CPU time over the run, divided by its requests), and the upstream jobs and
   submissions a burst of identical concurrent requests made (shared jobs).
@@ -123,9 +125,36 @@ async def high_load(
     return LoadResult(ok, submissions, jobs, len(results) - len(ok))
 
 
+async def slow_burst(
+    gateway: Server, admin: httpx.AsyncClient, count: int, delay: float, tag: str
+) -> LoadResult:
+    """``count`` different requests at once while every submission takes ``delay`` seconds."""
+    limits = httpx.Limits(max_connections=count, max_keepalive_connections=count)
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=60, limits=limits) as http:
+        await timed(http, f"warm {tag} [[emulate:words 1]]")
+        await admin.post("/emulator/faults", json={"submit": {"delay": delay, "repeat": True}})
+        await admin.post("/emulator/stats/reset")
+        results = await asyncio.gather(
+            *(timed(http, f"burst {tag} {i} [[emulate:words 1]]") for i in range(count))
+        )
+        await admin.delete("/emulator/faults")
+    submissions, jobs = await counts(admin)
+    ok = [r for r in results if r is not None]
+    return LoadResult(ok, submissions, jobs, len(results) - len(ok))
+
+
+Row = tuple[float, LoadResult, LoadResult, LoadResult]
+
+
 async def batching(
-    tmp: Path, emulator: Server, windows: Sequence[float], low: int, rate: float, seconds: float
-) -> list[tuple[float, LoadResult, LoadResult]]:
+    tmp: Path,
+    emulator: Server,
+    windows: Sequence[float],
+    low: int,
+    rate: float,
+    seconds: float,
+    burst_delay: float,
+) -> list[Row]:
     rows = []
     async with httpx.AsyncClient(base_url=emulator.url) as admin:
         for window in windows:
@@ -143,24 +172,26 @@ async def batching(
                 tag = f"w{window:g}"
                 quiet = await low_load(gateway, admin, low, tag)
                 busy = await high_load(gateway, admin, rate, seconds, tag)
-            rows.append((window, quiet, busy))
+                burst = await slow_burst(gateway, admin, 100, burst_delay, tag)
+            rows.append((window, quiet, busy, burst))
     return rows
 
 
-def print_batching(rows: list[tuple[float, LoadResult, LoadResult]], rate: float) -> None:
+def print_batching(rows: list[Row], rate: float, burst_delay: float) -> None:
     base_low = rows[0][1].mean_ms if rows and rows[0][0] == 0 else float("nan")
     base_high = rows[0][2].mean_ms if rows and rows[0][0] == 0 else float("nan")
     print("Batched submissions (latency: request sent -> whole answer read)")
     print(
         f"{'window':>8} | {'low load: mean':>14} {'added':>7} {'subm/compl':>10} | "
         f"{f'high load ({rate:g}/s): mean':>24} {'p95':>7} {'added':>7} {'subm/compl':>10} "
-        f"{'failed':>6}"
+        f"{'failed':>6} | {f'100 at once, {burst_delay * 1000:g} ms submit':>26}"
     )
-    for window, quiet, busy in rows:
+    for window, quiet, busy, burst in rows:
         print(
             f"{window:>6g}ms | {quiet.mean_ms:>12.1f}ms {quiet.mean_ms - base_low:>+6.1f} "
             f"{quiet.per_completion:>10.2f} | {busy.mean_ms:>22.1f}ms {busy.p95_ms:>5.0f}ms "
-            f"{busy.mean_ms - base_high:>+6.1f} {busy.per_completion:>10.3f} {busy.failures:>6}"
+            f"{busy.mean_ms - base_high:>+6.1f} {busy.per_completion:>10.3f} {busy.failures:>6} | "
+            f"{burst.submissions:>14} submissions"
         )
 
 
@@ -240,9 +271,11 @@ async def run(args: argparse.Namespace) -> None:
     windows = [float(w) for w in args.windows.split(",")]
     extra = ("--queue-seconds", "0", "--words-per-second", "1000")
     with running(start_emulator(tmp, *extra)) as emulator:
-        rows = await batching(tmp, emulator, windows, args.low, args.rate, args.seconds)
+        rows = await batching(
+            tmp, emulator, windows, args.low, args.rate, args.seconds, args.burst_delay / 1000
+        )
         cached = await caching(tmp, emulator, args.cache_requests, args.burst)
-    print_batching(rows, args.rate)
+    print_batching(rows, args.rate, args.burst_delay / 1000)
     print()
     print_caching(cached)
 
@@ -251,12 +284,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--windows", default="0,2,5,10,25", help="batch windows in ms, 0 first")
+    parser.add_argument("--windows", default="0,10,50", help="batch windows in ms, 0 first")
     parser.add_argument("--low", type=int, default=60, help="sequential requests at low load")
     parser.add_argument("--rate", type=float, default=100, help="requests per second at high load")
     parser.add_argument("--seconds", type=float, default=2.0, help="length of the high-load burst")
     parser.add_argument("--cache-requests", type=int, default=200, help="requests per cache run")
     parser.add_argument("--burst", type=int, default=50, help="identical concurrent requests")
+    parser.add_argument(
+        "--burst-delay", type=float, default=50, help="ms each submission takes in the burst"
+    )
     args = parser.parse_args()
     asyncio.run(run(args))
 

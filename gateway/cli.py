@@ -27,7 +27,7 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.http.connections import guarded_protocol
     from gateway.ops.collector import tune_collector
     from gateway.ops.logs import configure_logging
-    from gateway.ops.metrics import Metrics, prepare_multiprocess_dir
+    from gateway.ops.metrics import Metrics, prepare_multiprocess_dir, use_single_process_mode
     from gateway.ops.shutdown import exit_zero_after_signal
 
     if args.config:
@@ -47,6 +47,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"gateway: cannot listen on {host}:{port}: {problem}", file=sys.stderr)
         return 2
     workers = args.workers or settings.server.workers
+    if workers == 1:
+        use_single_process_mode()
     metrics = None if workers > 1 else Metrics.create()
     app: object = (
         "gateway.app:app_from_environment"

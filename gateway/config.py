@@ -82,11 +82,13 @@ class UpstreamSettings(_Frozen):
     failed_statuses: tuple[str, ...] = DEFAULT_FAILED
     missing_job_ticks: int = Field(20, ge=1)
     submit_retries: int = Field(2, ge=0)
-    submit_batch_window: float = Field(10.0, ge=0, le=1000)
+    submit_batch_window: float = Field(50.0, ge=0, le=1000)
+    submit_batch_min_age: float = Field(2.0, ge=0, le=1000)
     submit_batch_max_inputs: int = Field(64, ge=1)
     max_jobs_per_token: int | None = Field(None, ge=1)
     queue_size_per_token: int = Field(1000, ge=0)
     strip_ansi: bool = True
+    shared_polling: bool = True
     circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
 
     @field_validator("base_url")
@@ -204,7 +206,7 @@ class ServerSettings(_Frozen):
     max_headers: int = Field(100, ge=8, le=1000)
     header_timeout: float = Field(10.0, gt=0)
     body_timeout: float = Field(30.0, gt=0)
-    max_connections: int = Field(2048, ge=1)
+    max_connections: int = Field(8192, ge=1)
     # /metrics: on its own port (0 = any free one, for tests) and/or behind a bearer token.
     metrics_port: int | None = Field(None, ge=0, le=65535)
     metrics_token: str | None = Field(None, min_length=16, repr=False)

@@ -28,6 +28,7 @@ from gateway.upstream.batcher import SubmitBatcher
 from gateway.upstream.client import JobsClient
 from gateway.upstream.errors import UpstreamFailure
 from gateway.upstream.poller import PollerHub
+from gateway.upstream.relay import RelayFactory
 
 admin_log = logging.getLogger("gateway.admin")
 shutdown_log = logging.getLogger("gateway.shutdown")
@@ -92,12 +93,18 @@ class Runtime:
             on_circuit_change=metrics.set_circuit_open,
             redact=redactor.redact,
         )
-        hub = PollerHub(client, settings.upstream, base_url, on_tick=on_tick)
-        batcher = SubmitBatcher(
-            client,
-            settings.upstream.submit_batch_window / 1000,
-            settings.upstream.submit_batch_max_inputs,
-            on_submission=metrics.observe_submission_inputs,
+        relays = None
+        if settings.redis.url and settings.upstream.shared_polling:
+            relays = RelayFactory(
+                settings.redis.url,
+                settings.redis.prefix,
+                client,
+                settings.upstream.poll_interval,
+                settings.redis.timeout,
+            )
+        hub = PollerHub(client, settings.upstream, base_url, on_tick=on_tick, relay_factory=relays)
+        batcher = SubmitBatcher.from_settings(
+            client, settings.upstream, on_submission=metrics.observe_submission_inputs
         )
         metrics.init_accounts(accounts.values())
         ledger = Ledger.from_settings(settings.ledger, on_drop=metrics.count_ledger_dropped)

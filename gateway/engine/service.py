@@ -76,9 +76,7 @@ class Completions:
         self._hub = hub
         upstream = settings.upstream
         #: Every submission goes through the batcher (a window of 0 sends each on its own).
-        self.batcher = batcher or SubmitBatcher(
-            client, upstream.submit_batch_window / 1000, upstream.submit_batch_max_inputs
-        )
+        self.batcher = batcher or SubmitBatcher.from_settings(client, upstream)
         self._on_slot_wait = on_slot_wait
         self._slots: dict[str, JobSlots] = {}
         #: Jobs in flight that identical requests may join, by cache key; None: not submitted.

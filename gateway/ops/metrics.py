@@ -74,6 +74,17 @@ def multiprocess_enabled() -> bool:
     return bool(getattr(values.ValueClass, "_multiprocess", False))
 
 
+def use_single_process_mode() -> None:
+    """One worker has nothing to merge: keep metric values in memory, as prometheus-client does
+    without ``PROMETHEUS_MULTIPROC_DIR``, even where the variable is set (the image sets it).
+
+    Its multiprocess mode writes every observation to a memory-mapped file under a lock; the
+    mode is chosen when the library is imported, so it is switched here, before any metric of
+    this process is created (:meth:`Metrics.create`).
+    """
+    values.ValueClass = values.MutexValue
+
+
 def prepare_multiprocess_dir(path: str | os.PathLike[str]) -> None:
     """Create ``path`` if needed and delete metric files left by an earlier run.
 

@@ -1,9 +1,20 @@
-"""Batched submissions: requests for one account and model within a short window share a POST.
+"""Batched submissions by group commit: requests for one account and model share a POST.
 
 The jobs API takes a list of inputs and answers one id per input, in order. Each submission
 costs the service (and the gateway) a request, so submissions for the same upstream token and
-tag that arrive within ``upstream.submit_batch_window`` milliseconds are gathered into one
-``POST /jobs``; each member gets its own ids back, sliced in order.
+tag are gathered into one ``POST /jobs``; each member gets its own ids back, sliced in order.
+
+Gathering follows the group-commit rule of databases, so it waits for nothing when idle and
+gathers under load:
+
+- when no submission for that token and tag is in flight, a batch goes *at once* (on the next
+  turn of the event loop, so requests that arrive together still share it);
+- while one is in flight, newcomers gather; the gathered batch goes when the submission in
+  flight ends (once it is ``min_age`` old), when it is full (``max_inputs`` inputs or
+  :data:`MAX_BATCH_CHARS` characters), or when it has waited ``window``, whichever is first.
+
+So a lone request pays no wait, and the number of submissions follows the upstream's round
+trip, not the arrival rate: against a 50 ms round trip, 100 concurrent requests make a handful.
 
 The retry rules stay the client's (:meth:`JobsClient.submit`): a batch is resent only when it
 certainly never arrived. A batch the service *refused* (``success: false``, or a 4xx that says
@@ -22,6 +33,7 @@ import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from gateway.config import UpstreamSettings
 from gateway.upstream.client import JobsClient
 from gateway.upstream.errors import UpstreamFailure
 
@@ -54,16 +66,27 @@ class _Batch:
     token: str
     tag: str
     account: str
+    opened: float
     members: list[_Member] = field(default_factory=list)
     inputs: int = 0
     chars: int = 0
-    timer: asyncio.TimerHandle | None = None
+    timer: asyncio.Handle | None = None
+
+
+@dataclass(slots=True)
+class _Lane:
+    """One token and tag: its submissions in flight and the batch gathering behind them."""
+
+    in_flight: int = 0
+    gathering: _Batch | None = None
 
 
 class SubmitBatcher:
-    """Gathers submissions per (token, tag) for ``window`` seconds, at most ``max_inputs`` each.
+    """Gathers submissions per (token, tag) by group commit, at most ``max_inputs`` each.
 
-    With ``window`` 0 every submission goes out on its own, as before batching existed.
+    ``window`` (seconds) is the longest a request waits behind a submission in flight; with
+    ``window`` 0 every submission goes out on its own, as before batching existed.
+    ``min_age`` (seconds) is how long a batch gathers at least once the one in flight ended.
     """
 
     def __init__(
@@ -72,14 +95,32 @@ class SubmitBatcher:
         window: float,
         max_inputs: int,
         *,
+        min_age: float = 0.0,
         on_submission: SubmissionHook | None = None,
     ) -> None:
         self._client = client
         self.window = window
         self.max_inputs = max_inputs
+        self.min_age = min(min_age, window)
         self._on_submission = on_submission
-        self._open: dict[tuple[str, str], _Batch] = {}
+        self._lanes: dict[tuple[str, str], _Lane] = {}
         self._sending: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def from_settings(
+        cls,
+        client: JobsClient,
+        upstream: UpstreamSettings,
+        on_submission: SubmissionHook | None = None,
+    ) -> SubmitBatcher:
+        """The batcher the config asks for (its times are in milliseconds)."""
+        return cls(
+            client,
+            upstream.submit_batch_window / 1000,
+            upstream.submit_batch_max_inputs,
+            min_age=upstream.submit_batch_min_age / 1000,
+            on_submission=on_submission,
+        )
 
     async def submit(
         self,
@@ -95,16 +136,20 @@ class SubmitBatcher:
             return await self._send_alone(token, tag, inputs, account, deadline)
         loop = asyncio.get_running_loop()
         size = sum(len(text) for text in inputs)
-        batch = self._open.get((token, tag))
+        lane = self._lanes.setdefault((token, tag), _Lane())
+        batch = lane.gathering
         if batch is not None and (
             batch.inputs + len(inputs) > self.max_inputs or batch.chars + size > MAX_BATCH_CHARS
         ):
-            self._flush(batch)  # no room: the open batch goes now, this one starts the next
+            self._flush(batch)  # no room: the gathered batch goes now, this one starts the next
             batch = None
         if batch is None:
-            batch = _Batch(token, tag, account)
-            self._open[(token, tag)] = batch
-            batch.timer = loop.call_later(self.window, self._flush, batch)
+            batch = _Batch(token, tag, account, loop.time())
+            lane.gathering = batch
+            if lane.in_flight:  # wait behind the submission in flight, at most one window
+                batch.timer = loop.call_later(self.window, self._flush, batch)
+            else:  # nothing in flight: go at once, with whoever arrives in this same turn
+                batch.timer = loop.call_soon(self._flush, batch)
         member = _Member(inputs, deadline, loop.create_future())
         batch.members.append(member)
         batch.inputs += len(inputs)
@@ -116,14 +161,39 @@ class SubmitBatcher:
 
     def _flush(self, batch: _Batch) -> None:
         """Close ``batch`` to newcomers and send it in a task of its own."""
-        if self._open.get((batch.token, batch.tag)) is batch:
-            del self._open[(batch.token, batch.tag)]
+        key = (batch.token, batch.tag)
+        lane = self._lanes.get(key)
+        if lane is None or lane.gathering is not batch:
+            return  # already sent (a timer that fired after a flush for another reason)
+        lane.gathering = None
         if batch.timer is not None:
             batch.timer.cancel()
             batch.timer = None
+        lane.in_flight += 1
         task = asyncio.get_running_loop().create_task(self._send(batch))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
+        task.add_done_callback(lambda _: self._landed(key))
+
+    def _landed(self, key: tuple[str, str]) -> None:
+        """A submission of ``key`` ended: the batch gathered behind it may go."""
+        lane = self._lanes.get(key)
+        if lane is None:
+            return
+        lane.in_flight -= 1
+        batch = lane.gathering
+        if lane.in_flight or batch is None:
+            if not lane.in_flight and batch is None:
+                del self._lanes[key]  # idle: nothing kept per token and tag
+            return
+        loop = asyncio.get_running_loop()
+        wait = batch.opened + self.min_age - loop.time()
+        if wait <= 0:
+            self._flush(batch)
+        else:
+            if batch.timer is not None:
+                batch.timer.cancel()
+            batch.timer = loop.call_later(wait, self._flush, batch)
 
     async def _send(self, batch: _Batch) -> None:
         members = [m for m in batch.members if not m.future.done()]
@@ -194,11 +264,14 @@ class SubmitBatcher:
 
     async def aclose(self) -> None:
         """Send what is still gathered and wait for the submissions under way."""
-        for batch in list(self._open.values()):
-            self._flush(batch)
-        for task in list(self._sending):
-            with contextlib.suppress(BaseException):
-                await task
+        for lane in list(self._lanes.values()):
+            if lane.gathering is not None:
+                self._flush(lane.gathering)
+        while self._sending:  # a submission that lands may send the batch behind it
+            for task in list(self._sending):
+                with contextlib.suppress(BaseException):
+                    await task
+            await asyncio.sleep(0)  # let the done callbacks run
 
 
 def _fail(member: _Member, failure: UpstreamFailure) -> None:

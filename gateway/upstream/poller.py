@@ -10,6 +10,11 @@ behind, it just sees a longer log next time.
 A job leaves the poller when it ends, or when the last watch on it closes (the client went
 away, or its answer was already complete). Failed polls back off with jitter; jobs are not
 failed for it: each request's own deadline decides when to give up.
+
+Across processes (several workers or replicas sharing Redis), a :class:`~gateway.upstream.relay.
+PollRelay` makes one process per account the poller: it also polls the jobs other processes
+follow (``remote`` here) and relays their news; the others poll nothing and are handed their
+snapshots (:meth:`AccountPoller.deliver_relayed`).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Protocol
 
 from gateway.config import UpstreamSettings
 from gateway.upstream.client import JobsClient, backoff_delay
@@ -30,6 +36,30 @@ logger = logging.getLogger("gateway.poller")
 #: Called before every status request: (account name, jobs in flight, ids the request carries),
 #: and with no ids whenever jobs leave between requests, so a gauge fed by it reaches zero.
 TickHook = Callable[[str, int, Sequence[int]], None]
+
+
+class Relay(Protocol):
+    """What an account's poller needs of the cross-process relay (gateway/upstream/relay.py)."""
+
+    @property
+    def leading(self) -> bool:
+        """True when this process polls for the account (or polls alone: Redis is away)."""
+
+    def publish(self, relayed: list[tuple[JobSnapshot, frozenset[str]]]) -> None:
+        """Hand each snapshot to the processes that follow its job."""
+
+    def followed(self) -> None:
+        """A request here follows a new job (register it with the others soon)."""
+
+    async def aclose(self) -> None: ...
+
+
+class RelayFactory(Protocol):
+    """Builds each account's relay; closed with the hub."""
+
+    def __call__(self, poller: AccountPoller, token: str) -> Relay: ...
+
+    async def aclose(self) -> None: ...
 
 
 class JobWatch:
@@ -111,23 +141,58 @@ class AccountPoller:
         self.lanes = Lanes(settings.poll_interval, url_budget, settings.status_max_ids)
         self._on_tick = on_tick
         self._watches: dict[str, list[JobWatch]] = {}
+        #: Jobs other processes follow, polled here while this process leads: job -> processes.
+        self._remote: dict[str, frozenset[str]] = {}
         self._missing: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.relay: Relay | None = None
 
     @property
     def jobs_in_flight(self) -> int:
         return len(self._watches)
 
+    @property
+    def polling(self) -> bool:
+        """False while another process polls this account and relays its news here."""
+        return self.relay is None or self.relay.leading
+
+    def local_ids(self) -> list[str]:
+        """The jobs this process's requests follow."""
+        return list(self._watches)
+
+    def set_remote(self, remote: dict[str, frozenset[str]]) -> None:
+        """The jobs other processes follow (while this one leads): poll them too."""
+        for job_id in [j for j in self._remote if j not in remote]:
+            del self._remote[job_id]
+            self._drop_if_unwanted(job_id)
+        for job_id, processes in remote.items():
+            if job_id not in self._remote and job_id not in self._watches:
+                self._remote[job_id] = processes
+                self._place(job_id)
+            else:
+                self._remote[job_id] = processes
+
+    def deliver_relayed(self, snapshot: JobSnapshot) -> None:
+        """A snapshot the leading process polled for a job followed here."""
+        watches = self._watches.get(snapshot.id)
+        if watches and self._deliver(snapshot, watches):
+            self._report()
+
     @contextlib.contextmanager
     def watch(self, ids: Sequence[str]) -> Iterator[JobWatch]:
         watch = JobWatch(self, ids)
+        new = False
         for job_id in watch.ids:
             watches = self._watches.get(job_id)
             if watches is None:
                 self._watches[job_id] = [watch]
-                self._place(job_id)
+                if job_id not in self._remote:
+                    self._place(job_id)
+                new = True
             else:
                 watches.append(watch)
+        if new and self.relay is not None:
+            self.relay.followed()
         try:
             yield watch
         finally:
@@ -148,10 +213,17 @@ class AccountPoller:
             with contextlib.suppress(ValueError):
                 watches.remove(watch)
             if not watches:
-                self._forget(job_id)
+                del self._watches[job_id]
+                self._drop_if_unwanted(job_id)
                 changed = True
         if changed:
             self._report()
+
+    def _drop_if_unwanted(self, job_id: str) -> None:
+        """Stop polling ``job_id`` once neither a request here nor another process follows it."""
+        if job_id not in self._watches and job_id not in self._remote:
+            self._missing.pop(job_id, None)
+            self.lanes.remove(job_id)
 
     def _place(self, job_id: str) -> None:
         lane = self.lanes.place(job_id, asyncio.get_running_loop().time())
@@ -161,7 +233,9 @@ class AccountPoller:
             task.add_done_callback(self._tasks.discard)
 
     def _forget(self, job_id: str) -> None:
-        del self._watches[job_id]
+        """The job ended: nobody here or elsewhere needs news of it."""
+        self._watches.pop(job_id, None)
+        self._remote.pop(job_id, None)
         self._missing.pop(job_id, None)
         self.lanes.remove(job_id)
 
@@ -171,6 +245,8 @@ class AccountPoller:
             self._on_tick(self.account, len(self._watches), ())
 
     async def aclose(self) -> None:
+        if self.relay is not None:
+            await self.relay.aclose()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -189,6 +265,9 @@ class AccountPoller:
                 await asyncio.sleep(delay)
             if self.lanes.close_if_empty(lane):
                 return
+            if not self.polling:  # another process polls and relays: keep the phase, ask nothing
+                lane.due = max(lane.due + interval, loop.time())
+                continue
             try:
                 failure = await self._poll(list(lane.ids))
             except Exception:  # a bug must not kill polling for everyone; keep going
@@ -233,9 +312,11 @@ class AccountPoller:
 
     def _dispatch(self, chunk: list[str], snapshots: dict[str, JobSnapshot]) -> None:
         ended = False
+        relayed: list[tuple[JobSnapshot, frozenset[str]]] = []
         for job_id in chunk:
             watches = self._watches.get(job_id)
-            if not watches:
+            remote = self._remote.get(job_id)
+            if not watches and not remote:
                 continue  # nobody waits any more (closed while the request was out)
             snapshot = snapshots.get(job_id)
             if snapshot is None:
@@ -252,13 +333,22 @@ class AccountPoller:
                 )
             else:
                 self._missing.pop(job_id, None)
-            for watch in list(watches):
-                watch.deliver(snapshot)
-            if snapshot.phase.terminal:
-                self._forget(job_id)
-                ended = True
+            if remote:
+                relayed.append((snapshot, remote))
+            ended = self._deliver(snapshot, watches or ()) or ended
+        if relayed and self.relay is not None:
+            self.relay.publish(relayed)
         if ended:
             self._report()
+
+    def _deliver(self, snapshot: JobSnapshot, watches: Sequence[JobWatch]) -> bool:
+        """Hand ``snapshot`` to this process's watches; True when it ended the job."""
+        for watch in list(watches):
+            watch.deliver(snapshot)
+        if snapshot.phase.terminal:
+            self._forget(snapshot.id)
+            return True
+        return False
 
 
 class PollerHub:
@@ -270,11 +360,13 @@ class PollerHub:
         settings: UpstreamSettings,
         base_url: str,
         on_tick: TickHook | None = None,
+        relay_factory: RelayFactory | None = None,
     ) -> None:
         self._client = client
         self._settings = settings
         self._base_url_length = len(base_url)
         self._on_tick = on_tick
+        self._relay_factory = relay_factory
         self._pollers: dict[str, AccountPoller] = {}
 
     def poller(self, token: str, account: str) -> AccountPoller:
@@ -283,6 +375,8 @@ class PollerHub:
             poller = AccountPoller(
                 self._client, token, account, self._settings, self._base_url_length, self._on_tick
             )
+            if self._relay_factory is not None:
+                poller.relay = self._relay_factory(poller, token)
             self._pollers[token] = poller
         return poller
 
@@ -300,3 +394,5 @@ class PollerHub:
     async def aclose(self) -> None:
         for poller in self._pollers.values():
             await poller.aclose()
+        if self._relay_factory is not None:
+            await self._relay_factory.aclose()

@@ -34,9 +34,6 @@ from tests.e2e.servers import (
 )
 
 CAROL_KEY = "sk-test-carol-0123456789"
-#: Long enough that a hundred requests parsed one after the other on a busy machine still
-#: fall into a few windows.
-WINDOW_MS = 300
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +64,6 @@ def economy_config(emulator: Server) -> dict[str, object]:
         upstream={
             "base_url": emulator.url,
             "poll_interval": 0.05,
-            "submit_batch_window": WINDOW_MS,
         },
         cache=cache,
         keys=[
@@ -148,6 +144,11 @@ async def ask(
 async def test_a_hundred_different_requests_go_up_in_a_handful_of_submissions(
     gateway: Server, emulator: Server
 ) -> None:
+    """Group commit: each submission takes 50 ms, as across a network; whoever arrives while
+    one is in flight goes up in the next, so the count follows round trips, not requests."""
+    slow = {"submit": {"delay": 0.05, "repeat": True}}
+    async with httpx.AsyncClient() as http:
+        (await http.post(emulator.url + "/emulator/faults", json=slow)).raise_for_status()
     client = async_client(gateway)
 
     async def ask(i: int) -> tuple[str, str | None]:
@@ -160,7 +161,7 @@ async def test_a_hundred_different_requests_go_up_in_a_handful_of_submissions(
     answers = await asyncio.gather(*(ask(i) for i in range(100)))
     stats = emulator_stats(emulator)
     assert stats["jobs_created"] == 100
-    assert isinstance(stats["submit_requests"], int) and stats["submit_requests"] <= 5, stats
+    assert isinstance(stats["submit_requests"], int) and stats["submit_requests"] <= 10, stats
     async with httpx.AsyncClient() as http:  # one client: 100 lookups stay cheap
         for i, (job_id, text) in enumerate(answers):
             timeline = await http.get(f"{emulator.url}/emulator/jobs/{job_id}/timeline")

@@ -440,6 +440,26 @@ def requests_by_worker(directory: Path, scratch: Path) -> dict[str, float]:
     return counts
 
 
+def test_one_worker_keeps_its_metrics_in_memory_even_with_a_multiprocess_dir(
+    emulator: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The image sets PROMETHEUS_MULTIPROC_DIR; one worker has nothing to merge, so it uses
+    prometheus-client's single-process mode (no file written per observation)."""
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
+    gw = start_gateway(tmp_path, gateway_config(emulator.url))
+    try:
+        reply = chat(gw, ALICE_KEY, "[[emulate:reply ok]] [[emulate:queue 0]]")
+        assert reply.status_code == 200
+        scrape = httpx.get(gw.url + "/metrics").text
+    finally:
+        gw.stop()
+    assert list(metrics_dir.iterdir()) == []
+    assert "process_resident_memory_bytes" in scrape  # only single-process mode exports it
+    assert "gateway_requests_total{" in scrape
+
+
 def test_several_workers_report_one_set_of_metrics(
     emulator: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

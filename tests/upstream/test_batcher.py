@@ -1,4 +1,5 @@
-"""Batched submissions against the emulator app in process: ids in order, refusals, departures."""
+"""Batched submissions (group commit) against the emulator app in process: ids in order,
+refusals, departures, no wait when idle, gathering behind a submission in flight."""
 
 from __future__ import annotations
 
@@ -30,8 +31,17 @@ class World:
     client: JobsClient
     sizes: list[int]
 
-    def batcher(self, window: float = 0.05, max_inputs: int = 64) -> SubmitBatcher:
-        return SubmitBatcher(self.client, window, max_inputs, on_submission=self.sizes.append)
+    def batcher(
+        self, window: float = 0.05, max_inputs: int = 64, min_age: float = 0.0
+    ) -> SubmitBatcher:
+        return SubmitBatcher(
+            self.client, window, max_inputs, min_age=min_age, on_submission=self.sizes.append
+        )
+
+    def slow_submissions(self, seconds: float, count: int = 1) -> None:
+        """The next ``count`` submissions take ``seconds`` to be answered."""
+        delays = parse_faults({"submit": [{"delay": seconds}] * count})["submit"]
+        self.engine.faults.add("submit", delays)
 
 
 @pytest.fixture
@@ -50,7 +60,7 @@ def prompt_of(world: World, job_id: str) -> str:
     return str(timeline["prompt"])
 
 
-async def test_submissions_within_the_window_share_one_post_and_get_their_own_ids(
+async def test_submissions_arriving_together_share_one_post_and_get_their_own_ids(
     world: World,
 ) -> None:
     batcher = world.batcher()
@@ -116,15 +126,89 @@ async def test_a_failure_that_may_have_created_jobs_fails_every_member_unrepeate
 
 
 async def test_a_member_that_leaves_before_the_batch_goes_is_not_sent(world: World) -> None:
-    batcher = world.batcher(window=0.2)
+    world.slow_submissions(0.2)
+    batcher = world.batcher(window=1.0)
+    first = asyncio.ensure_future(batcher.submit(TOKEN, "m:1", ["first"]))
+    await asyncio.sleep(0.05)  # the first is in flight: the next two gather behind it
     leaving = asyncio.ensure_future(batcher.submit(TOKEN, "m:1", ["gone"]))
     staying = asyncio.ensure_future(batcher.submit(TOKEN, "m:1", ["kept"]))
     await asyncio.sleep(0.01)
     leaving.cancel()
     ids = await staying
-    assert world.sizes == [1]
+    await first
+    assert world.sizes == [1, 1]
     assert prompt_of(world, ids[0]) == "kept"
-    assert world.engine.stats.jobs_created == 1
+    assert world.engine.stats.jobs_created == 2
+
+
+async def test_a_lone_submission_on_an_idle_batcher_goes_at_once(world: World) -> None:
+    batcher = world.batcher(window=5.0, min_age=5.0)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await batcher.submit(TOKEN, "m:1", ["alone"])
+    # No window is waited: only the in-process round trip (a 5 s window would show).
+    assert loop.time() - started < 2.0
+    assert world.sizes == [1]
+
+
+async def test_arrivals_during_a_submission_in_flight_gather_into_the_next_one(
+    world: World,
+) -> None:
+    world.slow_submissions(0.3)
+    batcher = world.batcher(window=5.0)
+    first = asyncio.ensure_future(batcher.submit(TOKEN, "m:1", ["first"]))
+    await asyncio.sleep(0.05)
+    later = []
+    for i in range(5):  # spread out, as requests arrive through the gateway's own work
+        later.append(asyncio.ensure_future(batcher.submit(TOKEN, "m:1", [f"later {i}"])))
+        await asyncio.sleep(0.02)
+    results = await asyncio.gather(first, *later)
+    # Two POSTs: the first alone, then everyone who arrived while it was in flight.
+    assert world.sizes == [1, 5]
+    assert [prompt_of(world, ids[0]) for ids in results[1:]] == [f"later {i}" for i in range(5)]
+
+
+async def test_a_gathered_batch_waits_at_most_one_window_behind_a_slow_submission(
+    world: World,
+) -> None:
+    world.slow_submissions(2.0)
+    batcher = world.batcher(window=0.05)
+    first = asyncio.ensure_future(batcher.submit(TOKEN, "m:1", ["slow"]))
+    await asyncio.sleep(0.05)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await batcher.submit(TOKEN, "m:1", ["next"])
+    assert loop.time() - started < 1.5  # the window (50 ms), not the 2 s submission ahead
+    assert not first.done()
+    await first
+    assert world.sizes == [1, 1]
+
+
+async def test_after_the_submission_in_flight_lands_the_batch_gathers_its_minimum_age(
+    world: World,
+) -> None:
+    world.slow_submissions(0.1)
+    batcher = world.batcher(window=5.0, min_age=0.3)
+    first = asyncio.ensure_future(batcher.submit(TOKEN, "m:1", ["first"]))
+    await asyncio.sleep(0.02)
+    second = asyncio.ensure_future(batcher.submit(TOKEN, "m:1", ["second"]))
+    await first  # landed at ~0.1 s; the batch behind it is ~0.08 s old: it keeps gathering
+    await asyncio.sleep(0.1)
+    third = asyncio.ensure_future(batcher.submit(TOKEN, "m:1", ["third"]))
+    await asyncio.gather(second, third)
+    assert world.sizes == [1, 2]
+
+
+async def test_aclose_sends_what_is_gathered_behind_a_submission_in_flight(world: World) -> None:
+    world.slow_submissions(0.2)
+    batcher = world.batcher(window=5.0)
+    first = asyncio.ensure_future(batcher.submit(TOKEN, "m:1", ["first"]))
+    await asyncio.sleep(0.05)
+    second = asyncio.ensure_future(batcher.submit(TOKEN, "m:1", ["second"]))
+    await asyncio.sleep(0)
+    await batcher.aclose()
+    assert first.done() and second.done()
+    assert world.sizes == [1, 1]
 
 
 async def test_a_zero_window_sends_each_submission_alone(world: World) -> None:

@@ -114,3 +114,44 @@ async def test_a_cancelled_waiter_leaves_no_trace() -> None:
     assert await line.grant(2) == ["A", "A"]
     assert line.slots.waiting == 0 and not line.slots._classes
     await line.close()
+
+
+async def test_batch_lines_hold_at_most_their_share_and_live_requests_go_at_once() -> None:
+    slots = JobSlots(10, 10_000, batch_share=0.6)
+    batch = Share("nightly", batch=True)
+    granted: list[str] = []
+
+    async def take(share: Share, name: str) -> None:
+        await slots.acquire(1, 30, share)
+        granted.append(name)
+
+    lines = [asyncio.create_task(take(batch, f"line {i}")) for i in range(20)]
+    await asyncio.sleep(0.01)
+    assert slots.batch_in_use == 6 and slots.in_use == 6  # their share of the cap, no more
+    assert slots.waiting == 14
+    # A live request finds the rest of the cap free, although batch lines are waiting.
+    await asyncio.wait_for(slots.acquire(1, 30, Share("alice")), 0.5)
+    assert slots.in_use == 7
+    for task in lines:
+        task.cancel()
+    await asyncio.gather(*lines, return_exceptions=True)
+
+
+async def test_live_requests_go_before_batch_lines_when_a_slot_frees() -> None:
+    line = await full(capacity=2)
+    line.slots.batch_capacity = 2
+    await line.queue("batch", 3, batch=True)
+    await line.queue("live", 2)
+    assert await line.grant(3) == ["live", "live", "batch"]
+    await line.close()
+
+
+async def test_a_batch_slot_given_back_is_counted_out_of_the_batch_share() -> None:
+    slots = JobSlots(4, 100, batch_share=0.5)
+    await slots.acquire(2, 1, Share("nightly", batch=True))
+    waiting = asyncio.create_task(slots.acquire(1, 5, Share("nightly", batch=True)))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()  # the batch share (2 of 4) is full though 2 slots are free
+    slots.release(1, batch=True)
+    await asyncio.wait_for(waiting, 1)
+    assert (slots.in_use, slots.batch_in_use) == (2, 2)

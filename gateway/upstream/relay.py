@@ -1,0 +1,357 @@
+"""One poller per upstream account, whatever the number of processes (Redis).
+
+Without Redis each process polls the jobs of its own requests: with four workers the upstream
+sees four pollers of one account. With Redis (``redis.url``) and ``upstream.shared_polling``,
+the processes of every replica share the polling of each account:
+
+- each process registers the job ids its requests follow in the account's sorted set (score:
+  when the registration lapses), refreshed while it follows them, removed when it stops;
+- every tick each process tries to take or renew the account's poller *lease*; the holder polls
+  every registered id in its usual coalesced lanes, and a lease whose holder died lapses within
+  a few ticks, so another process takes over;
+- the holder hands every other process the news of the jobs *that* process follows: the new log
+  text since what it sent before (an offset and the text; the whole log after a rewrite or a
+  change of holder) and the status, as one entry per tick on a Redis stream of that process;
+- the others poll nothing and read their stream.
+
+Why streams rather than pub/sub: each entry is a delta on the previous one, so a lost entry
+would leave a hole in a client's text. A pub/sub message is lost when its subscriber's
+connection is busy or reconnecting; a stream entry waits for its reader (bounded by
+``MAXLEN``), and a reader resumes after the last id it read. Should a reader still find a gap
+(its offset is past the text it holds), it asks the upstream for that job's status itself once.
+
+When Redis fails, every process polls its own jobs again until it answers: never a request left
+waiting for news that cannot come.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from gateway.upstream.client import JobsClient
+from gateway.upstream.errors import UpstreamFailure
+from gateway.upstream.models import JobPhase, JobSnapshot
+from gateway.upstream.poller import AccountPoller
+
+logger = logging.getLogger("gateway.poller")
+
+#: Take the lease when free, or renew it when this process holds it; 1 when held after the call.
+_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+"""
+#: Give the lease up at shutdown, only if still this process's.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+#: Entries kept per process stream: a reader more than this many ticks behind loses entries.
+STREAM_MAXLEN = 10_000
+#: A job that ended is not polled again for a registration that has not lapsed yet.
+ENDED_MEMORY_SECONDS = 30.0
+
+
+class PollRelay:
+    """This process's part in polling one account: lease, registrations, and the relay."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        poller: AccountPoller,
+        client: JobsClient,
+        token: str,
+        *,
+        prefix: str,
+        process: str,
+        interval: float,
+    ) -> None:
+        self._redis = redis
+        self._poller = poller
+        self._client = client
+        self._token = token
+        self.process = process
+        self.interval = interval
+        account = hashlib.sha256(token.encode()).hexdigest()[:16]  # never the token itself
+        base = f"{prefix}poll:{{{account}}}:"
+        self._lease_key = base + "lease"
+        self._jobs_key = base + "jobs"
+        self._stream_prefix = base + "to:"
+        self.lease_ms = int(max(3 * interval, 1.0) * 1000)
+        self.registration_ms = int(max(10 * interval, 5.0) * 1000)
+        self._lease = redis.register_script(_LEASE)
+        self._release = redis.register_script(_RELEASE)
+        # Until the first tick has asked Redis, poll: a request is never left waiting for it.
+        self.leading = True
+        self._redis_ok = True
+        self._wake = asyncio.Event()
+        self._registered: dict[str, float] = {}  # job -> monotonic time of its last refresh
+        self._sent: dict[tuple[str, str], str] = {}  # (process, job) -> the log it holds
+        self._held: dict[str, str] = {}  # job -> the log relayed here so far
+        self.gaps = 0  # entries that did not extend what was held (asked upstream directly)
+        self._ended: dict[str, float] = {}  # job -> monotonic time it ended here
+        self._outbox: list[dict[str, list[list[Any]]]] = []
+        self._outbox_ready = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
+        self._spawn(self._coordinate(), "relay-coordinate")
+        self._spawn(self._read(), "relay-read")
+        self._spawn(self._send(), "relay-send")
+
+    # -- the leader's side ------------------------------------------------------------------
+
+    def publish(self, relayed: list[tuple[JobSnapshot, frozenset[str]]]) -> None:
+        """One stream entry per process with the news of its jobs (called after each poll)."""
+        entries: dict[str, list[list[Any]]] = {}
+        now = time.monotonic()
+        for snapshot, processes in relayed:
+            if snapshot.phase.terminal:
+                self._ended[snapshot.id] = now
+            for process in processes:
+                if process == self.process:
+                    continue
+                key = (process, snapshot.id)
+                before = self._sent.get(key, "")
+                log = snapshot.log
+                offset = len(before) if log.startswith(before) else 0
+                if snapshot.phase.terminal:
+                    self._sent.pop(key, None)
+                else:
+                    self._sent[key] = log
+                entries.setdefault(process, []).append(
+                    [
+                        snapshot.id,
+                        snapshot.phase.value,
+                        snapshot.status,
+                        offset,
+                        log[offset:],
+                        snapshot.vm_status,
+                        snapshot.runtime,
+                        snapshot.error,
+                    ]
+                )
+        if entries:
+            self._outbox.append(entries)
+            self._outbox_ready.set()
+
+    async def _send(self) -> None:
+        """Send the outbox in order: each entry extends the one before, so none may overtake."""
+        while not self._closed:
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            batches, self._outbox = self._outbox, []
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for entries in batches:
+                        for process, jobs in entries.items():
+                            stream = self._stream_prefix + process
+                            pipe.xadd(
+                                stream,
+                                {"jobs": json.dumps(jobs, separators=(",", ":"))},
+                                maxlen=STREAM_MAXLEN,
+                                approximate=True,
+                            )
+                    for process in {p for entries in batches for p in entries}:
+                        pipe.pexpire(self._stream_prefix + process, self.registration_ms * 2)
+                    await pipe.execute()
+            except (RedisError, OSError) as exc:
+                self._lost_redis(exc)
+
+    # -- every process's side ---------------------------------------------------------------
+
+    def followed(self) -> None:
+        """A request here follows a new job: register it now, not at the next tick."""
+        self._wake.set()
+
+    async def _coordinate(self) -> None:
+        """Every tick: refresh registrations, take or renew the lease, learn the others' jobs."""
+        while not self._closed:
+            try:
+                await self._tick()
+                if not self._redis_ok:
+                    logger.warning("shared polling: Redis answers again")
+                self._redis_ok = True
+            except (RedisError, OSError) as exc:
+                self._lost_redis(exc)
+            except Exception:  # a bug must not stop polling: poll alone meanwhile
+                logger.exception("shared polling tick failed")
+                self.leading = True
+            # An early tick for new jobs comes at most ten times per tick.
+            await asyncio.sleep(self.interval / 10)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval * 0.9)
+            self._wake.clear()
+
+    async def _tick(self) -> None:
+        now_ms = int(time.time() * 1000)
+        local = set(self._poller.local_ids())
+        mono = time.monotonic()
+        refresh_after = self.registration_ms / 3000
+        fresh = [j for j in local if mono - self._registered.get(j, -1e9) > refresh_after]
+        gone = [j for j in self._registered if j not in local]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            if fresh:
+                until = now_ms + self.registration_ms
+                pipe.zadd(self._jobs_key, {f"{self.process} {j}": until for j in fresh})
+                pipe.pexpire(self._jobs_key, self.registration_ms * 2)
+            if gone:
+                pipe.zrem(self._jobs_key, *(f"{self.process} {j}" for j in gone))
+            await pipe.execute()
+        for job_id in fresh:
+            self._registered[job_id] = mono
+        for job_id in gone:
+            del self._registered[job_id]
+        held = await cast(
+            Awaitable[int],
+            self._lease(keys=[self._lease_key], args=[self.process, self.lease_ms]),
+        )
+        was_leading, self.leading = self.leading, bool(held)
+        if self.leading and not was_leading:
+            self._sent.clear()  # what others hold is unknown: send whole logs first
+            logger.info("shared polling: this process polls account %s", self._poller.account)
+        if not self.leading:
+            self._poller.set_remote({})
+            return
+        await self._learn_remote(now_ms)
+
+    async def _learn_remote(self, now_ms: int) -> None:
+        """The jobs other processes follow, from their registrations that have not lapsed."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zremrangebyscore(self._jobs_key, "-inf", now_ms)
+        pipe.zrangebyscore(self._jobs_key, now_ms, "+inf")
+        _, members = await pipe.execute()
+        mono = time.monotonic()
+        for job_id in [j for j, at in self._ended.items() if mono - at > ENDED_MEMORY_SECONDS]:
+            del self._ended[job_id]
+        remote: dict[str, set[str]] = {}
+        for member in members:
+            process, _, job_id = member.decode().partition(" ")
+            if process != self.process and job_id and job_id not in self._ended:
+                remote.setdefault(job_id, set()).add(process)
+        self._poller.set_remote({j: frozenset(p) for j, p in remote.items()})
+        for key in [k for k in self._sent if k[1] not in remote]:
+            del self._sent[key]
+
+    async def _read(self) -> None:
+        """Read the news the leading process sends this one and hand it to the poller."""
+        stream = self._stream_prefix + self.process
+        last = "0"
+        block_ms = int(max(self.interval * 4, 1.0) * 1000)
+        while not self._closed:
+            try:
+                answer: list[Any] = await self._redis.xread(  # type: ignore[assignment]
+                    {stream: last}, count=100, block=block_ms
+                )
+            except (RedisError, OSError) as exc:
+                self._lost_redis(exc)
+                await asyncio.sleep(self.interval)
+                continue
+            for _, entries in answer or ():
+                for entry_id, fields in entries:
+                    last = entry_id.decode()
+                    await self._apply(json.loads(fields[b"jobs"]))
+
+    async def _apply(self, jobs: list[list[Any]]) -> None:
+        for job_id, phase, status, offset, text, vm_status, runtime, error in jobs:
+            held = self._held.get(job_id, "")
+            if offset > len(held):  # an entry was lost: ask the upstream once, directly
+                self.gaps += 1
+                snapshot = await self._fetch(job_id)
+                if snapshot is None:
+                    continue
+            else:
+                snapshot = JobSnapshot(
+                    job_id, JobPhase(phase), status, held[:offset] + text, vm_status, runtime, error
+                )
+            if snapshot.phase.terminal:
+                self._held.pop(job_id, None)
+            else:
+                self._held[job_id] = snapshot.log
+            self._poller.deliver_relayed(snapshot)
+        local = set(self._poller.local_ids())
+        for job_id in [j for j in self._held if j not in local]:
+            del self._held[job_id]
+
+    async def _fetch(self, job_id: str) -> JobSnapshot | None:
+        try:
+            snapshots = await self._client.status(
+                self._token, [job_id], account=self._poller.account
+            )
+        except UpstreamFailure:
+            return None
+        return snapshots.get(job_id)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _lost_redis(self, exc: BaseException) -> None:
+        """Redis failed: poll this process's own jobs until it answers again."""
+        if self._redis_ok:
+            logger.warning("shared polling: Redis unavailable (%s); polling alone", exc)
+        self._redis_ok = False
+        self.leading = True
+        self._poller.set_remote({})  # their news cannot reach them now
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def aclose(self) -> None:
+        """Stop, give the lease up and drop this process's registrations at once."""
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+        with contextlib.suppress(RedisError, OSError):
+            await self._release(keys=[self._lease_key], args=[self.process])
+            if self._registered:
+                await self._redis.zrem(
+                    self._jobs_key, *(f"{self.process} {j}" for j in self._registered)
+                )
+
+
+class RelayFactory:
+    """Builds each account's :class:`PollRelay` on one Redis client for the whole process."""
+
+    def __init__(
+        self, url: str, prefix: str, client: JobsClient, interval: float, timeout: float
+    ) -> None:
+        self.process = uuid.uuid4().hex[:16]
+        # Blocking reads hold a connection each: the pool waits for one rather than failing.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=64, timeout=timeout, socket_connect_timeout=timeout
+        )
+        self._redis = aioredis.Redis(connection_pool=pool)
+        self._prefix = prefix
+        self._client = client
+        self._interval = interval
+
+    def __call__(self, poller: AccountPoller, token: str) -> PollRelay:
+        return PollRelay(
+            self._redis,
+            poller,
+            self._client,
+            token,
+            prefix=self._prefix,
+            process=self.process,
+            interval=self._interval,
+        )
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
