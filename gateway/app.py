@@ -31,6 +31,7 @@ from gateway.errors import (
 )
 from gateway.http.common import error_response
 from gateway.http.middleware import HeaderGuardMiddleware, RequestIdMiddleware
+from gateway.openai import files
 from gateway.openai.chat import chat_completions, completions
 from gateway.openai.models import get_model, list_models
 from gateway.openai.openapi import openapi_document
@@ -155,6 +156,11 @@ def create_app(
         Route("/v1/responses/{response_id}", delete_response, methods=["DELETE"]),
         Route("/v1/responses/{response_id}/cancel", cancel_response, methods=["POST"]),
         Route("/v1/responses/{response_id}/input_items", list_input_items, methods=["GET"]),
+        Route("/v1/files", files.create_file, methods=["POST"]),
+        Route("/v1/files", files.list_files, methods=["GET"]),
+        Route("/v1/files/{file_id}", files.retrieve_file, methods=["GET"]),
+        Route("/v1/files/{file_id}", files.delete_file, methods=["DELETE"]),
+        Route("/v1/files/{file_id}/content", files.file_content, methods=["GET"]),
         Route("/v1/messages", messages, methods=["POST"]),
         Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
         Route("/v1/messages{rest:path}", anthropic.other_paths, methods=_ANY),

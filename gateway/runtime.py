@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.auth import KeyRing, account_names
+from gateway.batches.service import BatchService
 from gateway.config import CONFIG_ENV, ConfigError, KeySettings, Settings, load_settings
 from gateway.engine.cache import ResponseCache
 from gateway.engine.catalog import ModelCatalog
@@ -63,6 +64,8 @@ class Runtime:
     redactor: SecretRedactor = field(default_factory=SecretRedactor)
     #: The Responses API's store and background runs.
     responses: ResponsesDoor | None = None
+    #: Files, batches and the runner of their lines.
+    batches: BatchService | None = None
     tracing: RequestTracing = field(default_factory=NoTracing)
     #: Recent upstream calls and failures, and the completions in flight (``/admin/live``).
     live: LiveView = field(default_factory=LiveView)
@@ -124,6 +127,7 @@ class Runtime:
             redactor=redactor,
             cache=ResponseCache.from_settings(settings, on_event=metrics.observe_cache),
             responses=ResponsesDoor(settings),
+            batches=BatchService(settings),
             key_service=key_service,
             tracing=build_tracing(settings.tracing, settings.logging.log_prompts),
         )
@@ -169,6 +173,8 @@ class Runtime:
         await self.key_service.start()  # before runs are resumed: their keys must be known
         if self.responses is not None:
             await self.responses.start(self)
+        if self.batches is not None:
+            await self.batches.start(self)
 
     def begin_drain(self) -> None:
         """Shutdown began: unready now; requests still running near the grace end are cut."""
@@ -229,6 +235,8 @@ class Runtime:
         return True
 
     async def aclose(self) -> None:
+        if self.batches is not None:
+            await self.batches.aclose()
         if self.responses is not None:
             await self.responses.aclose()
         await self.completions.batcher.aclose()

@@ -16,14 +16,15 @@ key that made it: every read and write names the key, so another key's id is "no
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from gateway.ledger.postgres import is_postgres_url
 from gateway.ledger.sqlite import sqlite_path
+from gateway.sqldb import Driver as _Driver
+from gateway.sqldb import Postgres as _Postgres
+from gateway.sqldb import Sqlite as _Sqlite
 
 
 @dataclass(slots=True)
@@ -41,89 +42,6 @@ class StoredResponse:
     seq: int = 0
     owner: str | None = None
     lease_until: float = 0.0
-
-
-class _Driver(Protocol):
-    async def execute(self, sql: str, params: Sequence[Any]) -> None: ...
-    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
-    async def fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]: ...
-    async def count(self, sql: str, params: Sequence[Any]) -> int:
-        """Run a write; how many rows it changed."""
-        ...
-
-    async def close(self) -> None: ...
-
-
-class _Sqlite:
-    def __init__(self, db: Any) -> None:
-        self._db = db
-
-    @classmethod
-    async def open(cls, path: str) -> _Sqlite:
-        import aiosqlite
-
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path)
-        await db.execute("PRAGMA busy_timeout = 5000")
-        if path != ":memory:":
-            await db.execute("PRAGMA journal_mode = WAL")
-        return cls(db)
-
-    async def execute(self, sql: str, params: Sequence[Any]) -> None:
-        await self._db.execute(sql, tuple(params))
-        await self._db.commit()
-
-    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        await self._db.executemany(sql, [tuple(r) for r in rows])
-        await self._db.commit()
-
-    async def fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        async with self._db.execute(sql, tuple(params)) as cursor:
-            return [tuple(row) for row in await cursor.fetchall()]
-
-    async def count(self, sql: str, params: Sequence[Any]) -> int:
-        cursor = await self._db.execute(sql, tuple(params))
-        await self._db.commit()
-        return int(cursor.rowcount)
-
-    async def close(self) -> None:
-        await self._db.close()
-
-
-_MARK = re.compile(r"\?")
-
-
-def _dollars(sql: str) -> str:
-    counter = iter(range(1, 1000))
-    return _MARK.sub(lambda _: f"${next(counter)}", sql)
-
-
-class _Postgres:
-    def __init__(self, pool: Any) -> None:
-        self._pool = pool
-
-    @classmethod
-    async def open(cls, url: str) -> _Postgres:
-        import asyncpg
-
-        return cls(await asyncpg.create_pool(url, min_size=1, max_size=4, command_timeout=30))
-
-    async def execute(self, sql: str, params: Sequence[Any]) -> None:
-        await self._pool.execute(_dollars(sql), *params)
-
-    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        await self._pool.executemany(_dollars(sql), [tuple(r) for r in rows])
-
-    async def fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        return [tuple(r) for r in await self._pool.fetch(_dollars(sql), *params)]
-
-    async def count(self, sql: str, params: Sequence[Any]) -> int:
-        status: str = await self._pool.execute(_dollars(sql), *params)
-        return int(status.rsplit(" ", 1)[-1])
-
-    async def close(self) -> None:
-        await self._pool.close()
 
 
 _COLUMNS = (
