@@ -31,7 +31,7 @@ from gateway.errors import (
 )
 from gateway.http.common import error_response
 from gateway.http.middleware import HeaderGuardMiddleware, RequestIdMiddleware
-from gateway.openai import files
+from gateway.openai import batches, files
 from gateway.openai.chat import chat_completions, completions
 from gateway.openai.models import get_model, list_models
 from gateway.openai.openapi import openapi_document
@@ -161,6 +161,10 @@ def create_app(
         Route("/v1/files/{file_id}", files.retrieve_file, methods=["GET"]),
         Route("/v1/files/{file_id}", files.delete_file, methods=["DELETE"]),
         Route("/v1/files/{file_id}/content", files.file_content, methods=["GET"]),
+        Route("/v1/batches", batches.create_batch, methods=["POST"]),
+        Route("/v1/batches", batches.list_batches, methods=["GET"]),
+        Route("/v1/batches/{batch_id}", batches.retrieve_batch, methods=["GET"]),
+        Route("/v1/batches/{batch_id}/cancel", batches.cancel_batch, methods=["POST"]),
         Route("/v1/messages", messages, methods=["POST"]),
         Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
         Route("/v1/messages{rest:path}", anthropic.other_paths, methods=_ANY),

@@ -19,6 +19,7 @@ from gateway.engine.service import Completions
 from gateway.keys.service import KeyService
 from gateway.ledger import Ledger
 from gateway.limits import Limiter
+from gateway.openai.batch_lines import OpenAILines
 from gateway.openai.responses.door import ResponsesDoor
 from gateway.ops.logs import SecretRedactor, config_secrets
 from gateway.ops.metrics import Metrics
@@ -127,7 +128,7 @@ class Runtime:
             redactor=redactor,
             cache=ResponseCache.from_settings(settings, on_event=metrics.observe_cache),
             responses=ResponsesDoor(settings),
-            batches=BatchService(settings),
+            batches=BatchService(settings, {"openai": OpenAILines()}),
             key_service=key_service,
             tracing=build_tracing(settings.tracing, settings.logging.log_prompts),
         )

@@ -6,6 +6,7 @@ placeholders, serves both databases (PostgreSQL's ``$n`` are put in by :func:`do
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,8 +30,12 @@ class Driver(Protocol):
 
 
 class Sqlite:
+    """One connection; each call is whole before the next starts (a write and its commit
+    are never split by another task's statement on the same connection)."""
+
     def __init__(self, db: Any) -> None:
         self._db = db
+        self._lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: str) -> Sqlite:
@@ -45,21 +50,24 @@ class Sqlite:
         return cls(db)
 
     async def execute(self, sql: str, params: Sequence[Any]) -> None:
-        await self._db.execute(sql, tuple(params))
-        await self._db.commit()
+        async with self._lock:
+            await self._db.execute(sql, tuple(params))
+            await self._db.commit()
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        await self._db.executemany(sql, [tuple(r) for r in rows])
-        await self._db.commit()
+        async with self._lock:
+            await self._db.executemany(sql, [tuple(r) for r in rows])
+            await self._db.commit()
 
     async def fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        async with self._db.execute(sql, tuple(params)) as cursor:
+        async with self._lock, self._db.execute(sql, tuple(params)) as cursor:
             return [tuple(row) for row in await cursor.fetchall()]
 
     async def count(self, sql: str, params: Sequence[Any]) -> int:
-        cursor = await self._db.execute(sql, tuple(params))
-        await self._db.commit()
-        return int(cursor.rowcount)
+        async with self._lock:
+            cursor = await self._db.execute(sql, tuple(params))
+            await self._db.commit()
+            return int(cursor.rowcount)
 
     async def close(self) -> None:
         await self._db.close()

@@ -66,6 +66,7 @@ class FileStore:
         self.settings = settings
         self.directory = Path(settings.directory) if settings.directory else None
         self._driver: Driver | None = None
+        self._owns = True
 
     @property
     def db(self) -> Driver:
@@ -73,10 +74,12 @@ class FileStore:
             raise RuntimeError("the file store is not open")
         return self._driver
 
-    async def open(self) -> None:
+    async def open(self, driver: Driver | None = None) -> None:
+        """Open the tables (on ``driver``, shared with another store, or a new one)."""
         if self._driver is not None:
             return
-        driver = await open_driver(self.url)
+        self._owns = driver is None
+        driver = driver or await open_driver(self.url)
         t = self.t
         statements = [
             f"""CREATE TABLE IF NOT EXISTS {t} (
@@ -96,14 +99,16 @@ class FileStore:
             if self.directory is not None:
                 await asyncio.to_thread(self.directory.mkdir, parents=True, exist_ok=True)
         except BaseException:
-            await driver.close()
+            if self._owns:
+                await driver.close()
             raise
         self._driver = driver
 
     async def close(self) -> None:
         if self._driver is not None:
             driver, self._driver = self._driver, None
-            await driver.close()
+            if self._owns:
+                await driver.close()
 
     # ------------------------------------------------------------------ writing
 
@@ -170,7 +175,7 @@ class FileStore:
         )
         return _record(rows[0]) if rows else None
 
-    async def list(
+    async def page(
         self, key_name: str, *, purpose: str | None, after: str | None, limit: int, order: str
     ) -> list[StoredFile]:
         """A page of the key's files, newest first (``order`` ``desc``) or oldest first."""

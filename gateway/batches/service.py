@@ -1,12 +1,16 @@
-"""What the batch routes share: the stores, opened at start-up (or on first use)."""
+"""What the file and batch routes share: the stores and the runner, opened at start-up."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from gateway.batches.files import FileStore
+from gateway.batches.lines import LineDoor
+from gateway.batches.runner import Runner
+from gateway.batches.store import BatchStore
 from gateway.config import Settings
 from gateway.errors import ServiceUnavailable
 
@@ -17,25 +21,31 @@ logger = logging.getLogger("gateway.batches")
 
 
 class BatchService:
-    """Owned by the runtime: opened at start-up, closed at shutdown."""
+    """Owned by the runtime: opened at start-up, closed at shutdown. ``doors`` are the
+    wire formats whose batches it runs (``openai``, ``anthropic``)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, doors: Mapping[str, LineDoor]) -> None:
         self.settings = settings
-        url = settings.files.store_url or settings.ledger.url
-        self.files = FileStore(url, settings.files)
+        self.files = FileStore(settings.files.store_url or settings.ledger.url, settings.files)
+        self.batches = BatchStore(
+            settings.files.store_url or settings.ledger.url, settings.batches.table
+        )
+        self.runner = Runner(self.batches, self.files, settings.batches, doors)
         self._open = False
 
     async def start(self, runtime: Runtime) -> None:
         with contextlib.suppress(ServiceUnavailable):  # tried again on first use
             await self.ready()
+        self.runner.start(runtime)
 
     async def ready(self) -> BatchService:
         """The open stores, or a 503 saying the database is unreachable."""
         if not self._open:
             try:
                 await self.files.open()
+                await self.batches.open(self.files.db)  # one connection for both
             except Exception:
-                logger.exception("the file store could not be opened")
+                logger.exception("the file and batch stores could not be opened")
                 raise ServiceUnavailable(
                     "Files and batches are unavailable: the gateway cannot reach its database.",
                     code="store_unavailable",
@@ -44,4 +54,6 @@ class BatchService:
         return self
 
     async def aclose(self) -> None:
+        await self.runner.aclose()
+        await self.batches.close()
         await self.files.close()

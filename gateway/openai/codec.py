@@ -76,3 +76,9 @@ class CompletionCodec(PlainCodec):
             answer.completion_tokens,
             calls if any(calls) else None,
         )
+
+
+def completion_codec(fingerprint: str, kind: str, plan: Plan) -> CompletionCodec:
+    """How a ``chat`` or ``text`` completion's answer is written (live, or a batch line's)."""
+    shape = AnswerShape(kind, plan.model.name, fingerprint, include_usage=plan.include_usage)
+    return CompletionCodec(shape, plan)

@@ -142,7 +142,7 @@ async def _list(request: Request, front: FrontDesk, call: Call, ex: Exchange) ->
     after, limit, order = page_params(request, 10_000, 10_000)
     purpose = request.query_params.get("purpose")
     files = (await service(front)).files
-    found = await files.list(
+    found = await files.page(
         call.key.name, purpose=purpose, after=after, limit=limit + 1, order=order
     )
     return JSONResponse(page([f.to_openai() for f in found], limit))

@@ -1,0 +1,365 @@
+"""The batch runner: every line of a batch through the front desk, durably, under a lease.
+
+Each gateway runs the active batches whose lease it holds (``batches.lease_seconds``,
+renewed while it runs them; a stopped gateway's batches are taken over by the next scan of
+another or a restarted one). A batch's lines are started many at once, so their submissions
+meet in the upstream batcher's group commit and go up as multi-input POSTs; each line is one
+:meth:`FrontDesk.answer` call marked as a batch line (job slots in the batch class, within
+``batches.share`` of the account's cap; one ledger row per line under the door's route).
+
+A line's job ids are stored the moment the upstream gives them (:meth:`BatchStore.submitted`):
+after a restart such a line is followed, not submitted again. A line whose job fails is
+queued again up to ``batches.max_attempts`` times, then written to the error file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from gateway.batches.files import FileStore, StoredFile, new_file_id
+from gateway.batches.lines import LineDoor
+from gateway.batches.store import BatchStore, Line, StoredBatch
+from gateway.config import KeySettings
+from gateway.config_batches import BatchSettings
+from gateway.errors import GatewayError
+from gateway.serving.desk import Call, FrontDesk
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
+
+logger = logging.getLogger("gateway.batches")
+
+#: Lines read from the database at a time (to start, or to write into a result file).
+PAGE = 500
+
+
+def retryable(error: GatewayError) -> bool:
+    """A failure another try may mend: the grid's (5xx), a full queue or a deadline (429)."""
+    return error.status_code >= 500 or error.status_code == 429
+
+
+@dataclass(slots=True)
+class Gate:
+    """How many lines of one account's batches this gateway runs at once, and runs now."""
+
+    capacity: int
+    in_use: int = 0
+
+
+class Runner:
+    """Runs this gateway's share of the active batches; started and closed by the service."""
+
+    def __init__(
+        self,
+        store: BatchStore,
+        files: FileStore,
+        settings: BatchSettings,
+        doors: Mapping[str, LineDoor],
+    ) -> None:
+        self.store = store
+        self.files = files
+        self.settings = settings
+        self.doors = doors
+        self.owner = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+        self._rt: Runtime | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._gates: dict[str, Gate] = {}
+        self._loop: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        #: Lines of this gateway's batches being answered now (for the metrics).
+        self.in_flight = 0
+
+    def start(self, runtime: Runtime) -> None:
+        self._rt = runtime
+        self._loop = asyncio.create_task(self._scan_forever())
+
+    def wake(self) -> None:
+        """A batch was created or cancelled here: look now rather than at the next scan."""
+        self._wake.set()
+
+    async def aclose(self) -> None:
+        tasks = [t for t in (self._loop, *self._tasks.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for batch_id in list(self._tasks):
+            with contextlib.suppress(Exception):  # handed over at once, not after the lease
+                await self.store.release(batch_id, self.owner)
+
+    # ------------------------------------------------------------------ leases
+
+    async def _scan_forever(self) -> None:
+        while True:
+            try:
+                await self._scan()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("batch scan failed; trying again")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.scan_interval):
+                    await self._wake.wait()
+            self._wake.clear()
+
+    async def _scan(self) -> None:
+        if not self.store.is_open:
+            return  # not open yet (the database was unreachable at start-up)
+        now, lease = time.time(), self.settings.lease_seconds
+        held = await self.store.renew(list(self._tasks), self.owner, now, lease)
+        for batch_id in set(self._tasks) - set(held):  # taken over by another: let it go
+            self._tasks.pop(batch_id).cancel()
+        for batch_id in await self.store.claimable(self.owner, now):
+            if batch_id not in self._tasks and await self.store.claim(
+                batch_id, self.owner, now, lease
+            ):
+                task = asyncio.create_task(self._run(batch_id))
+                self._tasks[batch_id] = task
+                task.add_done_callback(functools.partial(_drop, self._tasks, batch_id))
+
+    # ------------------------------------------------------------------ a batch
+
+    async def _run(self, batch_id: str) -> None:
+        try:
+            await self._run_batch(batch_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("batch %s failed; it is taken up again", batch_id)
+            await self.store.release(batch_id, self.owner)
+
+    async def _run_batch(self, batch_id: str) -> None:
+        rt = self._rt
+        assert rt is not None
+        batch = await self.store.get(batch_id, None, None)
+        if batch is None:
+            return
+        door = self.doors[batch.door]
+        key = rt.keys.by_name(batch.key_name)
+        if batch.status == "validating":
+            batch.status = "in_progress"
+            batch.body.setdefault("in_progress_at", int(time.time()))
+            await self.store.save(batch, was=("validating",))
+        running: dict[int, asyncio.Task[None]] = {}
+        gate = self._gate(rt, key)
+        while True:
+            batch = await self.store.get(batch_id, None, None) or batch
+            ending = _ending(batch, key)
+            if ending is not None:
+                await self.store.abandon(batch_id, ending)
+                await asyncio.gather(*running.values(), return_exceptions=True)
+                await self.finalize(batch, door, "cancelled" if ending == "cancelled" else ending)
+                return
+            assert key is not None
+            todo = [
+                line
+                for line in await self.store.lines(batch_id, ("queued", "submitted"), PAGE)
+                if line.n not in running
+            ]
+            if not todo and not running:
+                await self.finalize(batch, door, "completed")
+                return
+            # Lines start in waves (half the gate free, or none running): started together,
+            # their submissions meet in the batcher and go up as a few multi-input POSTs.
+            free = gate.capacity - gate.in_use
+            if todo and (free >= max(1, gate.capacity // 2) or (free and not running)):
+                for line in todo[:free]:
+                    gate.in_use += 1
+                    task = asyncio.create_task(self._line(batch, door, key, line, gate))
+                    running[line.n] = task
+                    task.add_done_callback(functools.partial(_drop, running, line.n))
+            if running:
+                await asyncio.wait(
+                    list(running.values()),
+                    timeout=self.settings.scan_interval,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            else:  # the account's batch lines are all taken (by its other batches)
+                await asyncio.sleep(self.settings.scan_interval / 4)
+
+    def _gate(self, rt: Runtime, key: KeySettings | None) -> Gate:
+        """Lines of one account started at once: no more than its batch share of job slots
+        (more would only wait in its queue, in the way of live requests' places)."""
+        token = key.upstream_token if key is not None else ""
+        gate = self._gates.get(token)
+        if gate is None:
+            most = self.settings.lines_in_flight
+            if key is not None:
+                capacity = rt.completions.slots(token).batch_capacity
+                most = min(most, capacity) if capacity is not None else most
+            gate = self._gates[token] = Gate(most)
+        return gate
+
+    # ------------------------------------------------------------------ a line
+
+    async def _line(
+        self,
+        batch: StoredBatch,
+        door: LineDoor,
+        key: KeySettings,
+        line: Line,
+        gate: Gate,
+    ) -> None:
+        self.in_flight += 1
+        try:
+            await self._answer(batch, door, key, line)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("line %d of batch %s failed; it is tried again", line.n, batch.id)
+        finally:
+            self.in_flight -= 1
+            gate.in_use -= 1
+
+    async def _answer(
+        self, batch: StoredBatch, door: LineDoor, key: KeySettings, line: Line
+    ) -> None:
+        rt = self._rt
+        assert rt is not None
+        front = FrontDesk(rt)
+        request_id = f"{batch.id}-{line.n}"
+        store = self.store
+
+        async def submitted(job_ids: Sequence[str]) -> None:
+            try:
+                await store.submitted(line, job_ids)
+            except Exception:  # answered all the same; only a restart would ask again
+                logger.exception("could not store the jobs of line %d of %s", line.n, batch.id)
+
+        call = Call(
+            key=key,
+            route=door.route,
+            request_id=request_id,
+            timeout=max(1.0, batch.expires_at - time.time()),
+            batch=True,
+            on_submitted=submitted,
+        )
+        try:
+            planned = await door.plan(front, key, str(batch.body["endpoint"]), line.request)
+        except GatewayError as error:  # refused as the live endpoint would refuse it
+            await front.refuse(front.exchange(call), error)
+            await store.finish(line, "error", door.refused(line.custom_id, request_id, error))
+            return
+        resume = line.job_ids if line.state == "submitted" else ()
+        if not resume:
+            line.attempts += 1
+        try:
+            answer = await front.answer(call, planned.plan, resume)
+            await planned.complete(answer)
+            body = planned.codec.render(answer)
+        except GatewayError as error:
+            if retryable(error) and line.attempts < self.settings.max_attempts:
+                await store.retry(line)
+                return
+            await store.finish(line, "error", door.refused(line.custom_id, request_id, error))
+            return
+        await store.finish(line, "output", door.output(line.custom_id, request_id, body))
+
+    # ------------------------------------------------------------------ the end
+
+    async def finalize(self, batch: StoredBatch, door: LineDoor, status: str) -> None:
+        """Write the output and error files, then the batch's final status and counts."""
+        now = int(time.time())
+        if status == "completed":
+            batch.status = "finalizing"
+            batch.body.setdefault("finalizing_at", now)
+            if not await self.store.save(batch, was=("in_progress", "finalizing")):
+                return  # cancelled meanwhile: the next turn ends it so
+        output, errors = await self._write_results(batch, door)
+        counts = await self.store.counts(batch.id)
+        batch.body["request_counts"] = {
+            "total": counts.total, "completed": counts.done, "failed": counts.failed,
+        }  # fmt: skip
+        if output is not None:
+            batch.body["output_file_id"] = output
+        if errors is not None:
+            batch.body["error_file_id"] = errors
+        batch.status = status
+        batch.body[f"{status}_at"] = int(time.time())
+        await self.store.save(batch)
+        await self.store.release(batch.id, self.owner)
+        logger.info("batch %s %s: %s", batch.id, status, batch.body["request_counts"])
+
+    async def _write_results(
+        self, batch: StoredBatch, door: LineDoor
+    ) -> tuple[str | None, str | None]:
+        """The output and error files, written a page of lines at a time."""
+        made = {
+            kind: _ResultFile(self.files, batch, kind) for kind in ("output", "error")
+        }  # fmt: skip
+        after = -1
+        while page := await self.store.results(batch.id, after, PAGE):
+            for n, kind, text in page:
+                after = n
+                if kind in ("cancelled", "expired", "queued", "submitted"):
+                    import json
+
+                    text = json.dumps(
+                        door.not_run(text, "expired" if kind != "cancelled" else kind)
+                    )
+                    kind = "error"
+                await made[kind].add(text)
+        return await made["output"].close(), await made["error"].close()
+
+
+class _ResultFile:
+    """A batch's output or error file, written as its lines come (none if it has none)."""
+
+    def __init__(self, files: FileStore, batch: StoredBatch, kind: str) -> None:
+        now = time.time()
+        self.files = files
+        self.record = StoredFile(
+            new_file_id(), batch.key_name, f"{batch.id}_{kind}.jsonl", "batch_output", 0, 0,
+            now, now + files.settings.retention_hours * 3600, "uploading",
+        )  # fmt: skip
+        self._parts: list[str] = []
+        self._size = 0
+        self._seq = 0
+
+    async def add(self, line: str) -> None:
+        if self._seq == 0 and not self._parts:
+            await self.files.begin(self.record)
+        text = line + "\n"
+        self._parts.append(text)
+        self._size += len(text.encode())
+        self.record.lines += 1
+        if self._size >= self.files.settings.chunk_bytes:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if self._parts:
+            await self.files.append(self.record.id, self._seq, "".join(self._parts))
+            self.record.bytes += self._size
+            self._seq += 1
+            self._parts, self._size = [], 0
+
+    async def close(self) -> str | None:
+        if self.record.lines == 0:
+            return None
+        await self._flush()
+        self.record.status = "processed"
+        await self.files.commit(self.record)
+        return self.record.id
+
+
+def _drop(tasks: dict[Any, asyncio.Task[None]], name: Any, task: asyncio.Task[None]) -> None:
+    if tasks.get(name) is task:
+        del tasks[name]
+
+
+def _ending(batch: StoredBatch, key: KeySettings | None) -> str | None:
+    """Why the batch stops starting lines now, if it does."""
+    if batch.status == "cancelling":
+        return "cancelled"
+    if key is None or time.time() >= batch.expires_at:
+        return "expired"
+    return None
