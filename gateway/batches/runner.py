@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("gateway.batches")
 
+#: The states of a line still to answer.
+PENDING = ("queued", "submitting", "submitted")
 #: Lines read from the database at a time (to start, or to write into a result file).
 PAGE = 500
 
@@ -54,6 +56,24 @@ class Gate:
 
     capacity: int
     in_use: int = 0
+
+
+class Wave:
+    """Lines started together: each is planned, then all go to the desk in one turn of the
+    event loop, so their submissions meet in the batcher (few POSTs, many inputs each)."""
+
+    def __init__(self, size: int) -> None:
+        self.waiting = size
+        self.go = asyncio.Event()
+
+    def ready(self) -> None:
+        self.waiting -= 1
+        if self.waiting <= 0:
+            self.go.set()
+
+    async def ready_and_wait(self) -> None:
+        self.ready()
+        await self.go.wait()
 
 
 class Runner:
@@ -162,7 +182,7 @@ class Runner:
             assert key is not None
             todo = [
                 line
-                for line in await self.store.lines(batch_id, ("queued", "submitted"), PAGE)
+                for line in await self.store.lines(batch_id, PENDING, PAGE)
                 if line.n not in running
             ]
             if not todo and not running:
@@ -172,9 +192,12 @@ class Runner:
             # their submissions meet in the batcher and go up as a few multi-input POSTs.
             free = gate.capacity - gate.in_use
             if todo and (free >= max(1, gate.capacity // 2) or (free and not running)):
-                for line in todo[:free]:
+                lines = todo[:free]
+                await self._mark_submitting(batch, lines)
+                wave = Wave(len(lines))
+                for line in lines:
                     gate.in_use += 1
-                    task = asyncio.create_task(self._line(batch, door, key, line, gate))
+                    task = asyncio.create_task(self._line(batch, door, key, line, gate, wave))
                     running[line.n] = task
                     task.add_done_callback(functools.partial(_drop, running, line.n))
             if running:
@@ -199,6 +222,20 @@ class Runner:
             gate = self._gates[token] = Gate(most)
         return gate
 
+    async def _mark_submitting(self, batch: StoredBatch, lines: Sequence[Line]) -> None:
+        """Lines about to be submitted, marked so in one write. Should the gateway die before
+        a line's job ids are stored, the next one finds it ``submitting`` and submits it
+        again: the one window (a submission in flight) in which a line may run twice."""
+        again = [line.n for line in lines if line.state == "submitting"]
+        if again:
+            logger.warning(
+                "batch %s: %d lines were being submitted when their gateway stopped; they are "
+                "submitted again (a first job of theirs may have run too)", batch.id, len(again),
+            )  # fmt: skip
+        await self.store.submitting(
+            batch.id, [line.n for line in lines if line.state != "submitted"]
+        )
+
     # ------------------------------------------------------------------ a line
 
     async def _line(
@@ -208,10 +245,11 @@ class Runner:
         key: KeySettings,
         line: Line,
         gate: Gate,
+        wave: Wave,
     ) -> None:
         self.in_flight += 1
         try:
-            await self._answer(batch, door, key, line)
+            await self._answer(batch, door, key, line, wave)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -221,7 +259,7 @@ class Runner:
             gate.in_use -= 1
 
     async def _answer(
-        self, batch: StoredBatch, door: LineDoor, key: KeySettings, line: Line
+        self, batch: StoredBatch, door: LineDoor, key: KeySettings, line: Line, wave: Wave
     ) -> None:
         rt = self._rt
         assert rt is not None
@@ -246,9 +284,14 @@ class Runner:
         try:
             planned = await door.plan(front, key, str(batch.body["endpoint"]), line.request)
         except GatewayError as error:  # refused as the live endpoint would refuse it
+            wave.ready()
             await front.refuse(front.exchange(call), error)
             await store.finish(line, "error", door.refused(line.custom_id, request_id, error))
             return
+        except BaseException:
+            wave.ready()
+            raise
+        await wave.ready_and_wait()  # the wave's lines reach the batcher together
         resume = line.job_ids if line.state == "submitted" else ()
         if not resume:
             line.attempts += 1
@@ -300,7 +343,7 @@ class Runner:
         while page := await self.store.results(batch.id, after, PAGE):
             for n, kind, text in page:
                 after = n
-                if kind in ("cancelled", "expired", "queued", "submitted"):
+                if kind in ("cancelled", "expired", *PENDING):
                     import json
 
                     text = json.dumps(

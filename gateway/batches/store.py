@@ -7,9 +7,10 @@ Tables (``T`` is ``batches.table``), created when missing::
     T_lines  batch_id, n, custom_id, request (the line's body), state, attempts, job_ids,
              kind ('output' | 'error'), result (the output or error line)
 
-A line is ``queued``, then ``submitted`` (its job ids stored the moment the upstream gave
-them, so a restart follows those jobs rather than asking again), then ``done`` with a result;
-or ``cancelled`` / ``expired`` if it never ran. A batch is run by the gateway holding its lease.
+A line is ``queued``, ``submitting``, then ``submitted`` (its job ids stored the moment the
+upstream gave them, so a restart follows those jobs rather than asking again), then ``done``
+with a result; or ``cancelled`` / ``expired`` if it never ran. A batch is run by the gateway
+holding its lease.
 """
 
 from __future__ import annotations
@@ -234,6 +235,16 @@ class BatchStore:
             for r in rows
         ]  # fmt: skip
 
+    async def submitting(self, batch_id: str, numbers: Sequence[int]) -> None:
+        """These lines are about to be submitted (see ``Runner._mark_submitting``)."""
+        for start in range(0, len(numbers), 500):
+            part = numbers[start : start + 500]
+            await self.db.execute(
+                f"UPDATE {self.t}_lines SET state = 'submitting' WHERE batch_id = ? "
+                f"AND n IN ({', '.join('?' for _ in part)})",
+                (batch_id, *part),
+            )
+
     async def submitted(self, line: Line, job_ids: Sequence[str]) -> None:
         """The line's jobs exist upstream: from now on it is followed, never submitted again."""
         await self.db.execute(
@@ -260,7 +271,8 @@ class BatchStore:
     async def abandon(self, batch_id: str, state: str) -> int:
         """The lines not yet submitted will not be: ``cancelled`` or ``expired``."""
         return await self.db.count(
-            f"UPDATE {self.t}_lines SET state = ? WHERE batch_id = ? AND state = 'queued'",
+            f"UPDATE {self.t}_lines SET state = ? WHERE batch_id = ? "
+            "AND state IN ('queued', 'submitting')",
             (state, batch_id),
         )
 
@@ -275,7 +287,7 @@ class BatchStore:
             total=sum(by.values()),
             done=by.get(("done", "output"), 0),
             failed=by.get(("done", "error"), 0),
-            queued=by.get(("queued", None), 0),
+            queued=by.get(("queued", None), 0) + by.get(("submitting", None), 0),
             submitted=by.get(("submitted", None), 0),
         )
 
