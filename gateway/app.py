@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.anthropic import batches as anthropic_batches
 from gateway.anthropic import routes as anthropic
 from gateway.anthropic.messages import count_tokens, messages
 from gateway.anthropic.openapi import with_messages_api
@@ -156,17 +157,11 @@ def create_app(
         Route("/v1/responses/{response_id}", delete_response, methods=["DELETE"]),
         Route("/v1/responses/{response_id}/cancel", cancel_response, methods=["POST"]),
         Route("/v1/responses/{response_id}/input_items", list_input_items, methods=["GET"]),
-        Route("/v1/files", files.create_file, methods=["POST"]),
-        Route("/v1/files", files.list_files, methods=["GET"]),
-        Route("/v1/files/{file_id}", files.retrieve_file, methods=["GET"]),
-        Route("/v1/files/{file_id}", files.delete_file, methods=["DELETE"]),
-        Route("/v1/files/{file_id}/content", files.file_content, methods=["GET"]),
-        Route("/v1/batches", batches.create_batch, methods=["POST"]),
-        Route("/v1/batches", batches.list_batches, methods=["GET"]),
-        Route("/v1/batches/{batch_id}", batches.retrieve_batch, methods=["GET"]),
-        Route("/v1/batches/{batch_id}/cancel", batches.cancel_batch, methods=["POST"]),
+        *files.routes(),
+        *batches.routes(),
         Route("/v1/messages", messages, methods=["POST"]),
         Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
+        *anthropic_batches.routes(),
         Route("/v1/messages{rest:path}", anthropic.other_paths, methods=_ANY),
         Route(
             "/v1/models",

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.anthropic.batch_lines import AnthropicLines
 from gateway.auth import KeyRing, account_names
 from gateway.batches.service import BatchService
 from gateway.config import CONFIG_ENV, ConfigError, KeySettings, Settings, load_settings
@@ -33,6 +34,8 @@ from gateway.upstream.poller import PollerHub
 from gateway.upstream.relay import RelayFactory
 
 admin_log = logging.getLogger("gateway.admin")
+#: The wire formats whose batches the runner answers (see gateway/batches/lines.py).
+BATCH_DOORS = {"openai": OpenAILines(), "anthropic": AnthropicLines()}
 shutdown_log = logging.getLogger("gateway.shutdown")
 
 #: How long a successful upstream call keeps /readyz green without a fresh probe.
@@ -128,7 +131,9 @@ class Runtime:
             redactor=redactor,
             cache=ResponseCache.from_settings(settings, on_event=metrics.observe_cache),
             responses=ResponsesDoor(settings),
-            batches=BatchService(settings, {"openai": OpenAILines()}),
+            batches=BatchService(
+                settings, {"openai": OpenAILines(), "anthropic": AnthropicLines()}
+            ),
             key_service=key_service,
             tracing=build_tracing(settings.tracing, settings.logging.log_prompts),
         )

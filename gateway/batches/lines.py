@@ -36,6 +36,9 @@ class LineDoor(Protocol):
 
     #: The ledger's endpoint for a line (one row per line, marked as a batch by it).
     route: str
+    #: Whether a finished batch's results become files (OpenAI's output and error files) or
+    #: are read from the lines themselves (Anthropic's results).
+    writes_files: bool
 
     async def plan(self, front: FrontDesk, key: KeySettings, endpoint: str, body: Any) -> Planned:
         """Plan the line as the live endpoint would; a bad body raises its error."""

@@ -31,7 +31,7 @@ from gateway.batches.lines import LineDoor
 from gateway.batches.store import BatchStore, Line, StoredBatch
 from gateway.config import KeySettings
 from gateway.config_batches import BatchSettings
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, InternalError
 from gateway.serving.desk import Call, FrontDesk
 
 if TYPE_CHECKING:
@@ -252,8 +252,17 @@ class Runner:
             await self._answer(batch, door, key, line, wave)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            logger.exception("line %d of batch %s failed; it is tried again", line.n, batch.id)
+        except Exception:  # the gateway's own fault (its database, say): tried again
+            logger.exception("line %d of batch %s failed", line.n, batch.id)
+            with contextlib.suppress(Exception):
+                line.attempts = max(line.attempts, 1)
+                if line.attempts < self.settings.max_attempts:
+                    line.attempts += 1
+                    await self.store.retry(line)
+                else:
+                    error = InternalError("The gateway could not run this line.")
+                    result = door.refused(line.custom_id, f"{batch.id}-{line.n}", error)
+                    await self.store.finish(line, "error", result)
         finally:
             self.in_flight -= 1
             gate.in_use -= 1
@@ -317,7 +326,9 @@ class Runner:
             batch.body.setdefault("finalizing_at", now)
             if not await self.store.save(batch, was=("in_progress", "finalizing")):
                 return  # cancelled meanwhile: the next turn ends it so
-        output, errors = await self._write_results(batch, door)
+        output, errors = (
+            await self._write_results(batch, door) if door.writes_files else (None, None)
+        )
         counts = await self.store.counts(batch.id)
         batch.body["request_counts"] = {
             "total": counts.total, "completed": counts.done, "failed": counts.failed,

@@ -55,6 +55,12 @@ class Counts:
     failed: int = 0  # in the error file
     queued: int = 0
     submitted: int = 0
+    cancelled: int = 0
+    expired: int = 0
+
+    @property
+    def pending(self) -> int:
+        return self.queued + self.submitted
 
 
 _BATCH = "id, key_name, door, status, created_at, expires_at, body"
@@ -289,6 +295,8 @@ class BatchStore:
             failed=by.get(("done", "error"), 0),
             queued=by.get(("queued", None), 0) + by.get(("submitting", None), 0),
             submitted=by.get(("submitted", None), 0),
+            cancelled=by.get(("cancelled", None), 0),
+            expired=by.get(("expired", None), 0),
         )
 
     async def results(self, batch_id: str, after: int, limit: int) -> list[tuple[int, str, str]]:

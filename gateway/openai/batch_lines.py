@@ -122,6 +122,7 @@ class OpenAILines:
     """The OpenAI door's :class:`~gateway.batches.lines.LineDoor`."""
 
     route = "/v1/batches"
+    writes_files = True
 
     async def plan(self, front: FrontDesk, key: KeySettings, endpoint: str, body: Any) -> Planned:
         return await plan_line(front, key, endpoint, body)

@@ -17,6 +17,7 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from gateway.batches.jsonl import split_lines
 from gateway.batches.store import ACTIVE, Line, StoredBatch
@@ -220,3 +221,12 @@ async def _cancel(request: Request, front: FrontDesk, call: Call, ex: Exchange) 
 
 async def cancel_batch(request: Request) -> Response:
     return await served(request, "/v1/batches/{batch_id}/cancel", _cancel, openai_error)
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/v1/batches", create_batch, methods=["POST"]),
+        Route("/v1/batches", list_batches, methods=["GET"]),
+        Route("/v1/batches/{batch_id}", retrieve_batch, methods=["GET"]),
+        Route("/v1/batches/{batch_id}/cancel", cancel_batch, methods=["POST"]),
+    ]

@@ -13,6 +13,7 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
 
 from gateway.batches.files import StoredFile, new_file_id
 from gateway.batches.jsonl import LineCutter
@@ -188,3 +189,13 @@ async def _delete(request: Request, front: FrontDesk, call: Call, ex: Exchange) 
 
 async def delete_file(request: Request) -> Response:
     return await served(request, "/v1/files/{file_id}", _delete, openai_error)
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/v1/files", create_file, methods=["POST"]),
+        Route("/v1/files", list_files, methods=["GET"]),
+        Route("/v1/files/{file_id}", retrieve_file, methods=["GET"]),
+        Route("/v1/files/{file_id}", delete_file, methods=["DELETE"]),
+        Route("/v1/files/{file_id}/content", file_content, methods=["GET"]),
+    ]
