@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.batches.files import FileStore, StoredFile, new_file_id
 from gateway.batches.lines import LineDoor
+from gateway.batches.metrics import BatchMetrics
 from gateway.batches.store import BatchStore, Line, StoredBatch
 from gateway.config import KeySettings
 from gateway.config_batches import BatchSettings
@@ -96,11 +97,13 @@ class Runner:
         self._gates: dict[str, Gate] = {}
         self._loop: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        #: Lines of this gateway's batches being answered now (for the metrics).
-        self.in_flight = 0
+        self.metrics = BatchMetrics.create(None)  # on the gateway's registry once started
+        #: Lines not yet answered in the batches this gateway runs, by batch.
+        self._queued: dict[str, int] = {}
 
     def start(self, runtime: Runtime) -> None:
         self._rt = runtime
+        self.metrics = BatchMetrics.create(runtime.metrics.registry)
         self._loop = asyncio.create_task(self._scan_forever())
 
     def wake(self) -> None:
@@ -138,12 +141,19 @@ class Runner:
         held = await self.store.renew(list(self._tasks), self.owner, now, lease)
         for batch_id in set(self._tasks) - set(held):  # taken over by another: let it go
             self._tasks.pop(batch_id).cancel()
+        for batch_id in list(self._queued):
+            if batch_id in self._tasks:
+                self._queued[batch_id] = (await self.store.counts(batch_id)).pending
+            else:
+                del self._queued[batch_id]
+        self.metrics.queued.set(sum(self._queued.values()))
         for batch_id in await self.store.claimable(self.owner, now):
             if batch_id not in self._tasks and await self.store.claim(
                 batch_id, self.owner, now, lease
             ):
                 task = asyncio.create_task(self._run(batch_id))
                 self._tasks[batch_id] = task
+                self._queued[batch_id] = 0
                 task.add_done_callback(functools.partial(_drop, self._tasks, batch_id))
 
     # ------------------------------------------------------------------ a batch
@@ -247,7 +257,7 @@ class Runner:
         gate: Gate,
         wave: Wave,
     ) -> None:
-        self.in_flight += 1
+        self.metrics.in_flight.inc()
         try:
             await self._answer(batch, door, key, line, wave)
         except asyncio.CancelledError:
@@ -264,7 +274,7 @@ class Runner:
                     result = door.refused(line.custom_id, f"{batch.id}-{line.n}", error)
                     await self.store.finish(line, "error", result)
         finally:
-            self.in_flight -= 1
+            self.metrics.in_flight.dec()
             gate.in_use -= 1
 
     async def _answer(
@@ -296,6 +306,7 @@ class Runner:
             wave.ready()
             await front.refuse(front.exchange(call), error)
             await store.finish(line, "error", door.refused(line.custom_id, request_id, error))
+            self.metrics.count("failed")
             return
         except BaseException:
             wave.ready()
@@ -311,10 +322,13 @@ class Runner:
         except GatewayError as error:
             if retryable(error) and line.attempts < self.settings.max_attempts:
                 await store.retry(line)
+                self.metrics.count("retried")
                 return
             await store.finish(line, "error", door.refused(line.custom_id, request_id, error))
+            self.metrics.count("failed")
             return
         await store.finish(line, "output", door.output(line.custom_id, request_id, body))
+        self.metrics.count("done")
 
     # ------------------------------------------------------------------ the end
 

@@ -61,6 +61,10 @@ def results(api: openai.OpenAI, file_id: str | None) -> dict[str, dict[str, Any]
     return {x["custom_id"]: x for x in map(json.loads, text.splitlines())}
 
 
+def _metric(text: str, name: str) -> float:
+    return next(float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith(name + " "))
+
+
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server, Path]]:
     tmp = tmp_path_factory.mktemp("batches")
@@ -121,6 +125,11 @@ def test_a_chat_batch_answers_each_line_as_the_live_endpoint(
     after = httpx.get(emulator.url + "/emulator/stats").json()
     assert after["jobs_created"] - before["jobs_created"] == 31  # 30 lines + the live one
     assert after["submit_requests"] - before["submit_requests"] <= 8
+    # The runner's metrics: lines ended, none in flight or queued once it is done.
+    metrics = httpx.get(gateway.url + "/metrics").text
+    assert _metric(metrics, 'gateway_batch_lines_total{outcome="done"}') >= 30
+    assert _metric(metrics, 'gateway_batch_lines_total{outcome="failed"}') >= 2
+    assert _metric(metrics, "gateway_batch_lines_in_flight") == 0
     # One ledger row per line that ran, marked as a batch by its endpoint (a line refused
     # before it named a known model has none, as a live request would not).
     time.sleep(0.5)
