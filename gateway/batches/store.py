@@ -171,11 +171,14 @@ class BatchStore:
         return _batch(rows[0]) if rows else None
 
     async def page(
-        self, key_name: str | None, door: str, *, after: str | None, limit: int
+        self, key_name: str | None, door: str | None, *, after: str | None, limit: int
     ) -> list[StoredBatch]:
-        """A page of batches, newest first (``key_name`` None: every key's)."""
-        sql = f"SELECT {_BATCH} FROM {self.t} WHERE door = ?"
-        params: list[Any] = [door]
+        """A page of batches, newest first (``key_name``, ``door`` None: every key's, door's)."""
+        sql = f"SELECT {_BATCH} FROM {self.t} WHERE 1 = 1"
+        params: list[Any] = []
+        if door is not None:
+            sql += " AND door = ?"
+            params.append(door)
         if key_name is not None:
             sql += " AND key_name = ?"
             params.append(key_name)
@@ -194,6 +197,13 @@ class BatchStore:
         await self.db.execute(f"DELETE FROM {self.t} WHERE id = ?", (batch_id,))
 
     # ------------------------------------------------------------------ leases
+
+    async def lease(self, batch_id: str) -> tuple[str | None, float]:
+        """Who runs the batch, and until when (unix time) unless renewed."""
+        rows = await self.db.fetch(
+            f"SELECT owner, lease_until FROM {self.t} WHERE id = ?", (batch_id,)
+        )
+        return (rows[0][0], float(rows[0][1])) if rows else (None, 0.0)
 
     async def claim(self, batch_id: str, owner: str, now: float, lease: float) -> bool:
         """Take (or keep) a batch's lease: only when it is free, lapsed or already ours."""
