@@ -179,8 +179,11 @@ class FileStore:
         self, key_name: str, *, purpose: str | None, after: str | None, limit: int, order: str
     ) -> list[StoredFile]:
         """A page of the key's files, newest first (``order`` ``desc``) or oldest first."""
-        sql = f"SELECT {_COLUMNS} FROM {self.t} WHERE key_name = ? AND status = 'processed'"
-        params: list[Any] = [key_name]
+        sql = (
+            f"SELECT {_COLUMNS} FROM {self.t} WHERE key_name = ? AND status = 'processed' "
+            "AND expires_at > ?"
+        )
+        params: list[Any] = [key_name, time.time()]
         if purpose is not None:
             sql += " AND purpose = ?"
             params.append(purpose)

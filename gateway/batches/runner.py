@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("gateway.batches")
 
+#: Seconds between deletions of the files past ``files.retention_hours``.
+PURGE_INTERVAL = 60.0
 #: The states of a line still to answer.
 PENDING = ("queued", "submitting", "submitted")
 #: Lines read from the database at a time (to start, or to write into a result file).
@@ -100,6 +102,7 @@ class Runner:
         self.metrics = BatchMetrics.create(None)  # on the gateway's registry once started
         #: Lines not yet answered in the batches this gateway runs, by batch.
         self._queued: dict[str, int] = {}
+        self._purged = 0.0
 
     def start(self, runtime: Runtime) -> None:
         self._rt = runtime
@@ -138,6 +141,9 @@ class Runner:
         if not self.store.is_open:
             return  # not open yet (the database was unreachable at start-up)
         now, lease = time.time(), self.settings.lease_seconds
+        if now - self._purged >= PURGE_INTERVAL:  # files past their retention
+            self._purged = now
+            await self.files.purge(now)
         held = await self.store.renew(list(self._tasks), self.owner, now, lease)
         for batch_id in set(self._tasks) - set(held):  # taken over by another: let it go
             self._tasks.pop(batch_id).cancel()

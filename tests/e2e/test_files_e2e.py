@@ -7,6 +7,7 @@ arrives; files belong to the key that uploaded them.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -133,3 +134,16 @@ def test_files_in_a_directory(emulator: Server, tmp_path: Path) -> None:
         assert api.files.content(made.id).content == content
         api.files.delete(made.id)
         assert not (tmp_path / "files" / f"{made.id}.jsonl").exists()
+
+
+def test_a_file_past_its_retention_is_gone(emulator: Server, tmp_path: Path) -> None:
+    config = gateway_config(emulator.url, files={"retention_hours": 0.0005})  # 1.8 s
+    with running(start_gateway(tmp_path, config)) as server:
+        api = openai.OpenAI(base_url=server.url + "/v1", api_key=ALICE_KEY, max_retries=0)
+        made = api.files.create(file=("r.jsonl", _jsonl(1)), purpose="batch")
+        assert made.expires_at is not None and made.expires_at - made.created_at <= 2
+        assert api.files.retrieve(made.id).id == made.id
+        time.sleep(2.5)
+        with pytest.raises(openai.NotFoundError):
+            api.files.retrieve(made.id)
+        assert made.id not in [f.id for f in api.files.list()]
