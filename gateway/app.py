@@ -18,6 +18,7 @@ from gateway.anthropic import batches as anthropic_batches
 from gateway.anthropic import routes as anthropic
 from gateway.anthropic.messages import count_tokens, messages
 from gateway.anthropic.openapi import with_messages_api
+from gateway.batches import admin as batch_admin
 from gateway.config import Settings
 from gateway.console.routes import console_routes
 from gateway.demo import with_demo_defaults
@@ -159,6 +160,7 @@ def create_app(
         Route("/v1/responses/{response_id}/input_items", list_input_items, methods=["GET"]),
         *files.routes(),
         *batches.routes(),
+        *batch_admin.routes(),
         Route("/v1/messages", messages, methods=["POST"]),
         Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
         *anthropic_batches.routes(),

@@ -130,6 +130,21 @@ def paths() -> dict[str, Any]:
             "get": _op("One batch", _ok("The batch", _ref("Batch")), "401", "404",
                        parameters=batch_id),
         },
+        "/admin/batches": {
+            "get": _op(
+                "Every key's batches and their progress (admin key)",
+                _ok("The batches", {"type": "object"}), "400", "401", "404",
+                parameters=_query("key", "door", "limit"),
+            ),
+        },
+        "/admin/files/{file_id}/content": {
+            "get": _op(
+                "Any key's file, such as a batch's output or error file (admin key)",
+                {"description": "The JSONL", "content": {"application/octet-stream": {
+                    "schema": {"type": "string", "format": "binary"}}}},
+                "401", "404", parameters=file_id,
+            ),
+        },
         "/v1/batches/{batch_id}/cancel": {
             "post": _op(
                 "Cancel a batch: finished lines are kept, the rest cancelled",
