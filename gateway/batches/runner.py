@@ -103,6 +103,7 @@ class Runner:
         #: Lines not yet answered in the batches this gateway runs, by batch.
         self._queued: dict[str, int] = {}
         self._purged = 0.0
+        self._stopping = False
 
     def start(self, runtime: Runtime) -> None:
         self._rt = runtime
@@ -114,6 +115,14 @@ class Runner:
         self._wake.set()
 
     async def aclose(self) -> None:
+        """Stop: no new wave starts; the lines in flight may end (within the shutdown grace),
+        so none is left half-submitted; the batches' leases go to the next gateway at once."""
+        self._stopping = True
+        if self._loop is not None:
+            self._loop.cancel()
+        running = list(self._tasks.values())
+        if running and self._rt is not None:
+            await asyncio.wait(running, timeout=self._rt.settings.server.graceful_shutdown_seconds)
         tasks = [t for t in (self._loop, *self._tasks.values()) if t is not None]
         for task in tasks:
             task.cancel()
@@ -188,6 +197,10 @@ class Runner:
         running: dict[int, asyncio.Task[None]] = {}
         gate = self._gate(rt, key)
         while True:
+            if rt.shutting_down or self._stopping:  # no new wave; the lines in flight end
+                await asyncio.gather(*running.values(), return_exceptions=True)
+                await self.store.release(batch_id, self.owner)  # the next gateway, at once
+                return
             batch = await self.store.get(batch_id, None, None) or batch
             ending = _ending(batch, key)
             if ending is not None:
@@ -292,7 +305,10 @@ class Runner:
         request_id = f"{batch.id}-{line.n}"
         store = self.store
 
+        followed: list[Sequence[str]] = []
+
         async def submitted(job_ids: Sequence[str]) -> None:
+            followed.append(job_ids)
             try:
                 await store.submitted(line, job_ids)
             except Exception:  # answered all the same; only a restart would ask again
@@ -326,6 +342,11 @@ class Runner:
             await planned.complete(answer)
             body = planned.codec.render(answer)
         except GatewayError as error:
+            if rt.shutting_down or self._stopping:  # cut by the drain, not failed
+                if not (followed or resume):  # never submitted: queued again, untried
+                    line.attempts -= 1
+                    await store.retry(line)
+                return  # its jobs' ids are stored: followed by the next gateway
             if retryable(error) and line.attempts < self.settings.max_attempts:
                 await store.retry(line)
                 self.metrics.count("retried")
