@@ -141,3 +141,33 @@ def test_a_batch_past_its_window_expires_keeping_what_finished(
         assert expired and all(e["error"]["code"] == "batch_expired" for e in expired)
         assert done.request_counts is not None
         assert done.request_counts.completed == len(outputs)
+
+
+def _gauge(text: str, name: str) -> float:
+    values = [float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith(name)]
+    return sum(values)
+
+
+def test_batch_lines_hold_at_most_their_share_and_live_requests_still_run(
+    emulator: Server, tmp_path: Path
+) -> None:
+    config = _config(emulator, tmp_path, share=0.5)
+    config["upstream"]["max_jobs_per_token"] = 6
+    with running(start_gateway(tmp_path, config)) as gateway:
+        api = openai.OpenAI(base_url=gateway.url + "/v1", api_key=ALICE_KEY, max_retries=0)
+        lines = [line(f"s{i}", _words(i, 10, 20)) for i in range(30)]
+        uploaded = api.files.create(file=("in.jsonl", jsonl(lines)), purpose="batch")
+        made = api.batches.create(input_file_id=uploaded.id, endpoint=CHAT, completion_window="24h")
+        most = 0.0
+        live_answered = 0
+        while api.batches.retrieve(made.id).status not in ("completed", "failed"):
+            metrics = httpx.get(gateway.url + "/metrics").text
+            most = max(most, _gauge(metrics, "gateway_batch_lines_in_flight"))
+            if live_answered < 3:  # a live request gets one of the slots batches may not take
+                live = api.chat.completions.create(**chat("[[emulate:reply live]]"))  # type: ignore[call-overload]
+                assert live.choices[0].message.content == "live"
+                live_answered += 1
+            time.sleep(0.05)
+        assert live_answered == 3
+        assert 1 <= most <= 3  # half of the account's cap of 6
+        assert api.batches.retrieve(made.id).request_counts.completed == 30  # type: ignore[union-attr]
