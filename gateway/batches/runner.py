@@ -26,13 +26,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gateway.batches.files import FileStore, StoredFile, new_file_id
+from gateway.batches.files import FileStore
 from gateway.batches.lines import LineDoor
 from gateway.batches.metrics import BatchMetrics
+from gateway.batches.results import PENDING, write_results
 from gateway.batches.store import BatchStore, Line, StoredBatch
 from gateway.config import KeySettings
 from gateway.config_batches import BatchSettings
-from gateway.errors import GatewayError, InternalError
+from gateway.errors import GatewayError, InternalError, RateLimited
 from gateway.serving.desk import Call, FrontDesk
 
 if TYPE_CHECKING:
@@ -42,9 +43,7 @@ logger = logging.getLogger("gateway.batches")
 
 #: Seconds between deletions of the files past ``files.retention_hours``.
 PURGE_INTERVAL = 60.0
-#: The states of a line still to answer.
-PENDING = ("queued", "submitting", "submitted")
-#: Lines read from the database at a time (to start, or to write into a result file).
+#: Lines read from the database at a time.
 PAGE = 500
 
 
@@ -59,6 +58,11 @@ class Gate:
 
     capacity: int
     in_use: int = 0
+    #: Monotonic time before which no wave starts (the key was rate limited).
+    paused_until: float = 0.0
+
+    def pause(self, seconds: float) -> None:
+        self.paused_until = max(self.paused_until, time.monotonic() + seconds)
 
 
 class Wave:
@@ -220,7 +224,8 @@ class Runner:
             # Lines start in waves (half the gate free, or none running): started together,
             # their submissions meet in the batcher and go up as a few multi-input POSTs.
             free = gate.capacity - gate.in_use
-            if todo and (free >= max(1, gate.capacity // 2) or (free and not running)):
+            ready = time.monotonic() >= gate.paused_until
+            if ready and todo and (free >= max(1, gate.capacity // 2) or (free and not running)):
                 lines = todo[:free]
                 await self._mark_submitting(batch, lines)
                 wave = Wave(len(lines))
@@ -248,6 +253,8 @@ class Runner:
             if key is not None:
                 capacity = rt.completions.slots(token).batch_capacity
                 most = min(most, capacity) if capacity is not None else most
+                if key.max_concurrent is not None:  # more would only be refused (429)
+                    most = min(most, key.max_concurrent)
             gate = self._gates[token] = Gate(most)
         return gate
 
@@ -278,7 +285,7 @@ class Runner:
     ) -> None:
         self.metrics.in_flight.inc()
         try:
-            await self._answer(batch, door, key, line, wave)
+            await self._answer(batch, door, key, line, wave, gate)
         except asyncio.CancelledError:
             raise
         except Exception:  # the gateway's own fault (its database, say): tried again
@@ -297,7 +304,13 @@ class Runner:
             gate.in_use -= 1
 
     async def _answer(
-        self, batch: StoredBatch, door: LineDoor, key: KeySettings, line: Line, wave: Wave
+        self,
+        batch: StoredBatch,
+        door: LineDoor,
+        key: KeySettings,
+        line: Line,
+        wave: Wave,
+        gate: Gate,
     ) -> None:
         rt = self._rt
         assert rt is not None
@@ -347,6 +360,12 @@ class Runner:
                     line.attempts -= 1
                     await store.retry(line)
                 return  # its jobs' ids are stored: followed by the next gateway
+            if isinstance(error, RateLimited):  # the key's limits: wait, not a failed try
+                gate.pause(_retry_after(error))
+                line.attempts -= 0 if resume else 1
+                await store.retry(line)
+                self.metrics.count("retried")
+                return
             if retryable(error) and line.attempts < self.settings.max_attempts:
                 await store.retry(line)
                 self.metrics.count("retried")
@@ -368,7 +387,9 @@ class Runner:
             if not await self.store.save(batch, was=("in_progress", "finalizing")):
                 return  # cancelled meanwhile: the next turn ends it so
         output, errors = (
-            await self._write_results(batch, door) if door.writes_files else (None, None)
+            await write_results(self.store, self.files, batch, door)
+            if door.writes_files
+            else (None, None)
         )
         counts = await self.store.counts(batch.id)
         batch.body["request_counts"] = {
@@ -384,66 +405,15 @@ class Runner:
         await self.store.release(batch.id, self.owner)
         logger.info("batch %s %s: %s", batch.id, status, batch.body["request_counts"])
 
-    async def _write_results(
-        self, batch: StoredBatch, door: LineDoor
-    ) -> tuple[str | None, str | None]:
-        """The output and error files, written a page of lines at a time."""
-        made = {
-            kind: _ResultFile(self.files, batch, kind) for kind in ("output", "error")
-        }  # fmt: skip
-        after = -1
-        while page := await self.store.results(batch.id, after, PAGE):
-            for n, kind, text in page:
-                after = n
-                if kind in ("cancelled", "expired", *PENDING):
-                    import json
 
-                    text = json.dumps(
-                        door.not_run(text, "expired" if kind != "cancelled" else kind)
-                    )
-                    kind = "error"
-                await made[kind].add(text)
-        return await made["output"].close(), await made["error"].close()
-
-
-class _ResultFile:
-    """A batch's output or error file, written as its lines come (none if it has none)."""
-
-    def __init__(self, files: FileStore, batch: StoredBatch, kind: str) -> None:
-        now = time.time()
-        self.files = files
-        self.record = StoredFile(
-            new_file_id(), batch.key_name, f"{batch.id}_{kind}.jsonl", "batch_output", 0, 0,
-            now, now + files.settings.retention_hours * 3600, "uploading",
-        )  # fmt: skip
-        self._parts: list[str] = []
-        self._size = 0
-        self._seq = 0
-
-    async def add(self, line: str) -> None:
-        if self._seq == 0 and not self._parts:
-            await self.files.begin(self.record)
-        text = line + "\n"
-        self._parts.append(text)
-        self._size += len(text.encode())
-        self.record.lines += 1
-        if self._size >= self.files.settings.chunk_bytes:
-            await self._flush()
-
-    async def _flush(self) -> None:
-        if self._parts:
-            await self.files.append(self.record.id, self._seq, "".join(self._parts))
-            self.record.bytes += self._size
-            self._seq += 1
-            self._parts, self._size = [], 0
-
-    async def close(self) -> str | None:
-        if self.record.lines == 0:
-            return None
-        await self._flush()
-        self.record.status = "processed"
-        await self.files.commit(self.record)
-        return self.record.id
+def _retry_after(error: GatewayError) -> float:
+    """Seconds the refusal says to wait (``retry-after-ms``, ``retry-after``), else 1."""
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        try:
+            return float(error.headers[name]) / scale
+        except (KeyError, ValueError):
+            continue
+    return 1.0
 
 
 def _drop(tasks: dict[Any, asyncio.Task[None]], name: Any, task: asyncio.Task[None]) -> None:

@@ -171,3 +171,25 @@ def test_batch_lines_hold_at_most_their_share_and_live_requests_still_run(
         assert live_answered == 3
         assert 1 <= most <= 3  # half of the account's cap of 6
         assert api.batches.retrieve(made.id).request_counts.completed == 30  # type: ignore[union-attr]
+
+
+def test_a_keys_concurrency_limit_bounds_its_lines_instead_of_failing_them(
+    emulator: Server, tmp_path: Path
+) -> None:
+    config = _config(emulator, tmp_path)
+    config["keys"][0] = {**config["keys"][0], "max_concurrent": 2}
+    with running(start_gateway(tmp_path, config)) as gateway:
+        api = openai.OpenAI(base_url=gateway.url + "/v1", api_key=ALICE_KEY, max_retries=0)
+        lines = [line(f"c{i}", _words(i, 4, 40)) for i in range(12)]
+        uploaded = api.files.create(file=("in.jsonl", jsonl(lines)), purpose="batch")
+        made = api.batches.create(input_file_id=uploaded.id, endpoint=CHAT, completion_window="24h")
+        done = wait_done(api, made.id)
+        assert done.request_counts is not None
+        assert (done.request_counts.completed, done.request_counts.failed) == (12, 0)
+        time.sleep(0.5)
+    with sqlite3.connect(tmp_path / "ledger.db") as db:
+        outcomes = db.execute(
+            "SELECT outcome, COUNT(*) FROM gateway_usage WHERE endpoint = '/v1/batches' "
+            "GROUP BY outcome"
+        ).fetchall()
+    assert outcomes == [("ok", 12)]  # no line was refused by the key's own limit
