@@ -157,6 +157,7 @@ class Runner:
         if now - self._purged >= PURGE_INTERVAL:  # files past their retention
             self._purged = now
             await self.files.purge(now)
+            await self.store.purge(now - self.files.settings.retention_hours * 3600)
         held = await self.store.renew(list(self._tasks), self.owner, now, lease)
         for batch_id in set(self._tasks) - set(held):  # taken over by another: let it go
             self._tasks.pop(batch_id).cancel()

@@ -192,6 +192,17 @@ class BatchStore:
         params.append(limit)
         return [_batch(row) for row in await self.db.fetch(sql, params)]
 
+    async def purge(self, before: float) -> int:
+        """Delete the ended batches made before ``before`` (unix time), with their lines."""
+        marks = ", ".join("?" for _ in ACTIVE)
+        rows = await self.db.fetch(
+            f"SELECT id FROM {self.t} WHERE created_at < ? AND status NOT IN ({marks})",
+            (before, *ACTIVE),
+        )
+        for (batch_id,) in rows:
+            await self.delete(str(batch_id))
+        return len(rows)
+
     async def delete(self, batch_id: str) -> None:
         await self.db.execute(f"DELETE FROM {self.t}_lines WHERE batch_id = ?", (batch_id,))
         await self.db.execute(f"DELETE FROM {self.t} WHERE id = ?", (batch_id,))

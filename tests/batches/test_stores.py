@@ -97,5 +97,11 @@ async def test_batches_leases_lines_and_counts(stores: tuple[FileStore, BatchSto
     batch.status = "in_progress"
     assert not await store.save(batch, was=("validating",))  # a cancel is not overwritten
     assert [b.id for b in await store.page(None, None, after=None, limit=5)] == ["b1"]
+    assert await store.purge(now + 1) == 0  # still active (cancelling): kept
+    batch.status = "cancelled"
+    await store.save(batch)
+    assert await store.purge(now - 1) == 0  # made after the cut-off: kept
+    assert await store.purge(now + 1) == 1
+    assert await store.lines("b1", ("submitted",), 10) == []
     await store.delete("b1")
     assert await store.get("b1", None, None) is None
