@@ -12,6 +12,7 @@ from typing import Any
 
 from gateway.anthropic.batch_lines import AnthropicLines
 from gateway.auth import KeyRing, account_names
+from gateway.batches.lines import LineDoor
 from gateway.batches.service import BatchService
 from gateway.config import CONFIG_ENV, ConfigError, KeySettings, Settings, load_settings
 from gateway.engine.cache import ResponseCache
@@ -34,8 +35,13 @@ from gateway.upstream.poller import PollerHub
 from gateway.upstream.relay import RelayFactory
 
 admin_log = logging.getLogger("gateway.admin")
-#: The wire formats whose batches the runner answers (see gateway/batches/lines.py).
-BATCH_DOORS = {"openai": OpenAILines(), "anthropic": AnthropicLines()}
+
+
+def batch_doors() -> dict[str, LineDoor]:
+    """The wire formats whose batches the runner answers (see gateway/batches/lines.py)."""
+    return {"openai": OpenAILines(), "anthropic": AnthropicLines()}
+
+
 shutdown_log = logging.getLogger("gateway.shutdown")
 
 #: How long a successful upstream call keeps /readyz green without a fresh probe.
