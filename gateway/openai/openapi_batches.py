@@ -8,6 +8,7 @@ from typing import Any
 _ERRORS = {
     "400": "Invalid request (a bad field, a malformed form).",
     "401": "Missing or unknown API key.",
+    "403": "A gateway key where an admin key is needed.",
     "404": "No such file or batch for this key.",
     "409": "The batch can no longer be cancelled.",
     "413": "The upload is larger than files.max_bytes, or has too many or too long lines.",
@@ -133,7 +134,7 @@ def paths() -> dict[str, Any]:
         "/admin/batches": {
             "get": _op(
                 "Every key's batches and their progress (admin key)",
-                _ok("The batches", {"type": "object"}), "400", "401", "404",
+                _ok("The batches", {"type": "object"}), "400", "401", "403", "404", "503",
                 parameters=_query("key", "door", "limit"),
             ),
         },
@@ -142,7 +143,7 @@ def paths() -> dict[str, Any]:
                 "Any key's file, such as a batch's output or error file (admin key)",
                 {"description": "The JSONL", "content": {"application/octet-stream": {
                     "schema": {"type": "string", "format": "binary"}}}},
-                "401", "404", parameters=file_id,
+                "401", "403", "404", "503", parameters=file_id,
             ),
         },
         "/v1/batches/{batch_id}/cancel": {

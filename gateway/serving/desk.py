@@ -262,6 +262,7 @@ class FrontDesk:
         ends they are corrected to what it cost, and its record carries the whole usage."""
         rt, key = self.rt, call.key
         exchange = self.exchange(call)
+        exchange.resumed = True  # its in-flight row, if any, is the stopped process's
         self.describe(exchange, plan)
         run = Run(self, plan, exchange, estimate(plan, rt.settings.limits), {})
         team = self.team(key)
