@@ -18,10 +18,14 @@ from starlette.routing import Route
 from gateway.admin.live import live_snapshot
 from gateway.admin.openapi import with_admin_api
 from gateway.admin.routes import admin_routes
+from gateway.anthropic import batches as anthropic_batches
 from gateway.anthropic import routes as anthropic
+from gateway.anthropic.batch_lines import AnthropicLines
 from gateway.anthropic.errors import error_shape as anthropic_error_shape
 from gateway.anthropic.messages import count_tokens, messages
 from gateway.anthropic.openapi import with_messages_api
+from gateway.batches.lines import LineDoor
+from gateway.batches.service import BatchService
 from gateway.config import LimitSettings, Settings
 from gateway.console.routes import console_routes
 from gateway.demo import demo_admin_key, with_demo_defaults
@@ -40,6 +44,8 @@ from gateway.ollama.errors import error_shape as ollama_error_shape
 from gateway.ollama.listener import OllamaListenerMiddleware
 from gateway.ollama.openapi import with_ollama_api
 from gateway.ollama.routes import ollama_routes
+from gateway.openai import batches, files
+from gateway.openai.batch_lines import OpenAILines
 from gateway.openai.chat import chat_completions, completions
 from gateway.openai.models import get_model, list_models
 from gateway.openai.openapi import openapi_document as openai_document
@@ -142,6 +148,11 @@ async def _metrics(request: Request) -> Response:
     return Response(body, media_type=content_type)
 
 
+def batch_doors(responses: ResponsesDoor) -> dict[str, LineDoor]:
+    """The wire formats whose batches the runner answers (see gateway/batches/lines.py)."""
+    return {"openai": OpenAILines(responses), "anthropic": AnthropicLines()}
+
+
 def create_app(
     settings: Settings, metrics: Metrics | None = None, logging_setup: LoggingSetup | None = None
 ) -> Starlette:
@@ -178,6 +189,10 @@ def create_app(
             stack.push_async_callback(responses.aclose)
             await responses.start(runtime)
             app.state.responses = responses
+            batch_service = BatchService(effective, runtime.databases, batch_doors(responses))
+            stack.push_async_callback(batch_service.aclose)
+            await batch_service.start(runtime)
+            app.state.batches = batch_service
             if settings.upstream.base_url is not None:
                 stack.enter_context(reload_on_sighup(runtime.reload))
             stack.enter_context(drain_on_signal(runtime.begin_drain))
@@ -199,8 +214,11 @@ def create_app(
         Route("/v1/responses/{response_id}", delete_response, methods=["DELETE"]),
         Route("/v1/responses/{response_id}/cancel", cancel_response, methods=["POST"]),
         Route("/v1/responses/{response_id}/input_items", list_input_items, methods=["GET"]),
+        *files.routes(),
+        *batches.routes(),
         Route("/v1/messages", messages, methods=["POST"]),
         Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
+        *anthropic_batches.routes(),
         Route("/v1/messages{rest:path}", anthropic.other_paths, methods=_ANY),
         Route(
             "/v1/models",

@@ -240,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_key_commands(keys_sub)
     add_team_commands(sub)
+    from gateway.batches.cli import add_batch_commands
+
+    add_batch_commands(sub)
 
     usage = sub.add_parser("usage", help="print usage by key and model from the ledger")
     usage.add_argument("--config", help=f"YAML config file (default: ${CONFIG_ENV})")

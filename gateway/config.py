@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.config_batches import BatchSettings, FileSettings
 from gateway.config_env import ConfigError as ConfigError
 from gateway.config_env import interpolate as interpolate
 from gateway.config_env import interpolate_tree
@@ -41,20 +42,8 @@ CONFIG_ENV = "GATEWAY_CONFIG"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 DEFAULT_FINISHED = ("completed", "complete", "finished", "done", "success", "succeeded", "ended")
-DEFAULT_FAILED = (
-    "failed",
-    "failure",
-    "error",
-    "errored",
-    "cancelled",
-    "canceled",
-    "aborted",
-    "killed",
-    "timeout",
-    "timedout",
-    "expired",
-    "rejected",
-)
+_FAILED = "failed failure error errored cancelled canceled aborted killed timeout timedout expired"
+DEFAULT_FAILED = tuple(f"{_FAILED} rejected".split())
 
 
 #: What ``redis.url`` and ``ledger.url`` may start with (the clients that open them).
@@ -405,6 +394,8 @@ class Settings(_Frozen):
     redis: RedisSettings = RedisSettings()
     ledger: LedgerSettings = LedgerSettings()
     responses: ResponsesSettings = ResponsesSettings()
+    files: FileSettings = FileSettings()
+    batches: BatchSettings = BatchSettings()
     admin: AdminSettings = AdminSettings()
     key_store: KeyStoreSettings = KeyStoreSettings()
     logging: LoggingSettings = LoggingSettings()

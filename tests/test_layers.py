@@ -43,6 +43,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "gateway.config_env",
         "gateway.config_errors",
         "gateway.config_ollama",
+        "gateway.config_batches",
         "gateway.errors",
         "gateway.config",
     ),
@@ -61,6 +62,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("gateway.runtime",),
     # The front desk: the one request lifecycle every door calls; the runtime of a request.
     ("gateway.serving", "gateway.state"),
+    # Files, batches and their runner: each line through the front desk; the doors serve them.
+    ("gateway.batches",),
     DOORS,
     ("gateway.app", "gateway.cli", "gateway.__main__"),
 )

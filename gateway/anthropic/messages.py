@@ -17,7 +17,8 @@ from starlette.responses import JSONResponse, Response
 
 from gateway.anthropic.answers import MessageCodec
 from gateway.anthropic.errors import error_response
-from gateway.anthropic.protocol import CountTokensRequest, MessagesRequest
+from gateway.anthropic.planning import plan_message
+from gateway.anthropic.protocol import CountTokensRequest
 from gateway.anthropic.translate import conversation
 from gateway.config import LimitSettings
 from gateway.engine.catalog import ModelCatalog
@@ -38,18 +39,10 @@ def _errors(request: Request) -> Callable[[GatewayError, dict[str, str]], Respon
     return lambda error, headers: error_response(error, headers, rid)
 
 
-def _planned(
-    data: Any, catalog: ModelCatalog, limits: LimitSettings, timeout: float | None
-) -> Plan:
-    wire = validate(MessagesRequest, data)
-    catalog.resolve(wire.model)  # an unknown model is a 404 before the content is looked at
-    return plan_conversation(conversation(wire), catalog, limits, timeout)
-
-
 async def _plan(ctx: RequestContext) -> tuple[Plan, Codec]:
     # The key's view of the catalog: a model it may not use does not exist. Off the loop:
     # the client's tool schemas are checked while planning.
-    plan = await ctx.offload(_planned, ctx.data, ctx.catalog, ctx.limits, ctx.client_timeout)
+    plan = await ctx.offload(plan_message, ctx.data, ctx.catalog, ctx.limits, ctx.client_timeout)
     return plan, MessageCodec(plan.model.name, plan.prompt_tokens, ctx.exchange)
 
 

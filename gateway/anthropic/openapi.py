@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.anthropic import openapi_batches
+
 ERROR_STATUSES = {
     "400": "invalid_request_error: a malformed request, a refused block or field.",
     "401": "authentication_error: a missing or unknown key (x-api-key or Bearer).",
@@ -175,11 +177,11 @@ def schemas() -> dict[str, Any]:
 def with_messages_api(doc: dict[str, Any]) -> dict[str, Any]:
     """``doc`` (the OpenAI door's document) with this door's routes, schemas and key header."""
     security: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
-    for path, item in paths().items():
+    for path, item in {**paths(), **openapi_batches.paths()}.items():
         for operation in item.values():
             operation.setdefault("security", security)
         doc["paths"][path] = item
-    doc["components"]["schemas"].update(schemas())
+    doc["components"]["schemas"].update({**schemas(), **openapi_batches.schemas()})
     doc["components"]["securitySchemes"]["apiKey"] = {
         "type": "apiKey",
         "in": "header",

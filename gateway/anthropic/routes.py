@@ -14,7 +14,7 @@ from gateway.anthropic.errors import error_response
 from gateway.anthropic.models import model_object, model_page, wants_anthropic
 from gateway.engine.catalog import is_pattern
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound
-from gateway.http.common import request_id
+from gateway.http.common import allowed_methods, request_id
 from gateway.serving.desk import FrontDesk
 from gateway.state import runtime
 
@@ -65,11 +65,15 @@ SERVED = ("", "/", "/count_tokens")
 
 
 async def other_paths(request: Request) -> Response:
-    """The rest of ``/v1/messages...``: a wrong method on a served route, or an unknown path
-    (the batches API, mostly, which is not served), in this door's error shape."""
+    """The rest of ``/v1/messages...``: a wrong method on a served route, or an unknown path,
+    in this door's error shape."""
     path = request.url.path
     error: GatewayError
-    if request.path_params.get("rest", "") in SERVED:
+    allowed = allowed_methods(request)  # the Message Batches' routes, say
+    if allowed and request.method not in allowed:
+        message = f"Method {request.method} is not allowed on {path}; use {' or '.join(allowed)}."
+        error = MethodNotAllowed(message, headers={"allow": ", ".join(allowed)})
+    elif request.path_params.get("rest", "") in SERVED:
         message = f"Method {request.method} is not allowed on {path}; use POST."
         error = MethodNotAllowed(message, headers={"allow": "POST"})
     else:

@@ -43,12 +43,14 @@ class Submitted:
     #: True for a request that joined another's jobs (it holds no place in the job cap).
     shared: bool = False
     on_release: Callable[[], None] | None = field(default=None, repr=False)
+    #: Its slots were taken as a batch line's (see :class:`~gateway.upstream.slots.Share`).
+    batch: bool = False
 
     def release(self) -> None:
         """Give back this request's share of the account's job cap (once)."""
         if not self.released:
             self.released = True
-            self.slots.release(len(self.ids))
+            self.slots.release(len(self.ids), batch=self.batch)
         if self.on_release is not None:
             done, self.on_release = self.on_release, None
             done()
@@ -89,7 +91,10 @@ class Completions:
         if slots is None:
             upstream = self._settings.upstream
             slots = JobSlots(
-                upstream.max_jobs_per_token, upstream.queue_size_per_token, self._on_slot_wait
+                upstream.max_jobs_per_token,
+                upstream.queue_size_per_token,
+                self._on_slot_wait,
+                batch_share=self._settings.batches.share,
             )
             self._slots[token] = slots
         return slots
@@ -178,19 +183,19 @@ class Completions:
                     deadline=deadline,
                 )
         except UpstreamFailure as failure:
-            slots.release(plan.n_choices)
+            slots.release(plan.n_choices, batch=fair.batch)
             raise failure.to_gateway_error() from None
         except TimeoutError:
-            slots.release(plan.n_choices)
+            slots.release(plan.n_choices, batch=fair.batch)
             raise DeadlineExceeded(
                 "The upstream did not accept the job within the request's deadline of "
                 f"{plan.timeout:g} s."
             ) from None
         except BaseException:
-            slots.release(plan.n_choices)
+            slots.release(plan.n_choices, batch=fair.batch)
             raise
         poller = self._hub.poller(key.upstream_token, account)
-        return Submitted(ids, poller, slots, token=key.upstream_token)
+        return Submitted(ids, poller, slots, token=key.upstream_token, batch=fair.batch)
 
     async def resubmit(self, plan: Plan, jobs: Submitted, choice: ChoiceState) -> None:
         """Ask again for ``choice``'s answer, which did not fit; its job then follows the new one.

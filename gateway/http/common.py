@@ -9,6 +9,7 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from gateway.errors import GatewayError
 from gateway.http.middleware import new_request_id
@@ -61,3 +62,18 @@ def deadline_cap(request: Request, data: dict[str, Any]) -> float | None:
     if timeout is None or timeout <= 0 or data.get("stream") is True:
         return None
     return timeout - min(1.0, 0.05 * timeout)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods the app's own routes serve at this path (another method is a 405).
+
+    Read from the router, so the answer always matches the routes (and ``/openapi.json``).
+    """
+    path = request.url.path
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        catch_all = not isinstance(route, Route) or "{rest" in route.path
+        if not catch_all and route.methods and route.path_regex.match(path):
+            methods |= route.methods
+    methods.discard("HEAD")
+    return sorted(methods)

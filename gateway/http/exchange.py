@@ -38,6 +38,9 @@ class Exchange:
     log_rewrites: int = 0
     ignored: list[str] = field(default_factory=list)  # request fields accepted, not forwarded
     cached: bool = False  # answered from the response cache
+    #: Follows jobs another process submitted (a resumed run): its final ledger row replaces
+    #: that process's in-flight row, which this process never wrote.
+    resumed: bool = False
     tokens_saved: int = 0  # tokens the grid did not generate again for this answer
     jobs_saved: int = 0  # upstream jobs not created: a hit's choices, or jobs joined
     cleanups: list[Callable[[Exchange], Awaitable[None]]] = field(default_factory=list)

@@ -160,10 +160,11 @@ class Ledger:
             if len(self._begun) > 4 * self.capacity:  # a request never completed: forget it
                 self._begun.pop(next(iter(self._begun)))
 
-    def complete(self, record: UsageRecord) -> None:
-        """The request ended: its final row, in place of the in-flight one if there was one."""
+    def complete(self, record: UsageRecord, *, replaces: bool = False) -> None:
+        """The request ended: its final row, in place of the in-flight one if there was one.
+        ``replaces``: an in-flight row of the same request id may be in the database although
+        this process did not write it (a run resumed after another process stopped)."""
         begun = self._begun.pop(_request(record), None)
-        replaces = False
         if begun is not None:
             if begun.taken:
                 replaces = True  # it may be in the database: the final row replaces it

@@ -171,9 +171,9 @@ class SqlLedgerStore:
                 [self._row(record) for record in records],
             )
             # After the inserts: an in-flight row retried in this very batch (its first write
-            # failed) goes too, not only one already in the table. A request is its id, key and
-            # start together: a client's x-request-id may repeat, another request's row stays.
-            ending = [self._identity(r) for r in finals if r.request_id in replaced]
+            # failed) goes too, not only one already in the table. Rows are a request's by its
+            # id and key together: a client's x-request-id may repeat, another key's row stays.
+            ending = [self._identity(r)[:2] for r in finals if r.request_id in replaced]
             if ending:
                 await tx.execute_many(same_request_sql(self.table, final=False), ending)
 
@@ -279,13 +279,15 @@ def report_query(
 
 
 def same_request_sql(table: str, *, final: bool) -> str:
-    """Deletes one request's final rows (``final``) or its in-flight rows: the request is its
-    id, key and start time (parameters 1-3)."""
-    which = "<>" if final else "="
-    return (
-        f'DELETE FROM {table} WHERE request_id = ? AND key_name = ? AND "time" = ? '
-        f"AND outcome {which} '{IN_FLIGHT}'"
-    )
+    """Deletes one request's final rows (``final``: its id, key and start time, parameters
+    1-3, so a batch written again writes its rows once) or its in-flight rows (its id and key,
+    parameters 1-2: a run resumed by another process has a start of its own)."""
+    if final:
+        return (
+            f'DELETE FROM {table} WHERE request_id = ? AND key_name = ? AND "time" = ? '
+            f"AND outcome <> '{IN_FLIGHT}'"
+        )
+    return f"DELETE FROM {table} WHERE request_id = ? AND key_name = ? AND outcome = '{IN_FLIGHT}'"
 
 
 def interrupted_sql(table: str) -> str:

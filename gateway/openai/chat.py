@@ -13,8 +13,7 @@ from starlette.responses import Response
 from gateway.engine.planning import Plan
 from gateway.http.bodies import validate
 from gateway.http.responses import openai_error
-from gateway.openai.answers import AnswerShape
-from gateway.openai.codec import CompletionCodec
+from gateway.openai.codec import CompletionCodec, completion_codec
 from gateway.openai.protocol import ChatCompletionRequest, CompletionRequest
 from gateway.openai.translate import plan_chat, plan_text
 from gateway.serving.answers import Codec
@@ -22,9 +21,7 @@ from gateway.serving.web import RequestContext, serve
 
 
 def _codec(ctx: RequestContext, kind: str, plan: Plan) -> CompletionCodec:
-    fingerprint = ctx.runtime.settings.server.system_fingerprint
-    shape = AnswerShape(kind, plan.model.name, fingerprint, include_usage=plan.include_usage)
-    return CompletionCodec(shape, plan)
+    return completion_codec(ctx.runtime.settings.server.system_fingerprint, kind, plan)
 
 
 async def _plan_chat(ctx: RequestContext) -> tuple[Plan, Codec]:

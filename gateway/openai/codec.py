@@ -126,3 +126,9 @@ def custom(name: str, arguments: str) -> dict[str, str]:
         return {"name": name, "input": arguments}
     text = value.get("input") if isinstance(value, dict) else value
     return {"name": name, "input": text if isinstance(text, str) else json.dumps(text)}
+
+
+def completion_codec(fingerprint: str, kind: str, plan: Plan) -> CompletionCodec:
+    """How a ``chat`` or ``text`` completion's answer is written (live, or a batch line's)."""
+    shape = AnswerShape(kind, plan.model.name, fingerprint, include_usage=plan.include_usage)
+    return CompletionCodec(shape, plan)

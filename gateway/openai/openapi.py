@@ -14,6 +14,7 @@ from importlib import metadata
 from typing import Any
 
 from gateway.config import LimitSettings
+from gateway.openai import openapi_batches as batches_openapi
 from gateway.openai.openapi_answers import answer_schemas, with_headers
 from gateway.openai.openapi_console import console_paths
 from gateway.openai.responses import openapi as responses_openapi
@@ -376,6 +377,7 @@ def openapi_document(limits: LimitSettings | None = None) -> dict[str, Any]:
                 "post": _completion_operation("Text completion", "CompletionRequest", "Completion")
             },
             **responses_openapi.paths(),
+            **batches_openapi.paths(),
             "/v1/models": {
                 "get": {
                     "summary": "The models this key may use",
@@ -492,6 +494,11 @@ def openapi_document(limits: LimitSettings | None = None) -> dict[str, Any]:
                     "description": "A gateway key (never the upstream token).",
                 }
             },
-            "schemas": {**_schemas(limits), **answer_schemas(), **responses_openapi.schemas()},
+            "schemas": {
+                **_schemas(limits),
+                **answer_schemas(),
+                **responses_openapi.schemas(),
+                **batches_openapi.schemas(),
+            },
         },
     }

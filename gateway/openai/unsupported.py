@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from gateway.errors import MethodNotAllowed, NotFound
+from gateway.http.common import allowed_methods as allowed_methods
 from gateway.http.common import error_response
 
 UNSUPPORTED_PREFIXES = (
@@ -14,10 +14,8 @@ UNSUPPORTED_PREFIXES = (
     "images",
     "audio",
     "moderations",
-    "files",
     "fine_tuning",
     "fine-tunes",
-    "batches",
     "assistants",
     "threads",
     "vector_stores",
@@ -35,21 +33,6 @@ UNSUPPORTED_PREFIXES = (
     "projects",
     "content_provenance_checks",
 )
-
-
-def allowed_methods(request: Request) -> list[str]:
-    """The methods the app's own routes serve at this path (another method is a 405).
-
-    Read from the router, so the answer always matches the routes (and ``/openapi.json``).
-    """
-    path = request.url.path
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        catch_all = not isinstance(route, Route) or "{rest" in route.path
-        if not catch_all and route.methods and route.path_regex.match(path):
-            methods |= route.methods
-    methods.discard("HEAD")
-    return sorted(methods)
 
 
 async def unsupported(request: Request) -> Response:

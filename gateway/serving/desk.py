@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, cast
 
 from gateway.config import KeySettings, ModelSettings
@@ -64,6 +64,14 @@ class Call:
     #: Called once admitted, before any job is submitted (a background run stores its row
     #: then: a row lost after submitting would be a lost answer).
     on_admitted: Callable[[], Awaitable[None]] | None = field(default=None, compare=False)
+    #: A line of a batch: its job slots are taken in the batch class (below live requests).
+    batch: bool = False
+    #: Called with the job ids once submitted, before they are followed (a batch line stores
+    #: them: a restarted gateway follows them instead of submitting the line again). It
+    #: must not raise.
+    on_submitted: Callable[[Sequence[str]], Awaitable[None]] | None = field(
+        default=None, compare=False
+    )
 
 
 class Run:
@@ -175,11 +183,12 @@ class FrontDesk:
             await self.refuse(exchange, error)
             raise
 
-    async def answer(self, call: Call, plan: Plan) -> Answer:
+    async def answer(self, call: Call, plan: Plan, resume: Sequence[str] = ()) -> Answer:
         """One whole answer, for a caller with no client to stream to (a batch line): the
         request is admitted, run, charged and recorded like any other; a refusal or a
-        failure is raised (already recorded)."""
-        run = await self.open(call, plan)
+        failure is raised (already recorded). With ``resume`` (job ids a gateway submitted
+        before it stopped) those jobs are followed instead (see :meth:`resume`)."""
+        run = self.resume(call, plan, resume) if resume else await self.open(call, plan)
         try:
             return await run.collect()
         except GatewayError as error:
@@ -222,6 +231,7 @@ class FrontDesk:
             await call.on_admitted()
         deadline = asyncio.get_running_loop().time() + (call.timeout or plan.timeout)
         shared = entry is not None and settings.cache.share_jobs
+        fair = rt.key_service.share(key)
         jobs = await rt.completions.submit(
             key,
             account,
@@ -229,10 +239,12 @@ class FrontDesk:
             deadline,
             # Jobs are shared only within the upstream account that runs and bills them.
             share=cache_key(plan, account) if shared else None,
-            fair=rt.key_service.share(key),
+            fair=replace(fair, batch=True) if call.batch else fair,
             on_slot=lambda: exchange.mark("slot"),
         )
         self._follow(call, run, jobs, deadline)
+        if call.on_submitted is not None:
+            await call.on_submitted(jobs.ids)
         if entry is not None and policy.store:
             choices = run.choices
             run.events = rt.cache.recording(
@@ -250,6 +262,7 @@ class FrontDesk:
         ends they are corrected to what it cost, and its record carries the whole usage."""
         rt, key = self.rt, call.key
         exchange = self.exchange(call)
+        exchange.resumed = True  # its in-flight row, if any, is the stopped process's
         self.describe(exchange, plan)
         run = Run(self, plan, exchange, estimate(plan, rt.settings.limits), {})
         team = self.team(key)

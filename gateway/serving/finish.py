@@ -38,7 +38,7 @@ async def finish(rt: Runtime, exchange: Exchange) -> None:
     for _ in range(exchange.log_rewrites):
         metrics.count_log_rewrite()
     if exchange.key_name is not None and exchange.model is not None:
-        rt.ledger.complete(_usage(rt, exchange))
+        rt.ledger.complete(_usage(rt, exchange), replaces=exchange.resumed)
     exchange.mark("finished")
     rt.tracing.record(exchange)
     log_request(

@@ -51,7 +51,7 @@ def test_my_usage_chart_matches_v1_usage(page: Page, console_gateway: Server) ->
     for row in rows:
         segment = bar.locator("rect title", has_text=f"· {row['model']}:")
         tokens = row["total_tokens"]
-        expect(segment).to_have_text(f"{today()[5:]} · {row['model']}: {tokens} tokens")
+        expect(segment).to_have_text(f"{today()[5:]} · {row['model']}: {tokens:,} tokens")
     page.get_by_label("Show", exact=True).select_option("requests")
     expect(bar).to_have_attribute("data-value", str(sum(r["requests"] for r in rows)))
     limits = page.get_by_role("region", name="Limits and budgets")

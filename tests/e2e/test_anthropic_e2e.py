@@ -376,9 +376,12 @@ def test_a_failure_after_the_stream_began_is_an_error_event(gateway: Server) -> 
 
 def test_unknown_message_paths_and_methods_answer_in_anthropics_shape(gateway: Server) -> None:
     headers = {"x-api-key": ALICE_KEY}
+    unknown = httpx.post(gateway.url + "/v1/messages/unknown", json={}, headers=headers)
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["type"] == "not_found_error"
     batches = httpx.post(gateway.url + "/v1/messages/batches", json={}, headers=headers)
-    assert batches.status_code == 404
-    assert batches.json()["error"]["type"] == "not_found_error"
+    assert batches.status_code == 400  # served (gateway/anthropic/batches.py): a bad body
+    assert batches.json()["error"]["type"] == "invalid_request_error"
     get = httpx.get(gateway.url + "/v1/messages", headers=headers)
     assert get.status_code == 405 and get.json()["type"] == "error"
     assert get.headers["allow"] == "POST"

@@ -139,6 +139,25 @@ async def test_an_in_flight_row_is_replaced_by_the_final_one() -> None:
     ]
 
 
+async def test_a_resumed_run_replaces_the_in_flight_row_of_the_process_that_stopped() -> None:
+    """A batch line resumed after a kill keeps its request id: its final row, written by
+    another process, takes the place of the dead one's in-flight row (not a second row)."""
+    store = FakeStore()
+    dead = Ledger(store)
+    await dead.start()
+    dead.begin(make_record(1, completion_tokens=256))
+    await _settled(dead)
+    await dead.stop()
+    resumed = Ledger(store)
+    await resumed.start()
+    resumed.complete(make_record(1, completion_tokens=7), replaces=True)
+    await _settled(resumed)
+    await resumed.stop()
+    assert [(r.request_id, r.outcome, r.completion_tokens) for r in store.rows] == [
+        ("req-1", "ok", 7)
+    ]
+
+
 async def test_an_in_flight_row_not_yet_written_is_not_written_at_all() -> None:
     store = FakeStore()
     ledger = Ledger(store)

@@ -6,8 +6,9 @@ import { Playground } from './playground.js';
 import { Usage } from './usage.js';
 import { Keys } from './keys.js';
 import { Live } from './live.js';
+import { Batches } from './batches.js';
 
-const PAGES = ['signin', 'playground', 'usage', 'keys', 'live'];
+const PAGES = ['signin', 'playground', 'usage', 'keys', 'live', 'batches'];
 
 class Console {
   constructor() {
@@ -17,6 +18,7 @@ class Console {
     this.usage = new Usage();
     this.keys = new Keys();
     this.live = new Live();
+    this.batches = new Batches();
     $('signin-form').addEventListener('submit', (event) => {
       event.preventDefault();
       this.signIn($('apikey').value.trim());
@@ -64,6 +66,7 @@ class Console {
     this.admin = admin;
     if (models) this.playground.setModels(models);
     this.usage.admin = Boolean(admin) && !models;
+    this.batches.admin = Boolean(admin) && !models;
     this.keys.setRole(admin ? admin.role : null);
     for (const node of document.querySelectorAll('[data-for]')) {
       node.hidden = node.dataset.for === 'admin' ? !admin : !this.user;
@@ -78,7 +81,7 @@ class Console {
 
   allowed(page) {
     if (page === 'playground') return this.user;
-    if (page === 'usage') return this.user || Boolean(this.admin);
+    if (page === 'usage' || page === 'batches') return this.user || Boolean(this.admin);
     if (page === 'keys' || page === 'live') return Boolean(this.admin);
     return false;
   }
@@ -116,6 +119,7 @@ class Console {
     else this.live.leave();
     if (page === 'usage') this.usage.load();
     if (page === 'keys') this.keys.load();
+    if (page === 'batches') this.batches.load();
   }
 
   async restore() {
