@@ -77,8 +77,10 @@ async def test_one_request_is_not_held_back_by_another_keys_hundred(gateway: Ser
 
     assert answer.status_code == 200, answer.text
     print(f"\nfair share: one job alone {job:.2f} s; B behind A's 98 waited {waited:.2f} s")
-    # While B waited, A finished at most the two jobs in flight and one more, not 98.
-    assert a_meanwhile <= 3, (a_meanwhile, waited, job)
+    # While B waited, A finished at most the two jobs in flight, the one granted with B's slot,
+    # and one whose submission was already in flight when B's came (group commit: B's waits for
+    # it to land, gateway/upstream/batcher.py); never the 98 in line.
+    assert a_meanwhile <= 4, (a_meanwhile, waited, job)
     count = re.search(r'gateway_job_slot_wait_seconds_count\{key="fair-b"\} (\S+)', metrics)
     assert count is not None and float(count.group(1)) >= 1
     assert 'gateway_job_slot_wait_seconds_count{key="fair-a"}' in metrics
