@@ -60,7 +60,7 @@ EXAMPLE_NEEDS = {
 #: The pytest marker of tests that start servers as subprocesses or a browser (tests/conftest.py).
 SLOW_MARK = "not subprocess"
 #: The most pytest-xdist workers a whole run starts (see workers()).
-WORKERS_MAX = 4
+WORKERS_MAX = 6
 LOCAL_SERVICES = {
     "REDIS_URL": ("redis://127.0.0.1:6379/0", 6379),
     "DATABASE_URL": ("postgresql://postgres@127.0.0.1:5432/test", 5432),
@@ -131,7 +131,8 @@ def install_packages(packages: list[str]) -> bool:
     """Install into the venv with uv (pip when uv cannot be had, or fails)."""
     uv = _uv()
     if uv is not None:
-        if _install([uv, "pip", "install", "--python", _python(), *packages]):
+        # Bytecode now, as pip does: else every test worker and server compiles it on import.
+        if _install([uv, "pip", "install", "--compile-bytecode", "--python", _python(), *packages]):
             return True
         print("dev.py: uv could not install them; trying pip", flush=True)
     return _install([*_pip_install(), *packages])
@@ -352,7 +353,7 @@ def workers() -> int:
     wanted = os.environ.get("DEV_PY_WORKERS", "").strip()
     if wanted.isdigit():
         return max(1, int(wanted))
-    return max(1, min(WORKERS_MAX, 2 * (os.cpu_count() or 1)))
+    return max(1, min(WORKERS_MAX, 3 * (os.cpu_count() or 1)))
 
 
 def pytest_args(extra: list[str], parallel: int) -> list[str]:
