@@ -40,8 +40,11 @@ def settle(exchange: Exchange, choices: Sequence[ChoiceState]) -> None:
 def may_still_run(error: BaseException | None) -> bool:
     """Whether the jobs of a request that ended with ``error`` may still be running upstream:
     no error (the client left, the run was cancelled), its deadline, the gateway's shutdown."""
-    if error is None or isinstance(error, DeadlineExceeded):
-        return True
+    return error is None or isinstance(error, DeadlineExceeded) or cut_by_shutdown(error)
+
+
+def cut_by_shutdown(error: BaseException) -> bool:
+    """Whether ``error`` is a shutdown's drain cutting a run (its jobs run on: hand it over)."""
     return isinstance(error, ServiceUnavailable) and error.code == "server_shutdown"
 
 

@@ -39,7 +39,7 @@ from gateway.errors import GatewayError, NotFound, RateLimited
 from gateway.http.exchange import Exchange
 from gateway.limits.limiter import Admission, TeamLimits
 from gateway.serving.answers import collect
-from gateway.serving.charging import charge, completion_tokens, estimate
+from gateway.serving.charging import charge, completion_tokens, cut_by_shutdown, estimate
 from gateway.serving.finish import begin, finish
 
 if TYPE_CHECKING:
@@ -187,12 +187,22 @@ class FrontDesk:
         """One whole answer, for a caller with no client to stream to (a batch line): the
         request is admitted, run, charged and recorded like any other; a refusal or a
         failure is raised (already recorded). With ``resume`` (job ids a gateway submitted
-        before it stopped) those jobs are followed instead (see :meth:`resume`)."""
+        before it stopped) those jobs are followed instead (see :meth:`resume`).
+
+        Cut by a shutdown (or cancelled) once its jobs were submitted, the run is handed over
+        (:meth:`Run.hand_over`): the gateway that follows its jobs to the end charges it."""
         run = self.resume(call, plan, resume) if resume else await self.open(call, plan)
         try:
             return await run.collect()
         except GatewayError as error:
-            run.end(error)
+            if cut_by_shutdown(error) and run.exchange.job_ids:
+                run.hand_over()
+            else:
+                run.end(error)
+            raise
+        except asyncio.CancelledError:
+            if run.exchange.job_ids:
+                run.hand_over()
             raise
         finally:
             await run.finish()

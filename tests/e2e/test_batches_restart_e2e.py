@@ -52,6 +52,8 @@ def test_a_killed_gateways_batch_is_finished_by_the_next_without_asking_twice(
 ) -> None:
     with running(start_emulator(tmp_path)) as emulator:
         config = _config(emulator, tmp_path)
+        # A stop's grace shorter than a line: the lines in flight are cut and handed over.
+        config["server"] = {"graceful_shutdown_seconds": 0.2}
         lines = [line(f"l{i}", _words(i, 8, 16)) for i in range(500)]
         first = start_gateway(tmp_path, config)
         try:
@@ -91,19 +93,29 @@ def test_a_killed_gateways_batch_is_finished_by_the_next_without_asking_twice(
             second.stop()
         with sqlite3.connect(tmp_path / "ledger.db") as db:
             rows = db.execute(
-                "SELECT request_id, outcome FROM gateway_usage WHERE endpoint = '/v1/batches'"
+                "SELECT request_id, outcome, prompt_tokens + completion_tokens "
+                "FROM gateway_usage WHERE endpoint = '/v1/batches'"
             ).fetchall()
-        # One row per line, none twice: the killed gateway's in-flight rows of the lines it
-        # left running were replaced by the final rows of the gateway that resumed them.
-        assert sorted(r[0] for r in rows) == sorted(f"{made.id}-{i}" for i in range(500))
-        left = [line for line, outcome in rows if outcome == "in_flight"]
+        # Charged once per line: one row each with its tokens. The killed gateway's in-flight
+        # rows of the lines it left running were replaced by the final rows of the gateway that
+        # resumed them; a stopped gateway's lines cut by its drain were handed over (a row of 0
+        # tokens, as a handed-over background response) or, not yet submitted, refused (0
+        # tokens) and queued again.
+        charged = [(r, outcome) for r, outcome, tokens in rows if tokens > 0]
+        assert sorted(r for r, _ in charged) == sorted(f"{made.id}-{i}" for i in range(500))
+        free = [outcome for _, outcome, tokens in rows if tokens == 0]
+        left = [r for r, outcome in charged if outcome == "in_flight"]
         if sig == signal.SIGTERM:
             assert not left  # a graceful stop writes every row before it goes
+            assert set(free) <= {"handed_over", "server_shutdown"}, free
+            assert "handed_over" in free
+            assert all(outcome == "ok" for _, outcome in charged)
         else:
             # A SIGKILL can still lose the final rows a gateway held in memory (lines it had
-            # finished just before): each of those lines keeps its admission row, charged
-            # what admission charged (docs/reliability.md). All others are final.
-            assert all(outcome in ("ok", "in_flight") for _, outcome in rows)
+            # finished just before): each of those lines keeps its admission row, charged what
+            # admission charged (docs/reliability.md). All others are final.
+            assert free == []
+            assert all(outcome in ("ok", "in_flight") for _, outcome in charged)
             assert len(left) < 100, left
 
 

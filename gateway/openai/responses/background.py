@@ -26,6 +26,7 @@ from gateway.errors import GatewayError, InternalError, ServiceUnavailable
 from gateway.keys.digests import owner
 from gateway.openai.responses.run import TERMINAL, ResponseRun, StreamEvent
 from gateway.openai.responses.store import ResponseStore, StoredResponse
+from gateway.serving.charging import cut_by_shutdown
 from gateway.serving.desk import Call, FrontDesk, Run
 
 if TYPE_CHECKING:
@@ -235,7 +236,7 @@ class Background:
                 await self._hand_over(follower, run)
             raise
         except ServiceUnavailable as exc:
-            if exc.code != "server_shutdown":
+            if not cut_by_shutdown(exc):
                 run.end(exc)
                 follower.publish(response.fail(exc, plan.prompt_tokens, _done(run)))
             else:
