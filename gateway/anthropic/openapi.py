@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.anthropic import openapi_batches
+from gateway.http.openapi import error_answers, json_body, ref
 
 ERROR_STATUSES = {
     "400": "invalid_request_error: a malformed request, a refused block or field.",
@@ -25,19 +26,8 @@ ERROR_STATUSES = {
 }
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"application/json": {"schema": schema}}
-
-
 def _errors(*codes: str) -> dict[str, Any]:
-    return {
-        code: {"description": ERROR_STATUSES[code], "content": _json(_ref("AnthropicError"))}
-        for code in codes
-    }
+    return error_answers(ERROR_STATUSES, "AnthropicError", *codes)
 
 
 def _text_or(blocks: dict[str, Any]) -> dict[str, Any]:
@@ -201,14 +191,14 @@ def paths() -> dict[str, Any]:
         "/v1/messages": {
             "post": {
                 "summary": "Anthropic Messages API: a message, or its stream of events",
-                "requestBody": {"required": True, "content": _json(_ref("MessagesRequest"))},
+                "requestBody": {"required": True, "content": json_body(ref("MessagesRequest"))},
                 "responses": {
                     "200": {
                         "description": "A message, or server-sent events with `stream: true` "
                         "(message_start ... message_stop; ping while queued; an error after "
                         "the first byte is an `event: error`).",
                         "content": {
-                            **_json(_ref("AnthropicMessage")),
+                            **json_body(ref("AnthropicMessage")),
                             "text/event-stream": {"schema": events},
                         },
                     },
@@ -219,11 +209,11 @@ def paths() -> dict[str, Any]:
         "/v1/messages/count_tokens": {
             "post": {
                 "summary": "The gateway's estimate of a Messages request's input tokens",
-                "requestBody": {"required": True, "content": _json(_ref("CountTokensRequest"))},
+                "requestBody": {"required": True, "content": json_body(ref("CountTokensRequest"))},
                 "responses": {
                     "200": {
                         "description": "The count",
-                        "content": _json(
+                        "content": json_body(
                             {
                                 "type": "object",
                                 "required": ["input_tokens"],

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.http.openapi import error_answers, json_body, ref
+
 ERROR_STATUSES = {
     "400": "A malformed request, or a refused field (images, suffix, template, ...).",
     "401": "A missing or unknown key (Bearer).",
@@ -23,19 +25,8 @@ ERROR_STATUSES = {
 }
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"application/json": {"schema": schema}}
-
-
 def _errors(*codes: str) -> dict[str, Any]:
-    return {
-        code: {"description": ERROR_STATUSES[code], "content": _json(_ref("OllamaError"))}
-        for code in codes
-    }
+    return error_answers(ERROR_STATUSES, "OllamaError", *codes)
 
 
 _OBJECT: dict[str, Any] = {"type": "object"}
@@ -123,7 +114,10 @@ def schemas() -> dict[str, Any]:
 def _listing(summary: str, schema: dict[str, Any], *errors: str) -> dict[str, Any]:
     return {
         "summary": summary,
-        "responses": {"200": {"description": "OK", "content": _json(schema)}, **_errors(*errors)},
+        "responses": {
+            "200": {"description": "OK", "content": json_body(schema)},
+            **_errors(*errors),
+        },
     }
 
 
@@ -134,13 +128,13 @@ def paths() -> dict[str, Any]:
         return {
             "post": {
                 "summary": summary,
-                "requestBody": {"required": True, "content": _json(_ref(request))},
+                "requestBody": {"required": True, "content": json_body(ref(request))},
                 "responses": {
                     "200": {
                         "description": "Newline-delimited JSON chunks (the default), or one "
                         "object with `stream: false`; an error after the first chunk is a last "
                         '`{"error": ...}` line.',
-                        "content": {**_json(_ref("OllamaAnswer")), **ndjson},
+                        "content": {**json_body(ref("OllamaAnswer")), **ndjson},
                     },
                     **_errors(*_COMPLETION_ERRORS),
                 },
@@ -161,7 +155,7 @@ def paths() -> dict[str, Any]:
         "/api/show": {
             "post": {
                 **_listing("One model's details", _OBJECT, "400", "401", "404"),
-                "requestBody": {"required": True, "content": _json(show)},
+                "requestBody": {"required": True, "content": json_body(show)},
             }
         },
         "/api/version": {

@@ -14,6 +14,7 @@ from importlib import metadata
 from typing import Any
 
 from gateway.config import LimitSettings
+from gateway.http.openapi import error_answers, json_body, ref
 from gateway.openai import openapi_batches as batches_openapi
 from gateway.openai.openapi_answers import answer_schemas, with_headers
 from gateway.openai.openapi_console import console_paths
@@ -42,19 +43,8 @@ def _version() -> str:
         return "unknown"
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"application/json": {"schema": schema}}
-
-
 def _errors(*codes: str) -> dict[str, Any]:
-    return {
-        code: {"description": ERROR_STATUSES[code], "content": _json(_ref("Error"))}
-        for code in codes
-    }
+    return error_answers(ERROR_STATUSES, "Error", *codes)
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
@@ -175,7 +165,7 @@ def _schemas(limits: LimitSettings) -> dict[str, Any]:
                 "type": "array",
                 "minItems": 1,
                 "maxItems": limits.max_messages,
-                "items": _ref("ChatMessage"),
+                "items": ref("ChatMessage"),
                 "description": "At most limits.max_messages messages.",
             },
             "max_completion_tokens": _max_tokens(limits, 1),
@@ -326,14 +316,14 @@ def _completion_operation(summary: str, request: str, answer: str) -> dict[str, 
         {
             "summary": summary,
             "parameters": [_TIMEOUT_HEADER],
-            "requestBody": {"required": True, "content": _json(_ref(request))},
+            "requestBody": {"required": True, "content": json_body(ref(request))},
             "responses": {
                 "200": {
                     "description": "The answer: one JSON object, or server-sent events with "
                     f"`stream: true` (each `data:` a {chunk} as JSON, then `data: [DONE]`; an "
                     'error after the first byte arrives as `data: {"error": ...}`).',
                     "content": {
-                        **_json(_ref(answer)),
+                        **json_body(ref(answer)),
                         "text/event-stream": {"schema": _SSE_EVENT},
                     },
                 },
@@ -348,7 +338,7 @@ def _completion_operation(summary: str, request: str, answer: str) -> dict[str, 
 def _plain(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     answer: dict[str, Any] = {"description": description}
     if schema is not None:
-        answer["content"] = _json(schema)
+        answer["content"] = json_body(schema)
     return answer
 
 
@@ -382,7 +372,7 @@ def openapi_document(limits: LimitSettings | None = None) -> dict[str, Any]:
                 "get": {
                     "summary": "The models this key may use",
                     "responses": {
-                        "200": _plain("The models", _ref("ModelList")),
+                        "200": _plain("The models", ref("ModelList")),
                         **_errors("401"),
                     },
                 }
@@ -399,7 +389,7 @@ def openapi_document(limits: LimitSettings | None = None) -> dict[str, Any]:
                         }
                     ],
                     "responses": {
-                        "200": _plain("The model", _ref("Model")),
+                        "200": _plain("The model", ref("Model")),
                         **_errors("401", "404"),
                     },
                 }
@@ -409,7 +399,7 @@ def openapi_document(limits: LimitSettings | None = None) -> dict[str, Any]:
                     "summary": "The calling key's own usage by model",
                     "parameters": _RANGE,
                     "responses": {
-                        "200": _plain("Usage", _ref("UsageReport")),
+                        "200": _plain("Usage", ref("UsageReport")),
                         **_errors("400", "401"),
                     },
                 }
@@ -427,7 +417,7 @@ def openapi_document(limits: LimitSettings | None = None) -> dict[str, Any]:
                         },
                     ],
                     "responses": {
-                        "200": _plain("Usage", _ref("UsageReport")),
+                        "200": _plain("Usage", ref("UsageReport")),
                         **_errors("400", "401", "403", "404"),
                     },
                 }
@@ -484,7 +474,7 @@ def openapi_document(limits: LimitSettings | None = None) -> dict[str, Any]:
                 "MethodNotAllowed": {
                     "description": ERROR_STATUSES["405"],
                     "headers": {"allow": {"schema": {"type": "string"}}},
-                    "content": _json(_ref("Error")),
+                    "content": json_body(ref("Error")),
                 }
             },
             "securitySchemes": {
