@@ -197,6 +197,11 @@ class Runner:
         door = self.doors[batch.door]
         key = rt.keys.by_name(batch.key_name)
         if key is not None and owner(key) != batch.key_id:  # the name, reused by another key
+            logger.warning(
+                "batch %s: the key named %r is not the one that made it (the name was reused): "
+                "the batch ends, its remaining lines unrun",
+                batch.id, batch.key_name,
+            )  # fmt: skip
             key = None  # never run under another identity: it ends, as for a removed key
         if batch.status == "validating":
             batch.status = "in_progress"

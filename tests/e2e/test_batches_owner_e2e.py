@@ -139,6 +139,8 @@ def test_a_new_key_with_a_removed_keys_name_finds_none_of_its_files_or_batches(
             ).text.splitlines()
             codes = [json.loads(x)["error"]["code"] for x in unrun]
             assert codes == ["batch_expired"] * 3, unrun
+            said = [str(r.get("message")) for r in gateway.records()]
+            assert any(running_batch.id in m and "name was reused" in m for m in said), said
             for file_id in (uploaded.id, slow_file.id, done.output_file_id):
                 with pytest.raises(openai.NotFoundError):
                     api.files.retrieve(file_id)
