@@ -95,6 +95,19 @@ def check_url(url: str) -> str:
     raise ValueError(f"unsupported database URL scheme {scheme!r}: use sqlite:/// or postgresql://")
 
 
+async def add_columns(tx: Tx, dialect: str, table: str, columns: Sequence[tuple[str, str]]) -> None:
+    """Add the columns (name, declaration) a table made by an older gateway lacks; its old
+    rows read as the declaration's default. Run inside the transaction that creates the table."""
+    if dialect == "postgresql":
+        for name, declaration in columns:
+            await tx.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {declaration}")
+        return
+    present = {str(row[1]) for row in await tx.fetch(f"PRAGMA table_info({table})")}
+    for name, declaration in columns:
+        if name not in present:
+            await tx.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
+
+
 class Databases:
     """The engines of one process, one per URL; owned by the runtime."""
 

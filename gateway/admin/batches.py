@@ -53,7 +53,9 @@ async def admin_batches(request: Request) -> Response:
         if not raw.isdigit() or not 1 <= int(raw) <= 500:
             raise BadRequest("'limit' must be an integer between 1 and 500.", param="limit")
         door = query.get("door") or None
-        found = await svc.batches.page(query.get("key") or None, door, after=None, limit=int(raw))
+        found = await svc.batches.page(
+            None, door, after=None, limit=int(raw), key_name=query.get("key") or None
+        )
         rows = [_row(b, await svc.batches.counts(b.id)) for b in found]
     except GatewayError as error:
         return error_response(error)

@@ -26,6 +26,7 @@ from gateway.batches.store import ACTIVE, Line, StoredBatch
 from gateway.errors import BadRequest, GatewayError, NotFound
 from gateway.http.common import request_id
 from gateway.http.exchange import Exchange
+from gateway.keys.digests import owner
 from gateway.serving.desk import Call, FrontDesk
 from gateway.serving.web import read_json, served
 
@@ -123,6 +124,7 @@ async def _create(request: Request, front: FrontDesk, call: Call, ex: Exchange) 
     batch = StoredBatch(
         "msgbatch_" + secrets.token_hex(12), call.key.name, DOOR, "validating", now,
         now + WINDOW, {"created_at": int(now), "endpoint": "/v1/messages"},
+        key_id=owner(call.key),
     )  # fmt: skip
     lines = _lines(data, batch.id, settings.files.max_lines)
     svc = await _service(request)
@@ -140,16 +142,17 @@ async def create_batch(request: Request) -> Response:
 # ---------------------------------------------------------------------- reading
 
 
-async def _owned(request: Request, key_name: str) -> StoredBatch:
+async def _owned(request: Request, key_id: str) -> StoredBatch:
+    """The batch if the key identity ``key_id`` owns it, else the 404 of a missing one."""
     batch_id = request.path_params["batch_id"]
-    found = await (await _service(request)).batches.get(batch_id, key_name, DOOR)
+    found = await (await _service(request)).batches.get(batch_id, key_id, DOOR)
     if found is None:
         raise NotFound(f"No message batch with id '{batch_id}'.")
     return found
 
 
 async def _retrieve(request: Request, front: FrontDesk, call: Call, ex: Exchange) -> Response:
-    batch = await _owned(request, call.key.name)
+    batch = await _owned(request, owner(call.key))
     return JSONResponse(await batch_object(request, batch, _base(request)))
 
 
@@ -164,7 +167,7 @@ async def _list(request: Request, front: FrontDesk, call: Call, ex: Exchange) ->
     limit = int(raw)
     store = (await _service(request)).batches
     after = request.query_params.get("after_id")
-    found = await store.page(call.key.name, DOOR, after=after, limit=limit + 1)
+    found = await store.page(owner(call.key), DOOR, after=after, limit=limit + 1)
     data = [await batch_object(request, b, _base(request)) for b in found[:limit]]
     return JSONResponse(
         {
@@ -182,13 +185,13 @@ async def list_batches(request: Request) -> Response:
 
 async def _cancel(request: Request, front: FrontDesk, call: Call, ex: Exchange) -> Response:
     svc = await _service(request)
-    batch = await _owned(request, call.key.name)
+    batch = await _owned(request, owner(call.key))
     if batch.status in ("validating", "in_progress"):
         batch.status = "cancelling"
         batch.body["cancelling_at"] = int(time.time())
         if await svc.batches.save(batch, was=("validating", "in_progress")):
             svc.runner.wake()
-        batch = await _owned(request, call.key.name)
+        batch = await _owned(request, owner(call.key))
     return JSONResponse(await batch_object(request, batch, _base(request)))
 
 
@@ -197,7 +200,7 @@ async def cancel_batch(request: Request) -> Response:
 
 
 async def _results(request: Request, front: FrontDesk, call: Call, ex: Exchange) -> Response:
-    batch = await _owned(request, call.key.name)
+    batch = await _owned(request, owner(call.key))
     if batch.status in ACTIVE:
         raise BadRequest(f"Message batch '{batch.id}' has not ended; its results are not ready.")
     store, door = (await _service(request)).batches, AnthropicLines()
@@ -223,7 +226,7 @@ async def batch_results(request: Request) -> Response:
 
 
 async def _delete(request: Request, front: FrontDesk, call: Call, ex: Exchange) -> Response:
-    batch = await _owned(request, call.key.name)
+    batch = await _owned(request, owner(call.key))
     if batch.status in ACTIVE:
         raise BadRequest(
             f"Message batch '{batch.id}' is still processing: cancel it and wait until it "

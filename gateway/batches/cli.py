@@ -49,7 +49,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 
 async def _list(store: BatchStore, args: argparse.Namespace) -> str:
-    found = await store.page(args.key, args.door, after=None, limit=args.limit)
+    found = await store.page(None, args.door, after=None, limit=args.limit, key_name=args.key)
     rows = [_row(b, await store.counts(b.id)) for b in found]
     return json.dumps(rows, indent=2) if args.json else _table(rows)
 

@@ -3,11 +3,16 @@ directory, ``files.directory``).
 
 Tables (``T`` is ``files.table``), created when missing::
 
-    T          id, key_name, filename, purpose, bytes, lines, created_at, expires_at, status
+    T          id, key_id (the owning key's identity), key_name, filename, purpose, bytes,
+               lines, created_at, expires_at, status
     T_chunks   file_id, seq, data: the contents, cut at line ends (``files.chunk_bytes``)
 
-A file belongs to the key that uploaded it: every read names the key, so another key's id is
-"not found". A file is visible only once its last chunk is stored (``status`` ``processed``).
+A file belongs to the *identity* of the key that uploaded it (``gateway.keys.digests.owner``),
+as a stored response does, never to its name (kept for display): every read names the
+identity, so another key's id, or a new key that reuses a removed key's name, finds nothing.
+Rows of an older gateway, which knew only names, have no ``key_id``: they belong to no key
+(only the admin views, which read every key's, show them) and expire with their retention.
+A file is visible only once its last chunk is stored (``status`` ``processed``).
 """
 
 from __future__ import annotations
@@ -16,12 +21,12 @@ import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gateway.config_batches import FileSettings
-from gateway.db import Database, Databases, check_url
+from gateway.db import Database, Databases, add_columns, check_url
 
 
 @dataclass(slots=True)
@@ -35,6 +40,8 @@ class StoredFile:
     created_at: float
     expires_at: float
     status: str
+    #: The owning key's identity (None: a row of an older gateway, which no key owns).
+    key_id: str | None = field(kw_only=True)
 
     def to_openai(self) -> dict[str, Any]:
         """The OpenAI ``file`` object."""
@@ -50,7 +57,7 @@ class StoredFile:
         }
 
 
-_COLUMNS = "id, key_name, filename, purpose, bytes, lines, created_at, expires_at, status"
+_COLUMNS = "id, key_name, filename, purpose, bytes, lines, created_at, expires_at, status, key_id"
 
 
 def new_file_id() -> str:
@@ -79,7 +86,7 @@ class FileStore:
                 id TEXT PRIMARY KEY, key_name TEXT NOT NULL, filename TEXT NOT NULL,
                 purpose TEXT NOT NULL, bytes BIGINT NOT NULL, lines BIGINT NOT NULL,
                 created_at DOUBLE PRECISION NOT NULL, expires_at DOUBLE PRECISION NOT NULL,
-                status TEXT NOT NULL)""",
+                status TEXT NOT NULL, key_id TEXT)""",
             f"CREATE INDEX IF NOT EXISTS {t}_key ON {t} (key_name, created_at)",
             f"CREATE INDEX IF NOT EXISTS {t}_expires ON {t} (expires_at)",
             f"""CREATE TABLE IF NOT EXISTS {t}_chunks (
@@ -92,6 +99,10 @@ class FileStore:
                     await tx.fetch("SELECT pg_advisory_xact_lock(hashtext(?))", [t])
                 for sql in statements:
                     await tx.execute(sql)
+                await add_columns(tx, self.db.dialect, t, [("key_id", "TEXT")])  # older tables
+                await tx.execute(
+                    f"CREATE INDEX IF NOT EXISTS {t}_owner ON {t} (key_id, created_at)"
+                )
             if self.directory is not None:
                 await asyncio.to_thread(self.directory.mkdir, parents=True, exist_ok=True)
         except BaseException:
@@ -106,7 +117,7 @@ class FileStore:
     async def begin(self, record: StoredFile) -> None:
         """Insert a file being uploaded (``status`` ``uploading``: invisible until done)."""
         await self.db.execute(
-            f"INSERT INTO {self.t} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO {self.t} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             _row(record),
         )
 
@@ -134,9 +145,9 @@ class FileStore:
             await self.append(record.id, seq, data)
         await self.commit(record)
 
-    async def delete(self, file_id: str, key_name: str | None) -> bool:
-        """Delete a file (of ``key_name``; None: of any key) and its contents."""
-        where, params = _owned(file_id, key_name)
+    async def delete(self, file_id: str, key_id: str | None) -> bool:
+        """Delete a file (of the identity ``key_id``; None: of any key) and its contents."""
+        where, params = _owned(file_id, key_id)
         changed = await self.db.execute(f"DELETE FROM {self.t} WHERE {where}", params)
         if changed:
             await self._drop_contents(file_id)
@@ -157,8 +168,9 @@ class FileStore:
 
     # ------------------------------------------------------------------ reading
 
-    async def get(self, file_id: str, key_name: str | None) -> StoredFile | None:
-        where, params = _owned(file_id, key_name)
+    async def get(self, file_id: str, key_id: str | None) -> StoredFile | None:
+        """A whole file of the identity ``key_id`` (None: of any key, for the admin views)."""
+        where, params = _owned(file_id, key_id)
         rows = await self.db.fetch(
             f"SELECT {_COLUMNS} FROM {self.t} WHERE {where} AND status = 'processed' "
             "AND expires_at > ?",
@@ -167,20 +179,20 @@ class FileStore:
         return _record(rows[0]) if rows else None
 
     async def page(
-        self, key_name: str, *, purpose: str | None, after: str | None, limit: int, order: str
+        self, key_id: str, *, purpose: str | None, after: str | None, limit: int, order: str
     ) -> list[StoredFile]:
-        """A page of the key's files, newest first (``order`` ``desc``) or oldest first."""
+        """A page of the identity's files, newest first (``order`` ``desc``) or oldest first."""
         sql = (
-            f"SELECT {_COLUMNS} FROM {self.t} WHERE key_name = ? AND status = 'processed' "
+            f"SELECT {_COLUMNS} FROM {self.t} WHERE key_id = ? AND status = 'processed' "
             "AND expires_at > ?"
         )
-        params: list[Any] = [key_name, time.time()]
+        params: list[Any] = [key_id, time.time()]
         if purpose is not None:
             sql += " AND purpose = ?"
             params.append(purpose)
         direction = "DESC" if order == "desc" else "ASC"
         if after is not None:
-            anchor = await self.get(after, key_name)
+            anchor = await self.get(after, key_id)
             if anchor is None:
                 return []
             cmp = "<" if order == "desc" else ">"
@@ -218,16 +230,17 @@ def _append_text(path: Path, data: str) -> None:
         handle.write(data)
 
 
-def _owned(file_id: str, key_name: str | None) -> tuple[str, tuple[Any, ...]]:
-    if key_name is None:
+def _owned(file_id: str, key_id: str | None) -> tuple[str, tuple[Any, ...]]:
+    """The row of ``file_id`` if the identity owns it (a NULL ``key_id`` matches no ``?``)."""
+    if key_id is None:
         return "id = ?", (file_id,)
-    return "id = ? AND key_name = ?", (file_id, key_name)
+    return "id = ? AND key_id = ?", (file_id, key_id)
 
 
 def _row(r: StoredFile) -> tuple[Any, ...]:
     return (
         r.id, r.key_name, r.filename, r.purpose, r.bytes, r.lines, r.created_at, r.expires_at,
-        r.status,
+        r.status, r.key_id,
     )  # fmt: skip
 
 
@@ -242,4 +255,5 @@ def _record(row: Sequence[Any]) -> StoredFile:
         created_at=float(row[6]),
         expires_at=float(row[7]),
         status=str(row[8]),
+        key_id=None if row[9] is None else str(row[9]),
     )

@@ -40,7 +40,7 @@ class ResultFile:
         self.files = files
         self.record = StoredFile(
             new_file_id(), batch.key_name, f"{batch.id}_{kind}.jsonl", "batch_output", 0, 0,
-            now, now + files.settings.retention_hours * 3600, "uploading",
+            now, now + files.settings.retention_hours * 3600, "uploading", key_id=batch.key_id,
         )  # fmt: skip
         self._parts: list[str] = []
         self._size = 0

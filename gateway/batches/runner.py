@@ -34,6 +34,7 @@ from gateway.batches.store import BatchStore, Line, StoredBatch
 from gateway.config import KeySettings
 from gateway.config_batches import BatchSettings
 from gateway.errors import GatewayError, InternalError, RateLimited
+from gateway.keys.digests import owner
 from gateway.serving.desk import Call, FrontDesk
 
 if TYPE_CHECKING:
@@ -195,6 +196,13 @@ class Runner:
             return
         door = self.doors[batch.door]
         key = rt.keys.by_name(batch.key_name)
+        if key is not None and owner(key) != batch.key_id:  # the name, reused by another key
+            logger.warning(
+                "batch %s: the key named %r is not the one that made it (the name was reused): "
+                "the batch ends, its remaining lines unrun",
+                batch.id, batch.key_name,
+            )  # fmt: skip
+            key = None  # never run under another identity: it ends, as for a removed key
         if batch.status == "validating":
             batch.status = "in_progress"
             batch.body.setdefault("in_progress_at", int(time.time()))

@@ -2,8 +2,9 @@
 
 Tables (``T`` is ``batches.table``), created when missing::
 
-    T        id, key_name, door ('openai' | 'anthropic'), status, created_at, expires_at,
-             body (the batch object, counts aside), owner, lease_until (who runs it)
+    T        id, key_id (the owning key's identity), key_name, door ('openai' | 'anthropic'),
+             status, created_at, expires_at, body (the batch object, counts aside), owner,
+             lease_until (who runs it)
     T_lines  batch_id, n, custom_id, request (the line's body), state, attempts, job_ids,
              kind ('output' | 'error'), result (the output or error line)
 
@@ -11,16 +12,23 @@ A line is ``queued``, ``submitting``, then ``submitted`` (its job ids stored the
 upstream gave them, so a restart follows those jobs rather than asking again), then ``done``
 with a result; or ``cancelled`` / ``expired`` if it never ran. A batch is run by the gateway
 holding its lease.
+
+A batch belongs to the *identity* of the key that made it (``gateway.keys.digests.owner``), as
+a stored response does, never to its name (kept for display and the ledger): another key, or
+a new key that reuses a removed key's name, finds nothing, and the runner never runs a batch
+under a key of another identity. Rows of an older gateway have no ``key_id``: they belong to
+no key (only the admin views and ``gateway batches`` show them), and one still active ends,
+as a batch whose key is gone does.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.db import Database, Databases, check_url
+from gateway.db import Database, Databases, add_columns, check_url
 
 #: Batch statuses a runner still has work in.
 ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")
@@ -35,6 +43,8 @@ class StoredBatch:
     created_at: float
     expires_at: float
     body: dict[str, Any]
+    #: The owning key's identity (None: a row of an older gateway, which no key owns).
+    key_id: str | None = field(kw_only=True)
 
 
 @dataclass(slots=True)
@@ -63,7 +73,7 @@ class Counts:
         return self.queued + self.submitted
 
 
-_BATCH = "id, key_name, door, status, created_at, expires_at, body"
+_BATCH = "id, key_name, door, status, created_at, expires_at, body, key_id"
 
 
 class BatchStore:
@@ -87,7 +97,7 @@ class BatchStore:
                 id TEXT PRIMARY KEY, key_name TEXT NOT NULL, door TEXT NOT NULL,
                 status TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL,
                 expires_at DOUBLE PRECISION NOT NULL, body TEXT NOT NULL, owner TEXT,
-                lease_until DOUBLE PRECISION NOT NULL)""",
+                lease_until DOUBLE PRECISION NOT NULL, key_id TEXT)""",
             f"CREATE INDEX IF NOT EXISTS {t}_key ON {t} (key_name, door, created_at)",
             f"CREATE INDEX IF NOT EXISTS {t}_active ON {t} (status, lease_until)",
             f"""CREATE TABLE IF NOT EXISTS {t}_lines (
@@ -103,6 +113,10 @@ class BatchStore:
                     await tx.fetch("SELECT pg_advisory_xact_lock(hashtext(?))", [t])
                 for sql in statements:
                     await tx.execute(sql)
+                await add_columns(tx, self.db.dialect, t, [("key_id", "TEXT")])  # older tables
+                await tx.execute(
+                    f"CREATE INDEX IF NOT EXISTS {t}_owner ON {t} (key_id, door, created_at)"
+                )
         except BaseException:
             await self.db.close()
             raise
@@ -127,10 +141,10 @@ class BatchStore:
     async def put(self, batch: StoredBatch) -> None:
         await self.db.execute(
             f"INSERT INTO {self.t} ({_BATCH}, owner, lease_until) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, NULL, 0)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, 0)",
             (
                 batch.id, batch.key_name, batch.door, batch.status, batch.created_at,
-                batch.expires_at, json.dumps(batch.body),
+                batch.expires_at, json.dumps(batch.body), batch.key_id,
             ),
         )  # fmt: skip
 
@@ -145,35 +159,43 @@ class BatchStore:
             params += list(was)
         return await self.db.execute(sql, params) == 1
 
-    async def get(
-        self, batch_id: str, key_name: str | None, door: str | None
-    ) -> StoredBatch | None:
-        """A batch (of ``key_name`` and ``door``; None: of any)."""
+    async def get(self, batch_id: str, key_id: str | None, door: str | None) -> StoredBatch | None:
+        """A batch (of the identity ``key_id`` and ``door``; None: of any)."""
         sql = f"SELECT {_BATCH} FROM {self.t} WHERE id = ?"
         params: list[Any] = [batch_id]
         if door is not None:
             sql += " AND door = ?"
             params.append(door)
-        if key_name is not None:
-            sql += " AND key_name = ?"
-            params.append(key_name)
+        if key_id is not None:  # a NULL key_id (an older gateway's row) matches none
+            sql += " AND key_id = ?"
+            params.append(key_id)
         rows = await self.db.fetch(sql, params)
         return _batch(rows[0]) if rows else None
 
     async def page(
-        self, key_name: str | None, door: str | None, *, after: str | None, limit: int
+        self,
+        key_id: str | None,
+        door: str | None,
+        *,
+        after: str | None,
+        limit: int,
+        key_name: str | None = None,
     ) -> list[StoredBatch]:
-        """A page of batches, newest first (``key_name``, ``door`` None: every key's, door's)."""
+        """A page of batches, newest first (``key_id``, ``door`` None: every key's, door's;
+        ``key_name``: only the batches made under that name, for the admin views)."""
         sql = f"SELECT {_BATCH} FROM {self.t} WHERE 1 = 1"
         params: list[Any] = []
         if door is not None:
             sql += " AND door = ?"
             params.append(door)
+        if key_id is not None:
+            sql += " AND key_id = ?"
+            params.append(key_id)
         if key_name is not None:
             sql += " AND key_name = ?"
             params.append(key_name)
         if after is not None:
-            anchor = await self.get(after, key_name, door)
+            anchor = await self.get(after, key_id, door)
             if anchor is None:
                 return []
             sql += " AND (created_at < ? OR (created_at = ? AND id < ?))"
@@ -334,4 +356,5 @@ def _batch(row: Sequence[Any]) -> StoredBatch:
         created_at=float(row[4]),
         expires_at=float(row[5]),
         body=json.loads(row[6]),
+        key_id=None if row[7] is None else str(row[7]),
     )

@@ -24,6 +24,7 @@ from gateway.batches.store import ACTIVE, Line, StoredBatch
 from gateway.errors import BadRequest, Conflict, NotFound
 from gateway.http.exchange import Exchange
 from gateway.http.responses import openai_error
+from gateway.keys.digests import owner
 from gateway.openai.batch_lines import ENDPOINTS
 from gateway.openai.files import owned_file, page, service
 from gateway.serving.desk import Call, FrontDesk
@@ -130,7 +131,7 @@ async def _create(request: Request, front: FrontDesk, call: Call, ex: Exchange) 
     rt = front.rt
     file_id, endpoint, window, metadata = _request(await read_json(request, rt.settings.limits))
     svc = await service(request)
-    found = await owned_file(request, file_id, call.key.name)
+    found = await owned_file(request, file_id, owner(call.key))
     if found.purpose != "batch":
         raise BadRequest("The input file's purpose must be 'batch'.", param="input_file_id")
     now = time.time()
@@ -141,6 +142,7 @@ async def _create(request: Request, front: FrontDesk, call: Call, ex: Exchange) 
             "created_at": int(now), "expires_at": int(now + window),
             "request_counts": {"total": 0, "completed": 0, "failed": 0},
         },
+        key_id=owner(call.key),
     )  # fmt: skip
     if metadata is not None:
         batch.body["metadata"] = metadata
@@ -172,15 +174,16 @@ async def create_batch(request: Request) -> Response:
 # ---------------------------------------------------------------------- reading
 
 
-async def owned_batch(request: Request, batch_id: str, key_name: str) -> StoredBatch:
-    found = await (await service(request)).batches.get(batch_id, key_name, DOOR)
+async def owned_batch(request: Request, batch_id: str, key_id: str) -> StoredBatch:
+    """The batch if the key identity ``key_id`` owns it, else the 404 of a missing one."""
+    found = await (await service(request)).batches.get(batch_id, key_id, DOOR)
     if found is None:
         raise NotFound(f"No batch found with id '{batch_id}'.", param="batch_id")
     return found
 
 
 async def _retrieve(request: Request, front: FrontDesk, call: Call, ex: Exchange) -> Response:
-    batch = await owned_batch(request, request.path_params["batch_id"], call.key.name)
+    batch = await owned_batch(request, request.path_params["batch_id"], owner(call.key))
     return JSONResponse(await render(request, batch))
 
 
@@ -195,7 +198,7 @@ async def _list(request: Request, front: FrontDesk, call: Call, ex: Exchange) ->
         raise BadRequest("'limit' must be an integer between 1 and 100.", param="limit")
     limit = int(raw)
     store = (await service(request)).batches
-    found = await store.page(call.key.name, DOOR, after=query.get("after"), limit=limit + 1)
+    found = await store.page(owner(call.key), DOOR, after=query.get("after"), limit=limit + 1)
     return JSONResponse(page([await render(request, b) for b in found], limit))
 
 
@@ -205,13 +208,13 @@ async def list_batches(request: Request) -> Response:
 
 async def _cancel(request: Request, front: FrontDesk, call: Call, ex: Exchange) -> Response:
     svc = await service(request)
-    batch = await owned_batch(request, request.path_params["batch_id"], call.key.name)
+    batch = await owned_batch(request, request.path_params["batch_id"], owner(call.key))
     if batch.status in ("validating", "in_progress"):
         batch.status = "cancelling"
         batch.body["cancelling_at"] = int(time.time())
         if await svc.batches.save(batch, was=("validating", "in_progress")):
             svc.runner.wake()
-        batch = await owned_batch(request, batch.id, call.key.name)
+        batch = await owned_batch(request, batch.id, owner(call.key))
     elif batch.status not in ("cancelling", "cancelled"):
         raise Conflict(
             f"Cannot cancel a batch with status '{batch.status}'.", code="batch_not_cancellable"

@@ -2,7 +2,9 @@
 
 An upload streams in (:mod:`gateway.batches.upload`): the caps (``files.max_bytes``,
 ``max_lines``, ``max_line_bytes``) are checked as it arrives and its lines are stored a chunk
-at a time, never held whole. A file is its uploading key's: another key gets a 404.
+at a time, never held whole. A file is its uploading key's identity's
+(``gateway.keys.digests.owner``): another key, or a new key with a removed key's name, gets a
+404.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from gateway.batches.upload import Upload, receive
 from gateway.errors import BadRequest, NotFound
 from gateway.http.exchange import Exchange
 from gateway.http.responses import openai_error
+from gateway.keys.digests import owner
 from gateway.serving.desk import Call, FrontDesk
 from gateway.serving.web import served
 
@@ -39,8 +42,9 @@ def missing(file_id: str) -> NotFound:
     return NotFound(f"No such File object: {file_id}", param="id", code="not_found")
 
 
-async def owned_file(request: Request, file_id: str, key_name: str) -> StoredFile:
-    found = await (await service(request)).files.get(file_id, key_name)
+async def owned_file(request: Request, file_id: str, key_id: str) -> StoredFile:
+    """The file if the key identity ``key_id`` owns it, else the 404 of a missing one."""
+    found = await (await service(request)).files.get(file_id, key_id)
     if found is None:
         raise missing(file_id)
     return found
@@ -55,7 +59,7 @@ async def _create(request: Request, front: FrontDesk, call: Call, ex: Exchange) 
     now = time.time()
     record = StoredFile(
         new_file_id(), call.key.name, "upload.jsonl", "batch", 0, 0, now,
-        now + options.retention_hours * 3600, "uploading",
+        now + options.retention_hours * 3600, "uploading", key_id=owner(call.key),
     )  # fmt: skip
     cutter = LineCutter(
         options.max_bytes, options.max_lines, options.max_line_bytes, options.chunk_bytes
@@ -87,7 +91,7 @@ async def _create(request: Request, front: FrontDesk, call: Call, ex: Exchange) 
         await files.commit(record)
     except BaseException:
         if begun:
-            await files.delete(record.id, call.key.name)
+            await files.delete(record.id, record.key_id)
         raise
     return JSONResponse(record.to_openai())
 
@@ -144,7 +148,7 @@ async def _list(request: Request, front: FrontDesk, call: Call, ex: Exchange) ->
     purpose = request.query_params.get("purpose")
     files = (await service(request)).files
     found = await files.page(
-        call.key.name, purpose=purpose, after=after, limit=limit + 1, order=order
+        owner(call.key), purpose=purpose, after=after, limit=limit + 1, order=order
     )
     return JSONResponse(page([f.to_openai() for f in found], limit))
 
@@ -157,7 +161,7 @@ async def list_files(request: Request) -> Response:
 
 
 async def _retrieve(request: Request, front: FrontDesk, call: Call, ex: Exchange) -> Response:
-    found = await owned_file(request, request.path_params["file_id"], call.key.name)
+    found = await owned_file(request, request.path_params["file_id"], owner(call.key))
     return JSONResponse(found.to_openai())
 
 
@@ -166,7 +170,7 @@ async def retrieve_file(request: Request) -> Response:
 
 
 async def _content(request: Request, front: FrontDesk, call: Call, ex: Exchange) -> Response:
-    found = await owned_file(request, request.path_params["file_id"], call.key.name)
+    found = await owned_file(request, request.path_params["file_id"], owner(call.key))
     files = (await service(request)).files
 
     async def body() -> AsyncIterator[bytes]:
@@ -182,7 +186,7 @@ async def file_content(request: Request) -> Response:
 
 async def _delete(request: Request, front: FrontDesk, call: Call, ex: Exchange) -> Response:
     file_id = request.path_params["file_id"]
-    if not await (await service(request)).files.delete(file_id, call.key.name):
+    if not await (await service(request)).files.delete(file_id, owner(call.key)):
         raise missing(file_id)
     return JSONResponse({"id": file_id, "object": "file", "deleted": True})
 

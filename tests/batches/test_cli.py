@@ -25,7 +25,10 @@ def _seed(db: Path) -> None:
         ):
             await store.add_lines([Line(batch_id, i, f"c{i}", {}) for i in range(3)])
             body = {"endpoint": "/v1/chat/completions"}
-            await store.put(StoredBatch(batch_id, key, door, "in_progress", now + n, now + 9, body))
+            batch = StoredBatch(
+                batch_id, key, door, "in_progress", now + n, now + 9, body, key_id=f"db:{key}:1.0"
+            )
+            await store.put(batch)
         first = (await store.lines("batch_a", ("queued",), 1))[0]
         await store.finish(first, "output", {"custom_id": "c0"})
         await store.claim("batch_a", "gw-1", time.time(), 30)

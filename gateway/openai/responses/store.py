@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.db import Database, Databases, DatabaseUnavailable, Tx, check_url
+from gateway.db import Database, Databases, DatabaseUnavailable, Tx, add_columns, check_url
 from gateway.errors import ServiceUnavailable
 
 ACTIVE = ("submitting", "queued", "in_progress")
@@ -133,15 +133,7 @@ class ResponseStore:
         ):
             await tx.execute(sql)
         for suffix, name, declaration in _ADDED:
-            table = t + suffix
-            if self.db.dialect == "postgresql":
-                await tx.execute(
-                    f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {declaration}"
-                )
-                continue
-            present = {str(r[1]) for r in await tx.fetch(f"PRAGMA table_info({table})")}
-            if name not in present:
-                await tx.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
+            await add_columns(tx, self.db.dialect, t + suffix, [(name, declaration)])
         for sql in (
             f"CREATE INDEX IF NOT EXISTS {t}_expires ON {t} (expires_at)",
             f"CREATE INDEX IF NOT EXISTS {t}_active ON {t} (status, lease_until)",
