@@ -213,11 +213,14 @@ async def test_fifty_identical_requests_make_one_job_and_a_repeat_makes_no_reque
     answers = await asyncio.gather(*(ask(client, prompt, stream=i % 2 == 0) for i in range(50)))
     stats = emulator_stats(emulator)
     assert stats["jobs_created"] == 1 and stats["submit_requests"] == 1, stats
-    job_ids = {job_id for _, job_id, _ in answers}
-    assert len(job_ids) == 1
-    expected = reply_for(job_prompt(emulator, job_ids.pop()))
+    # Each joined the one job, or (a request the client sent only once the job had ended, as
+    # on a loaded machine) was answered from the cache it filled: no second job either way.
+    missed = [job_id for result, job_id, _ in answers if result == "miss"]
+    late = [job_id for result, job_id, _ in answers if result == "hit"]
+    assert len(missed) + len(late) == 50 and set(late) <= {""}
+    (job_id,) = set(missed)
+    expected = reply_for(job_prompt(emulator, job_id))
     assert all(text == expected for _, _, text in answers)
-    assert {result for result, _, _ in answers} == {"miss"}
     before = emulator_stats(emulator)
     for stream in (False, True):  # stored once, answered in either mode
         result, job_id, text = await ask(client, prompt, stream=stream)
@@ -226,8 +229,8 @@ async def test_fifty_identical_requests_make_one_job_and_a_repeat_makes_no_reque
     assert after["submit_requests"] == before["submit_requests"]
     assert after["status_requests"] == before["status_requests"]
     metrics = metrics_text(gateway)
-    assert "gateway_shared_joins_total 49.0" in metrics
-    assert 'gateway_cache_lookups_total{result="hit"} 2.0' in metrics
+    assert f"gateway_shared_joins_total {len(missed) - 1}.0" in metrics
+    assert f'gateway_cache_lookups_total{{result="hit"}} {len(late) + 2}.0' in metrics
     await client.close()
 
 

@@ -36,7 +36,13 @@ def _wait_ended(api: anthropic.Anthropic, batch_id: str, limit: float = 60) -> M
 @pytest.fixture(scope="module")
 def gateway(emulator: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("message-batches")
-    config = gateway_config(emulator.url, ledger={"url": f"sqlite:///{tmp / 'ledger.db'}"})
+    # Ten lines at a time: a batch of 300 slow lines is still running whenever a cancel comes,
+    # however slow the machine (all 300 at once could all be started, then end, before it).
+    config = gateway_config(
+        emulator.url,
+        ledger={"url": f"sqlite:///{tmp / 'ledger.db'}"},
+        batches={"lines_in_flight": 10},
+    )
     with running(start_gateway(tmp, config)) as server:
         yield server
 
