@@ -98,9 +98,18 @@ def check_url(url: str) -> str:
 async def add_columns(tx: Tx, dialect: str, table: str, columns: Sequence[tuple[str, str]]) -> None:
     """Add the columns (name, declaration) a table made by an older gateway lacks; its old
     rows read as the declaration's default. Run inside the transaction that creates the table."""
-    if dialect == "postgresql":
+    if dialect == "postgresql":  # ALTER locks the table even when the column is there: ask first
+        rows = await tx.fetch(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = ?",
+            [table],
+        )
+        present = {str(row[0]) for row in rows}
         for name, declaration in columns:
-            await tx.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {declaration}")
+            if name not in present:  # IF NOT EXISTS: another replica may be adding it too
+                await tx.execute(
+                    f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {declaration}"
+                )
         return
     present = {str(row[1]) for row in await tx.fetch(f"PRAGMA table_info({table})")}
     for name, declaration in columns:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from gateway.db import Database, Row, Tx
+from gateway.db import Database, Row, Tx, add_columns
 from gateway.keys.model import KeyRecord, TeamRecord, key_view, team_view
 
 KEY_COLUMNS: tuple[str, ...] = KeyRecord._fields
@@ -118,16 +118,7 @@ class KeyStore:
 
     async def _add_columns(self, tx: Tx, table: str, columns: Sequence[str]) -> None:
         """Columns added since a table was first made (their rows read as the default)."""
-        if self.db.dialect == "postgresql":
-            for column in columns:
-                await tx.execute(
-                    f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {_column_type(column)}"
-                )
-            return
-        present = {str(row[1]) for row in await tx.fetch(f"PRAGMA table_info({table})")}
-        for column in columns:
-            if column not in present:
-                await tx.execute(f"ALTER TABLE {table} ADD COLUMN {column} {_column_type(column)}")
+        await add_columns(tx, self.db.dialect, table, [(c, _column_type(c)) for c in columns])
 
     def _create(self, table: str, columns: Sequence[str]) -> str:
         cols = ", ".join(

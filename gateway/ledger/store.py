@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from gateway.db import Database
+from gateway.db import Database, add_columns
 from gateway.ledger.record import IN_FLIGHT, INTERRUPTED, UsageRecord, UsageRow
 
 DEFAULT_TABLE = "gateway_usage"
@@ -137,14 +137,7 @@ class SqlLedgerStore:
                         tokens_saved INTEGER NOT NULL DEFAULT 0
                     )"""
                 )
-                if pg:
-                    present: set[str] = set()
-                else:
-                    present = {str(r[1]) for r in await tx.fetch(f"PRAGMA table_info({t})")}
-                for name, declaration in ADDED_COLUMNS:  # a table made by an older gateway
-                    if name not in present:
-                        exists = "IF NOT EXISTS " if pg else ""
-                        await tx.execute(f"ALTER TABLE {t} ADD COLUMN {exists}{name} {declaration}")
+                await add_columns(tx, self.db.dialect, t, ADDED_COLUMNS)  # made by an older gateway
                 await tx.execute(f'CREATE INDEX IF NOT EXISTS {t}_time ON {t} ("time")')
                 await tx.execute(
                     f'CREATE INDEX IF NOT EXISTS {t}_key_time ON {t} (key_name, "time")'

@@ -12,7 +12,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.db import Database, Databases, DatabaseUnavailable, refused_row, sanitise
+from gateway.db import (
+    Database,
+    Databases,
+    DatabaseUnavailable,
+    add_columns,
+    refused_row,
+    sanitise,
+)
 from tests.e2e.proxy import stalling_proxy
 
 DATABASE_URL = os.environ.get("DATABASE_URL")
@@ -168,3 +175,38 @@ async def test_a_refused_value_is_told_from_a_failing_database(db: Database) -> 
         await db.execute(f"INSERT INTO {table}_missing (n) VALUES (?)", [1])
     assert not refused_row(broken.value)
     assert not refused_row(DatabaseUnavailable("the database did not answer within 5 s"))
+
+
+async def test_adding_columns_adds_the_missing_ones_only(db: Database) -> None:
+    table = db.table  # type: ignore[attr-defined]
+    columns = [("text", "TEXT"), ("extra", "INTEGER NOT NULL DEFAULT 7")]
+    async with db.transaction() as tx:
+        await add_columns(tx, db.dialect, table, columns)
+    await db.execute(f"INSERT INTO {table} (n) VALUES (?)", [1])
+    assert await db.fetch(f"SELECT n, extra FROM {table}") == [(1, 7)]
+    async with db.transaction() as tx:  # again: nothing to add, nothing fails
+        await add_columns(tx, db.dialect, table, columns)
+
+
+@needs_postgres
+async def test_a_table_in_use_is_not_locked_to_add_columns_it_has() -> None:
+    """Every replica's start-up checks its tables: an ``ALTER TABLE`` (which locks the table
+    against everyone even when the column is there) would wait behind any open transaction
+    on it, and block every later reader and writer meanwhile."""
+    databases = Databases(timeout=5)
+    user, starting = databases.get(str(DATABASE_URL)), Databases(timeout=2).get(str(DATABASE_URL))
+    await user.open()
+    await starting.open()
+    table = f"db_test_{uuid.uuid4().hex[:10]}"
+    await user.execute(f"CREATE TABLE {table} (n BIGINT, text TEXT)")
+    try:
+        async with user.transaction() as busy:  # a long transaction reading the table
+            await busy.fetch(f"SELECT * FROM {table}")
+            async with starting.transaction() as tx:
+                await asyncio.wait_for(
+                    add_columns(tx, starting.dialect, table, [("text", "TEXT")]), timeout=1.5
+                )
+    finally:
+        await user.execute(f"DROP TABLE {table}")
+        await user.close()
+        await starting.close()
