@@ -69,6 +69,19 @@ class Database(Protocol):
     async def close(self) -> None: ...
 
 
+async def add_columns(dialect: str, tx: Tx, table: str, columns: Sequence[tuple[str, str]]) -> None:
+    """Columns (name, declaration) added to ``table`` since it was first made, when missing:
+    a database made by an older gateway keeps working (its rows read the declared default)."""
+    if dialect == "postgresql":
+        for name, declaration in columns:
+            await tx.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {declaration}")
+        return
+    present = {str(row[1]) for row in await tx.fetch(f"PRAGMA table_info({table})")}
+    for name, declaration in columns:
+        if name not in present:
+            await tx.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
+
+
 def is_postgres_url(url: str) -> bool:
     return url.startswith(("postgresql://", "postgres://"))
 

@@ -374,7 +374,8 @@ class Runner:
             await store.finish(line, "error", door.refused(line.custom_id, request_id, error))
             self.metrics.count("failed")
             return
-        await store.finish(line, "output", door.output(line.custom_id, request_id, body))
+        tokens = (answer.prompt_tokens, answer.completion_tokens)  # as the body's usage says
+        await store.finish(line, "output", door.output(line.custom_id, request_id, body), tokens)
         self.metrics.count("done")
 
     # ------------------------------------------------------------------ the end
@@ -396,6 +397,8 @@ class Runner:
         batch.body["request_counts"] = {
             "total": counts.total, "completed": counts.done, "failed": counts.failed,
         }  # fmt: skip
+        if "usage" in batch.body:  # a batch whose door shows usage (OpenAI's, made with it)
+            batch.body["usage"] = counts.usage()
         if output is not None:
             batch.body["output_file_id"] = output
         if errors is not None:
