@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.batches.jsonl import split_lines
+from gateway.batches.service import CANCELLABLE
 from gateway.batches.store import ACTIVE, Counts, Line, StoredBatch
 from gateway.errors import BadRequest, Conflict, NotFound
 from gateway.http.exchange import Exchange
@@ -212,17 +213,11 @@ async def list_batches(request: Request) -> Response:
 async def _cancel(request: Request, front: FrontDesk, call: Call, ex: Exchange) -> Response:
     svc = await service(request)
     batch = await owned_batch(request, request.path_params["batch_id"], call.key.name)
-    if batch.status in ("validating", "in_progress"):
-        batch.status = "cancelling"
-        batch.body["cancelling_at"] = int(time.time())
-        if await svc.batches.save(batch, was=("validating", "in_progress")):
-            svc.runner.wake()
-        batch = await owned_batch(request, batch.id, call.key.name)
-    elif batch.status not in ("cancelling", "cancelled"):
+    if batch.status not in (*CANCELLABLE, "cancelling", "cancelled"):
         raise Conflict(
             f"Cannot cancel a batch with status '{batch.status}'.", code="batch_not_cancellable"
         )
-    return JSONResponse(await render(request, batch))
+    return JSONResponse(await render(request, await svc.cancel(batch)))
 
 
 async def cancel_batch(request: Request) -> Response:
