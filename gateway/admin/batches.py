@@ -1,6 +1,8 @@
 """``GET /admin/batches`` and ``GET /admin/files/{file_id}/content``: every key's batches and
-their result files, for an admin key (any role: they only read). The console's Batches page
-uses them when signed in with an admin key."""
+their result files, for an admin key (any role: they only read); ``POST
+/admin/batches/{batch_id}/cancel``: any key's running batch cancelled, for an admin key of the
+``admin`` role (through :meth:`BatchService.cancel`, as the doors' own cancels). The console's
+Batches page uses them when signed in with an admin key."""
 
 from __future__ import annotations
 
@@ -11,10 +13,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from gateway.admin.usage import require_admin_reader
-from gateway.batches.service import BatchService
+from gateway.admin.keys import authorize
+from gateway.admin.usage import admin_log, require_admin_reader
+from gateway.batches.service import CANCELLABLE, BatchService
 from gateway.batches.store import StoredBatch
-from gateway.errors import BadRequest, GatewayError, NotFound
+from gateway.errors import BadRequest, Conflict, GatewayError, NotFound
 from gateway.http.common import error_response
 from gateway.state import runtime
 
@@ -62,6 +65,29 @@ async def admin_batches(request: Request) -> Response:
     return JSONResponse({"object": "list", "data": rows})
 
 
+async def admin_cancel(request: Request) -> Response:
+    """Cancel any key's batch (either door's) that is running; one already cancelling or
+    cancelled is answered as it is, one that ended otherwise is a 409 (as OpenAI's cancel)."""
+    try:
+        who = authorize(runtime(request), request, write=True)
+        svc = await _service(request)
+        batch_id = request.path_params["batch_id"]
+        found = await svc.batches.get(batch_id, None, None)
+        if found is None:
+            raise NotFound(f"No batch found with id '{batch_id}'.", param="batch_id")
+        if found.status not in (*CANCELLABLE, "cancelling", "cancelled"):
+            raise Conflict(
+                f"Cannot cancel a batch with status '{found.status}'.",
+                code="batch_not_cancellable",
+            )
+        batch = await svc.cancel(found)
+        admin_log.info("admin %s cancelled batch %s of key %s", who.name, batch.id, batch.key_name)
+        row = _row(batch, await svc.batches.counts(batch.id))
+    except GatewayError as error:
+        return error_response(error)
+    return JSONResponse(row)
+
+
 async def admin_file_content(request: Request) -> Response:
     """Any key's file (a batch's output or error file), for download."""
     try:
@@ -83,5 +109,6 @@ async def admin_file_content(request: Request) -> Response:
 def routes() -> list[Route]:
     return [
         Route("/admin/batches", admin_batches, methods=["GET"]),
+        Route("/admin/batches/{batch_id}/cancel", admin_cancel, methods=["POST"]),
         Route("/admin/files/{file_id}/content", admin_file_content, methods=["GET"]),
     ]

@@ -185,13 +185,7 @@ async def list_batches(request: Request) -> Response:
 
 async def _cancel(request: Request, front: FrontDesk, call: Call, ex: Exchange) -> Response:
     svc = await _service(request)
-    batch = await _owned(request, owner(call.key))
-    if batch.status in ("validating", "in_progress"):
-        batch.status = "cancelling"
-        batch.body["cancelling_at"] = int(time.time())
-        if await svc.batches.save(batch, was=("validating", "in_progress")):
-            svc.runner.wake()
-        batch = await _owned(request, owner(call.key))
+    batch = await svc.cancel(await _owned(request, owner(call.key)))
     return JSONResponse(await batch_object(request, batch, _base(request)))
 
 

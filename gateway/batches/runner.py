@@ -5,7 +5,9 @@ renewed while it runs them; a stopped gateway's batches are taken over by the ne
 another or a restarted one). A batch's lines are started many at once, so their submissions
 meet in the upstream batcher's group commit and go up as multi-input POSTs; each line is one
 :meth:`FrontDesk.answer` call marked as a batch line (job slots in the batch class, within
-``batches.share`` of the account's cap; one ledger row per line under the door's route).
+``batches.share`` of the account's cap; one ledger row per line under the door's route). The
+lines in flight are also bounded by the key's and its team's ``max_concurrent`` (see
+:meth:`Runner._gate`), so the limits wait lines rather than refuse them.
 
 A line's job ids are stored the moment the upstream gives them (:meth:`BatchStore.submitted`):
 after a restart such a line is followed, not submitted again. A line whose job fails is
@@ -55,7 +57,8 @@ def retryable(error: GatewayError) -> bool:
 
 @dataclass(slots=True)
 class Gate:
-    """How many lines of one account's batches this gateway runs at once, and runs now."""
+    """One bound on the lines this gateway runs at once: an account's batch share of its job
+    slots, or a key's or a team's ``max_concurrent``; and how many run now."""
 
     capacity: int
     in_use: int = 0
@@ -64,6 +67,39 @@ class Gate:
 
     def pause(self, seconds: float) -> None:
         self.paused_until = max(self.paused_until, time.monotonic() + seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class Gates:
+    """The bounds one batch's lines pass together (its account's, its key's, its team's):
+    a running line holds a place in each, so every bound counts the lines of all the batches
+    it covers."""
+
+    gates: tuple[Gate, ...]
+
+    @property
+    def capacity(self) -> int:
+        return min(g.capacity for g in self.gates)
+
+    @property
+    def free(self) -> int:
+        return max(0, min(g.capacity - g.in_use for g in self.gates))
+
+    @property
+    def paused_until(self) -> float:
+        return max(g.paused_until for g in self.gates)
+
+    def enter(self, lines: int = 1) -> None:
+        for gate in self.gates:
+            gate.in_use += lines
+
+    def leave(self, lines: int = 1) -> None:
+        for gate in self.gates:
+            gate.in_use -= lines
+
+    def pause(self, seconds: float) -> None:
+        for gate in self.gates:
+            gate.pause(seconds)
 
 
 class Wave:
@@ -101,7 +137,7 @@ class Runner:
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
         self._rt: Runtime | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._gates: dict[str, Gate] = {}
+        self._gates: dict[tuple[str, str], Gate] = {}
         self._loop: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.metrics = BatchMetrics.create(None)  # on the gateway's registry once started
@@ -232,14 +268,21 @@ class Runner:
                 return
             # Lines start in waves (half the gate free, or none running): started together,
             # their submissions meet in the batcher and go up as a few multi-input POSTs.
-            free = gate.capacity - gate.in_use
+            free = gate.free
             ready = time.monotonic() >= gate.paused_until
             if ready and todo and (free >= max(1, gate.capacity // 2) or (free and not running)):
                 lines = todo[:free]
-                await self._mark_submitting(batch, lines)
+                # The places are taken before the write: another batch's turn meanwhile (one
+                # of the same account, key or team) must see them taken, not start lines the
+                # key's or team's limit would refuse.
+                gate.enter(len(lines))
+                try:
+                    await self._mark_submitting(batch, lines)
+                except BaseException:
+                    gate.leave(len(lines))
+                    raise
                 wave = Wave(len(lines))
                 for line in lines:
-                    gate.in_use += 1
                     task = asyncio.create_task(self._line(batch, door, key, line, gate, wave))
                     running[line.n] = task
                     task.add_done_callback(functools.partial(_drop, running, line.n))
@@ -252,20 +295,37 @@ class Runner:
             else:  # the account's batch lines are all taken (by its other batches)
                 await asyncio.sleep(self.settings.scan_interval / 4)
 
-    def _gate(self, rt: Runtime, key: KeySettings | None) -> Gate:
-        """Lines of one account started at once: no more than its batch share of job slots
-        (more would only wait in its queue, in the way of live requests' places)."""
+    def _gate(self, rt: Runtime, key: KeySettings | None) -> Gates:
+        """The bounds on a key's lines started at once: its account's batch share of job
+        slots (more would only wait in its queue, in the way of live requests' places), its
+        own ``max_concurrent`` and its team's (more would only be refused, 429, and retried).
+
+        Each bound is one gate kept by what its limit counts: the account's by upstream token,
+        the key's by key name, the team's by team name. Two keys of one account with different
+        limits thus share the account's gate and each keeps its own: neither the first key's
+        limit holds the other back (as a gate per token set by whichever batch came first did)
+        nor does the larger let the smaller's lines be refused. A gate's capacity follows the
+        limits each time a batch starts running."""
         token = key.upstream_token if key is not None else ""
-        gate = self._gates.get(token)
-        if gate is None:
-            most = self.settings.lines_in_flight
-            if key is not None:
-                capacity = rt.completions.slots(token).batch_capacity
-                most = min(most, capacity) if capacity is not None else most
-                if key.max_concurrent is not None:  # more would only be refused (429)
-                    most = min(most, key.max_concurrent)
-            gate = self._gates[token] = Gate(most)
-        return gate
+        most = self.settings.lines_in_flight
+        if key is not None:
+            capacity = rt.completions.slots(token).batch_capacity
+            most = min(most, capacity) if capacity is not None else most
+        bounds = [(("account", token), most)]
+        if key is not None:
+            if key.max_concurrent is not None:
+                bounds.append((("key", key.name), key.max_concurrent))
+            team = FrontDesk(rt).team(key)
+            if team is not None and team.quota.max_concurrent is not None:
+                bounds.append((("team", team.name), team.quota.max_concurrent))
+        gates = []
+        for name, capacity in bounds:
+            gate = self._gates.get(name)
+            if gate is None:
+                gate = self._gates[name] = Gate(capacity)
+            gate.capacity = capacity
+            gates.append(gate)
+        return Gates(tuple(gates))
 
     async def _mark_submitting(self, batch: StoredBatch, lines: Sequence[Line]) -> None:
         """Lines about to be submitted, marked so in one write. Should the gateway die before
@@ -289,7 +349,7 @@ class Runner:
         door: LineDoor,
         key: KeySettings,
         line: Line,
-        gate: Gate,
+        gate: Gates,
         wave: Wave,
     ) -> None:
         self.metrics.in_flight.inc()
@@ -310,7 +370,7 @@ class Runner:
                     await self.store.finish(line, "error", result)
         finally:
             self.metrics.in_flight.dec()
-            gate.in_use -= 1
+            gate.leave()
 
     async def _answer(
         self,
@@ -319,7 +379,7 @@ class Runner:
         key: KeySettings,
         line: Line,
         wave: Wave,
-        gate: Gate,
+        gate: Gates,
     ) -> None:
         rt = self._rt
         assert rt is not None
@@ -382,7 +442,8 @@ class Runner:
             await store.finish(line, "error", door.refused(line.custom_id, request_id, error))
             self.metrics.count("failed")
             return
-        await store.finish(line, "output", door.output(line.custom_id, request_id, body))
+        tokens = (answer.prompt_tokens, answer.completion_tokens)  # as the body's usage says
+        await store.finish(line, "output", door.output(line.custom_id, request_id, body), tokens)
         self.metrics.count("done")
 
     # ------------------------------------------------------------------ the end
@@ -404,6 +465,8 @@ class Runner:
         batch.body["request_counts"] = {
             "total": counts.total, "completed": counts.done, "failed": counts.failed,
         }  # fmt: skip
+        if "usage" in batch.body:  # a batch whose door shows usage (OpenAI's, made with it)
+            batch.body["usage"] = counts.usage()
         if output is not None:
             batch.body["output_file_id"] = output
         if errors is not None:

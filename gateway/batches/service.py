@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from gateway.batches.files import FileStore
 from gateway.batches.lines import LineDoor
 from gateway.batches.runner import Runner
-from gateway.batches.store import BatchStore
+from gateway.batches.store import BatchStore, StoredBatch
 from gateway.config import Settings
 from gateway.db import Databases
 from gateway.errors import ServiceUnavailable
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
     from gateway.runtime import Runtime
 
 logger = logging.getLogger("gateway.batches")
+
+#: Batch statuses a cancel moves to ``cancelling``.
+CANCELLABLE = ("validating", "in_progress")
 
 
 class BatchService:
@@ -55,6 +59,19 @@ class BatchService:
                 ) from None
             self._open = True
         return self
+
+    async def cancel(self, batch: StoredBatch) -> StoredBatch:
+        """Ask a batch to stop, for every door's cancel and the admin's: a running one becomes
+        ``cancelling`` (its runner cancels the lines not yet submitted, lets those in flight
+        end, and ends it ``cancelled``); any other is left as it is. The batch as it is now
+        (the runner may have ended it meanwhile)."""
+        if batch.status not in CANCELLABLE:
+            return batch
+        batch.status = "cancelling"
+        batch.body["cancelling_at"] = int(time.time())
+        if await self.batches.save(batch, was=CANCELLABLE):
+            self.runner.wake()
+        return await self.batches.get(batch.id, None, None) or batch
 
     async def aclose(self) -> None:
         await self.runner.aclose()

@@ -6,7 +6,8 @@ Tables (``T`` is ``batches.table``), created when missing::
              status, created_at, expires_at, body (the batch object, counts aside), owner,
              lease_until (who runs it)
     T_lines  batch_id, n, custom_id, request (the line's body), state, attempts, job_ids,
-             kind ('output' | 'error'), result (the output or error line)
+             kind ('output' | 'error'), result (the output or error line),
+             input_tokens, output_tokens (what its answer used; NULL until it is done)
 
 A line is ``queued``, ``submitting``, then ``submitted`` (its job ids stored the moment the
 upstream gave them, so a restart follows those jobs rather than asking again), then ``done``
@@ -32,6 +33,8 @@ from gateway.db import Database, Databases, add_columns, check_url
 
 #: Batch statuses a runner still has work in.
 ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")
+#: Columns added to ``T_lines`` since it was first made (name, declaration).
+_ADDED_TO_LINES = (("input_tokens", "INTEGER"), ("output_tokens", "INTEGER"))
 
 
 @dataclass(slots=True)
@@ -67,10 +70,23 @@ class Counts:
     submitted: int = 0
     cancelled: int = 0
     expired: int = 0
+    #: Tokens the lines' answers used, summed (each line's, stored when it finished).
+    input_tokens: int = 0
+    output_tokens: int = 0
 
     @property
     def pending(self) -> int:
         return self.queued + self.submitted
+
+    def usage(self) -> dict[str, Any]:
+        """OpenAI's batch ``usage`` (the upstream reports no cached or reasoning tokens)."""
+        return {
+            "input_tokens": self.input_tokens,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": self.output_tokens,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": self.input_tokens + self.output_tokens,
+        }
 
 
 _BATCH = "id, key_name, door, status, created_at, expires_at, body, key_id"
@@ -117,6 +133,7 @@ class BatchStore:
                 await tx.execute(
                     f"CREATE INDEX IF NOT EXISTS {t}_owner ON {t} (key_id, door, created_at)"
                 )
+                await add_columns(tx, self.db.dialect, f"{t}_lines", _ADDED_TO_LINES)
         except BaseException:
             await self.db.close()
             raise
@@ -300,11 +317,14 @@ class BatchStore:
             (line.attempts, line.batch_id, line.n),
         )
 
-    async def finish(self, line: Line, kind: str, result: dict[str, Any]) -> None:
+    async def finish(
+        self, line: Line, kind: str, result: dict[str, Any], tokens: tuple[int, int] = (0, 0)
+    ) -> None:
+        """The line is done: its result, and the (input, output) tokens its answer used."""
         await self.db.execute(
-            f"UPDATE {self.t}_lines SET state = 'done', kind = ?, result = ? "
-            "WHERE batch_id = ? AND n = ?",
-            (kind, json.dumps(result), line.batch_id, line.n),
+            f"UPDATE {self.t}_lines SET state = 'done', kind = ?, result = ?, input_tokens = ?, "
+            "output_tokens = ? WHERE batch_id = ? AND n = ?",
+            (kind, json.dumps(result), tokens[0], tokens[1], line.batch_id, line.n),
         )
 
     async def abandon(self, batch_id: str, state: str) -> int:
@@ -317,8 +337,8 @@ class BatchStore:
 
     async def counts(self, batch_id: str) -> Counts:
         rows = await self.db.fetch(
-            f"SELECT state, kind, COUNT(*) FROM {self.t}_lines WHERE batch_id = ? "
-            "GROUP BY state, kind",
+            f"SELECT state, kind, COUNT(*), SUM(input_tokens), SUM(output_tokens) "
+            f"FROM {self.t}_lines WHERE batch_id = ? GROUP BY state, kind",
             (batch_id,),
         )
         by: dict[tuple[str, str | None], int] = {(str(r[0]), r[1]): int(r[2]) for r in rows}
@@ -330,6 +350,8 @@ class BatchStore:
             submitted=by.get(("submitted", None), 0),
             cancelled=by.get(("cancelled", None), 0),
             expired=by.get(("expired", None), 0),
+            input_tokens=sum(int(r[3] or 0) for r in rows),
+            output_tokens=sum(int(r[4] or 0) for r in rows),
         )
 
     async def results(self, batch_id: str, after: int, limit: int) -> list[tuple[int, str, str]]:

@@ -20,7 +20,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.batches.jsonl import split_lines
-from gateway.batches.store import ACTIVE, Line, StoredBatch
+from gateway.batches.service import CANCELLABLE
+from gateway.batches.store import ACTIVE, Counts, Line, StoredBatch
 from gateway.errors import BadRequest, Conflict, NotFound
 from gateway.http.exchange import Exchange
 from gateway.http.responses import openai_error
@@ -37,19 +38,24 @@ WINDOWS = {"24h": 24 * 3600}
 MAX_REPORTED = 100
 
 
-def batch_object(batch: StoredBatch, counts: dict[str, int] | None = None) -> dict[str, Any]:
-    """The OpenAI ``batch`` object (``counts``: the live counts of a running batch)."""
+def batch_object(batch: StoredBatch, counts: Counts | None = None) -> dict[str, Any]:
+    """The OpenAI ``batch`` object (``counts``: the live counts of a running batch; an ended
+    one's were written into its body when it ended). ``usage`` sums the tokens its lines'
+    answers used; a batch made before the gateway counted them has none."""
     body = {**batch.body, "id": batch.id, "object": "batch", "status": batch.status}
     if counts is not None:
-        body["request_counts"] = counts
+        body["request_counts"] = {
+            "total": counts.total, "completed": counts.done, "failed": counts.failed,
+        }  # fmt: skip
+        if "usage" in body:
+            body["usage"] = counts.usage()
     return body
 
 
 async def render(request: Request, batch: StoredBatch) -> dict[str, Any]:
     counts = None
     if batch.status in ACTIVE:
-        got = await (await service(request)).batches.counts(batch.id)
-        counts = {"total": got.total, "completed": got.done, "failed": got.failed}
+        counts = await (await service(request)).batches.counts(batch.id)
     return batch_object(batch, counts)
 
 
@@ -141,6 +147,7 @@ async def _create(request: Request, front: FrontDesk, call: Call, ex: Exchange) 
             "endpoint": endpoint, "input_file_id": file_id, "completion_window": "24h",
             "created_at": int(now), "expires_at": int(now + window),
             "request_counts": {"total": 0, "completed": 0, "failed": 0},
+            "usage": Counts().usage(),  # its lines' tokens, summed as they end
         },
         key_id=owner(call.key),
     )  # fmt: skip
@@ -209,17 +216,11 @@ async def list_batches(request: Request) -> Response:
 async def _cancel(request: Request, front: FrontDesk, call: Call, ex: Exchange) -> Response:
     svc = await service(request)
     batch = await owned_batch(request, request.path_params["batch_id"], owner(call.key))
-    if batch.status in ("validating", "in_progress"):
-        batch.status = "cancelling"
-        batch.body["cancelling_at"] = int(time.time())
-        if await svc.batches.save(batch, was=("validating", "in_progress")):
-            svc.runner.wake()
-        batch = await owned_batch(request, batch.id, owner(call.key))
-    elif batch.status not in ("cancelling", "cancelled"):
+    if batch.status not in (*CANCELLABLE, "cancelling", "cancelled"):
         raise Conflict(
             f"Cannot cancel a batch with status '{batch.status}'.", code="batch_not_cancellable"
         )
-    return JSONResponse(await render(request, batch))
+    return JSONResponse(await render(request, await svc.cancel(batch)))
 
 
 async def cancel_batch(request: Request) -> Response:

@@ -95,6 +95,7 @@ def test_a_chat_batch_answers_each_line_as_the_live_endpoint(
     )  # fmt: skip
     check("Batch", made.model_dump(exclude_unset=True))
     assert made.status == "validating" and made.metadata == {"run": "nightly"}
+    assert made.usage is not None and made.usage.total_tokens == 0
     done = wait_done(api, made.id)
     check("Batch", done.model_dump(exclude_unset=True))
     assert done.status == "completed", done
@@ -140,6 +141,23 @@ def test_a_chat_batch_answers_each_line_as_the_live_endpoint(
             (made.id + "-%",),
         ).fetchall()
     assert sorted(rows) == sorted((f"{made.id}-{i}", "ok") for i in range(30))
+    # The batch's usage: what its lines' answers used, summed (the failed lines used none).
+    used = [outputs[f"ok-{i}"]["response"]["body"]["usage"] for i in range(30)]
+    assert done.usage is not None
+    assert done.usage.input_tokens == sum(u["prompt_tokens"] for u in used) > 0
+    assert done.usage.output_tokens == sum(u["completion_tokens"] for u in used) > 0
+    assert done.usage.total_tokens == done.usage.input_tokens + done.usage.output_tokens
+    assert (
+        done.usage.input_tokens_details.cached_tokens,
+        done.usage.output_tokens_details.reasoning_tokens,
+    ) == (0, 0)
+    with sqlite3.connect(tmp / "ledger.db") as db:
+        charged = db.execute(
+            "SELECT SUM(prompt_tokens), SUM(completion_tokens) FROM gateway_usage "
+            "WHERE endpoint = '/v1/batches' AND request_id LIKE ?",
+            (made.id + "-%",),
+        ).fetchone()
+    assert charged == (done.usage.input_tokens, done.usage.output_tokens)  # as the ledger says
 
 
 @pytest.mark.parametrize(
@@ -174,6 +192,17 @@ def test_completions_and_responses_batches(
         for o in outputs.values()
     ]  # fmt: skip
     assert texts == ["hi there"] * 3
+    check("Batch", done.model_dump(exclude_unset=True))
+    used = [o["response"]["body"]["usage"] for o in outputs.values()]
+    names = (
+        ("input_tokens", "output_tokens")
+        if kind == "Response"
+        else ("prompt_tokens", "completion_tokens")
+    )
+    assert done.usage is not None
+    assert (done.usage.input_tokens, done.usage.output_tokens) == tuple(
+        sum(u[name] for u in used) for name in names
+    )
 
 
 def test_a_malformed_input_file_fails_the_batch_with_its_errors(
@@ -210,6 +239,9 @@ def test_create_is_checked_and_batches_are_the_keys_own(
             input_file_id=uploaded.id, endpoint=CHAT,
             completion_window="1h",  # type: ignore[arg-type]
         )  # fmt: skip
+    earlier = alice.batches.create(
+        input_file_id=uploaded.id, endpoint=CHAT, completion_window="24h"
+    )
     made = alice.batches.create(input_file_id=uploaded.id, endpoint=CHAT, completion_window="24h")
     with pytest.raises(openai.NotFoundError):
         bob.batches.retrieve(made.id)
@@ -218,8 +250,9 @@ def test_create_is_checked_and_batches_are_the_keys_own(
     assert made.id not in [b.id for b in bob.batches.list()]
     listed = alice.batches.list(limit=1)
     check("ListBatchesResponse", listed.model_dump(exclude_unset=True))
-    assert listed.data[0].id == made.id and listed.has_more
+    assert listed.data[0].id == made.id and listed.has_more  # the newest first, then earlier
     wait_done(alice, made.id)
+    wait_done(alice, earlier.id)
 
 
 def test_cancel_keeps_finished_lines_and_cancels_the_rest(
@@ -233,6 +266,7 @@ def test_cancel_keeps_finished_lines_and_cancels_the_rest(
     time.sleep(1.0)
     cancelling = api.batches.cancel(made.id)
     assert cancelling.status in ("cancelling", "cancelled")
+    check("Batch", cancelling.model_dump(exclude_unset=True))  # live counts and usage
     done = wait_done(api, made.id)
     check("Batch", done.model_dump(exclude_unset=True))
     assert done.status == "cancelled" and done.cancelled_at and done.cancelling_at
@@ -241,6 +275,9 @@ def test_cancel_keeps_finished_lines_and_cancels_the_rest(
     cancelled = [e for e in errors.values() if e["error"]]
     assert cancelled and all(e["error"]["code"] == "batch_cancelled" for e in cancelled)
     assert done.request_counts is not None and done.request_counts.completed == len(outputs)
+    assert done.usage is not None and done.usage.output_tokens == sum(
+        o["response"]["body"]["usage"]["completion_tokens"] for o in outputs.values()
+    )
     with pytest.raises(openai.ConflictError):
         api.batches.cancel(wait_done(api, api.batches.create(
             input_file_id=api.files.create(

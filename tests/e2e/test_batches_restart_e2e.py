@@ -18,6 +18,7 @@ import pytest
 
 from tests.e2e.servers import (
     ALICE_KEY,
+    ALICE_TOKEN,
     Server,
     gateway_config,
     running,
@@ -215,3 +216,61 @@ def test_a_keys_concurrency_limit_bounds_its_lines_instead_of_failing_them(
             "GROUP BY outcome"
         ).fetchall()
     assert outcomes == [("ok", 12)]  # no line was refused by the key's own limit
+
+
+def test_a_teams_concurrency_limit_bounds_its_keys_lines_instead_of_failing_them(
+    emulator: Server, tmp_path: Path
+) -> None:
+    """Two database keys of a team allowed two requests at once, each with a batch: the
+    runner starts no more of their lines than the team allows (it used to start the account's
+    share, and the team's limit refused the rest: a 429 row per refusal, then a retry)."""
+    admin = "sk-test-batch-admin-0123456789"
+    config = _config(emulator, tmp_path)
+    config["accounts"] = [{"name": "team-a", "upstream_token": ALICE_TOKEN}]
+    config["admin"] = {"keys": [{"name": "ops", "key": admin, "role": "admin"}]}
+    config["key_store"] = {"poll_seconds": 0.2}
+    with running(start_gateway(tmp_path, config)) as gateway:
+        headers = {"authorization": f"Bearer {admin}"}
+        made = httpx.post(
+            gateway.url + "/admin/teams", json={"name": "pair", "max_concurrent": 2},
+            headers=headers, timeout=30,
+        )  # fmt: skip
+        assert made.status_code == 201, made.text
+        apis, batches = [], []
+        for name in ("red", "blue"):
+            key = httpx.post(
+                gateway.url + "/admin/keys", json={"name": name, "account": "team-a",
+                "team": "pair"}, headers=headers, timeout=30,
+            )  # fmt: skip
+            assert key.status_code == 201, key.text
+            api = openai.OpenAI(
+                base_url=gateway.url + "/v1", api_key=key.json()["secret"], max_retries=0
+            )
+            deadline = time.monotonic() + 10
+            while True:  # the new key works once every part of the gateway has seen it
+                try:
+                    api.models.list()
+                    break
+                except openai.AuthenticationError:
+                    assert time.monotonic() < deadline, "the new key never worked"
+                    time.sleep(0.1)
+            apis.append(api)
+        for api in apis:
+            lines = [line(f"t{i}", _words(i, 4, 40)) for i in range(8)]
+            uploaded = api.files.create(file=("in.jsonl", jsonl(lines)), purpose="batch")
+            batches.append(
+                api.batches.create(
+                    input_file_id=uploaded.id, endpoint=CHAT, completion_window="24h"
+                )
+            )
+        for api, batch in zip(apis, batches, strict=True):
+            done = wait_done(api, batch.id)
+            assert done.request_counts is not None
+            assert (done.request_counts.completed, done.request_counts.failed) == (8, 0)
+        time.sleep(0.5)
+    with sqlite3.connect(tmp_path / "ledger.db") as db:
+        outcomes = db.execute(
+            "SELECT outcome, COUNT(*) FROM gateway_usage WHERE endpoint = '/v1/batches' "
+            "GROUP BY outcome"
+        ).fetchall()
+    assert outcomes == [("ok", 16)]  # no line was refused by the team's limit

@@ -67,6 +67,7 @@ class Console {
     if (models) this.playground.setModels(models);
     this.usage.admin = Boolean(admin) && !models;
     this.batches.admin = Boolean(admin) && !models;
+    this.batches.role = admin ? admin.role : null;
     this.keys.setRole(admin ? admin.role : null);
     for (const node of document.querySelectorAll('[data-for]')) {
       node.hidden = node.dataset.for === 'admin' ? !admin : !this.user;

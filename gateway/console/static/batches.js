@@ -1,10 +1,14 @@
-// The Batches page: each batch's progress and counts, and its result files to download.
-// A gateway key sees its own batches (OpenAI's and Anthropic's); an admin key sees every key's.
+// The Batches page: each batch's progress and counts, its result files to download, and a
+// Cancel button while it runs. A gateway key sees (and cancels) its own batches, OpenAI's and
+// Anthropic's; an admin key sees every key's, and one of the admin role cancels any.
+// While a batch shown is not final, the page reads them again every two seconds.
 
 import { $, el, number, table } from './dom.js';
 import { api, authHeaders } from './api.js';
 
 const ENDED = new Set(['completed', 'failed', 'expired', 'cancelled', 'ended']);
+const CANCELLABLE = new Set(['validating', 'in_progress']);
+const REFRESH_MS = 2000;
 
 function when(seconds) {
   return seconds ? new Date(seconds * 1000).toLocaleString() : '–';
@@ -38,6 +42,8 @@ function fromAnthropic(b) {
 export class Batches {
   constructor() {
     this.admin = false;
+    this.role = null; // an admin key's role: only 'admin' may cancel another key's batch
+    this.timer = null;
     $('batches-refresh').addEventListener('click', () => this.load());
   }
 
@@ -54,6 +60,8 @@ export class Batches {
   }
 
   async load() {
+    clearTimeout(this.timer);
+    this.timer = null;
     let rows;
     try {
       rows = await this.rows();
@@ -63,8 +71,9 @@ export class Batches {
       return;
     }
     const running = rows.filter((r) => !ENDED.has(r.status)).length;
+    if (running) this.timer = setTimeout(() => this.refresh(), REFRESH_MS);
     $('batches-summary').textContent = `${number(rows.length)} batches, ${number(running)} running`;
-    const headings = ['Batch', ...(this.admin ? ['Key'] : []), 'API', 'Status', 'Progress', 'Done', 'Failed', 'Pending', 'Created', 'Results'];
+    const headings = ['Batch', ...(this.admin ? ['Key'] : []), 'API', 'Status', 'Progress', 'Done', 'Failed', 'Pending', 'Created', 'Results', ''];
     table($('batches-table'), headings, rows.map((r) => [
       el('td', { class: 'mono' }, r.id),
       ...(this.admin ? [r.key] : []),
@@ -74,7 +83,41 @@ export class Batches {
       number(r.counts.done), number(r.counts.failed), number(r.counts.pending),
       when(r.created_at),
       el('td', {}, ...this.downloads(r)),
+      el('td', {}, this.cancelButton(r)),
     ]));
+  }
+
+  /** Read again while the page is shown (a page left, or a tab signed out, stops it). */
+  refresh() {
+    this.timer = null;
+    if ($('page-batches').hidden) return;
+    this.load();
+  }
+
+  cancelButton(row) {
+    if (!CANCELLABLE.has(row.status) || (this.admin && this.role !== 'admin')) return '';
+    return el('button', {
+      type: 'button',
+      class: 'quiet',
+      'aria-label': `Cancel ${row.id}`,
+      onclick: (event) => this.cancel(row, event.currentTarget),
+    }, 'Cancel');
+  }
+
+  /** The batch's own cancel (its door's, or the admin's for any key's), then the list again. */
+  async cancel(row, button) {
+    button.disabled = true;
+    const path = this.admin ? `/admin/batches/${row.id}/cancel`
+      : row.door === 'anthropic' ? `/v1/messages/batches/${row.id}/cancel`
+        : `/v1/batches/${row.id}/cancel`;
+    try {
+      await api(path, { method: 'POST' });
+    } catch (error) {
+      button.disabled = false;
+      $('batches-error').textContent = `Cancel failed: ${error.message}`;
+      return;
+    }
+    await this.load();
   }
 
   downloads(row) {
