@@ -200,6 +200,8 @@ async def run(args: argparse.Namespace) -> None:
                 window, ramp=ramp, settle=SETTLE, sample=args.sample, **common,
             )  # fmt: skip
             section["runs"][setup.label] = result | {"setup_processes": setup.processes}
+            if result["window_seconds"] < 0.8 * window:
+                step(f"  the window shrank to {result['window_seconds']:g} s (a slow emulator)")
         section["load_after"] = os.getloadavg()[0]
     took = time.monotonic() - began
     results["seconds"] = round(took, 1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import math
 import random
@@ -148,10 +149,12 @@ async def observe(
     async with httpx.AsyncClient(base_url=emulator.url, timeout=30.0) as http:
         await _sleep_until(start)
         await http.post("/emulator/stats/reset")
-        metrics_before = await scrape(http, server)
         before, emu_before = server.usage(), emulator.usage()
         load_before = [servers.tree_usage(pid).cpu for pid in load_pids]
         seen.start = time.time()
+        # A busy gateway may take seconds to answer /metrics: its figures are only a means
+        # over the window, so the scrape must not hold the window's start back.
+        scraping = asyncio.create_task(scrape(http, server))
         profiler = await _start_profiler(server, end - seen.start, profile_to)
         while (now := time.time()) < end:
             usage = server.usage()
@@ -162,6 +165,7 @@ async def observe(
         load_after = [servers.tree_usage(pid).cpu for pid in load_pids]
         seen.stats = (await http.get("/emulator/stats")).json()
         seen.end = time.time()
+        metrics_before = await scraping
         metrics_after = await scrape(http, server)
     seen.metrics = {
         name: round(value - metrics_before.get(name, 0.0), 6)
@@ -284,6 +288,16 @@ def _common(seen: Observation, load: Load, system: System) -> dict[str, Any]:
         "requests_total": len(load.records),
         "errors_total": sum(1 for r in load.records if r["t_end"] > 0 and not _ok(r)),
         "error_examples": sorted({str(r["error"])[:120] for r in load.records if r["error"]})[:5],
+        "errors_by_phase": _phases([r["t0"] for r in load.records if r["error"]], seen),
+    }
+
+
+def _phases(times: list[float], seen: Observation) -> dict[str, int]:
+    """How many of ``times`` fell before the window (the ramp), in it, and after it."""
+    return {
+        "before": sum(1 for t in times if t < seen.start),
+        "window": sum(1 for t in times if _in_window(t, seen)),
+        "after": sum(1 for t in times if t > seen.end),
     }
 
 
@@ -320,8 +334,10 @@ async def streams(
     """Upstream load (status requests per tick) and added delay per word, in one run; the
     delay from the words of ``sample`` streams drawn at random (None: all of them)."""
     prompt = f"Benchmark stream {{n}}. [[emulate:words {words}]] [[emulate:wps {wps:g}]]"
+    marks = [("called", time.time())]  # where a run's time goes (to size the windows)
     with _system(ctx, name, factory) as (emulator, system):
         idle = system.server.usage()
+        marks.append(("started", time.time()))
         begin = time.time() + 1.0
         start = begin + ramp + settle
         end = start + window
@@ -334,8 +350,12 @@ async def streams(
         seen = await observe(
             system.server, emulator, start, end, profile_to=out, load_pids=[p.pid for p in procs]
         )
+        marks.append(("window_ended", time.time()))
         load = await finish_load(procs)
+        marks.append(("load_finished", time.time()))
         timelines = await _timelines(emulator, load.records, seen, sample)
+        marks.append(("timelines_fetched", time.time()))
+    marks.append(("stopped", time.time()))
     delays, mismatched = word_delays(load.records, timelines, seen)
     stats = seen.stats
     ticks = seen.length / ctx.tick
@@ -366,6 +386,9 @@ async def streams(
             "streams_word_count_mismatch": mismatched,
             "delay_ms": _summary([d * 1000 for d in delays]),
             "profile": str(out) if out else None,
+            "phase_seconds": {
+                name: round(at - before, 2) for (_, before), (name, at) in itertools.pairwise(marks)
+            },
         }
     )
     return result
