@@ -22,7 +22,9 @@ stream count one table prints:
   or replica (the fixed cost of one more process, supervisor included); +MB/1k: (total -
   idle) per 1,000 streams, the marginal cost of streams;
 * load: the busiest load-generator process's share of a core in the window (near 1.00 it, not
-  the gateway, would be the bottleneck: then raise ``--load-procs``); errors: failed requests.
+  the gateway, would be the bottleneck: then raise ``--load-procs``); errors: failed requests;
+* leases: times a process took the account's poller lease over the whole run (Redis rows; the
+  first election counts): more than one means the lease moved, each move resending whole logs.
 
     .venv/bin/python bench/scale.py                   # 2,000 and 5,000 streams, every set-up
     .venv/bin/python bench/scale.py --quick           # 300 streams, short windows (~4 min)
@@ -56,10 +58,12 @@ from bench.scenarios import Context
 
 RESULTS = servers.ROOT / "bench" / "results"
 SETTLE = 4.0
-#: Seconds a run costs besides its ramp, settle and window: start-up, the last streams'
-#: drain, fetching the sampled timelines, stopping (measured on the 2-core machine).
-OVERHEAD = 15.0
-PER_EXTRA_PROCESS = 3.0  # each further worker or replica starts its own interpreter
+#: Seconds a run costs besides its ramp, settle, window and the last streams' words: start-up,
+#: the load generator's results, the sampled timelines, stopping; measured on the 2-core
+#: machine (load 2-5): ~11 s at 2,000 streams, ~16 s at 5,000.
+OVERHEAD = 8.0
+OVERHEAD_PER_STREAM = 1 / 600
+PER_EXTRA_PROCESS = 1.5  # each further worker or replica starts its own interpreter
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +104,8 @@ def estimate(stream_counts: list[int], rows: list[Setup], window: float, drain: 
     """Seconds the whole invocation should take (one limit run plus a run per row, per count)."""
     total = 0.0
     for streams in stream_counts:
-        run = OVERHEAD + ramp_for(streams) + SETTLE + window + drain
+        run = OVERHEAD + streams * OVERHEAD_PER_STREAM + ramp_for(streams) + SETTLE + window
+        run += drain
         total += run * (1 + len(rows))
         total += sum(PER_EXTRA_PROCESS * (s.processes - 1) for s in rows)
     return total
@@ -122,7 +127,7 @@ def _factory(setup: Setup, tick: float, redis_url: str | None) -> scenarios.Syst
 HEADER = (
     f"{'set-up':<22} {'status/tick':>11} {'subm/compl':>10} {'+p50 ms':>8} {'+p99 ms':>8} "
     f"{'CPU ms/c':>8} {'compl/s':>7} {'procs':>5} {'MB total':>8} {'MB/1k':>6} "
-    f"{'idle/wkr':>8} {'+MB/1k':>6} {'load':>5} {'errors':>6}"
+    f"{'idle/wkr':>8} {'+MB/1k':>6} {'load':>5} {'errors':>6} {'leases':>6}"
 )
 
 
@@ -142,7 +147,7 @@ def row(label: str, result: dict[str, Any], floor: dict[str, Any], workers: int)
         f"{completions / result['window_seconds']:>7.0f} {result['server_processes']:>5} "
         f"{total:>8.0f} {total / thousands:>6.0f} {idle / workers:>8.0f} "
         f"{(total - idle) / thousands:>6.0f} {result['loadgen_busiest_share']:>5.2f} "
-        f"{result['errors_total']:>6}"
+        f"{result['errors_total']:>6} {result.get('lease_takeovers', ''):>6}"
     )
 
 
@@ -161,6 +166,14 @@ def table(streams: int, section: dict[str, Any], tick: float) -> str:
     return "\n".join(lines)
 
 
+def lease_takeovers(logs: Path, name: str) -> int:
+    """Lease takeovers the gateway processes of run ``name`` logged (gateway/upstream/relay.py)."""
+    return sum(
+        log.read_text(errors="replace").count("shared polling: this process polls account")
+        for log in logs.glob(f"{name}*-gateway.log")
+    )
+
+
 def step(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
@@ -170,7 +183,7 @@ async def run(args: argparse.Namespace) -> None:
     logs = RESULTS / f"scale-{stamp}"
     logs.mkdir(parents=True, exist_ok=True)
     ctx = Context(logs=logs, tick=args.tick, load_procs=args.load_procs, profile=False)
-    window = args.window or (6.0 if args.quick else 10.0)
+    window = args.window or (6.0 if args.quick else 8.0)
     counts = args.streams or ([300] if args.quick else [2000, 5000])
     redis_url = os.environ.get("REDIS_URL")
     rows = setups(args.workers, args.replicas, bool(redis_url), args.alone)
@@ -197,9 +210,12 @@ async def run(args: argparse.Namespace) -> None:
             step(f"{setup.label}: {streams} streams")
             result = await scenarios.streams(
                 ctx, f"{streams}-{setup.name}", _factory(setup, args.tick, redis_url), streams,
-                window, ramp=ramp, settle=SETTLE, sample=args.sample, **common,
+                window, ramp=ramp, settle=SETTLE, sample=args.sample, metrics=False, **common,
             )  # fmt: skip
-            section["runs"][setup.label] = result | {"setup_processes": setup.processes}
+            result |= {"setup_processes": setup.processes}
+            if setup.redis:
+                result["lease_takeovers"] = lease_takeovers(logs, f"{streams}-{setup.name}")
+            section["runs"][setup.label] = result
             if result["window_seconds"] < 0.8 * window:
                 step(f"  the window shrank to {result['window_seconds']:g} s (a slow emulator)")
         section["load_after"] = os.getloadavg()[0]
@@ -235,7 +251,7 @@ def main() -> None:
     parser.add_argument(
         "--no-alone", dest="alone", action="store_false", help="skip the rows without Redis"
     )
-    parser.add_argument("--window", type=float, help="seconds measured per run (10)")
+    parser.add_argument("--window", type=float, help="seconds measured per run (8; 6 quick)")
     parser.add_argument("--sample", type=int, default=1000, help="streams timed per run (1000)")
     parser.add_argument("--words", type=int, default=30, help="words per stream (30)")
     parser.add_argument("--wps", type=float, default=10.0, help="words per second of a job")

@@ -141,9 +141,10 @@ async def observe(
     sample_every: float = 0.5,
     profile_to: Path | None = None,
     load_pids: list[int] | None = None,
+    metrics: bool = True,
 ) -> Observation:
-    """The server's CPU, memory and metrics (and the emulator's and load generator's CPU)
-    between ``start`` and ``end``."""
+    """The server's CPU, memory and (with ``metrics``) its /metrics (and the emulator's and
+    load generator's CPU) between ``start`` and ``end``."""
     seen = Observation(start, end)
     load_pids = load_pids or []
     async with httpx.AsyncClient(base_url=emulator.url, timeout=30.0) as http:
@@ -154,7 +155,7 @@ async def observe(
         seen.start = time.time()
         # A busy gateway may take seconds to answer /metrics: its figures are only a means
         # over the window, so the scrape must not hold the window's start back.
-        scraping = asyncio.create_task(scrape(http, server))
+        scraping = asyncio.create_task(scrape(http, server) if metrics else _nothing())
         profiler = await _start_profiler(server, end - seen.start, profile_to)
         while (now := time.time()) < end:
             usage = server.usage()
@@ -166,7 +167,7 @@ async def observe(
         seen.stats = (await http.get("/emulator/stats")).json()
         seen.end = time.time()
         metrics_before = await scraping
-        metrics_after = await scrape(http, server)
+        metrics_after = await scrape(http, server) if metrics else {}
     seen.metrics = {
         name: round(value - metrics_before.get(name, 0.0), 6)
         for name, value in metrics_after.items()
@@ -178,6 +179,10 @@ async def observe(
     if profiler is not None:
         await profiler.wait()
     return seen
+
+
+async def _nothing() -> dict[str, float]:
+    return {}
 
 
 _SAMPLE = re.compile(r"^(gateway_[a-z_]+?)(?:\{([^}]*)\})? ([0-9.e+-]+|NaN)$")
@@ -330,9 +335,12 @@ async def streams(
     settle: float = 4.0,
     profile: bool = False,
     sample: int | None = None,
+    metrics: bool = True,
 ) -> dict[str, Any]:
     """Upstream load (status requests per tick) and added delay per word, in one run; the
-    delay from the words of ``sample`` streams drawn at random (None: all of them)."""
+    delay from the words of ``sample`` streams drawn at random (None: all of them). Without
+    ``metrics`` the gateway's /metrics is not read: merging several workers' files costs the
+    gateway CPU inside the window, and a busy one took seconds to answer."""
     prompt = f"Benchmark stream {{n}}. [[emulate:words {words}]] [[emulate:wps {wps:g}]]"
     marks = [("called", time.time())]  # where a run's time goes (to size the windows)
     with _system(ctx, name, factory) as (emulator, system):
@@ -348,8 +356,9 @@ async def streams(
         )
         out = ctx.logs / f"{name}-profile.txt" if profile and ctx.profile else None
         seen = await observe(
-            system.server, emulator, start, end, profile_to=out, load_pids=[p.pid for p in procs]
-        )
+            system.server, emulator, start, end, profile_to=out,
+            load_pids=[p.pid for p in procs], metrics=metrics,
+        )  # fmt: skip
         marks.append(("window_ended", time.time()))
         load = await finish_load(procs)
         marks.append(("load_finished", time.time()))

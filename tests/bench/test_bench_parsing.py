@@ -215,7 +215,8 @@ def test_scale_rows_and_estimate() -> None:
         "2 workers, no Redis"
     ]
     one = scale.setups([1], 0, redis=False, alone=True)
-    run = scale.OVERHEAD + scale.ramp_for(2000) + scale.SETTLE + 10 + 3
+    run = scale.OVERHEAD + 2000 * scale.OVERHEAD_PER_STREAM + scale.ramp_for(2000)
+    run += scale.SETTLE + 10 + 3
     assert scale.estimate([2000], one, 10, 3) == pytest.approx(2 * run)
 
 
@@ -241,6 +242,14 @@ def test_scale_row_divides_memory_by_thousands_of_streams() -> None:
     # ... procs, MB total, MB/1k, idle per worker, +MB/1k marginal, load, errors
     expected = "20.00 0.500 +10.0 +30.0 2.00 50 5 600 300 50 200 0.50 0"
     assert fields[1:] == expected.split()
+
+
+def test_lease_takeovers_are_counted_over_every_process_of_a_run(tmp_path: Path) -> None:
+    line = '{"message":"shared polling: this process polls account bench"}\n'
+    (tmp_path / "2000-r3-redis-r0-gateway.log").write_text(line * 2)
+    (tmp_path / "2000-r3-redis-r1-gateway.log").write_text(line + '{"message":"other"}\n')
+    (tmp_path / "2000-w3-redis-gateway.log").write_text(line)  # another run
+    assert scale.lease_takeovers(tmp_path, "2000-r3-redis") == 3
 
 
 def test_litellm_comes_from_the_venv_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
