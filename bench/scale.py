@@ -23,8 +23,9 @@ stream count one table prints:
   idle) per 1,000 streams, the marginal cost of streams;
 * load: the busiest load-generator process's share of a core in the window (near 1.00 it, not
   the gateway, would be the bottleneck: then raise ``--load-procs``); errors: failed requests;
-* leases: times a process took the account's poller lease over the whole run (Redis rows; the
-  first election counts): more than one means the lease moved, each move resending whole logs.
+* leases: times the account's poller lease passed to another process over the whole run (Redis
+  rows; the first holder does not count, gateway/upstream/relay.py logs only a change): each
+  move means a gap in polling and whole logs resent.
 
     .venv/bin/python bench/scale.py                   # 2,000 and 5,000 streams, every set-up
     .venv/bin/python bench/scale.py --quick           # 300 streams, short windows (~4 min)
@@ -167,7 +168,8 @@ def table(streams: int, section: dict[str, Any], tick: float) -> str:
 
 
 def lease_takeovers(logs: Path, name: str) -> int:
-    """Lease takeovers the gateway processes of run ``name`` logged (gateway/upstream/relay.py)."""
+    """Lease takeovers the gateway processes of run ``name`` logged (gateway/upstream/relay.py
+    logs a process that starts polling after another did; the first holder logs nothing)."""
     return sum(
         log.read_text(errors="replace").count("shared polling: this process polls account")
         for log in logs.glob(f"{name}*-gateway.log")
