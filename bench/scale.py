@@ -27,11 +27,13 @@ stream count one table prints:
   rows; the first holder does not count, gateway/upstream/relay.py logs only a change): each
   move means a gap in polling and whole logs resent.
 
-    .venv/bin/python bench/scale.py                   # 2,000 and 5,000 streams, every set-up
+    .venv/bin/python bench/scale.py                   # 2,000 and 5,000 streams, all (~12 min)
     .venv/bin/python bench/scale.py --quick           # 300 streams, short windows (~4 min)
     .venv/bin/python bench/scale.py --streams 2000 --workers 1 --replicas 0 --no-alone
     REDIS_URL=redis://127.0.0.1:6379/0 is used when set (else the Redis rows are skipped)
 
+The gateway keeps its default ``server.max_connections`` (8,192 per process); the open-file
+limit of every process started is raised to at least the streams + 1,024 (``open_files_for``).
 The estimated duration prints first; each run costs its start-up, ramp (streams / 400 s),
 settle, window and drain. Progress goes to stderr, the tables to stdout, every figure to
 ``bench/results/scale-<time>.json`` and the servers' logs to ``bench/results/scale-<time>/``.
@@ -44,6 +46,7 @@ import asyncio
 import datetime as dt
 import json
 import os
+import resource
 import sys
 import time
 import uuid
@@ -176,6 +179,19 @@ def lease_takeovers(logs: Path, name: str) -> int:
     )
 
 
+def open_files_for(streams: int) -> int:
+    """Raise this process's open-file limit (its children inherit it) so one process can hold
+    every stream's socket and more (a one-worker gateway, the load generator); the limit set."""
+    wanted = streams + 1024  # upstream pools, Redis, logs, the interpreter's own files
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        soft = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        raise SystemExit(f"{streams} streams need {wanted} open files; the hard limit is {hard}")
+    return soft
+
+
 def step(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
@@ -188,6 +204,7 @@ async def run(args: argparse.Namespace) -> None:
     window = args.window or (6.0 if args.quick else 8.0)
     counts = args.streams or ([300] if args.quick else [2000, 5000])
     redis_url = os.environ.get("REDIS_URL")
+    files = open_files_for(max(counts))
     rows = setups(args.workers, args.replicas, bool(redis_url), args.alone)
     common = {"words": args.words, "wps": args.wps}
     drain = 0.5 + args.words / args.wps + args.tick  # queue + the last streams' words
@@ -195,6 +212,7 @@ async def run(args: argparse.Namespace) -> None:
     step(
         f"{len(counts) * (1 + len(rows))} runs ({', '.join(map(str, counts))} streams; "
         f"{'; '.join(s.label for s in rows)}), {window:g} s windows: about {planned / 60:.1f} min"
+        f"; open files {files}"
     )
     began = time.monotonic()
     results: dict[str, Any] = {"tick": args.tick, "window": window, "sample": args.sample}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import resource
 from pathlib import Path
 
 import pytest
@@ -250,6 +251,20 @@ def test_lease_takeovers_are_counted_over_every_process_of_a_run(tmp_path: Path)
     (tmp_path / "2000-r3-redis-r1-gateway.log").write_text(line + '{"message":"other"}\n')
     (tmp_path / "2000-w3-redis-gateway.log").write_text(line)  # another run
     assert scale.lease_takeovers(tmp_path, "2000-r3-redis") == 3
+
+
+def test_the_open_file_limit_is_raised_for_the_streams() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(512, hard), hard))
+        if hard == resource.RLIM_INFINITY or hard >= 3000:
+            assert scale.open_files_for(1000) == 2024
+            assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == 2024
+        if hard != resource.RLIM_INFINITY:
+            with pytest.raises(SystemExit, match="hard limit"):
+                scale.open_files_for(hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_litellm_comes_from_the_venv_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
