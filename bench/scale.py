@@ -23,9 +23,9 @@ stream count one table prints:
   idle) per 1,000 streams, the marginal cost of streams;
 * load: the busiest load-generator process's share of a core in the window (near 1.00 it, not
   the gateway, would be the bottleneck: then raise ``--load-procs``); errors: failed requests;
-* leases: times the account's poller lease passed to another process over the whole run (Redis
-  rows; the first holder does not count, gateway/upstream/relay.py logs only a change): each
-  move means a gap in polling and whole logs resent.
+* leases: times the account's poller lease passed to another process in the window (Redis
+  rows; gateway/upstream/relay.py logs a process that starts polling after another did, so
+  the first holder does not count): each move means a gap in polling and whole logs resent.
 
     .venv/bin/python bench/scale.py                   # 2,000 and 5,000 streams, all (~12 min)
     .venv/bin/python bench/scale.py --quick           # 300 streams, short windows (~4 min)
@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -170,13 +171,18 @@ def table(streams: int, section: dict[str, Any], tick: float) -> str:
     return "\n".join(lines)
 
 
-def lease_takeovers(logs: Path, name: str) -> int:
-    """Lease takeovers the gateway processes of run ``name`` logged (gateway/upstream/relay.py
-    logs a process that starts polling after another did; the first holder logs nothing)."""
-    return sum(
-        log.read_text(errors="replace").count("shared polling: this process polls account")
-        for log in logs.glob(f"{name}*-gateway.log")
-    )
+def lease_takeovers(logs: Path, name: str, start: float, end: float) -> int:
+    """Lease takeovers the gateway processes of run ``name`` logged between ``start`` and
+    ``end`` (wall clock; outside the window replicas stopping one by one hand it on too)."""
+    count = 0
+    for log in logs.glob(f"{name}*-gateway.log"):
+        for line in log.read_text(errors="replace").splitlines():
+            if "shared polling: this process polls account" not in line:
+                continue
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                at = dt.datetime.fromisoformat(json.loads(line)["time"]).timestamp()
+                count += start <= at <= end
+    return count
 
 
 def open_files_for(streams: int) -> int:
@@ -234,7 +240,8 @@ async def run(args: argparse.Namespace) -> None:
             )  # fmt: skip
             result |= {"setup_processes": setup.processes}
             if setup.redis:
-                result["lease_takeovers"] = lease_takeovers(logs, f"{streams}-{setup.name}")
+                name = f"{streams}-{setup.name}"
+                result["lease_takeovers"] = lease_takeovers(logs, name, *result["window_at"])
             section["runs"][setup.label] = result
             if result["window_seconds"] < 0.8 * window:
                 step(f"  the window shrank to {result['window_seconds']:g} s (a slow emulator)")

@@ -279,6 +279,7 @@ def _common(seen: Observation, load: Load, system: System) -> dict[str, Any]:
         "system": system.name,
         "gateway_metrics": _metric_summary(seen.metrics),
         "window_seconds": round(seen.length, 3),
+        "window_at": [round(seen.start, 3), round(seen.end, 3)],  # wall clock
         "server_cpu_seconds": round(seen.cpu, 3),
         "server_cpu_share": round(seen.cpu / seen.length, 3) if seen.length else None,
         "server_processes": seen.processes,

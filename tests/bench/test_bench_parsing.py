@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import math
 import resource
@@ -245,12 +246,17 @@ def test_scale_row_divides_memory_by_thousands_of_streams() -> None:
     assert fields[1:] == expected.split()
 
 
-def test_lease_takeovers_are_counted_over_every_process_of_a_run(tmp_path: Path) -> None:
-    line = '{"message":"shared polling: this process polls account bench"}\n'
-    (tmp_path / "2000-r3-redis-r0-gateway.log").write_text(line * 2)
-    (tmp_path / "2000-r3-redis-r1-gateway.log").write_text(line + '{"message":"other"}\n')
-    (tmp_path / "2000-w3-redis-gateway.log").write_text(line)  # another run
-    assert scale.lease_takeovers(tmp_path, "2000-r3-redis") == 3
+def test_lease_takeovers_are_counted_over_every_process_in_the_window(tmp_path: Path) -> None:
+    def line(second: int, message: str = "shared polling: this process polls account x") -> str:
+        return json.dumps({"time": f"2026-12-07T04:34:{second:02d}.500+00:00", "message": message})
+
+    start = dt.datetime(2026, 12, 7, 4, 34, 10, tzinfo=dt.UTC).timestamp()
+    (tmp_path / "2000-r3-redis-r0-gateway.log").write_text(f"{line(11)}\n{line(12)}\n")
+    (tmp_path / "2000-r3-redis-r1-gateway.log").write_text(
+        f"{line(13, 'other')}\n{line(14)}\n{line(25)}\nnot json\n"  # 25: after the window
+    )
+    (tmp_path / "2000-w3-redis-gateway.log").write_text(line(11))  # another run
+    assert scale.lease_takeovers(tmp_path, "2000-r3-redis", start, start + 10) == 3
 
 
 def test_the_open_file_limit_is_raised_for_the_streams() -> None:
