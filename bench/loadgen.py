@@ -280,6 +280,11 @@ class Spec:
     think: float = 0.0  # a random pause of up to this long before each request
     tick: float = 0.25  # ``direct`` only: poll interval
     chunk_ids: int = 241  # ``direct`` only: ids per status request
+    #: several replicas of the server: client i talks to ``ports[i % len(ports)]`` (else ``port``)
+    ports: list[int] = field(default_factory=list)
+
+    def port_of(self, index: int) -> int:
+        return self.ports[index % len(self.ports)] if self.ports else self.port
 
 
 @dataclass(slots=True)
@@ -308,7 +313,7 @@ class Client:
         spec = self.spec
         offset = spec.ramp * self.index / max(1, spec.concurrency)
         await asyncio.sleep(max(0.0, spec.start_at + offset - time.time()))
-        conn = Connection(spec.host, spec.port)
+        conn = Connection(spec.host, spec.port_of(self.index))
         try:
             if spec.kind == "hold":
                 await self._one(conn, stream=True, hold=True)

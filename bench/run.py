@@ -8,12 +8,20 @@
 
 Everything runs on 127.0.0.1: a fresh emulator (``gateway emulator``) per measurement, the
 gateway (``gateway serve --config <generated>``; 1 worker, 2 for the scale scenario), the
-LiteLLM proxy with the custom provider in ``bench/litellm_baseline/`` (skipped, with its
-columns empty, when litellm is not installed: ``pip install -e '.[bench]'``), and the load
+LiteLLM proxy with the custom provider in ``bench/litellm_baseline/``, and the load
 generator in its own process. The "limit" row is the floor for added delay: the same jobs
 polled by a coalescing poller inside the load generator, with no gateway and no second hop.
 Prints one table; everything measured goes to ``bench/results/<time>.json`` and the servers'
 logs (and, with ``--profile``, py-spy profiles of the gateway) to ``bench/results/<time>/``.
+
+LiteLLM goes in a virtualenv of its own (its proxy pins its own FastAPI, uvicorn, httpx and
+pydantic; installed beside the gateway it would change what is measured), named with
+``--litellm-venv`` or ``BENCH_LITELLM_VENV``; without either, a ``litellm`` beside this
+interpreter is used, and without that the baseline is skipped and its columns stay empty::
+
+    python3 -m venv /work/litellm-venv
+    /work/litellm-venv/bin/pip install 'litellm[proxy]>=1.60'    # the ``bench`` extra's pin
+    .venv/bin/python bench/run.py --quick --litellm-venv /work/litellm-venv
 """
 
 from __future__ import annotations
@@ -63,6 +71,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="let the scheduler place every process (default: the server under test on the\n"
         "first core, the emulator and load generator on the others; not in scenario 5)",
+    )
+    p.add_argument(
+        "--litellm-venv",
+        default=os.environ.get(servers.LITELLM_VENV_ENV),
+        help=f"virtualenv with litellm[proxy] for the baseline (${servers.LITELLM_VENV_ENV})",
     )
     p.add_argument("--no-baseline", action="store_true", help="measure the gateway only")
     p.add_argument("--baseline-only", action="store_true", help="measure LiteLLM only")
@@ -134,9 +147,9 @@ def _gateway(workers: int, tick: float, overrides: dict[str, Any]) -> SystemFact
     return start
 
 
-def _litellm(tick: float) -> SystemFactory:
+def _litellm(tick: float, command: str) -> SystemFactory:
     def start(logs: Path, name: str, upstream: str) -> servers.System:
-        return servers.start_litellm(logs, name, upstream, tick)
+        return servers.start_litellm(logs, name, upstream, tick, command)
 
     return start
 
@@ -159,10 +172,11 @@ async def measure(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
     if not args.baseline_only:
         systems["gateway"] = _gateway(1, args.tick, overrides)
     if not args.no_baseline:
-        if servers.litellm_available():
-            systems["litellm"] = _litellm(args.tick)
+        if command := servers.litellm_command(args.litellm_venv):
+            systems["litellm"] = _litellm(args.tick, command)
         else:
-            print("litellm is not installed: measuring the gateway only", file=sys.stderr)
+            where = args.litellm_venv or "beside this interpreter"
+            print(f"no litellm ({where}): measuring the gateway only", file=sys.stderr)
     out: dict[str, Any] = {"sizes": sizes}
 
     def step(text: str) -> None:

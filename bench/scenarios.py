@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import math
+import random
 import re
 import sys
 import time
@@ -24,7 +26,7 @@ import httpx
 
 from bench import servers
 from bench.report import id_chunks, percentile
-from bench.servers import Server, System
+from bench.servers import Replicas, Server, System
 
 MB = 1_000_000
 JOB_ID_LENGTH = 32  # the emulator's ids (uuid4 hex); the real service's are similar
@@ -57,6 +59,7 @@ class Observation:
     emulator_cpu: float = 0.0
     rss: list[tuple[float, int]] = field(default_factory=list)  # (seconds into window, bytes)
     processes: int = 0
+    load_cpu: list[float] = field(default_factory=list)  # per load-generator process
     stats: dict[str, Any] = field(default_factory=dict)  # emulator counters over the window
     metrics: dict[str, float] = field(default_factory=dict)  # the gateway's, over the window
 
@@ -130,21 +133,29 @@ async def _sleep_until(moment: float) -> None:
 
 
 async def observe(
-    server: Server,
+    server: Server | Replicas,
     emulator: Server,
     start: float,
     end: float,
     *,
     sample_every: float = 0.5,
     profile_to: Path | None = None,
+    load_pids: list[int] | None = None,
+    metrics: bool = True,
 ) -> Observation:
+    """The server's CPU, memory and (with ``metrics``) its /metrics (and the emulator's and
+    load generator's CPU) between ``start`` and ``end``."""
     seen = Observation(start, end)
+    load_pids = load_pids or []
     async with httpx.AsyncClient(base_url=emulator.url, timeout=30.0) as http:
         await _sleep_until(start)
         await http.post("/emulator/stats/reset")
-        metrics_before = await scrape(http, server)
         before, emu_before = server.usage(), emulator.usage()
+        load_before = [servers.tree_usage(pid).cpu for pid in load_pids]
         seen.start = time.time()
+        # A busy gateway may take seconds to answer /metrics: its figures are only a means
+        # over the window, so the scrape must not hold the window's start back.
+        scraping = asyncio.create_task(scrape(http, server) if metrics else _nothing())
         profiler = await _start_profiler(server, end - seen.start, profile_to)
         while (now := time.time()) < end:
             usage = server.usage()
@@ -152,9 +163,11 @@ async def observe(
             seen.processes = max(seen.processes, usage.processes)
             await asyncio.sleep(min(sample_every, max(0.0, end - now)))
         after, emu_after = server.usage(), emulator.usage()
+        load_after = [servers.tree_usage(pid).cpu for pid in load_pids]
         seen.stats = (await http.get("/emulator/stats")).json()
         seen.end = time.time()
-        metrics_after = await scrape(http, server)
+        metrics_before = await scraping
+        metrics_after = await scrape(http, server) if metrics else {}
     seen.metrics = {
         name: round(value - metrics_before.get(name, 0.0), 6)
         for name, value in metrics_after.items()
@@ -162,9 +175,14 @@ async def observe(
     }
     seen.cpu = after.cpu - before.cpu
     seen.emulator_cpu = emu_after.cpu - emu_before.cpu
+    seen.load_cpu = [a - b for a, b in zip(load_after, load_before, strict=True)]
     if profiler is not None:
         await profiler.wait()
     return seen
+
+
+async def _nothing() -> dict[str, float]:
+    return {}
 
 
 _SAMPLE = re.compile(r"^(gateway_[a-z_]+?)(?:\{([^}]*)\})? ([0-9.e+-]+|NaN)$")
@@ -180,16 +198,19 @@ _WANTED = (
 )
 
 
-async def scrape(http: httpx.AsyncClient, server: Server) -> dict[str, float]:
-    """The few gateway metrics the report uses, summed over labels except ``kind``."""
+async def scrape(http: httpx.AsyncClient, server: Server | Replicas) -> dict[str, float]:
+    """The few gateway metrics the report uses, summed over labels except ``kind`` (and over
+    replicas)."""
     if server.name != "gateway":
         return {}
-    try:
-        text = (await http.get(server.url + "/metrics")).text
-    except httpx.HTTPError:
-        return {}
+    texts = []
+    for url in server.urls:
+        try:
+            texts.append((await http.get(url + "/metrics")).text)
+        except httpx.HTTPError:
+            continue
     found: dict[str, float] = {}
-    for line in text.splitlines():
+    for line in "\n".join(texts).splitlines():
         match = _SAMPLE.match(line)
         if not match or match[1] not in _WANTED:
             continue
@@ -200,7 +221,7 @@ async def scrape(http: httpx.AsyncClient, server: Server) -> dict[str, float]:
 
 
 async def _start_profiler(
-    server: Server, seconds: float, out: Path | None
+    server: Server | Replicas, seconds: float, out: Path | None
 ) -> asyncio.subprocess.Process | None:
     """py-spy on the server (and its workers) for the window; raw collapsed stacks."""
     if out is None:
@@ -240,6 +261,7 @@ def _spec(
         "model": system.model,
         "concurrency": concurrency,
         "prompt": prompt,
+        "ports": system.server.ports,
         **times,
     }
 
@@ -257,15 +279,31 @@ def _common(seen: Observation, load: Load, system: System) -> dict[str, Any]:
         "system": system.name,
         "gateway_metrics": _metric_summary(seen.metrics),
         "window_seconds": round(seen.length, 3),
+        "window_at": [round(seen.start, 3), round(seen.end, 3)],  # wall clock
         "server_cpu_seconds": round(seen.cpu, 3),
         "server_cpu_share": round(seen.cpu / seen.length, 3) if seen.length else None,
         "server_processes": seen.processes,
         "emulator_cpu_seconds": round(seen.emulator_cpu, 3),
         "loadgen_cpu_seconds": round(load.cpu, 3),
+        # the busiest load-generator process's share of a core in the window: near 1, the
+        # load generator (not the server) would be the bottleneck
+        "loadgen_busiest_share": round(max(seen.load_cpu, default=0.0) / seen.length, 3)
+        if seen.length
+        else None,
         "rss_max_mb": round(seen.rss_max / MB, 1),
         "requests_total": len(load.records),
         "errors_total": sum(1 for r in load.records if r["t_end"] > 0 and not _ok(r)),
         "error_examples": sorted({str(r["error"])[:120] for r in load.records if r["error"]})[:5],
+        "errors_by_phase": _phases([r["t0"] for r in load.records if r["error"]], seen),
+    }
+
+
+def _phases(times: list[float], seen: Observation) -> dict[str, int]:
+    """How many of ``times`` fell before the window (the ramp), in it, and after it."""
+    return {
+        "before": sum(1 for t in times if t < seen.start),
+        "window": sum(1 for t in times if _in_window(t, seen)),
+        "after": sum(1 for t in times if t > seen.end),
     }
 
 
@@ -297,10 +335,18 @@ async def streams(
     ramp: float = 5.0,
     settle: float = 4.0,
     profile: bool = False,
+    sample: int | None = None,
+    metrics: bool = True,
 ) -> dict[str, Any]:
-    """Upstream load (status requests per tick) and added delay per word, in one run."""
+    """Upstream load (status requests per tick) and added delay per word, in one run; the
+    delay from the words of ``sample`` streams drawn at random (None: all of them). Without
+    ``metrics`` the gateway's /metrics is not read: merging several workers' files costs the
+    gateway CPU inside the window, and a busy one took seconds to answer."""
     prompt = f"Benchmark stream {{n}}. [[emulate:words {words}]] [[emulate:wps {wps:g}]]"
+    marks = [("called", time.time())]  # where a run's time goes (to size the windows)
     with _system(ctx, name, factory) as (emulator, system):
+        idle = system.server.usage()
+        marks.append(("started", time.time()))
         begin = time.time() + 1.0
         start = begin + ramp + settle
         end = start + window
@@ -310,9 +356,16 @@ async def streams(
             spec, ctx.load_procs, ctx.logs / f"{name}-loadgen.log", ctx.load_cores
         )
         out = ctx.logs / f"{name}-profile.txt" if profile and ctx.profile else None
-        seen = await observe(system.server, emulator, start, end, profile_to=out)
+        seen = await observe(
+            system.server, emulator, start, end, profile_to=out,
+            load_pids=[p.pid for p in procs], metrics=metrics,
+        )  # fmt: skip
+        marks.append(("window_ended", time.time()))
         load = await finish_load(procs)
-        timelines = await _timelines(emulator, load.records, seen)
+        marks.append(("load_finished", time.time()))
+        timelines = await _timelines(emulator, load.records, seen, sample)
+        marks.append(("timelines_fetched", time.time()))
+    marks.append(("stopped", time.time()))
     delays, mismatched = word_delays(load.records, timelines, seen)
     stats = seen.stats
     ticks = seen.length / ctx.tick
@@ -323,6 +376,8 @@ async def streams(
         {
             "concurrency": concurrency,
             "tick": ctx.tick,
+            "idle_rss_mb": round(idle.rss / MB, 1),
+            "idle_processes": idle.processes,
             "words_per_stream": words,
             "words_per_second": wps,
             "status_requests": status_requests,
@@ -341,6 +396,9 @@ async def streams(
             "streams_word_count_mismatch": mismatched,
             "delay_ms": _summary([d * 1000 for d in delays]),
             "profile": str(out) if out else None,
+            "phase_seconds": {
+                name: round(at - before, 2) for (_, before), (name, at) in itertools.pairwise(marks)
+            },
         }
     )
     return result
@@ -355,6 +413,7 @@ async def limit(
     wps: float = 10.0,
     ramp: float = 5.0,
     settle: float = 4.0,
+    sample: int | None = None,
 ) -> dict[str, Any]:
     """The floor for scenario 2: a coalescing poller in the load generator, no gateway, no
     second hop; words are stamped when the status answer is parsed."""
@@ -381,9 +440,9 @@ async def limit(
         }
         servers.pin([emulator.pid], ctx.load_cores)
         procs = await start_load(spec, 1, ctx.logs / "limit-loadgen.log", ctx.load_cores)
-        seen = await observe(emulator, emulator, start, end)
+        seen = await observe(emulator, emulator, start, end, load_pids=[p.pid for p in procs])
         load = await finish_load(procs)
-        timelines = await _timelines(emulator, load.records, seen)
+        timelines = await _timelines(emulator, load.records, seen, sample)
     delays, mismatched = word_delays(load.records, timelines, seen)
     return {
         "concurrency": concurrency,
@@ -393,6 +452,7 @@ async def limit(
         ),
         "emulator_cpu_seconds": round(seen.cpu, 3),
         "loadgen_cpu_seconds": round(load.cpu, 3),
+        "loadgen_busiest_share": round(max(seen.load_cpu, default=0.0) / seen.length, 3),
         "words_measured": len(delays),
         "streams_word_count_mismatch": mismatched,
         "delay_ms": _summary([d * 1000 for d in delays]),
@@ -400,13 +460,19 @@ async def limit(
 
 
 async def _timelines(
-    emulator: Server, records: list[dict[str, Any]], seen: Observation
+    emulator: Server, records: list[dict[str, Any]], seen: Observation, sample: int | None = None
 ) -> dict[str, list[float]]:
-    wanted = {
-        r["job_id"]
-        for r in records
-        if r["job_id"] and any(_in_window(t, seen) for t in r["words"][-1:] + r["words"][:1])
-    }
+    """When each word entered the log, for the jobs whose words arrived in the window (or
+    ``sample`` of them at random: each costs a request to the emulator)."""
+    wanted = sorted(
+        {
+            r["job_id"]
+            for r in records
+            if r["job_id"] and any(_in_window(t, seen) for t in r["words"][-1:] + r["words"][:1])
+        }
+    )
+    if sample is not None and len(wanted) > sample:
+        wanted = random.Random(0).sample(wanted, sample)
     found: dict[str, list[float]] = {}
     limit = asyncio.Semaphore(32)
     async with httpx.AsyncClient(base_url=emulator.url, timeout=30.0) as http:

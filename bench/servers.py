@@ -100,6 +100,14 @@ class Server:
     def pid(self) -> int:
         return self.process.pid
 
+    @property
+    def ports(self) -> list[int]:
+        return [self.port]
+
+    @property
+    def urls(self) -> list[str]:
+        return [self.url]
+
     def usage(self) -> Usage:
         return tree_usage(self.pid)
 
@@ -125,6 +133,60 @@ class Server:
         self._out.close()
 
     def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Replicas:
+    """Several servers on one machine with no balancer in front: the load generator spreads
+    its clients over ``ports``, and they are measured as one server under test (CPU and
+    resident memory summed over every process of every replica; metrics over every URL)."""
+
+    name = "gateway"
+
+    def __init__(self, members: list[Server]) -> None:
+        self.members = members
+
+    @property
+    def pid(self) -> int:
+        return self.members[0].pid
+
+    @property
+    def port(self) -> int:
+        return self.members[0].port
+
+    @property
+    def url(self) -> str:
+        return self.members[0].url
+
+    @property
+    def log(self) -> Path:
+        return self.members[0].log
+
+    @property
+    def ports(self) -> list[int]:
+        return [m.port for m in self.members]
+
+    @property
+    def urls(self) -> list[str]:
+        return [m.url for m in self.members]
+
+    def usage(self) -> Usage:
+        parts = [m.usage() for m in self.members]
+        return Usage(
+            sum(u.cpu for u in parts), sum(u.rss for u in parts), sum(u.processes for u in parts)
+        )
+
+    def pids(self) -> list[int]:
+        return [pid for m in self.members for pid in m.pids()]
+
+    def stop(self, wait: float = 15.0) -> None:
+        for member in self.members:
+            member.stop(wait)
+
+    def __enter__(self) -> Replicas:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -182,7 +244,7 @@ class System:
     """A server under test as the load generator sees it."""
 
     name: str  # "gateway" | "litellm"
-    server: Server
+    server: Server | Replicas
     api_key: str
     model: str = MODEL
 
@@ -217,7 +279,44 @@ def start_gateway(
     workers: int,
     overrides: dict[str, Any] | None = None,
 ) -> System:
-    port = free_port()
+    config, key = _write_config(logs, name, upstream, tick, workers, overrides)
+    server = _serve(logs, name, config)
+    if workers > 1:
+        _wait_workers(server, workers)
+    return System("gateway", server, key)
+
+
+def start_replicas(
+    logs: Path,
+    name: str,
+    upstream: str,
+    tick: float,
+    replicas: int,
+    overrides: dict[str, Any] | None = None,
+) -> System:
+    """``replicas`` one-worker gateways with one config (so one Redis prefix and one ledger,
+    as replicas behind a balancer would share), each on its own port."""
+    config, key = _write_config(logs, name, upstream, tick, 1, overrides)
+    members: list[Server] = []
+    try:
+        for n in range(replicas):
+            members.append(_serve(logs, f"{name}-r{n}", config))
+    except BaseException:
+        for member in members:
+            member.stop()
+        raise
+    return System("gateway", Replicas(members), key)
+
+
+def _write_config(
+    logs: Path,
+    name: str,
+    upstream: str,
+    tick: float,
+    workers: int,
+    overrides: dict[str, Any] | None,
+) -> tuple[Path, str]:
+    """The generated config file of a run and the client key it accepts."""
     key = "sk-bench-" + secrets.token_urlsafe(16)
     config = logs / f"{name}-gateway.yaml"
     ledger = logs / f"{name}-usage.db"
@@ -225,10 +324,17 @@ def start_gateway(
         gateway_settings(upstream, key, tick, workers, ledger), overrides or {}
     )
     config.write_text(yaml.safe_dump(settings))
+    return config, key
+
+
+def _serve(logs: Path, name: str, config: Path) -> Server:
+    """``gateway serve`` on a free port, with a metrics folder of its own (a process clears
+    its folder at start, so replicas must not share one)."""
+    port = free_port()
     metrics_dir = logs / f"{name}-metrics"
     metrics_dir.mkdir(exist_ok=True)
     args = [venv_bin("gateway"), "serve", "--config", str(config), "--port", str(port)]
-    server = Server(
+    return Server(
         "gateway",
         args,
         port,
@@ -236,9 +342,6 @@ def start_gateway(
         logs / f"{name}-gateway.log",
         env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
     )
-    if workers > 1:
-        _wait_workers(server, workers)
-    return System("gateway", server, key)
 
 
 def _wait_workers(server: Server, workers: int, limit: float = 30.0) -> None:
@@ -252,12 +355,31 @@ def _wait_workers(server: Server, workers: int, limit: float = 30.0) -> None:
     raise RuntimeError(f"the gateway did not start {workers} workers; see {server.log}")
 
 
-def litellm_available() -> bool:
-    """Installed? (Not imported here: importing litellm reaches for the internet.)"""
-    return importlib.util.find_spec("litellm") is not None and Path(venv_bin("litellm")).exists()
+#: A virtualenv holding ``litellm[proxy]`` for the baseline, kept apart from the gateway's:
+#: LiteLLM's proxy pins its own FastAPI, uvicorn, httpx and pydantic releases.
+LITELLM_VENV_ENV = "BENCH_LITELLM_VENV"
 
 
-def start_litellm(logs: Path, name: str, upstream: str, tick: float) -> System:
+def litellm_command(venv: str | os.PathLike[str] | None = None) -> str | None:
+    """The ``litellm`` command: ``venv``'s (default ``$BENCH_LITELLM_VENV``), else the one
+    beside this interpreter; None when there is none. (Not imported here: importing litellm
+    reaches for the internet.)"""
+    venv = venv or os.environ.get(LITELLM_VENV_ENV)
+    if venv:
+        candidate = Path(venv) / "bin" / "litellm"
+        return str(candidate) if candidate.exists() else None
+    here = Path(venv_bin("litellm"))
+    return str(here) if importlib.util.find_spec("litellm") is not None and here.exists() else None
+
+
+def start_litellm(
+    logs: Path, name: str, upstream: str, tick: float, command: str | None = None
+) -> System:
+    """The LiteLLM proxy (``command``, default :func:`litellm_command`) with the custom jobs
+    provider of ``bench/litellm_baseline/``."""
+    command = command or litellm_command()
+    if command is None:
+        raise RuntimeError(f"litellm is not installed (set {LITELLM_VENV_ENV})")
     port = free_port()
     key = "sk-bench-" + secrets.token_urlsafe(16)
     env = {
@@ -268,7 +390,7 @@ def start_litellm(logs: Path, name: str, upstream: str, tick: float) -> System:
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no fetch of the price list from the internet
         "LITELLM_TELEMETRY": "False",
     }
-    args = [venv_bin("litellm"), "--config", "config.yaml", "--host", "127.0.0.1"]
+    args = [command, "--config", "config.yaml", "--host", "127.0.0.1"]
     args += ["--port", str(port), "--num_workers", "1"]
     server = Server(
         "litellm",

@@ -70,6 +70,9 @@ class UpstreamSettings(_Frozen):
     connect_timeout: float = Field(5.0, gt=0)
     read_timeout: float = Field(30.0, gt=0)
     max_connections: int = Field(100, ge=1)
+    # Under the upstream's own idle timeout, or a request can leave on a connection the
+    # service is closing that instant (a ReadError: a whole batch of submissions failed).
+    keepalive_expiry: float = Field(4.0, gt=0, le=3600)
     hours: float | None = Field(None, gt=0)
     inputs_field: str = "inputs"
     finished_statuses: tuple[str, ...] = DEFAULT_FINISHED

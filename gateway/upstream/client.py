@@ -99,7 +99,11 @@ class JobsClient:
         # CPU than the rest of a request. Several small pools, taken in turn, keep it cheap.
         shards = 1 if transport is not None else min(POOL_SHARDS, settings.max_connections)
         per_shard = settings.max_connections // shards
-        limits = httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard)
+        limits = httpx.Limits(
+            max_connections=per_shard,
+            max_keepalive_connections=per_shard,
+            keepalive_expiry=settings.keepalive_expiry,
+        )
         tls = httpx.create_ssl_context() if transport is None else None
         self._pools = [
             httpx.AsyncClient(

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import math
+import resource
 from pathlib import Path
 
 import pytest
 
-from bench import servers
+from bench import scale, servers
 from bench.loadgen import (
     Connection,
     Record,
+    Spec,
     SSEReader,
     count_words,
     parse_head,
@@ -174,3 +177,106 @@ def test_set_overrides_reach_the_generated_gateway_config() -> None:
     Settings.model_validate(settings)  # still a config the gateway accepts
     with pytest.raises(SystemExit, match="FIELD=YAML"):
         servers.parse_overrides(["server.gc_freeze"])
+
+
+def test_load_generator_spreads_clients_over_replicas() -> None:
+    fields = {"host": "h", "api_key": "k", "model": "m", "prompt": "p"}
+    spec = Spec(kind="streams", port=1, concurrency=6, start_at=0, stop_at=1, **fields)
+    assert [spec.port_of(i) for i in range(3)] == [1, 1, 1]
+    spec.ports = [7, 8, 9]
+    assert [spec.port_of(i) for i in range(5)] == [7, 8, 9, 7, 8]
+
+
+def test_replicas_are_measured_as_one_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Member:
+        def __init__(self, port: int, usage: servers.Usage) -> None:
+            self.port, self.url, self._usage = port, f"http://127.0.0.1:{port}", usage
+
+        def usage(self) -> servers.Usage:
+            return self._usage
+
+    members = [Member(1, servers.Usage(1.0, 100, 1)), Member(2, servers.Usage(2.5, 300, 2))]
+    replicas = servers.Replicas(members)  # type: ignore[arg-type]
+    assert replicas.usage() == servers.Usage(3.5, 400, 3)
+    assert replicas.ports == [1, 2] and replicas.port == 1
+    assert replicas.urls == ["http://127.0.0.1:1", "http://127.0.0.1:2"]
+
+
+def test_scale_rows_and_estimate() -> None:
+    rows = scale.setups([1, 4], 3, redis=True, alone=True)
+    assert [r.label for r in rows] == [
+        "1 worker, no Redis",
+        "1 worker, Redis",
+        "4 workers, no Redis",
+        "4 workers, Redis",
+        "3 replicas, no Redis",
+        "3 replicas, Redis",
+    ]
+    assert len({r.name for r in rows}) == len(rows)
+    assert [r.label for r in scale.setups([2], 0, redis=False, alone=True)] == [
+        "2 workers, no Redis"
+    ]
+    one = scale.setups([1], 0, redis=False, alone=True)
+    run = scale.OVERHEAD + 2000 * scale.OVERHEAD_PER_STREAM + scale.ramp_for(2000)
+    run += scale.SETTLE + 10 + 3
+    assert scale.estimate([2000], one, 10, 3) == pytest.approx(2 * run)
+
+
+def test_scale_row_divides_memory_by_thousands_of_streams() -> None:
+    floor = {"delay_ms": {"p50": 100.0, "p99": 200.0}}
+    result = {
+        "streams_in_window": 500,
+        "delay_ms": {"p50": 110.0, "p99": 230.0},
+        "concurrency": 2000,
+        "rss_max_mb": 600.0,
+        "idle_rss_mb": 200.0,
+        "idle_processes": 4,
+        "status_requests_per_tick": 20.0,
+        "submits_in_window": 250,
+        "server_cpu_seconds": 1.0,
+        "window_seconds": 10.0,
+        "server_processes": 5,
+        "loadgen_busiest_share": 0.5,
+        "errors_total": 0,
+    }
+    fields = scale.row("x", result, floor, 4).split()
+    # status/tick, subm/compl, +p50, +p99, CPU ms/c, compl/s, ...
+    # ... procs, MB total, MB/1k, idle per worker, +MB/1k marginal, load, errors
+    expected = "20.00 0.500 +10.0 +30.0 2.00 50 5 600 300 50 200 0.50 0"
+    assert fields[1:] == expected.split()
+
+
+def test_lease_takeovers_are_counted_over_every_process_in_the_window(tmp_path: Path) -> None:
+    def line(second: int, message: str = "shared polling: this process polls account x") -> str:
+        return json.dumps({"time": f"2026-12-07T04:34:{second:02d}.500+00:00", "message": message})
+
+    start = dt.datetime(2026, 12, 7, 4, 34, 10, tzinfo=dt.UTC).timestamp()
+    (tmp_path / "2000-r3-redis-r0-gateway.log").write_text(f"{line(11)}\n{line(12)}\n")
+    (tmp_path / "2000-r3-redis-r1-gateway.log").write_text(
+        f"{line(13, 'other')}\n{line(14)}\n{line(25)}\nnot json\n"  # 25: after the window
+    )
+    (tmp_path / "2000-w3-redis-gateway.log").write_text(line(11))  # another run
+    assert scale.lease_takeovers(tmp_path, "2000-r3-redis", start, start + 10) == 3
+
+
+def test_the_open_file_limit_is_raised_for_the_streams() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(512, hard), hard))
+        if hard == resource.RLIM_INFINITY or hard >= 3000:
+            assert scale.open_files_for(1000) == 2024
+            assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == 2024
+        if hard != resource.RLIM_INFINITY:
+            with pytest.raises(SystemExit, match="hard limit"):
+                scale.open_files_for(hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_litellm_comes_from_the_venv_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(servers.LITELLM_VENV_ENV, str(tmp_path))
+    assert servers.litellm_command() is None  # named, but not installed there
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "litellm").touch()
+    assert servers.litellm_command() == str(tmp_path / "bin" / "litellm")
+    assert servers.litellm_command(tmp_path / "other") is None

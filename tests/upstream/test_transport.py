@@ -150,3 +150,24 @@ async def test_the_jobs_client_talks_through_it(server: TinyServer) -> None:
     finally:
         await client.aclose()
     assert server.connections == 1
+
+
+async def test_idle_upstream_connections_expire_before_the_services_own_timeout(
+    server: TinyServer,
+) -> None:
+    """A connection idle past ``upstream.keepalive_expiry`` is not reused: a server that
+    closes idle connections at the same moment (uvicorn's 5 s was httpx's default) made a
+    reused connection fail mid-request, and with it every submission batched into it."""
+    port = await server.start()
+    base = f"http://127.0.0.1:{port}"
+    settings = UpstreamSettings(base_url=base, max_connections=1, keepalive_expiry=0.1)
+    client = JobsClient(settings, base)
+    try:
+        for pause in (0.3, 0.0, 0.0):  # idle past the expiry once, then at once twice
+            with pytest.raises(Exception, match="success"):  # reaching it is what counts
+                await client.status("token", ["a" * 32])
+            await asyncio.sleep(pause)
+    finally:
+        await client.aclose()
+    assert server.connections == 2
+    assert UpstreamSettings().keepalive_expiry < 5.0  # under uvicorn's, Apache's, Node's
