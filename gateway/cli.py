@@ -83,6 +83,9 @@ def _serve(args: argparse.Namespace) -> int:
             access_log=False,
             # Whole seconds; 0 means "cut at once" (None would wait for ever).
             timeout_graceful_shutdown=math.ceil(settings.server.graceful_shutdown_seconds),
+            # Longer than clients keep idle connections (the SDKs' httpx: 5 s), so a client
+            # never sends a request on a connection the gateway is closing at that moment.
+            timeout_keep_alive=settings.server.idle_timeout,
             lifespan="on",
             # httptools with the gateway's header, timeout and connection limits.
             http=guarded_protocol(settings.server, error_shapes()),  # type: ignore[arg-type]

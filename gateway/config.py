@@ -208,6 +208,7 @@ class ServerSettings(_Frozen):
     header_timeout: float = Field(10.0, gt=0)
     body_timeout: float = Field(30.0, gt=0)
     max_connections: int = Field(8192, ge=1)
+    idle_timeout: float = Field(65.0, gt=0, le=3600)
     # /metrics: on its own port (0 = any free one, for tests) and/or behind a bearer token.
     metrics_port: int | None = Field(None, ge=0, le=65535)
     metrics_token: str | None = Field(None, min_length=16, repr=False)

@@ -237,6 +237,21 @@ def test_a_slow_second_head_on_a_kept_alive_connection_is_cut(gateway: Server) -
     assert b"HTTP/1.1 408 " in answer and b"request_timeout" in answer
 
 
+def test_an_idle_kept_alive_connection_outlives_the_clients_own_expiry(gateway: Server) -> None:
+    """httpx (so the OpenAI and Anthropic SDKs) reuses an idle connection for up to 5 s; a
+    gateway that closed its side at 5 s too (uvicorn's default) met requests sent on a
+    connection it was closing. ``server.idle_timeout`` (65 s) outlasts the clients'."""
+    sock = _connect(gateway)
+    head = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n"
+    sock.sendall(head)
+    first = sock.recv(65536)
+    time.sleep(5.5)  # past every client's own expiry (and uvicorn's default)
+    sock.sendall(head)
+    second = sock.recv(65536)
+    sock.close()
+    assert first.startswith(b"HTTP/1.1 200 ") and second.startswith(b"HTTP/1.1 200 "), second
+
+
 def test_a_silent_connection_is_closed(gateway: Server) -> None:
     sock = _connect(gateway)
     answer = _read_all(sock)  # returns once the gateway closes it
