@@ -9,11 +9,13 @@ nothing. An admitted request gets an :class:`Admission`; the caller releases it 
 (in a ``finally``) with the tokens actually used, which frees the concurrency slot and corrects
 the token counts from the estimate.
 
-If the store cannot be reached, ``failure_policy`` decides: ``open`` admits without limits,
-``closed`` refuses with 503 ``limits_unavailable``. The first failure logs a warning and flips
-:attr:`Limiter.degraded`; afterwards one request per ``probe_interval`` tries the store again
-(the others follow the policy at once, without waiting for a timeout), and the first success
-ends the outage.
+If the store cannot be reached, ``failure_policy`` decides: ``open`` admits by this process's
+own counters (a :class:`MemoryStore` beside the shared one: each process then enforces every
+limit alone, so N processes admit at most N times a key's limits, where admitting without any
+limit would let one key take everything), ``closed`` refuses with 503 ``limits_unavailable``.
+The first failure logs a warning and flips :attr:`Limiter.degraded`; afterwards one request per
+``probe_interval`` tries the store again (the others follow the policy at once, without waiting
+for a timeout), and the first success ends the outage.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ class Admission:
     """An admitted request's hold on its key's limits.
 
     ``headers`` are the ``x-ratelimit-*`` headers to send with the answer (empty when the key has
-    no rpm/tpm, or when admitted without limits during an outage: ``degraded``).
+    no rpm/tpm); ``degraded`` when admitted by this process's own counters during an outage.
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class Admission:
     ) -> None:
         self.headers = headers
         self.estimated_tokens = estimated_tokens
+        #: Admitted by this process's own counters while the shared store was unreachable.
         self.degraded = degraded
         self._limiter = limiter
         self._claim = claim
@@ -114,7 +117,7 @@ class Admission:
             return
         self._released = True
         if self._limiter is not None and self._claim is not None:
-            await self._limiter._settle(self, self._claim, max(0, actual_tokens))
+            await self._limiter._settle(self, self._claim, max(0, actual_tokens), self.degraded)
         if self.partner is not None:
             await self.partner.release(actual_tokens)
 
@@ -133,6 +136,8 @@ class Limiter:
         on_degraded: Callable[[bool], None] | None = None,
     ) -> None:
         self.store = store
+        #: This process's own counters, for ``failure_policy: open`` while ``store`` is away.
+        self.local = MemoryStore()
         self.failure_policy: FailurePolicy = failure_policy
         self.lease_seconds = lease_seconds
         self.probe_interval = probe_interval
@@ -193,7 +198,9 @@ class Limiter:
         for name, daily, monthly in budgets:
             tokens_today = day_usage.get(name, 0) if daily else None
             tokens_month = month_usage.get(name, 0) if monthly else None
-            await self.store.set_budgets(name, now_ms, (day, tokens_today), (month, tokens_month))
+            spent = (day, tokens_today), (month, tokens_month)
+            self.local.set_budgets_now(name, *spent)  # what an outage starts from here
+            await self.store.set_budgets(name, now_ms, *spent)
 
     @property
     def degraded(self) -> bool:
@@ -303,6 +310,7 @@ class Limiter:
             month=month_period(now_ms),
             lease_until_ms=now_ms + int(self.lease_seconds * 1000),
         )
+        degraded = False
         try:
             verdict = await self._claim(claim)
         except StoreUnavailable:
@@ -312,12 +320,12 @@ class Limiter:
                     code="limits_unavailable",
                     headers={"retry-after": "1"},
                 ) from None
-            return Admission(None, None, {}, estimated_tokens=tokens, degraded=True)
+            verdict, degraded = self.local.claim_now(claim), True
 
         headers = rate_limit_headers(quota, verdict, now_ms)
         if verdict.refused is not None:
             raise _refusal(claim, verdict, headers, who)
-        admission = Admission(self, claim, headers, estimated_tokens=tokens)
+        admission = Admission(self, claim, headers, estimated_tokens=tokens, degraded=degraded)
         if quota.max_concurrent is not None:
             self._live.add(admission)
             self._start_renewer()
@@ -329,12 +337,17 @@ class Limiter:
         An admission dropped without release stops being renewed, so its slot frees itself
         within ``lease_seconds``.
         """
-        claims = [a.claim for a in list(self._live) if a.claim is not None and not a.released]
+        live = [a for a in list(self._live) if a.claim is not None and not a.released]
+        claims = [a.claim for a in live if a.claim is not None and not a.degraded]
+        held_here = [a.claim for a in live if a.claim is not None and a.degraded]
+        now_ms = round(self._clock() * 1000)
+        until_ms = now_ms + int(self.lease_seconds * 1000)
+        if held_here:
+            await self.local.renew(held_here, now_ms, until_ms)
         if not claims:
             return
-        now_ms = round(self._clock() * 1000)
         try:
-            await self.store.renew(claims, now_ms, now_ms + int(self.lease_seconds * 1000))
+            await self.store.renew(claims, now_ms, until_ms)
         except StoreUnavailable as exc:
             self._store_failed(exc)
         else:
@@ -362,9 +375,14 @@ class Limiter:
         self._store_ok()
         return verdict
 
-    async def _settle(self, admission: Admission, claim: Claim, actual_tokens: int) -> None:
+    async def _settle(
+        self, admission: Admission, claim: Claim, actual_tokens: int, local: bool = False
+    ) -> None:
         self._live.discard(admission)
         now_ms = round(self._clock() * 1000)
+        if local:  # admitted by this process's counters: settled there, at once
+            await self.local.settle(claim, actual_tokens, now_ms)
+            return
         # Shielded: a request cancelled while releasing still frees its slot.
         await asyncio.shield(self._settle_now(claim, actual_tokens, now_ms))
 
@@ -382,7 +400,7 @@ class Limiter:
             return
         self._degraded = True
         action = (
-            "admitting requests without limits"
+            "admitting requests by this process's own counters"
             if self.failure_policy == "open"
             else ("refusing requests with 503")
         )

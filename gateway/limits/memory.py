@@ -50,6 +50,12 @@ class MemoryStore:
         day: tuple[Period, int | None],
         month: tuple[Period, int | None],
     ) -> None:
+        self.set_budgets_now(key, day, month)
+
+    def set_budgets_now(
+        self, key: str, day: tuple[Period, int | None], month: tuple[Period, int | None]
+    ) -> None:
+        """:meth:`set_budgets`, synchronously."""
         state = self._keys.setdefault(key, _KeyState())
         if day[1] is not None:
             state.day = (day[0].name, day[1])

@@ -177,9 +177,11 @@ def limiter_through(proxy: TcpProxy, prefix: str, policy: str, events: list[bool
     return limiter
 
 
-async def test_fail_open_admits_during_outage_and_recovers(
+async def test_fail_open_admits_by_this_processs_counters_during_outage_and_recovers(
     proxy: TcpProxy, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Open, not unlimited: while Redis is away each process keeps the key's limits by itself
+    (N processes admit at most N times them); a key could otherwise take everything."""
     events: list[bool] = []
     limiter = limiter_through(proxy, prefix, "open", events)
     key = make_key("outage", rpm=2, max_concurrent=5)
@@ -188,8 +190,11 @@ async def test_fail_open_admits_during_outage_and_recovers(
         assert first.headers["x-ratelimit-remaining-requests"] == "1"
         await proxy.stop()
         with caplog.at_level(logging.WARNING, logger="gateway.limits"):
-            during = [await limiter.admit(key, "m", 0) for _ in range(5)]
-        assert all(a.degraded and a.headers == {} for a in during)
+            during = [await limiter.admit(key, "m", 0) for _ in range(2)]
+            with pytest.raises(RateLimited):  # this process's own count of the minute: 2
+                await limiter.admit(key, "m", 0)
+        assert all(a.degraded for a in during)
+        assert [a.headers["x-ratelimit-remaining-requests"] for a in during] == ["1", "0"]
         assert limiter.degraded
         assert events == [True]
         warnings = [r for r in caplog.records if "unavailable" in r.getMessage()]
@@ -207,6 +212,25 @@ async def test_fail_open_admits_during_outage_and_recovers(
         assert second.headers["x-ratelimit-remaining-requests"] == "0"
         with pytest.raises(RateLimited):
             await limiter.admit(key, "m", 0)
+    finally:
+        await limiter.close()
+
+
+async def test_during_an_outage_a_process_holds_and_frees_concurrency_by_itself(
+    proxy: TcpProxy, prefix: str
+) -> None:
+    limiter = limiter_through(proxy, prefix, "open", [])
+    key = make_key("outage-conc", max_concurrent=1)
+    try:
+        await proxy.stop()
+        held = await limiter.admit(key, "m", 0)
+        assert held.degraded
+        with pytest.raises(RateLimited):  # the one place is taken, here
+            await limiter.admit(key, "m", 0)
+        await limiter.renew_leases()  # renewed in this process's counters, not failing
+        await held.release(0)
+        again = await limiter.admit(key, "m", 0)  # freed here at once
+        await again.release(0)
     finally:
         await limiter.close()
 
