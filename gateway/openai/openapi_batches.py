@@ -138,6 +138,13 @@ def paths() -> dict[str, Any]:
                 parameters=_query("key", "door", "limit"),
             ),
         },
+        "/admin/batches/{batch_id}/cancel": {
+            "post": _op(
+                "Cancel any key's running batch, of either door (admin key of the admin role)",
+                _ok("The batch as the admin list shows it", {"type": "object"}),
+                "401", "403", "404", "409", "503", parameters=batch_id,
+            ),
+        },
         "/admin/files/{file_id}/content": {
             "get": _op(
                 "Any key's file, such as a batch's output or error file (admin key)",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -23,11 +24,23 @@ ALICE_TOKEN = "upstream-token-team-a"
 BOB_TOKEN = "upstream-token-team-b"
 
 
+#: Ports servers listen on: below Linux's ephemeral range (32768-60999), where the ports of
+#: outgoing connections come from, and a block of its own per xdist worker. A port the OS picked
+#: (bind to 0) could be taken between the check and the server's own bind, by another worker's
+#: server or by any outgoing connection: the test then talked to a stranger that answered.
+PORTS_BASE, PORTS_PER_WORKER = 20_000, 1_500
+_next_ports = itertools.count()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    block = PORTS_BASE + (int(worker) % 8 if worker.isdigit() else 0) * PORTS_PER_WORKER
+    for _ in range(PORTS_PER_WORKER):
+        port = block + next(_next_ports) % PORTS_PER_WORKER
+        with socket.socket() as sock, contextlib.suppress(OSError):
+            sock.bind(("127.0.0.1", port))
+            return port
+    raise RuntimeError(f"no free port in {block}-{block + PORTS_PER_WORKER - 1}")
 
 
 def wait_ready(

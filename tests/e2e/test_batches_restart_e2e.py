@@ -109,7 +109,9 @@ def test_a_killed_gateways_batch_is_finished_by_the_next_without_asking_twice(
         if sig == signal.SIGTERM:
             assert not left  # a graceful stop writes every row before it goes
             assert set(free) <= {"handed_over", "server_shutdown"}, free
-            assert "handed_over" in free
+            # The lines whose jobs were in flight at the stop (``submitted`` then) were handed
+            # over; on a slow machine the stop may come only once the batch has ended.
+            assert ("handed_over" in free) == bool(at_kill.get("submitted")), (free, at_kill)
             assert all(outcome == "ok" for _, outcome in charged)
         else:
             # A SIGKILL can still lose the final rows a gateway held in memory (lines it had

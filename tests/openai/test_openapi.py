@@ -39,8 +39,8 @@ def test_schemathesis_loads_every_operation() -> None:
     labels = {result.ok().label for result in results if isinstance(result, Ok)}
     assert "POST /v1/chat/completions" in labels and "POST /v1/messages" in labels
     # 14 + 7 Responses + 13 admin + console file and session + /admin/live + 6 Ollama
-    # + 9 files and batches + 6 Message Batches + 2 admin batch routes
-    assert len(labels) == 60
+    # + 9 files and batches + 6 Message Batches + 3 admin batch routes
+    assert len(labels) == 61
 
 
 def test_every_error_answer_uses_its_doors_shape() -> None:
