@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from ledger_support import DATABASE_URL, FakeStore, make_record, needs_postgres
 from gateway.config import LedgerSettings
 from gateway.ledger import Ledger, store_from_url
 from gateway.ledger.postgres import PostgresStore
+from gateway.ledger.record import UsageRecord
 from gateway.ledger.spill import SpillFile
 from gateway.ledger.sqlite import SqliteStore
 
@@ -280,9 +282,24 @@ async def test_on_drop_hears_of_every_dropped_record() -> None:
     assert sum(told) == ledger.dropped == 3
 
 
-async def _written(store: FakeStore, rows: int) -> None:
+class _Signalling(FakeStore):
+    """Says when a batch was written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wrote = asyncio.Event()
+
+    async def write_many(
+        self, records: Sequence[UsageRecord], replacing: Sequence[str] = ()
+    ) -> None:
+        await super().write_many(records, replacing)
+        self.wrote.set()
+
+
+async def _written(store: _Signalling, rows: int) -> None:
     while len(store.rows) < rows:
-        await asyncio.sleep(0.005)
+        store.wrote.clear()
+        await store.wrote.wait()
 
 
 async def test_group_commit_gathers_rows_arriving_while_the_first_waits() -> None:
@@ -300,7 +317,7 @@ async def test_group_commit_gathers_rows_arriving_while_the_first_waits() -> Non
 
 
 async def test_group_commit_writes_a_full_batch_at_once() -> None:
-    store = FakeStore()
+    store = _Signalling()
     ledger = Ledger(store, batch_size=3, batch_wait=3600)
     await ledger.start()
     for n in range(7):
