@@ -96,20 +96,18 @@ async def bounded(data: Any, limits: LimitSettings) -> None:
 
 
 def call_of(request: Request, key: KeySettings, route: str, **options: Any) -> Call:
-    """What the desk needs of an HTTP request, as plain values (``options``: what a planner
-    set for the run, see :attr:`RequestContext.options`)."""
+    """What the desk needs of an HTTP request, as plain values; ``options`` (what a planner
+    set for the run, see :attr:`RequestContext.options`) replace what HTTP said."""
     headers = headers_of(request)
     said = cache_directives(headers)
-    return Call(
-        key=key,
-        route=route,
-        request_id=request_id(request),
-        no_cache="no-cache" in said,
-        no_store="no-store" in said,
-        keepalive=keepalive_interval(headers, runtime(request).settings.limits),
-        trace_headers=trace_headers(headers),
-        **options,
-    )
+    values: dict[str, Any] = {
+        "no_cache": "no-cache" in said,
+        "no_store": "no-store" in said,
+        "keepalive": keepalive_interval(headers, runtime(request).settings.limits),
+        "trace_headers": trace_headers(headers),
+    }
+    values.update(options)
+    return Call(key=key, route=route, request_id=request_id(request), **values)
 
 
 @dataclass(slots=True)

@@ -58,3 +58,23 @@ def test_without_the_middleware_they_are_read_once_from_the_raw_list() -> None:
     first = headers_of(request)
     assert first["cache-control"] == "no-cache"
     assert headers_of(Request(scope)) is first  # kept in the request's state
+
+
+def test_a_planners_options_replace_what_http_said() -> None:
+    """A background response sets its own keepalive and timeout (it has no client)."""
+    from types import SimpleNamespace
+
+    from gateway.config import KeySettings
+    from gateway.serving.web import call_of
+
+    limits = LimitSettings(keepalive_interval=15)
+    app = SimpleNamespace(
+        state=SimpleNamespace(runtime=SimpleNamespace(settings=SimpleNamespace(limits=limits)))
+    )
+    scope = {"type": "http", "headers": RAW, "app": app, "state": {"request_id": "req_1"}}
+    key = KeySettings(name="alice", key="sk-alice-0123456789", upstream_token="t")
+    said = call_of(Request(scope), key, "/v1/responses")
+    assert (said.keepalive, said.no_cache, said.request_id) == (3.0, True, "req_1")
+    assert said.trace_headers == {"traceparent": "00-abc-def-01"}
+    chosen = call_of(Request(scope), key, "/v1/responses", keepalive=15.0, timeout=60.0)
+    assert (chosen.keepalive, chosen.timeout, chosen.no_cache) == (15.0, 60.0, True)
