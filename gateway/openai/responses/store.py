@@ -33,6 +33,11 @@ ACTIVE = ("submitting", "queued", "in_progress")
 _ACTIVE_SQL = "('submitting', 'queued', 'in_progress')"
 #: Most ancestors a chain is followed through (ids are unique, so there are no loops).
 MAX_CHAIN = 10_000
+#: How long a key's stored bytes, as last read plus what this process stored since, may stand
+#: in for a query in the quota check (:meth:`ResponseStore.quota_used`).
+QUOTA_FRESH_SECONDS = 1.0
+#: Keys whose stored bytes are remembered at most (the stalest are forgotten first).
+QUOTA_KEYS = 10_000
 
 
 class StoreUnavailable(ServiceUnavailable):
@@ -99,6 +104,8 @@ class ResponseStore:
         self.url = url
         self.t = table
         self.db: Database = (databases or Databases()).get(url)
+        #: key id -> (when read, bytes stored then plus what this process stored since)
+        self._used: dict[str, tuple[float, int]] = {}
 
     async def open(self) -> None:
         await self.db.open()
@@ -185,6 +192,8 @@ class ResponseStore:
                     f"UPDATE {self.t} SET expires_at = ? WHERE id IN ({marks}) AND expires_at < ?",
                     [record.expires_at, *chain, record.expires_at],
                 )
+        if (known := self._used.get(record.key_id)) is not None:
+            self._used[record.key_id] = (known[0], known[1] + size)
         return size
 
     def _item_rows(
@@ -231,6 +240,7 @@ class ResponseStore:
         )
         rows = [(record.id, e["sequence_number"], dumps(e)) for e in events]
         rewritten = len(body) + sum(len(r[-1]) for r in outputs)
+        self._used.pop(record.key_id, None)  # its bytes change here: the next check reads them
         async with self._tx() as tx:
             changed = await tx.execute(
                 f"UPDATE {t} SET status = ?, body = ?, job_ids = ?, seq = ?, lease_until = ?, "
@@ -375,6 +385,24 @@ class ResponseStore:
             [key_id, now],
         )
         return int(rows[0][0])
+
+    async def quota_used(self, key_id: str, now: float, adding: int, cap: int) -> int:
+        """The key's stored bytes for its quota check: ``adding`` more must stay within
+        ``cap``. A figure read less than ``QUOTA_FRESH_SECONDS`` ago, plus what this process
+        stored since, answers when it leaves room (it never undercounts this process's own
+        writes; deletes and expiry only lower the truth); otherwise, and always before a
+        refusal, the database is asked. Was one query per stored request, whose cost grew
+        with the key's stored responses."""
+        known = self._used.get(key_id)
+        fresh = known is not None and now - known[0] < QUOTA_FRESH_SECONDS
+        if known is not None and fresh and known[1] + adding <= cap:
+            return known[1]
+        used = await self.stored_bytes(key_id, now)
+        self._used.pop(key_id, None)
+        self._used[key_id] = (now, used)  # newest last: the oldest go first
+        while len(self._used) > QUOTA_KEYS:
+            self._used.pop(next(iter(self._used)))
+        return used
 
     async def events(self, response_id: str, after: int) -> list[dict[str, Any]]:
         rows = await self._fetch(

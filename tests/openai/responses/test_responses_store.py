@@ -142,6 +142,36 @@ async def test_stored_bytes_count_everything_stored_once(store: ResponseStore) -
     assert await store.stored_bytes("alice", time.time()) == 0
 
 
+async def test_the_quota_check_asks_the_database_only_when_it_matters(
+    store: ResponseStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh figure plus this process's own writes answers while it leaves room; a stale
+    one, or one that would refuse, is read again (deletes only lower the truth)."""
+    asked: list[str] = []
+    exact = store.stored_bytes
+
+    async def counted(key_id: str, now: float) -> int:
+        asked.append(key_id)
+        return await exact(key_id, now)
+
+    monkeypatch.setattr(store, "stored_bytes", counted)
+    now = time.time()
+    assert await store.quota_used("alice", now, 100, 10**9) == 0
+    first = await store.put(_record("q1"), [{"id": "in_1", "type": "message"}])
+    second = await store.put(_record("q2"), [])
+    assert await store.quota_used("alice", now, 100, 10**9) == first + second  # from memory
+    assert asked == ["alice"]
+    await store.delete("q1", "alice")
+    cap = first + second + 50  # the remembered figure would refuse 100 more: ask again
+    assert await store.quota_used("alice", now, 100, cap) == second
+    assert asked == ["alice", "alice"]
+    later = now + 2  # stale: read again, whatever the room
+    assert await store.quota_used("alice", later, 1, 10**9) == second
+    assert asked == ["alice"] * 3
+    assert await store.quota_used("bob", now, 1, 10**9) == 0  # each key its own
+    assert asked == ["alice"] * 3 + ["bob"]
+
+
 async def test_background_progress_and_events_commit_together(store: ResponseStore) -> None:
     record = _record(
         "resp_tx",
