@@ -168,3 +168,27 @@ async def test_a_refused_value_is_told_from_a_failing_database(db: Database) -> 
         await db.execute(f"INSERT INTO {table}_missing (n) VALUES (?)", [1])
     assert not refused_row(broken.value)
     assert not refused_row(DatabaseUnavailable("the database did not answer within 5 s"))
+
+
+async def test_a_sqlite_statement_is_one_trip_to_its_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Execute, fetch and close in the connection's thread: one hand-over per statement,
+    whose rows and changed-row count come back together."""
+    database = Databases(timeout=5).get(f"sqlite:///{tmp_path}/trips.db")
+    await database.open()
+    connection = database._engine._db  # type: ignore[attr-defined]
+    handed = connection._execute
+    trips: list[object] = []
+
+    async def counted(fn: object, *args: object) -> object:
+        trips.append(fn)
+        return await handed(fn, *args)
+
+    monkeypatch.setattr(connection, "_execute", counted)
+    await database.execute("CREATE TABLE t (n INTEGER)")
+    async with database.transaction() as tx:
+        assert await tx.execute("INSERT INTO t VALUES (1), (2), (3)") == 3
+        assert await tx.fetch("SELECT n FROM t WHERE n > ? ORDER BY n", [1]) == [(2,), (3,)]
+    assert len(trips) == 1 + 4  # the table; then BEGIN, INSERT, SELECT, COMMIT
+    await database.close()
