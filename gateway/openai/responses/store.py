@@ -21,12 +21,14 @@ never its name: another key's id, or a new key that reuses a name, finds nothing
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.db import Database, Databases, DatabaseUnavailable, Tx, check_url
+from gateway.db import Database, Databases, DatabaseUnavailable, Tx, check_url, refused_row
 from gateway.errors import ServiceUnavailable
 
 ACTIVE = ("submitting", "queued", "in_progress")
@@ -106,6 +108,8 @@ class ResponseStore:
         self.db: Database = (databases or Databases()).get(url)
         #: key id -> (when read, bytes stored then plus what this process stored since)
         self._used: dict[str, tuple[float, int]] = {}
+        self._queued: list[_Put] = []  # puts waiting for the next transaction
+        self._writer: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         await self.db.open()
@@ -159,6 +163,9 @@ class ResponseStore:
             await tx.execute(sql)
 
     async def close(self) -> None:
+        if self._writer is not None:  # what is queued is written first
+            with contextlib.suppress(Exception):
+                await self._writer
         await self.db.close()
 
     # ------------------------------------------------------------------ writes
@@ -170,8 +177,14 @@ class ResponseStore:
         *,
         chain: Sequence[str] = (),
     ) -> int:
-        """Insert a new response with its input items (and output items, if final), in one
-        transaction; its ancestors live at least as long as it does. Returns the bytes stored."""
+        """Insert a new response with its input items (and output items, if final), committed
+        before this returns; its ancestors live at least as long as it does. Returns the bytes
+        stored.
+
+        Group commit: a put goes at once when none is being written; puts arriving meanwhile
+        share the next transaction (one commit, not one each), and a batch the database refuses
+        is written again put by put, so one bad put fails only itself (a database that is away
+        fails the batch: each put's 503, at once)."""
         final = record.status not in ACTIVE
         body = stored_body(record.body, final)
         request = dumps(record.request)
@@ -179,22 +192,55 @@ class ResponseStore:
         if final:
             items += self._item_rows(record, record.body.get("output") or [], "output")
         size = len(body) + len(request) + sum(len(row[-1]) for row in items)
-        async with self._tx() as tx:
-            await tx.execute(
-                f"INSERT INTO {self.t} ({_COLUMNS}, history, bytes, body_bytes) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '[]', ?, ?)",
-                [*_row(record, body, request), size, len(body)],
-            )
-            await self._insert_items(tx, items)
-            if chain:
-                marks = ", ".join("?" for _ in chain)
-                await tx.execute(
-                    f"UPDATE {self.t} SET expires_at = ? WHERE id IN ({marks}) AND expires_at < ?",
-                    [record.expires_at, *chain, record.expires_at],
-                )
+        loop = asyncio.get_running_loop()
+        queued = _Put(record, body, request, items, tuple(chain), size, loop.create_future())
+        self._queued.append(queued)
+        if self._writer is None or self._writer.done():
+            self._writer = loop.create_task(self._write_queued())
+        await queued.done
         if (known := self._used.get(record.key_id)) is not None:
             self._used[record.key_id] = (known[0], known[1] + size)
         return size
+
+    async def _write_queued(self) -> None:
+        """Write what is queued, a transaction per gathering, until nothing is left."""
+        while self._queued:
+            batch, self._queued = self._queued, []
+            try:
+                await self._write_puts(batch)
+            except Exception as exc:
+                if len(batch) == 1 or not refused_row(exc):  # the database is away: all fail
+                    for one in batch:
+                        _settle(one, exc)
+                    continue
+                for one in batch:  # alone: only a put the database refuses fails
+                    try:
+                        await self._write_puts([one])
+                    except Exception as alone:
+                        _settle(one, alone)
+                    else:
+                        _settle(one, None)
+                continue
+            for one in batch:
+                _settle(one, None)
+
+    async def _write_puts(self, batch: Sequence[_Put]) -> None:
+        async with self._tx() as tx:
+            await tx.execute_many(
+                f"INSERT INTO {self.t} ({_COLUMNS}, history, bytes, body_bytes) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '[]', ?, ?)",
+                [[*_row(p.record, p.body, p.request), p.size, len(p.body)] for p in batch],
+            )
+            await self._insert_items(tx, [row for p in batch for row in p.items])
+            for put in batch:
+                if put.chain:
+                    marks = ", ".join("?" for _ in put.chain)
+                    expires = put.record.expires_at
+                    await tx.execute(
+                        f"UPDATE {self.t} SET expires_at = ? WHERE id IN ({marks}) "
+                        "AND expires_at < ?",
+                        [expires, *put.chain, expires],
+                    )
 
     def _item_rows(
         self, record: StoredResponse, items: Sequence[dict[str, Any]], role: str
@@ -442,6 +488,28 @@ class ResponseStore:
 
     def _tx(self) -> _Guarded:
         return _Guarded(self.db)
+
+
+@dataclass(slots=True, eq=False)
+class _Put:
+    """A response waiting for its transaction, with what its caller waits on."""
+
+    record: StoredResponse
+    body: str
+    request: str
+    items: list[tuple[Any, ...]]
+    chain: tuple[str, ...]
+    size: int
+    done: asyncio.Future[None]
+
+
+def _settle(put: _Put, error: BaseException | None) -> None:
+    if put.done.done():  # its caller gave up (cancelled): the response is stored all the same
+        return
+    if error is None:
+        put.done.set_result(None)
+    else:
+        put.done.set_exception(error)
 
 
 class _Guarded:
