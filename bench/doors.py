@@ -5,7 +5,8 @@ The doors share one lifecycle (``gateway.serving.web.serve``); what differs is t
 request's validation and translation and the codec that writes the answer. One emulator (no
 queue, 1000 words/s), one gateway; each round sends the same number of fresh prompts (no cache)
 through every door in turn (Responses as clients send it: ``store`` left at its default, true,
-so each answer is also stored), non-streamed and streamed, ``--concurrency`` at a time, and
+so each answer is also stored; and with ``store: false``, which tells the door's own work from
+the storage), non-streamed and streamed, ``--concurrency`` at a time, and
 reads the gateway process's CPU time around each batch. Rounds interleave the doors so a busy
 machine weighs on them alike; the median over rounds is printed, and each door's ratio to chat
 completions.
@@ -60,6 +61,7 @@ def _responses(prompt: str, stream: bool) -> dict[str, Any]:
 DOORS: dict[str, tuple[str, Body]] = {
     "chat completions": ("/v1/chat/completions", _chat),
     "responses": ("/v1/responses", _responses),
+    "responses, store off": ("/v1/responses", lambda p, s: {**_responses(p, s), "store": False}),
     "messages": ("/v1/messages", _messages),
     "ollama /api/chat": ("/api/chat", lambda p, s: {**_chat(p, s), "model": "gemma:2b"}),
 }
