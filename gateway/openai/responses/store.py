@@ -21,25 +21,20 @@ never its name: another key's id, or a new key that reuses a name, finds nothing
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.db import Database, Databases, DatabaseUnavailable, Tx, check_url, refused_row
+from gateway.db import Database, Databases, DatabaseUnavailable, Tx, check_url
 from gateway.errors import ServiceUnavailable
+from gateway.openai.responses.commits import GroupCommit
+from gateway.openai.responses.quota import KeyUsage
 
 ACTIVE = ("submitting", "queued", "in_progress")
 _ACTIVE_SQL = "('submitting', 'queued', 'in_progress')"
 #: Most ancestors a chain is followed through (ids are unique, so there are no loops).
 MAX_CHAIN = 10_000
-#: How long a key's stored bytes, as last read plus what this process stored since, may stand
-#: in for a query in the quota check (:meth:`ResponseStore.quota_used`).
-QUOTA_FRESH_SECONDS = 1.0
-#: Keys whose stored bytes are remembered at most (the stalest are forgotten first).
-QUOTA_KEYS = 10_000
 
 
 class StoreUnavailable(ServiceUnavailable):
@@ -106,10 +101,8 @@ class ResponseStore:
         self.url = url
         self.t = table
         self.db: Database = (databases or Databases()).get(url)
-        #: key id -> (when read, bytes stored then plus what this process stored since)
-        self._used: dict[str, tuple[float, int]] = {}
-        self._queued: list[_Put] = []  # puts waiting for the next transaction
-        self._writer: asyncio.Task[None] | None = None
+        self._usage = KeyUsage()  # each key's stored bytes, between quota checks
+        self._puts: GroupCommit[_Put] = GroupCommit(self._write_puts)
 
     async def open(self) -> None:
         await self.db.open()
@@ -163,9 +156,7 @@ class ResponseStore:
             await tx.execute(sql)
 
     async def close(self) -> None:
-        if self._writer is not None:  # what is queued is written first
-            with contextlib.suppress(Exception):
-                await self._writer
+        await self._puts.close()  # what is queued is written first
         await self.db.close()
 
     # ------------------------------------------------------------------ writes
@@ -181,10 +172,8 @@ class ResponseStore:
         before this returns; its ancestors live at least as long as it does. Returns the bytes
         stored.
 
-        Group commit: a put goes at once when none is being written; puts arriving meanwhile
-        share the next transaction (one commit, not one each), and a batch the database refuses
-        is written again put by put, so one bad put fails only itself (a database that is away
-        fails the batch: each put's 503, at once)."""
+        Group commit (:mod:`.commits`): a put goes at once when none is being written; puts
+        arriving meanwhile share the next transaction; one the database refuses fails alone."""
         final = record.status not in ACTIVE
         body = stored_body(record.body, final)
         request = dumps(record.request)
@@ -192,37 +181,9 @@ class ResponseStore:
         if final:
             items += self._item_rows(record, record.body.get("output") or [], "output")
         size = len(body) + len(request) + sum(len(row[-1]) for row in items)
-        loop = asyncio.get_running_loop()
-        queued = _Put(record, body, request, items, tuple(chain), size, loop.create_future())
-        self._queued.append(queued)
-        if self._writer is None or self._writer.done():
-            self._writer = loop.create_task(self._write_queued())
-        await queued.done
-        if (known := self._used.get(record.key_id)) is not None:
-            self._used[record.key_id] = (known[0], known[1] + size)
+        await self._puts.submit(_Put(record, body, request, items, tuple(chain), size))
+        self._usage.stored(record.key_id, size)
         return size
-
-    async def _write_queued(self) -> None:
-        """Write what is queued, a transaction per gathering, until nothing is left."""
-        while self._queued:
-            batch, self._queued = self._queued, []
-            try:
-                await self._write_puts(batch)
-            except Exception as exc:
-                if len(batch) == 1 or not refused_row(exc):  # the database is away: all fail
-                    for one in batch:
-                        _settle(one, exc)
-                    continue
-                for one in batch:  # alone: only a put the database refuses fails
-                    try:
-                        await self._write_puts([one])
-                    except Exception as alone:
-                        _settle(one, alone)
-                    else:
-                        _settle(one, None)
-                continue
-            for one in batch:
-                _settle(one, None)
 
     async def _write_puts(self, batch: Sequence[_Put]) -> None:
         async with self._tx() as tx:
@@ -286,7 +247,7 @@ class ResponseStore:
         )
         rows = [(record.id, e["sequence_number"], dumps(e)) for e in events]
         rewritten = len(body) + sum(len(r[-1]) for r in outputs)
-        self._used.pop(record.key_id, None)  # its bytes change here: the next check reads them
+        self._usage.changed(record.key_id)  # its bytes change here: the next check reads them
         async with self._tx() as tx:
             changed = await tx.execute(
                 f"UPDATE {t} SET status = ?, body = ?, job_ids = ?, seq = ?, lease_until = ?, "
@@ -433,21 +394,13 @@ class ResponseStore:
         return int(rows[0][0])
 
     async def quota_used(self, key_id: str, now: float, adding: int, cap: int) -> int:
-        """The key's stored bytes for its quota check: ``adding`` more must stay within
-        ``cap``. A figure read less than ``QUOTA_FRESH_SECONDS`` ago, plus what this process
-        stored since, answers when it leaves room (it never undercounts this process's own
-        writes; deletes and expiry only lower the truth); otherwise, and always before a
-        refusal, the database is asked. Was one query per stored request, whose cost grew
-        with the key's stored responses."""
-        known = self._used.get(key_id)
-        fresh = known is not None and now - known[0] < QUOTA_FRESH_SECONDS
-        if known is not None and fresh and known[1] + adding <= cap:
-            return known[1]
+        """The key's stored bytes for a quota check of ``adding`` more against ``cap``: from
+        memory while that leaves room (:mod:`.quota`), else (and before any refusal) read."""
+        known = self._usage.answer(key_id, now, adding, cap)
+        if known is not None:
+            return known
         used = await self.stored_bytes(key_id, now)
-        self._used.pop(key_id, None)
-        self._used[key_id] = (now, used)  # newest last: the oldest go first
-        while len(self._used) > QUOTA_KEYS:
-            self._used.pop(next(iter(self._used)))
+        self._usage.read(key_id, now, used)
         return used
 
     async def events(self, response_id: str, after: int) -> list[dict[str, Any]]:
@@ -492,7 +445,7 @@ class ResponseStore:
 
 @dataclass(slots=True, eq=False)
 class _Put:
-    """A response waiting for its transaction, with what its caller waits on."""
+    """A response waiting for its transaction."""
 
     record: StoredResponse
     body: str
@@ -500,16 +453,6 @@ class _Put:
     items: list[tuple[Any, ...]]
     chain: tuple[str, ...]
     size: int
-    done: asyncio.Future[None]
-
-
-def _settle(put: _Put, error: BaseException | None) -> None:
-    if put.done.done():  # its caller gave up (cancelled): the response is stored all the same
-        return
-    if error is None:
-        put.done.set_result(None)
-    else:
-        put.done.set_exception(error)
 
 
 class _Guarded:

@@ -183,7 +183,7 @@ async def test_puts_arriving_together_share_one_transaction(
         batches.append([p.record.id for p in batch])
         await write(batch)
 
-    monkeypatch.setattr(store, "_write_puts", counted)
+    monkeypatch.setattr(store._puts, "_write", counted)
     sizes = await asyncio.gather(
         *(store.put(_record(f"g{n}"), [{"id": f"in_g{n}", "type": "message"}]) for n in range(5))
     )
