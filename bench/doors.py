@@ -1,12 +1,15 @@
-"""Gateway CPU per completion through each front door: chat completions, Messages, Ollama.
+"""Gateway CPU per completion through each front door: chat completions, Responses, Messages,
+Ollama.
 
 The doors share one lifecycle (``gateway.serving.web.serve``); what differs is the wire
 request's validation and translation and the codec that writes the answer. One emulator (no
-queue, 1000 words/s), one gateway; each round sends the same number of fresh prompts (no
-cache) through every door in turn, non-streamed and streamed, ``--concurrency`` at a time,
-and reads the gateway process's CPU time around each batch. Rounds interleave the doors so a
-busy machine weighs on them alike; the median over rounds is printed, and each door's ratio
-to chat completions.
+queue, 1000 words/s), one gateway; each round sends the same number of fresh prompts (no cache)
+through every door in turn (Responses as clients send it: ``store`` left at its default, true,
+so each answer is also stored; and with ``store: false``, which tells the door's own work from
+the storage), non-streamed and streamed, ``--concurrency`` at a time, and
+reads the gateway process's CPU time around each batch. Rounds interleave the doors so a busy
+machine weighs on them alike; the median over rounds is printed, and each door's ratio to chat
+completions.
 
     .venv/bin/python bench/doors.py
     .venv/bin/python bench/doors.py --requests 300 --rounds 5 --words 40
@@ -50,9 +53,15 @@ def _messages(prompt: str, stream: bool) -> dict[str, Any]:
     return {**_chat(prompt, stream), "max_tokens": 1024}
 
 
+def _responses(prompt: str, stream: bool) -> dict[str, Any]:
+    return {"model": "gemma-2b", "input": prompt, "stream": stream}
+
+
 #: door -> (path, request body)
 DOORS: dict[str, tuple[str, Body]] = {
     "chat completions": ("/v1/chat/completions", _chat),
+    "responses": ("/v1/responses", _responses),
+    "responses, store off": ("/v1/responses", lambda p, s: {**_responses(p, s), "store": False}),
     "messages": ("/v1/messages", _messages),
     "ollama /api/chat": ("/api/chat", lambda p, s: {**_chat(p, s), "model": "gemma:2b"}),
 }

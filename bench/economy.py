@@ -3,8 +3,9 @@
 Starts the emulator and gateways on loopback (one gateway per batch window measured) and prints:
 
 * batching (group commit): upstream submissions per completion and the latency of a request at
-  low load (one request at a time) and at high load (an open-loop burst of requests per second),
-  for each ``upstream.submit_batch_window``; "added" is the mean latency above the window-0 run;
+  low load (one request at a time) and at high load (an open-loop burst of requests per second,
+  with the gateway's CPU per completion at that paced rate), for each
+  ``upstream.submit_batch_window``; "added" is the mean latency above the window-0 run;
   and the submissions that 100 concurrent different requests make when each submission takes
   50 ms to be answered, as across a network (``--burst-delay``);
 * cache: gateway CPU per request answered by the upstream (a miss) and per cache hit (the
@@ -59,6 +60,7 @@ class LoadResult:
     submissions: int
     jobs: int
     failures: int
+    cpu_ms: float = float("nan")  # gateway CPU per completion over the run
 
     @property
     def mean_ms(self) -> float:
@@ -113,6 +115,7 @@ async def high_load(
     async with httpx.AsyncClient(base_url=gateway.url, timeout=60, limits=limits) as http:
         await timed(http, f"warm {tag} [[emulate:words 1]]")
         await admin.post("/emulator/stats/reset")
+        before = tree_usage(gateway.process.pid).cpu
         start = time.perf_counter()
 
         async def at(i: int) -> float | None:
@@ -120,9 +123,11 @@ async def high_load(
             return await timed(http, f"high {tag} {i} [[emulate:words 1]]")
 
         results = await asyncio.gather(*(at(i) for i in range(total)))
+        cpu = tree_usage(gateway.process.pid).cpu - before
     submissions, jobs = await counts(admin)
     ok = [r for r in results if r is not None]
-    return LoadResult(ok, submissions, jobs, len(results) - len(ok))
+    cpu_ms = cpu * 1000 / len(ok) if ok else float("nan")
+    return LoadResult(ok, submissions, jobs, len(results) - len(ok), cpu_ms)
 
 
 async def slow_burst(
@@ -184,13 +189,14 @@ def print_batching(rows: list[Row], rate: float, burst_delay: float) -> None:
     print(
         f"{'window':>8} | {'low load: mean':>14} {'added':>7} {'subm/compl':>10} | "
         f"{f'high load ({rate:g}/s): mean':>24} {'p95':>7} {'added':>7} {'subm/compl':>10} "
-        f"{'failed':>6} | {f'100 at once, {burst_delay * 1000:g} ms submit':>26}"
+        f"{'failed':>6} {'CPU/compl':>9} | {f'100 at once, {burst_delay * 1000:g} ms submit':>26}"
     )
     for window, quiet, busy, burst in rows:
         print(
             f"{window:>6g}ms | {quiet.mean_ms:>12.1f}ms {quiet.mean_ms - base_low:>+6.1f} "
             f"{quiet.per_completion:>10.2f} | {busy.mean_ms:>22.1f}ms {busy.p95_ms:>5.0f}ms "
-            f"{busy.mean_ms - base_high:>+6.1f} {busy.per_completion:>10.3f} {busy.failures:>6} | "
+            f"{busy.mean_ms - base_high:>+6.1f} {busy.per_completion:>10.3f} {busy.failures:>6} "
+            f"{busy.cpu_ms:>7.2f}ms | "
             f"{burst.submissions:>14} submissions"
         )
 

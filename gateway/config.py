@@ -244,6 +244,7 @@ class LedgerSettings(_Frozen):
     queue_size: int = Field(10_000, ge=1)
     table: str = Field("gateway_usage", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
     batch_size: int = Field(500, ge=1)
+    batch_wait_seconds: float = Field(0.05, ge=0, le=5)  # group commit: a batch's least age
     db_timeout_seconds: float = Field(10.0, gt=0, le=600)  # any one operation (gateway.db)
     db_pool_size: int = Field(10, ge=1, le=1000)  # PostgreSQL connections per URL, all users
     spill_path: str | None = None

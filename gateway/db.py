@@ -313,11 +313,14 @@ class SqliteEngine:
                 await db.close()
 
     async def _run(self, sql: str, params: Sequence[Any]) -> tuple[list[Row], int]:
-        if self._db is None:
+        """One statement in one trip to the connection's thread: executed, fetched and its
+        cursor closed there. aiosqlite's cursor API takes three trips (execute, fetchall,
+        close), each a thread wake-up and an event-loop wake-up: most of a small
+        transaction's cost (a stored response, a ledger batch)."""
+        db = self._db
+        if db is None:
             raise RuntimeError("the database is not open")
-        async with self._db.execute(sql, tuple(params)) as cursor:
-            rows = [tuple(row) for row in await cursor.fetchall()]
-            return rows, int(cursor.rowcount)
+        return await db._execute(_statement, db._conn, sql, tuple(params))  # type: ignore[no-any-return]
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         async with _deadline(self.timeout, "fetch"), self._lock:
@@ -342,6 +345,15 @@ class SqliteEngine:
                     await asyncio.shield(self._run("ROLLBACK", ()))
                 raise
             await self._run("COMMIT", ())
+
+
+def _statement(conn: Any, sql: str, params: tuple[Any, ...]) -> tuple[list[Row], int]:
+    """In the connection's thread: the statement's rows and the rows it changed."""
+    cursor = conn.execute(sql, params)
+    try:
+        return [tuple(row) for row in cursor.fetchall()], int(cursor.rowcount)
+    finally:
+        cursor.close()
 
 
 class _SqliteTx:

@@ -23,6 +23,8 @@ from gateway.errors import (
     RequestTimeout,
     UnsupportedMediaType,
 )
+from gateway.http.middleware import headers_of
+from gateway.http.sse import dumps
 
 #: Set in the request's ASGI state by the connection guard when it cut a body that came too
 #: slowly (``gateway.http.connections``), so the access line says 408 rather than 499.
@@ -46,8 +48,9 @@ def check_content_type(value: str | None) -> None:
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
-    check_content_type(request.headers.get("content-type"))
-    declared = request.headers.get("content-length")
+    headers = headers_of(request)
+    check_content_type(headers.get("content-type"))
+    declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"The request body is larger than the limit of {max_bytes} bytes.")
     chunks: list[bytes] = []
@@ -144,7 +147,7 @@ def validate(model: type[M], data: dict[str, Any]) -> M:
     tuples and strings for enums, as a JSON body can only send them.
     """
     try:
-        return model.model_validate_json(json.dumps(data), strict=True)
+        return model.model_validate_json(dumps(data), strict=True)
     except ValidationError as exc:
         first = exc.errors()[0]
         # Drop union-branch names pydantic adds to the location ("str", "list[...]", ...).

@@ -5,6 +5,7 @@ Plain HTTP: the runtime a route reads is :func:`gateway.state.runtime`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -34,14 +35,14 @@ def error_response(error: GatewayError, headers: dict[str, str] | None = None) -
     return openai_error(error, headers)
 
 
-def client_timeout(request: Request) -> float | None:
+def client_timeout(headers: Mapping[str, str]) -> float | None:
     """The client's own timeout in seconds, where it tells us.
 
     The openai Python SDK sends ``x-stainless-read-timeout`` (its read timeout), the Node SDK
     ``x-stainless-timeout``.
     """
     for name in _TIMEOUT_HEADERS:
-        value = request.headers.get(name)
+        value = headers.get(name)
         if value:
             try:
                 return float(value)
@@ -50,7 +51,7 @@ def client_timeout(request: Request) -> float | None:
     return None
 
 
-def deadline_cap(request: Request, data: dict[str, Any]) -> float | None:
+def deadline_cap(headers: Mapping[str, str], data: dict[str, Any]) -> float | None:
     """How long the client will wait for this answer, a little less: its deadline's cap.
 
     Only an answer sent in one piece is capped: there the client's (read) timeout bounds the
@@ -58,7 +59,7 @@ def deadline_cap(request: Request, data: dict[str, Any]) -> float | None:
     keep-alives fill, so a long stream must not be cut to it. The small margin lets the client
     receive the gateway's 504, which says why, rather than give up first with a bare timeout.
     """
-    timeout = client_timeout(request)
+    timeout = client_timeout(headers)
     if timeout is None or timeout <= 0 or data.get("stream") is True:
         return None
     return timeout - min(1.0, 0.05 * timeout)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Iterable
+from dataclasses import dataclass
 
+from starlette.requests import Request
 from starlette.types import Message, Scope, Send
 
 from gateway.errors import BadRequest
@@ -22,14 +24,47 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 SINGLE_HEADERS = frozenset({b"authorization", b"x-api-key", b"content-type", b"content-length"})
 _ID_HEADERS = (b"x-request-id", b"request-id")
 
+#: The request headers the doors read (the key, the body's type and size, caching, the
+#: client's timeout, trace context, the Anthropic door's version): picked out in the one pass
+#: of :func:`scan_headers` into a plain dict (``REQUEST_HEADERS`` in the ASGI state), so no
+#: door looks a header up in the raw list again.
+READ_HEADERS = SINGLE_HEADERS | frozenset(
+    {
+        b"cache-control",
+        b"traceparent",
+        b"tracestate",
+        b"anthropic-version",
+        b"anthropic-beta",
+        b"x-stainless-read-timeout",
+        b"x-stainless-timeout",
+        b"x-request-timeout",
+        b"request-timeout",
+    }
+)
+#: Where the middleware keeps the headers it read, in the request's ASGI state.
+REQUEST_HEADERS = "gateway.request_headers"
+
+
+@dataclass(slots=True)
+class Scanned:
+    """What one pass over a request's raw headers found."""
+
+    request_id: str
+    #: The first of ``SINGLE_HEADERS`` that came twice, if any (the request is refused).
+    duplicate: bytes | None
+    #: ``READ_HEADERS`` by lower-case name, the first of each, decoded as latin-1 (as
+    #: Starlette's ``request.headers.get`` reads them).
+    headers: dict[str, str]
+
 
 def new_request_id() -> str:
     return "req_" + secrets.token_hex(12)
 
 
-def scan_headers(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str, bytes | None]:
+def scan_headers(headers: Iterable[tuple[bytes, bytes]]) -> Scanned:
     """One pass over a request's raw headers: its id (the client's ``x-request-id`` if it is
-    sane, else a new one) and the first header of ``SINGLE_HEADERS`` that came twice, if any.
+    sane, else a new one), the first header of ``SINGLE_HEADERS`` that came twice, if any,
+    and the headers the doors read (``READ_HEADERS``).
 
     Two ``Authorization`` headers (say a proxy's and the client's) would otherwise be settled
     by whichever the code happens to read first.
@@ -37,14 +72,39 @@ def scan_headers(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str, bytes | N
     incoming: bytes | None = None
     duplicate: bytes | None = None
     seen: set[bytes] = set()
+    read: dict[str, str] = {}
     for name, value in headers:
-        if name in SINGLE_HEADERS:
-            if name in seen and duplicate is None:
-                duplicate = name
-            seen.add(name)
+        if name in READ_HEADERS:
+            if name in SINGLE_HEADERS:
+                if name in seen and duplicate is None:
+                    duplicate = name
+                seen.add(name)
+            text = name.decode("latin-1")
+            if text not in read:
+                read[text] = value.decode("latin-1")
         elif name == b"x-request-id" and incoming is None:
             incoming = value
-    return _request_id(incoming), duplicate
+    return Scanned(_request_id(incoming), duplicate, read)
+
+
+def read_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """``READ_HEADERS`` of ``raw`` (for a request that did not pass the middleware)."""
+    read: dict[str, str] = {}
+    for name, value in raw:
+        if name in READ_HEADERS:
+            read.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+    return read
+
+
+def headers_of(request: Request) -> dict[str, str]:
+    """The headers the doors read (``READ_HEADERS``), as the middleware picked them out in its
+    one pass over the raw list: plain dict lookups from here on. A request that did not pass
+    the middleware has them read here, once."""
+    state = request.scope.setdefault("state", {})
+    read = state.get(REQUEST_HEADERS)
+    if read is None:
+        read = state[REQUEST_HEADERS] = read_headers(request.scope.get("headers") or ())
+    return read  # type: ignore[no-any-return]
 
 
 def _request_id(incoming: bytes | None) -> str:

@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.errors import GatewayError
 from gateway.http.shapes import openai_body
+from gateway.http.sse import dumps
 
 #: The media type of a stream unless its door says otherwise (Ollama's door streams NDJSON).
 EVENT_STREAM = "text/event-stream; charset=utf-8"
@@ -53,7 +54,7 @@ def _raw_headers(headers: dict[str, str], content_type: str) -> list[tuple[bytes
 
 
 async def send_json(send: Send, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
-    payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    payload = dumps(body)  # orjson, as every stream's events
     raw = _raw_headers(headers, "application/json")
     raw.append((b"content-length", str(len(payload)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": raw})

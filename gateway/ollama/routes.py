@@ -18,6 +18,7 @@ from gateway.engine.planning import Plan, plan_conversation, plan_prompts
 from gateway.errors import BadRequest, GatewayError, MethodNotAllowed, NotFound
 from gateway.http.bodies import parse_json, read_body, validate
 from gateway.http.common import request_id
+from gateway.http.middleware import headers_of
 from gateway.ollama import models
 from gateway.ollama.answers import OllamaCodec
 from gateway.ollama.errors import NotServed, error_response
@@ -75,6 +76,7 @@ def _as_json(request: Request) -> Request:
         *(item for item in scope["headers"] if item[0] != b"content-type"),
         (b"content-type", b"application/json"),
     ]
+    headers_of(request)["content-type"] = "application/json"  # as the doors read it
     return Request(scope, request.receive)
 
 

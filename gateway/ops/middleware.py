@@ -3,9 +3,10 @@
 It runs, in order, what four middlewares did one ASGI hop each: the request's id
 (``gateway.http.middleware``), the access line (``gateway.ops.access``), the in-flight counts
 (``gateway.ops.inflight``) and the header guard. The request's raw headers are scanned once, for
-the id and for duplicated headers; the answer's start message is seen once, for its status, its
-content type and the id headers. The steps stay in their own layers: ``http/`` knows no metrics
-and no logs, and this module, above it, calls both.
+the id, for duplicated headers and for the headers the doors read (kept in the ASGI state); the
+answer's start message is seen once, for its status, its content type and the id headers. The
+steps stay in their own layers: ``http/`` knows no metrics and no logs, and this module, above
+it, calls both.
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.http.middleware import refuse_duplicate_header, scan_headers, stamp_request_id
+from gateway.http.middleware import (
+    REQUEST_HEADERS,
+    refuse_duplicate_header,
+    scan_headers,
+    stamp_request_id,
+)
 from gateway.http.shapes import ErrorShapes
 from gateway.ops.access import write_access_line
 from gateway.ops.inflight import (
@@ -47,9 +53,12 @@ class GatewayMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id, duplicate = scan_headers(scope["headers"])
-        scope.setdefault("state", {})["request_id"] = request_id
-        stamp = request_id.encode("latin-1")
+        scanned = scan_headers(scope["headers"])
+        duplicate = scanned.duplicate
+        state = scope.setdefault("state", {})
+        state["request_id"] = scanned.request_id
+        state[REQUEST_HEADERS] = scanned.headers
+        stamp = scanned.request_id.encode("latin-1")
         counted = scope["path"].startswith(COUNTED_PREFIXES)
         status = 500
         streaming = False

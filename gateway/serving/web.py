@@ -1,19 +1,19 @@
 """The HTTP doors' thin wrapper around the front desk (:mod:`gateway.serving.desk`).
 
 A door gives :func:`serve` a planner (its wire request -> the engine's :class:`Plan` and a
-:class:`Codec` for its wire format) and an error renderer; :func:`serve` reads what HTTP
-carries (the key, the body, ``Cache-Control``, the client's timeout, trace headers) into a
-:class:`Call`, plans the request in a worker thread where the planner asks for it, and hands
-both to the desk; the run's events then go out as SSE or one JSON answer
-(:mod:`gateway.serving.answers`). :func:`served` does the same for the small routes (stored
-responses, token counts): one exchange record each.
+:class:`Codec` for its wire format) and an error renderer; :func:`serve` reads what HTTP carries
+(the key, the body, ``Cache-Control``, the client's timeout, trace headers: read once, by the
+middleware's one pass over the headers) into a :class:`Call`, plans the request in a worker
+thread where the planner asks for it, and hands both to the desk; the run's events then go out
+as SSE or one JSON answer (:mod:`gateway.serving.answers`). :func:`served` does the same for the
+small routes (stored responses, token counts): one exchange record each.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from starlette.requests import Request
@@ -27,6 +27,7 @@ from gateway.errors import BadRequest, GatewayError
 from gateway.http.bodies import parse_json, read_body
 from gateway.http.common import client_timeout, deadline_cap, request_id
 from gateway.http.exchange import Exchange
+from gateway.http.middleware import headers_of
 from gateway.http.responses import DeferredJSONResponse, ErrorRenderer, EventStreamResponse
 from gateway.ops.access import LOGGED_ELSEWHERE
 from gateway.runtime import Runtime
@@ -50,9 +51,14 @@ def cache_directives(headers: Mapping[str, str]) -> set[str]:
     return {part.strip().split("=", 1)[0].lower() for part in value.split(",") if part.strip()}
 
 
-def keepalive_interval(request: Request, limits: LimitSettings) -> float:
+def trace_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The trace-context headers the client sent (a trace continues them)."""
+    return {n: v for n in TRACE_HEADERS if (v := headers.get(n))}
+
+
+def keepalive_interval(headers: Mapping[str, str], limits: LimitSettings) -> float:
     """Pings come at least twice per client read timeout, so a client never times out waiting."""
-    timeout = client_timeout(request)
+    timeout = client_timeout(headers)
     if timeout is None or timeout <= 0:
         return limits.keepalive_interval
     return max(0.5, min(limits.keepalive_interval, timeout / 2))
@@ -89,18 +95,19 @@ async def bounded(data: Any, limits: LimitSettings) -> None:
         await asyncio.to_thread(_within_budget, data, limits.max_schema_nodes)
 
 
-def call_of(request: Request, key: KeySettings, route: str) -> Call:
-    """What the desk needs of an HTTP request, as plain values."""
-    said = cache_directives(request.headers)
-    return Call(
-        key=key,
-        route=route,
-        request_id=request_id(request),
-        no_cache="no-cache" in said,
-        no_store="no-store" in said,
-        keepalive=keepalive_interval(request, runtime(request).settings.limits),
-        trace_headers={n: v for n in TRACE_HEADERS if (v := request.headers.get(n))},
-    )
+def call_of(request: Request, key: KeySettings, route: str, **options: Any) -> Call:
+    """What the desk needs of an HTTP request, as plain values; ``options`` (what a planner
+    set for the run, see :attr:`RequestContext.options`) replace what HTTP said."""
+    headers = headers_of(request)
+    said = cache_directives(headers)
+    values: dict[str, Any] = {
+        "no_cache": "no-cache" in said,
+        "no_store": "no-store" in said,
+        "keepalive": keepalive_interval(headers, runtime(request).settings.limits),
+        "trace_headers": trace_headers(headers),
+    }
+    values.update(options)
+    return Call(key=key, route=route, request_id=request_id(request), **values)
 
 
 @dataclass(slots=True)
@@ -132,7 +139,7 @@ class RequestContext:
     @property
     def client_timeout(self) -> float | None:
         """How long the client waits for a non-streamed answer (its deadline's cap)."""
-        return deadline_cap(self.request, self.data)
+        return deadline_cap(headers_of(self.request), self.data)
 
     #: Whether planning may take long (client schemas to compile, a large body).
     heavy: bool = True
@@ -163,10 +170,11 @@ async def serve(
     rt = front.rt
     exchange = Exchange(request_id(request), route)
     request.scope.setdefault("state", {})[LOGGED_ELSEWHERE] = True  # the desk writes the line
-    exchange.trace_headers = {n: v for n in TRACE_HEADERS if (v := request.headers.get(n))}
+    headers = headers_of(request)  # read once by the middleware: plain values from here on
+    exchange.trace_headers = trace_headers(headers)
     data: Any = None
     try:
-        key = rt.keys.authenticate(request.headers)
+        key = rt.keys.authenticate(headers)
         exchange.key_name = key.name
         raw = await read_body(request, rt.settings.limits.max_body_bytes)
         data = await _parsed(raw, rt.settings.limits)
@@ -179,7 +187,7 @@ async def serve(
         await front.refuse(exchange, error, asked)
         return errors(error, {})
     try:
-        call = replace(call_of(request, key, route), **ctx.options)
+        call = call_of(request, key, route, **ctx.options)
         run = await front.open(call, plan, exchange)
     except GatewayError as error:  # recorded by the desk
         return errors(error, {})
@@ -226,7 +234,7 @@ async def served(request: Request, route: str, handler: Handler, errors: ErrorRe
     exchange = Exchange(request_id(request), route)
     request.scope.setdefault("state", {})[LOGGED_ELSEWHERE] = True
     try:
-        key = rt.keys.authenticate(request.headers)
+        key = rt.keys.authenticate(headers_of(request))
         exchange.key_name = key.name
         response = await handler(request, front, call_of(request, key, route), exchange)
     except GatewayError as error:

@@ -210,3 +210,27 @@ async def test_a_table_in_use_is_not_locked_to_add_columns_it_has() -> None:
         await user.execute(f"DROP TABLE {table}")
         await user.close()
         await starting.close()
+
+
+async def test_a_sqlite_statement_is_one_trip_to_its_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Execute, fetch and close in the connection's thread: one hand-over per statement,
+    whose rows and changed-row count come back together."""
+    database = Databases(timeout=5).get(f"sqlite:///{tmp_path}/trips.db")
+    await database.open()
+    connection = database._engine._db  # type: ignore[attr-defined]
+    handed = connection._execute
+    trips: list[object] = []
+
+    async def counted(fn: object, *args: object) -> object:
+        trips.append(fn)
+        return await handed(fn, *args)
+
+    monkeypatch.setattr(connection, "_execute", counted)
+    await database.execute("CREATE TABLE t (n INTEGER)")
+    async with database.transaction() as tx:
+        assert await tx.execute("INSERT INTO t VALUES (1), (2), (3)") == 3
+        assert await tx.fetch("SELECT n FROM t WHERE n > ? ORDER BY n", [1]) == [(2,), (3,)]
+    assert len(trips) == 1 + 4  # the table; then BEGIN, INSERT, SELECT, COMMIT
+    await database.close()

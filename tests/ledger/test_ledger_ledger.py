@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from ledger_support import DATABASE_URL, FakeStore, make_record, needs_postgres
 from gateway.config import LedgerSettings
 from gateway.ledger import Ledger, store_from_url
 from gateway.ledger.postgres import PostgresStore
+from gateway.ledger.record import UsageRecord
 from gateway.ledger.spill import SpillFile
 from gateway.ledger.sqlite import SqliteStore
 
@@ -278,3 +280,64 @@ async def test_on_drop_hears_of_every_dropped_record() -> None:
     await asyncio.sleep(0.01)  # the two queued ones fail to write, and are held
     await ledger.stop(flush_seconds=0.01)  # then given up at shutdown
     assert sum(told) == ledger.dropped == 3
+
+
+class _Signalling(FakeStore):
+    """Says when a batch was written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wrote = asyncio.Event()
+
+    async def write_many(
+        self, records: Sequence[UsageRecord], replacing: Sequence[str] = ()
+    ) -> None:
+        await super().write_many(records, replacing)
+        self.wrote.set()
+
+
+async def _written(store: _Signalling, rows: int) -> None:
+    while len(store.rows) < rows:
+        store.wrote.clear()
+        await store.wrote.wait()
+
+
+async def test_group_commit_gathers_rows_arriving_while_the_first_waits() -> None:
+    store = FakeStore()
+    ledger = Ledger(store, batch_wait=3600)  # only a full batch or a flush cuts the wait
+    await ledger.start()
+    ledger.record(make_record(0))
+    for _ in range(20):  # the writer had every chance to write the first row alone
+        await asyncio.sleep(0)
+    for n in range(1, 5):
+        ledger.record(make_record(n))
+    await asyncio.wait_for(ledger.flush(), 5)  # a flush does not wait out batch_wait
+    assert store.batches == [5]
+    await ledger.stop()
+
+
+async def test_group_commit_writes_a_full_batch_at_once() -> None:
+    store = _Signalling()
+    ledger = Ledger(store, batch_size=3, batch_wait=3600)
+    await ledger.start()
+    for n in range(7):
+        ledger.record(make_record(n))
+    await asyncio.wait_for(_written(store, 6), 5)  # two full batches, with no flush
+    assert store.batches == [3, 3]
+    await ledger.stop()
+    assert store.batches == [3, 3, 1]
+
+
+async def test_a_request_ending_within_the_wait_writes_one_row_not_two() -> None:
+    """A cache hit: its in-flight row is superseded before the writer takes it."""
+    store = FakeStore()
+    ledger = Ledger(store, batch_wait=3600)
+    await ledger.start()
+    ledger.begin(make_record(1))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    ledger.complete(make_record(1))
+    await asyncio.wait_for(ledger.flush(), 5)
+    assert [(r.request_id, r.outcome) for r in store.rows] == [("req-1", "ok")]
+    assert store.batches == [1]
+    await ledger.stop()

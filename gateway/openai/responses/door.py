@@ -161,7 +161,8 @@ class ResponsesDoor:
                 param="input",
                 code="response_too_large",
             )
-        used = await (await self.ready_store()).stored_bytes(owner(key), time.time())
+        store = await self.ready_store()
+        used = await store.quota_used(owner(key), time.time(), size, caps.max_key_bytes)
         if used + size > caps.max_key_bytes:
             raise BadRequest(
                 f"This key stores {used} bytes of responses; {size} more would pass its cap of "

@@ -28,6 +28,8 @@ from typing import Any
 
 from gateway.db import Database, Databases, DatabaseUnavailable, Tx, add_columns, check_url
 from gateway.errors import ServiceUnavailable
+from gateway.openai.responses.commits import GroupCommit
+from gateway.openai.responses.quota import KeyUsage
 
 ACTIVE = ("submitting", "queued", "in_progress")
 _ACTIVE_SQL = "('submitting', 'queued', 'in_progress')"
@@ -99,6 +101,8 @@ class ResponseStore:
         self.url = url
         self.t = table
         self.db: Database = (databases or Databases()).get(url)
+        self._usage = KeyUsage()  # each key's stored bytes, between quota checks
+        self._puts: GroupCommit[_Put] = GroupCommit(self._write_puts)
 
     async def open(self) -> None:
         await self.db.open()
@@ -144,6 +148,7 @@ class ResponseStore:
             await tx.execute(sql)
 
     async def close(self) -> None:
+        await self._puts.close()  # what is queued is written first
         await self.db.close()
 
     # ------------------------------------------------------------------ writes
@@ -155,8 +160,12 @@ class ResponseStore:
         *,
         chain: Sequence[str] = (),
     ) -> int:
-        """Insert a new response with its input items (and output items, if final), in one
-        transaction; its ancestors live at least as long as it does. Returns the bytes stored."""
+        """Insert a new response with its input items (and output items, if final), committed
+        before this returns; its ancestors live at least as long as it does. Returns the bytes
+        stored.
+
+        Group commit (:mod:`.commits`): a put goes at once when none is being written; puts
+        arriving meanwhile share the next transaction; one the database refuses fails alone."""
         final = record.status not in ACTIVE
         body = stored_body(record.body, final)
         request = dumps(record.request)
@@ -164,20 +173,27 @@ class ResponseStore:
         if final:
             items += self._item_rows(record, record.body.get("output") or [], "output")
         size = len(body) + len(request) + sum(len(row[-1]) for row in items)
+        await self._puts.submit(_Put(record, body, request, items, tuple(chain), size))
+        self._usage.stored(record.key_id, size)
+        return size
+
+    async def _write_puts(self, batch: Sequence[_Put]) -> None:
         async with self._tx() as tx:
-            await tx.execute(
+            await tx.execute_many(
                 f"INSERT INTO {self.t} ({_COLUMNS}, history, bytes, body_bytes) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '[]', ?, ?)",
-                [*_row(record, body, request), size, len(body)],
+                [[*_row(p.record, p.body, p.request), p.size, len(p.body)] for p in batch],
             )
-            await self._insert_items(tx, items)
-            if chain:
-                marks = ", ".join("?" for _ in chain)
-                await tx.execute(
-                    f"UPDATE {self.t} SET expires_at = ? WHERE id IN ({marks}) AND expires_at < ?",
-                    [record.expires_at, *chain, record.expires_at],
-                )
-        return size
+            await self._insert_items(tx, [row for p in batch for row in p.items])
+            for put in batch:
+                if put.chain:
+                    marks = ", ".join("?" for _ in put.chain)
+                    expires = put.record.expires_at
+                    await tx.execute(
+                        f"UPDATE {self.t} SET expires_at = ? WHERE id IN ({marks}) "
+                        "AND expires_at < ?",
+                        [expires, *put.chain, expires],
+                    )
 
     def _item_rows(
         self, record: StoredResponse, items: Sequence[dict[str, Any]], role: str
@@ -223,6 +239,7 @@ class ResponseStore:
         )
         rows = [(record.id, e["sequence_number"], dumps(e)) for e in events]
         rewritten = len(body) + sum(len(r[-1]) for r in outputs)
+        self._usage.changed(record.key_id)  # its bytes change here: the next check reads them
         async with self._tx() as tx:
             changed = await tx.execute(
                 f"UPDATE {t} SET status = ?, body = ?, job_ids = ?, seq = ?, lease_until = ?, "
@@ -368,6 +385,16 @@ class ResponseStore:
         )
         return int(rows[0][0])
 
+    async def quota_used(self, key_id: str, now: float, adding: int, cap: int) -> int:
+        """The key's stored bytes for a quota check of ``adding`` more against ``cap``: from
+        memory while that leaves room (:mod:`.quota`), else (and before any refusal) read."""
+        known = self._usage.answer(key_id, now, adding, cap)
+        if known is not None:
+            return known
+        used = await self.stored_bytes(key_id, now)
+        self._usage.read(key_id, now, used)
+        return used
+
     async def events(self, response_id: str, after: int) -> list[dict[str, Any]]:
         rows = await self._fetch(
             f"SELECT data FROM {self.t}_events WHERE response_id = ? AND seq > ? ORDER BY seq",
@@ -406,6 +433,18 @@ class ResponseStore:
 
     def _tx(self) -> _Guarded:
         return _Guarded(self.db)
+
+
+@dataclass(slots=True, eq=False)
+class _Put:
+    """A response waiting for its transaction."""
+
+    record: StoredResponse
+    body: str
+    request: str
+    items: list[tuple[Any, ...]]
+    chain: tuple[str, ...]
+    size: int
 
 
 class _Guarded:

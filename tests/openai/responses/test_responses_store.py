@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -140,6 +141,73 @@ async def test_stored_bytes_count_everything_stored_once(store: ResponseStore) -
     assert await store.stored_bytes("bob", time.time()) == 0
     await store.delete("r_big", "alice")
     assert await store.stored_bytes("alice", time.time()) == 0
+
+
+async def test_the_quota_check_asks_the_database_only_when_it_matters(
+    store: ResponseStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh figure plus this process's own writes answers while it leaves room; a stale
+    one, or one that would refuse, is read again (deletes only lower the truth)."""
+    asked: list[str] = []
+    exact = store.stored_bytes
+
+    async def counted(key_id: str, now: float) -> int:
+        asked.append(key_id)
+        return await exact(key_id, now)
+
+    monkeypatch.setattr(store, "stored_bytes", counted)
+    now = time.time()
+    assert await store.quota_used("alice", now, 100, 10**9) == 0
+    first = await store.put(_record("q1"), [{"id": "in_1", "type": "message"}])
+    second = await store.put(_record("q2"), [])
+    assert await store.quota_used("alice", now, 100, 10**9) == first + second  # from memory
+    assert asked == ["alice"]
+    await store.delete("q1", "alice")
+    cap = first + second + 50  # the remembered figure would refuse 100 more: ask again
+    assert await store.quota_used("alice", now, 100, cap) == second
+    assert asked == ["alice", "alice"]
+    later = now + 2  # stale: read again, whatever the room
+    assert await store.quota_used("alice", later, 1, 10**9) == second
+    assert asked == ["alice"] * 3
+    assert await store.quota_used("bob", now, 1, 10**9) == 0  # each key its own
+    assert asked == ["alice"] * 3 + ["bob"]
+
+
+async def test_puts_arriving_together_share_one_transaction(
+    store: ResponseStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches: list[list[str]] = []
+    write = store._write_puts
+
+    async def counted(batch: Any) -> None:
+        batches.append([p.record.id for p in batch])
+        await write(batch)
+
+    monkeypatch.setattr(store._puts, "_write", counted)
+    sizes = await asyncio.gather(
+        *(store.put(_record(f"g{n}"), [{"id": f"in_g{n}", "type": "message"}]) for n in range(5))
+    )
+    assert batches == [[f"g{n}" for n in range(5)]]  # one commit for the five
+    for n, size in enumerate(sizes):
+        got = await store.get(f"g{n}", "alice", time.time())
+        assert got is not None and got.status == "completed" and size > 0
+    assert await store.stored_bytes("alice", time.time()) == sum(sizes)
+
+
+async def test_a_refused_put_fails_alone_and_the_others_of_its_batch_are_stored(
+    store: ResponseStore,
+) -> None:
+    await store.put(_record("dup"), [])
+    results = await asyncio.gather(
+        store.put(_record("ok1"), []),
+        store.put(_record("dup"), []),  # the same id again: the database refuses it
+        store.put(_record("ok2"), []),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], Exception)
+    assert all(isinstance(r, int) for r in (results[0], results[2]))
+    for rid in ("ok1", "ok2", "dup"):
+        assert await store.get(rid, "alice", time.time()) is not None
 
 
 async def test_background_progress_and_events_commit_together(store: ResponseStore) -> None:
