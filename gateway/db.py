@@ -320,7 +320,12 @@ class SqliteEngine:
         db = self._db
         if db is None:
             raise RuntimeError("the database is not open")
-        return await db._execute(_statement, db._conn, sql, tuple(params))  # type: ignore[no-any-return]
+        one_trip = getattr(db, "_execute", None)  # aiosqlite's own, not public: checked
+        if one_trip is not None and hasattr(db, "_conn"):
+            return await one_trip(_statement, db._conn, sql, tuple(params))  # type: ignore[no-any-return]
+        async with db.execute(sql, tuple(params)) as cursor:  # an aiosqlite without it
+            rows = [tuple(row) for row in await cursor.fetchall()]
+            return rows, int(cursor.rowcount)
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         async with _deadline(self.timeout, "fetch"), self._lock:
