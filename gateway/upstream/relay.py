@@ -41,6 +41,7 @@ from redis.exceptions import RedisError
 
 from gateway.upstream.client import JobsClient
 from gateway.upstream.errors import UpstreamFailure
+from gateway.upstream.lease import LeaseKeeper
 from gateway.upstream.models import JobPhase, JobSnapshot
 from gateway.upstream.poller import AccountPoller
 
@@ -64,6 +65,8 @@ return 0
 STREAM_MAXLEN = 10_000
 #: A job that ended is not polled again for a registration that has not lapsed yet.
 ENDED_MEMORY_SECONDS = 30.0
+#: A stalled event loop keeps its leases this long at least (gateway/upstream/lease.py).
+STALL_SECONDS = 3.0
 
 
 class PollRelay:
@@ -79,8 +82,10 @@ class PollRelay:
         prefix: str,
         process: str,
         interval: float,
+        keeper: LeaseKeeper,
     ) -> None:
         self._redis = redis
+        self._keeper = keeper
         self._poller = poller
         self._client = client
         self._token = token
@@ -91,12 +96,14 @@ class PollRelay:
         self._lease_key = base + "lease"
         self._jobs_key = base + "jobs"
         self._stream_prefix = base + "to:"
-        self.lease_ms = int(max(3 * interval, 1.0) * 1000)
+        self.lease_ms = keeper.lease_ms
         self.registration_ms = int(max(10 * interval, 5.0) * 1000)
         self._lease = redis.register_script(_LEASE)
         self._release = redis.register_script(_RELEASE)
         # Until the first tick has asked Redis, poll: a request is never left waiting for it.
-        self.leading = True
+        self._alone = True  # polling alone: no answer from Redis yet, or Redis failed
+        self._led = False  # held the lease at the last tick (or since, per the keeper)
+        self.lease_changes = 0  # times this process took the lease after another held it
         self._redis_ok = True
         self._wake = asyncio.Event()
         self._registered: dict[str, float] = {}  # job -> monotonic time of its last refresh
@@ -112,10 +119,25 @@ class PollRelay:
         self._spawn(self._read(), "relay-read")
         self._spawn(self._send(), "relay-send")
 
+    @property
+    def leading(self) -> bool:
+        """Does this process poll the account (the lease is its own, or it polls alone)?"""
+        return self._alone or self._keeper.holds(self._lease_key)
+
+    def _lost_lease(self) -> None:
+        """The keeper found the lease held elsewhere: stop polling the others' jobs now."""
+        if self._alone:
+            return
+        self._led = False
+        self._sent.clear()
+        self._poller.set_remote({})
+
     # -- the leader's side ------------------------------------------------------------------
 
     def publish(self, relayed: list[tuple[JobSnapshot, frozenset[str]]]) -> None:
         """One stream entry per process with the news of its jobs (called after each poll)."""
+        if not self.leading:
+            return  # polled before the lease passed on: the new holder sends these jobs whole
         entries: dict[str, list[list[Any]]] = {}
         now = time.monotonic()
         for snapshot, processes in relayed:
@@ -189,7 +211,7 @@ class PollRelay:
                 self._lost_redis(exc)
             except Exception:  # a bug must not stop polling: poll alone meanwhile
                 logger.exception("shared polling tick failed")
-                self.leading = True
+                self._alone = True
             # An early tick for new jobs comes at most ten times per tick.
             await asyncio.sleep(self.interval / 10)
             with contextlib.suppress(TimeoutError):
@@ -219,13 +241,18 @@ class PollRelay:
             Awaitable[int],
             self._lease(keys=[self._lease_key], args=[self.process, self.lease_ms]),
         )
-        was_leading, self.leading = self.leading, bool(held)
-        if self.leading and not was_leading:
-            self._sent.clear()  # what others hold is unknown: send whole logs first
-            logger.info("shared polling: this process polls account %s", self._poller.account)
-        if not self.leading:
+        self._alone = False
+        if not held:
+            self._keeper.drop(self._lease_key)
+            self._led = False
             self._poller.set_remote({})
             return
+        self._keeper.hold(self._lease_key, self._lost_lease)
+        if not self._led:
+            self._led = True
+            self.lease_changes += 1
+            self._sent.clear()  # what others hold is unknown: send whole logs first
+            logger.info("shared polling: this process polls account %s", self._poller.account)
         await self._learn_remote(now_ms)
 
     async def _learn_remote(self, now_ms: int) -> None:
@@ -266,34 +293,45 @@ class PollRelay:
                     await self._apply(json.loads(fields[b"jobs"]))
 
     async def _apply(self, jobs: list[list[Any]]) -> None:
+        gapped: list[str] = []
         for job_id, phase, status, offset, text, vm_status, runtime, error in jobs:
             held = self._held.get(job_id, "")
-            if offset > len(held):  # an entry was lost: ask the upstream once, directly
-                self.gaps += 1
-                snapshot = await self._fetch(job_id)
-                if snapshot is None:
-                    continue
-            else:
-                snapshot = JobSnapshot(
+            if offset > len(held):  # an entry was lost: ask the upstream, directly
+                gapped.append(job_id)
+                continue
+            self._take(
+                JobSnapshot(
                     job_id, JobPhase(phase), status, held[:offset] + text, vm_status, runtime, error
                 )
-            if snapshot.phase.terminal:
-                self._held.pop(job_id, None)
-            else:
-                self._held[job_id] = snapshot.log
-            self._poller.deliver_relayed(snapshot)
+            )
+        if gapped:
+            self.gaps += len(gapped)
+            logger.info("shared polling: %d relayed jobs had gaps; asking upstream", len(gapped))
+            for snapshot in await self._fetch(gapped):
+                self._take(snapshot)
         local = set(self._poller.local_ids())
         for job_id in [j for j in self._held if j not in local]:
             del self._held[job_id]
 
-    async def _fetch(self, job_id: str) -> JobSnapshot | None:
-        try:
-            snapshots = await self._client.status(
-                self._token, [job_id], account=self._poller.account
-            )
-        except UpstreamFailure:
-            return None
-        return snapshots.get(job_id)
+    def _take(self, snapshot: JobSnapshot) -> None:
+        if snapshot.phase.terminal:
+            self._held.pop(snapshot.id, None)
+        else:
+            self._held[snapshot.id] = snapshot.log
+        self._poller.deliver_relayed(snapshot)
+
+    async def _fetch(self, job_ids: list[str]) -> list[JobSnapshot]:
+        """The gapped jobs of one entry, in as few status requests as their ids allow."""
+        found: list[JobSnapshot] = []
+        for chunk in self._poller.lanes.chunks(job_ids):
+            try:
+                snapshots = await self._client.status(
+                    self._token, chunk, account=self._poller.account
+                )
+            except UpstreamFailure:
+                continue  # the next entry's gap asks again
+            found.extend(snapshots.values())
+        return found
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -302,7 +340,8 @@ class PollRelay:
         if self._redis_ok:
             logger.warning("shared polling: Redis unavailable (%s); polling alone", exc)
         self._redis_ok = False
-        self.leading = True
+        self._alone = True
+        self._led = False
         self._poller.set_remote({})  # their news cannot reach them now
 
     def _spawn(self, coro: Any, name: str) -> None:
@@ -318,6 +357,7 @@ class PollRelay:
         for task in list(self._tasks):
             with contextlib.suppress(BaseException):
                 await task
+        self._keeper.drop(self._lease_key)
         with contextlib.suppress(RedisError, OSError):
             await self._release(keys=[self._lease_key], args=[self.process])
             if self._registered:
@@ -333,6 +373,9 @@ class RelayFactory:
         self, url: str, prefix: str, client: JobsClient, interval: float, timeout: float
     ) -> None:
         self.process = uuid.uuid4().hex[:16]
+        self._url = url
+        self._timeout = timeout
+        self._keeper: LeaseKeeper | None = None
         # Blocking reads hold a connection each: the pool waits for one rather than failing.
         pool = aioredis.BlockingConnectionPool.from_url(
             url, max_connections=64, timeout=timeout, socket_connect_timeout=timeout
@@ -341,6 +384,19 @@ class RelayFactory:
         self._prefix = prefix
         self._client = client
         self._interval = interval
+
+    def keeper(self) -> LeaseKeeper:
+        """The process's lease keeper, started with the first relay (inside the event loop)."""
+        if self._keeper is None:
+            self._keeper = LeaseKeeper(
+                self._url,
+                self.process,
+                lease_ms=int(max(3 * self._interval, 1.0) * 1000),
+                stall_seconds=max(10 * self._interval, STALL_SECONDS),
+                timeout=self._timeout,
+                loop=asyncio.get_running_loop(),
+            )
+        return self._keeper
 
     def __call__(self, poller: AccountPoller, token: str) -> PollRelay:
         return PollRelay(
@@ -351,7 +407,10 @@ class RelayFactory:
             prefix=self._prefix,
             process=self.process,
             interval=self._interval,
+            keeper=self.keeper(),
         )
 
     async def aclose(self) -> None:
+        if self._keeper is not None:
+            await asyncio.to_thread(self._keeper.close)
         await self._redis.aclose()
