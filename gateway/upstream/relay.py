@@ -104,6 +104,8 @@ class PollRelay:
         self._alone = True  # polling alone: no answer from Redis yet, or Redis failed
         self._led = False  # held the lease at the last tick (or since, per the keeper)
         self.lease_changes = 0  # times this process took the lease after another held it
+        self._learned_at = -1e9  # monotonic time of the last learning of every registration
+        self._learned_ms = 0  # wall-clock ms of the last learning (full or of the newest)
         self._redis_ok = True
         self._wake = asyncio.Event()
         self._registered: dict[str, float] = {}  # job -> monotonic time of its last refresh
@@ -249,6 +251,7 @@ class PollRelay:
             return
         self._keeper.hold(self._lease_key, self._lost_lease)
         if not self._led:
+            self._learned_at = -1e9  # learn every registration now, not only the newest
             self._led = True
             self.lease_changes += 1
             self._sent.clear()  # what others hold is unknown: send whole logs first
@@ -256,12 +259,33 @@ class PollRelay:
         await self._learn_remote(now_ms)
 
     async def _learn_remote(self, now_ms: int) -> None:
-        """The jobs other processes follow, from their registrations that have not lapsed."""
+        """The jobs other processes follow, from their registrations that have not lapsed.
+
+        Once a tick all of them (which also drops the ones that lapsed or were withdrawn); on
+        the early ticks new jobs bring, only the registrations made since the last learning
+        (a registration's score is when it was made plus ``registration_ms``): that work does
+        not grow with every job registered.
+        """
+        mono = time.monotonic()
+        if mono - self._learned_at < self.interval:
+            since = self._learned_ms + self.registration_ms - 1
+            added: list[bytes] = await self._redis.zrangebyscore(  # type: ignore[assignment]
+                self._jobs_key, since, "+inf"
+            )
+            self._learned_ms = now_ms
+            fresh: dict[str, set[str]] = {}
+            for member in added:
+                process, _, job_id = member.decode().partition(" ")
+                if process != self.process and job_id and job_id not in self._ended:
+                    known = self._poller.remote_processes(job_id)
+                    fresh.setdefault(job_id, set(known)).add(process)
+            self._poller.add_remote({j: frozenset(p) for j, p in fresh.items()})
+            return
+        self._learned_at, self._learned_ms = mono, now_ms
         pipe = self._redis.pipeline(transaction=False)
         pipe.zremrangebyscore(self._jobs_key, "-inf", now_ms)
         pipe.zrangebyscore(self._jobs_key, now_ms, "+inf")
         _, members = await pipe.execute()
-        mono = time.monotonic()
         for job_id in [j for j, at in self._ended.items() if mono - at > ENDED_MEMORY_SECONDS]:
             del self._ended[job_id]
         remote: dict[str, set[str]] = {}
