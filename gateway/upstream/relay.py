@@ -104,6 +104,7 @@ class PollRelay:
         self._alone = True  # polling alone: no answer from Redis yet, or Redis failed
         self._led = False  # held the lease at the last tick (or since, per the keeper)
         self.lease_changes = 0  # times this process took the lease after another held it
+        self._swept_at = -1e9  # monotonic time the relayed logs of jobs gone were dropped
         self._learned_at = -1e9  # monotonic time of the last learning of every registration
         self._learned_ms = 0  # wall-clock ms of the last learning (full or of the newest)
         self._redis_ok = True
@@ -239,6 +240,10 @@ class PollRelay:
             self._registered[job_id] = mono
         for job_id in gone:
             del self._registered[job_id]
+        if mono - self._swept_at > self.interval:  # once a tick, not once per entry read
+            self._swept_at = mono
+            for job_id in [j for j in self._held if j not in local]:
+                del self._held[job_id]
         held = await cast(
             Awaitable[int],
             self._lease(keys=[self._lease_key], args=[self.process, self.lease_ms]),
@@ -333,9 +338,6 @@ class PollRelay:
             logger.info("shared polling: %d relayed jobs had gaps; asking upstream", len(gapped))
             for snapshot in await self._fetch(gapped):
                 self._take(snapshot)
-        local = set(self._poller.local_ids())
-        for job_id in [j for j in self._held if j not in local]:
-            del self._held[job_id]
 
     def _take(self, snapshot: JobSnapshot) -> None:
         if snapshot.phase.terminal:
