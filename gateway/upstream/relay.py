@@ -33,7 +33,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import redis.asyncio as aioredis
@@ -61,6 +61,8 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+#: Told of shared-polling events (lease_taken, lease_lost, gap) and how many: the metrics.
+EventHook = Callable[[str, int], None]
 #: Entries kept per process stream: a reader more than this many ticks behind loses entries.
 STREAM_MAXLEN = 10_000
 #: A job that ended is not polled again for a registration that has not lapsed yet.
@@ -83,9 +85,11 @@ class PollRelay:
         process: str,
         interval: float,
         keeper: LeaseKeeper,
+        on_event: EventHook | None = None,
     ) -> None:
         self._redis = redis
         self._keeper = keeper
+        self._on_event = on_event
         self._poller = poller
         self._client = client
         self._token = token
@@ -131,6 +135,7 @@ class PollRelay:
         """The keeper found the lease held elsewhere: stop polling the others' jobs now."""
         if self._alone:
             return
+        self._event("lease_lost", 1)
         self._led = False
         self._sent.clear()
         self._poller.set_remote({})
@@ -259,6 +264,7 @@ class PollRelay:
             self._learned_at = -1e9  # learn every registration now, not only the newest
             self._led = True
             self.lease_changes += 1
+            self._event("lease_taken", 1)
             self._sent.clear()  # what others hold is unknown: send whole logs first
             logger.info("shared polling: this process polls account %s", self._poller.account)
         await self._learn_remote(now_ms)
@@ -335,6 +341,7 @@ class PollRelay:
             )
         if gapped:
             self.gaps += len(gapped)
+            self._event("gap", len(gapped))
             logger.info("shared polling: %d relayed jobs had gaps; asking upstream", len(gapped))
             for snapshot in await self._fetch(gapped):
                 self._take(snapshot)
@@ -360,6 +367,10 @@ class PollRelay:
         return found
 
     # -- plumbing ---------------------------------------------------------------------------
+
+    def _event(self, event: str, count: int) -> None:
+        if self._on_event is not None:
+            self._on_event(event, count)
 
     def _lost_redis(self, exc: BaseException) -> None:
         """Redis failed: poll this process's own jobs until it answers again."""
@@ -396,12 +407,19 @@ class RelayFactory:
     """Builds each account's :class:`PollRelay` on one Redis client for the whole process."""
 
     def __init__(
-        self, url: str, prefix: str, client: JobsClient, interval: float, timeout: float
+        self,
+        url: str,
+        prefix: str,
+        client: JobsClient,
+        interval: float,
+        timeout: float,
+        on_event: EventHook | None = None,
     ) -> None:
         self.process = uuid.uuid4().hex[:16]
         self._url = url
         self._timeout = timeout
         self._keeper: LeaseKeeper | None = None
+        self._on_event = on_event
         # Blocking reads hold a connection each: the pool waits for one rather than failing.
         pool = aioredis.BlockingConnectionPool.from_url(
             url, max_connections=64, timeout=timeout, socket_connect_timeout=timeout
@@ -434,6 +452,7 @@ class RelayFactory:
             process=self.process,
             interval=self._interval,
             keeper=self.keeper(),
+            on_event=self._on_event,
         )
 
     async def aclose(self) -> None:

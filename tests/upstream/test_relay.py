@@ -216,6 +216,8 @@ async def test_gaps_in_one_entry_are_fetched_in_one_status_request(
 
     relay._client.status = counted  # type: ignore[method-assign]
     # Entries that start past what this process holds (an entry was lost).
+    events: list[tuple[str, int]] = []
+    relay._on_event = lambda event, count: events.append((event, count))
     await relay._apply([[j, "pending", "running", 5, "more", None, None, None] for j in ids])
     assert calls == [ids]
-    assert relay.gaps == 3
+    assert relay.gaps == 3 and events == [("gap", 3)]
