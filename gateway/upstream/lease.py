@@ -110,9 +110,9 @@ class LeaseKeeper:
                     except RuntimeError:  # the loop closed
                         return
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         """Stop renewing (the leases lapse or are released by their relays)."""
         self._stop.set()
         self._beating.cancel()
-        self._thread.join(timeout=self.lease_ms / 1000 + 1.0)
+        await asyncio.to_thread(self._thread.join, self.lease_ms / 1000 + 1.0)
         self._redis.close()

@@ -8,7 +8,12 @@ the processes of every replica share the polling of each account:
   when the registration lapses), refreshed while it follows them, removed when it stops;
 - every tick each process tries to take or renew the account's poller *lease*; the holder polls
   every registered id in its usual coalesced lanes, and a lease whose holder died lapses within
-  a few ticks, so another process takes over;
+  a few ticks, so another process takes over. Between ticks a thread renews it
+  (gateway/upstream/lease.py) so that an event loop stalled for a second does not hand it over
+  (each move meant whole logs resent and, for a while, two pollers); a holder that finds it gone
+  stops polling and relaying the others' jobs at once;
+- the holder learns every registration once a tick, and only the newest on the early ticks new
+  jobs bring; it relays only snapshots that changed (the poller's identity shortcut);
 - the holder hands every other process the news of the jobs *that* process follows: the new log
   text since what it sent before (an offset and the text; the whole log after a rewrite or a
   change of holder) and the status, as one entry per tick on a Redis stream of that process;
@@ -18,7 +23,8 @@ Why streams rather than pub/sub: each entry is a delta on the previous one, so a
 would leave a hole in a client's text. A pub/sub message is lost when its subscriber's
 connection is busy or reconnecting; a stream entry waits for its reader (bounded by
 ``MAXLEN``), and a reader resumes after the last id it read. Should a reader still find a gap
-(its offset is past the text it holds), it asks the upstream for that job's status itself once.
+(its offset is past the text it holds), it asks the upstream for the status of the jobs of that
+entry with gaps itself, in as few requests as their ids allow.
 
 When Redis fails, every process polls its own jobs again until it answers: never a request left
 waiting for news that cannot come.
@@ -457,5 +463,5 @@ class RelayFactory:
 
     async def aclose(self) -> None:
         if self._keeper is not None:
-            await asyncio.to_thread(self._keeper.close)
+            await self._keeper.aclose()
         await self._redis.aclose()

@@ -195,7 +195,7 @@ async def test_a_loop_stalled_past_the_keepers_patience_lets_the_lease_lapse() -
         await asyncio.sleep(0.5)
         assert lost == [True] and not keeper.holds(key)  # told at once, not at the next tick
     finally:
-        await asyncio.to_thread(keeper.close)
+        await keeper.aclose()
         check.delete(key)
         check.close()
 
