@@ -105,6 +105,7 @@ class Runtime:
                 client,
                 settings.upstream.poll_interval,
                 settings.redis.timeout,
+                on_event=metrics.count_shared_polling,
             )
         hub = PollerHub(client, settings.upstream, base_url, on_tick=on_tick, relay_factory=relays)
         batcher = SubmitBatcher.from_settings(

@@ -118,6 +118,7 @@ class Metrics:
     jobs_in_flight: Gauge
     status_request_ids: Histogram
     rate_limited: Counter
+    shared_polling: Counter
     tokens: Counter
     streams_active: Gauge
     log_rewrites: Counter
@@ -206,6 +207,13 @@ class Metrics:
                 "gateway_status_request_ids",
                 "Job ids carried by one status request (coalescing at work).",
                 buckets=STATUS_ID_BUCKETS,
+                registry=reg,
+            ),
+            shared_polling=Counter(
+                "gateway_shared_polling_events_total",
+                "Shared polling (Redis): leases taken after another process held them, leases "
+                "lost to another process, and relayed jobs with a gap asked of the upstream.",
+                ["event"],
                 registry=reg,
             ),
             rate_limited=Counter(
@@ -364,6 +372,10 @@ class Metrics:
 
     def set_jobs_in_flight(self, account: str, count: int) -> None:
         self.jobs_in_flight.labels(account=account).set(count)
+
+    def count_shared_polling(self, event: str, count: int = 1) -> None:
+        """``event``: lease_taken, lease_lost or gap (gateway/upstream/relay.py)."""
+        self.shared_polling.labels(event=event).inc(count)
 
     def count_rate_limited(self, key: str, reason: str) -> None:
         self.rate_limited.labels(key=key, reason=reason).inc()

@@ -103,6 +103,19 @@ class Lanes:
         if lane.ids and len(self._lanes) > 1:
             self._merge_smallest()
 
+    def chunks(self, ids: list[str]) -> list[list[str]]:
+        """``ids`` cut into as few status requests as the URL budget and ``max_ids`` allow."""
+        chunks: list[list[str]] = []
+        length = 0
+        for job_id in ids:
+            if not chunks or not self._takes(length, len(chunks[-1]), job_id, 1.0):
+                chunks.append([job_id])
+                length = len(job_id)
+            else:
+                chunks[-1].append(job_id)
+                length += len(job_id) + 1
+        return chunks
+
     def close_if_empty(self, lane: Lane) -> bool:
         """Close ``lane`` if it has no jobs (its loop calls this when it is due)."""
         if lane.ids:

@@ -144,7 +144,8 @@ class AccountPoller:
         #: Jobs other processes follow, polled here while this process leads: job -> processes.
         self._remote: dict[str, frozenset[str]] = {}
         self._missing: dict[str, int] = {}
-        #: The last snapshot each watch here was handed, by job: an unchanged job is skipped.
+        #: The last snapshot each watch here and each process relayed to was handed, by job:
+        #: an unchanged job is skipped (neither parsed again nor relayed).
         self._last: dict[str, JobSnapshot] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.relay: Relay | None = None
@@ -158,6 +159,10 @@ class AccountPoller:
         """False while another process polls this account and relays its news here."""
         return self.relay is None or self.relay.leading
 
+    def remote_processes(self, job_id: str) -> frozenset[str]:
+        """The other processes known to follow ``job_id`` (while this one leads)."""
+        return self._remote.get(job_id, frozenset())
+
     def local_ids(self) -> list[str]:
         """The jobs this process's requests follow."""
         return list(self._watches)
@@ -167,12 +172,19 @@ class AccountPoller:
         for job_id in [j for j in self._remote if j not in remote]:
             del self._remote[job_id]
             self._drop_if_unwanted(job_id)
+        self.add_remote(remote)
+
+    def add_remote(self, remote: dict[str, frozenset[str]]) -> None:
+        """More jobs (or more processes of a job) other processes follow: poll them too."""
         for job_id, processes in remote.items():
-            if job_id not in self._remote and job_id not in self._watches:
-                self._remote[job_id] = processes
+            before = self._remote.get(job_id)
+            if before == processes:
+                continue
+            if before is not None or job_id in self._watches:
+                self._last.pop(job_id, None)  # the next poll hands the newcomers the job
+            self._remote[job_id] = processes
+            if before is None and job_id not in self._watches:
                 self._place(job_id)
-            else:
-                self._remote[job_id] = processes
 
     def deliver_relayed(self, snapshot: JobSnapshot) -> None:
         """A snapshot the leading process polled for a job followed here."""
@@ -340,12 +352,11 @@ class AccountPoller:
                 )
             else:
                 self._missing.pop(job_id, None)
+            if snapshot is self._last.get(job_id):
+                continue  # nothing new (the client reused the last snapshot)
+            self._last[job_id] = snapshot
             if remote:
                 relayed.append((snapshot, remote))
-            if watches:
-                if snapshot is self._last.get(job_id):
-                    continue  # nothing new (the client reused the last snapshot)
-                self._last[job_id] = snapshot
             ended = self._deliver(snapshot, watches or ()) or ended
         if relayed and self.relay is not None:
             self.relay.publish(relayed)

@@ -32,6 +32,7 @@ EXPECTED = {
     "gateway_jobs_in_flight": ("gauge", {"account"}),
     "gateway_status_request_ids": ("histogram", set()),
     "gateway_rate_limited": ("counter", {"key", "reason"}),
+    "gateway_shared_polling_events": ("counter", {"event"}),
     "gateway_tokens": ("counter", {"key", "model", "direction"}),
     "gateway_streams_active": ("gauge", set()),
     "gateway_log_rewrites": ("counter", set()),
@@ -76,6 +77,7 @@ def exercise(m: Metrics) -> None:
     m.observe_status_ids(1)
     m.set_jobs_in_flight("team-a", 3)
     m.count_rate_limited("bob", "rpm")
+    m.count_shared_polling("gap", 3)
     m.add_tokens("alice", "gemma:2b", prompt=12, completion=30)
     m.count_log_rewrite()
     m.set_limits_degraded(True)

@@ -5,20 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
+import redis
 
 from gateway.config import UpstreamSettings
 from gateway.emulator.app import create_emulator_app
 from gateway.emulator.engine import EmulatorConfig, Engine
 from gateway.upstream.client import JobsClient
+from gateway.upstream.lease import LeaseKeeper
 from gateway.upstream.models import JobSnapshot
 from gateway.upstream.poller import PollerHub
-from gateway.upstream.relay import RelayFactory
+from gateway.upstream.relay import PollRelay, RelayFactory
 
 REDIS_URL = os.environ.get("REDIS_URL")
 pytestmark = pytest.mark.skipif(
@@ -137,3 +140,84 @@ async def test_without_a_reachable_redis_each_process_polls_alone() -> None:
         assert snapshot.log == final_text(engine, ids[0])
     finally:
         await process.aclose()
+
+
+async def test_a_stalled_event_loop_keeps_the_lease(
+    world: tuple[Engine, list[Process]],
+) -> None:
+    engine, processes = world
+    first = processes[0]
+    warm = engine.submit(TOKEN, ["warm [[emulate:words 2]]"], TAG)
+    await first.follow(warm[0])  # the first process takes the lease
+    for process in processes[1:]:
+        process.hub.poller(TOKEN, "alice")  # the others join (and find the lease taken)
+    await asyncio.sleep(INTERVAL * 5)
+    relay = first.hub.poller(TOKEN, "alice").relay
+    assert isinstance(relay, PollRelay) and relay.leading
+    keeper = first.relays.keeper()
+    assert REDIS_URL is not None
+    check = redis.Redis.from_url(REDIS_URL)
+    try:
+        # The loop stalls longer than the lease (a burst of work, a collection) but shorter
+        # than the keeper's patience: the thread renews the lease meanwhile.
+        time.sleep(keeper.lease_ms / 1000 * 1.5)  # noqa: ASYNC251
+        assert check.get(relay._lease_key) == relay.process.encode()
+    finally:
+        check.close()
+    await asyncio.sleep(INTERVAL * 3)
+    leaders = [p.hub.poller(TOKEN, "alice").relay for p in processes]
+    assert [r.leading for r in leaders if r is not None] == [True, False, False]
+    assert sum(getattr(r, "lease_changes", 0) for r in leaders) == 1
+
+
+async def test_a_loop_stalled_past_the_keepers_patience_lets_the_lease_lapse() -> None:
+    assert REDIS_URL is not None
+    key = f"test-lease-{uuid.uuid4().hex[:8]}"
+    check = redis.Redis.from_url(REDIS_URL)
+    keeper = LeaseKeeper(
+        REDIS_URL,
+        "me",
+        lease_ms=300,
+        stall_seconds=0.6,
+        timeout=2.0,
+        loop=asyncio.get_running_loop(),
+    )
+    lost: list[bool] = []
+    try:
+        check.set(key, "me", px=300)
+        keeper.hold(key, lambda: lost.append(True))
+        await asyncio.sleep(0.9)  # the loop beats: renewed past three leases
+        assert check.get(key) == b"me"
+        # A loop stuck (or a process gone): no renewal, the lease lapses.
+        time.sleep(2.0)  # noqa: ASYNC251
+        assert check.get(key) is None
+        check.set(key, "another", px=5000)  # another process took it
+        await asyncio.sleep(0.5)
+        assert lost == [True] and not keeper.holds(key)  # told at once, not at the next tick
+    finally:
+        await keeper.aclose()
+        check.delete(key)
+        check.close()
+
+
+async def test_gaps_in_one_entry_are_fetched_in_one_status_request(
+    world: tuple[Engine, list[Process]],
+) -> None:
+    engine, processes = world
+    ids = engine.submit(TOKEN, [f"gap {i} [[emulate:words 3]]" for i in range(3)], TAG)
+    relay = processes[0].hub.poller(TOKEN, "alice").relay
+    assert isinstance(relay, PollRelay)
+    calls: list[list[str]] = []
+    status = processes[0].client.status
+
+    async def counted(token: str, job_ids: list[str], **kwargs: object) -> dict[str, JobSnapshot]:
+        calls.append(list(job_ids))
+        return await status(token, job_ids, **kwargs)  # type: ignore[arg-type]
+
+    relay._client.status = counted  # type: ignore[method-assign]
+    # Entries that start past what this process holds (an entry was lost).
+    events: list[tuple[str, int]] = []
+    relay._on_event = lambda event, count: events.append((event, count))
+    await relay._apply([[j, "pending", "running", 5, "more", None, None, None] for j in ids])
+    assert calls == [ids]
+    assert relay.gaps == 3 and events == [("gap", 3)]
