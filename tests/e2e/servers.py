@@ -79,6 +79,7 @@ class Server:
     def _wait_ready(self, path: str, limit: float = 30.0) -> None:
         problem = wait_ready(self.process, self.url + path, limit, interval=0.05)
         if problem is not None:
+            self.stop(signal.SIGKILL)  # not left running (and holding its port) after the test
             raise RuntimeError(f"server {problem}:\n{self.log.read_text()}")
 
     def output(self) -> str:
