@@ -369,7 +369,8 @@ def pytest_args(extra: list[str], parallel: int) -> list[str]:
         args = ["-m", SLOW_MARK, "-q", *args]
     chosen = any(a.startswith(("-n", "--numprocesses", "--dist")) or "xdist" in a for a in args)
     if not named and parallel > 1 and not chosen:
-        args = ["-n", str(parallel), "--dist", "loadfile", *args]
+        # In the order tests/conftest.py gives (the slowest modules first), not by test count.
+        args = ["-n", str(parallel), "--dist", "loadfile", "--no-loadscope-reorder", *args]
     return args
 
 

@@ -174,22 +174,24 @@ async def test_a_loop_stalled_past_the_keepers_patience_lets_the_lease_lapse() -
     assert REDIS_URL is not None
     key = f"test-lease-{uuid.uuid4().hex[:8]}"
     check = redis.Redis.from_url(REDIS_URL)
+    # A lease long enough that a loaded machine's thread scheduling (a renewal every third of
+    # it) never misses one while the loop beats; the stall well past patience plus a lease.
     keeper = LeaseKeeper(
         REDIS_URL,
         "me",
-        lease_ms=300,
-        stall_seconds=0.6,
+        lease_ms=1500,
+        stall_seconds=1.0,
         timeout=2.0,
         loop=asyncio.get_running_loop(),
     )
     lost: list[bool] = []
     try:
-        check.set(key, "me", px=300)
+        check.set(key, "me", px=1500)
         keeper.hold(key, lambda: lost.append(True))
-        await asyncio.sleep(0.9)  # the loop beats: renewed past three leases
+        await asyncio.sleep(2.0)  # the loop beats: renewed past the first lease
         assert check.get(key) == b"me"
         # A loop stuck (or a process gone): no renewal, the lease lapses.
-        time.sleep(2.0)  # noqa: ASYNC251
+        time.sleep(4.0)  # noqa: ASYNC251
         assert check.get(key) is None
         check.set(key, "another", px=5000)  # another process took it
         await asyncio.sleep(0.5)
