@@ -369,8 +369,7 @@ def pytest_args(extra: list[str], parallel: int) -> list[str]:
         args = ["-m", SLOW_MARK, "-q", *args]
     chosen = any(a.startswith(("-n", "--numprocesses", "--dist")) or "xdist" in a for a in args)
     if not named and parallel > 1 and not chosen:
-        # In the order tests/conftest.py gives (the slowest modules first), not by test count.
-        args = ["-n", str(parallel), "--dist", "loadfile", "--no-loadscope-reorder", *args]
+        args = ["-n", str(parallel), "--dist", "loadfile", *args]
     return args
 
 

@@ -41,39 +41,7 @@ def _starts_processes(path: Path) -> bool:
     return any(marker in source for marker in _STARTS_PROCESSES)
 
 
-#: The slowest modules, slowest first (one run's timings on the two-core machine, 40 to 90 s
-#: each): started first, so under ``--dist loadfile`` no worker is left running one of them
-#: alone at the end while the others idle (that tail was over a minute of a 5-minute run).
-SLOWEST = (
-    "e2e/test_batches_restart_e2e.py",
-    "e2e/test_ops_e2e.py",
-    "e2e/test_responses_storage_e2e.py",
-    "e2e/test_faults_e2e.py",
-    "e2e/test_limits_e2e.py",
-    "e2e/test_fuzz_e2e.py",
-    "e2e/test_front_desk_e2e.py",
-    "e2e/test_responses_durable_e2e.py",
-    "e2e/test_shared_polling_e2e.py",
-    "examples/test_examples.py",
-    "test_dev.py",
-    "e2e/test_economy_e2e.py",
-    "e2e/test_compat_e2e.py",
-    "e2e/test_workers_e2e.py",
-    "engine/test_preset_render.py",
-)
-
-
-def _order(item: pytest.Item) -> tuple[int, int]:
-    """The slowest modules first, then the others that start servers, then the rest (quick)."""
-    path = Path(str(item.path))
-    relative = path.resolve().relative_to(Path(__file__).resolve().parent).as_posix()
-    if relative in SLOWEST:
-        return 0, SLOWEST.index(relative)
-    return (1 if _starts_processes(path) else 2), 0
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _starts_processes(Path(str(item.path))):
             item.add_marker(pytest.mark.subprocess)
-    items.sort(key=_order)  # stable: a module's tests keep their order and stay together

@@ -58,11 +58,9 @@ def test_the_whole_suite_and_the_fast_part_run_in_parallel_by_module(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     dev = load_dev()
-    assert dev.pytest_args([], 3) == ["-n", "3", "--dist", "loadfile", "--no-loadscope-reorder"]
+    assert dev.pytest_args([], 3) == ["-n", "3", "--dist", "loadfile"]
     fast = dev.pytest_args(["--fast", "-x"], 3)
-    assert fast == [
-        "-n", "3", "--dist", "loadfile", "--no-loadscope-reorder", "-m", dev.SLOW_MARK, "-q", "-x"
-    ]  # fmt: skip
+    assert fast == ["-n", "3", "--dist", "loadfile", "-m", dev.SLOW_MARK, "-q", "-x"]
     # Named tests, a worker count of one, or the caller's own choice: left as asked.
     assert dev.pytest_args(["tests/test_dev.py::test_usage_lists_every_command"], 3) == [
         "tests/test_dev.py::test_usage_lists_every_command"

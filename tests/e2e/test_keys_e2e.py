@@ -45,8 +45,10 @@ pytestmark = pytest.mark.skipif(
 ADMIN_KEY = "sk-test-keys-admin-0123456789"
 VIEWER_KEY = "sk-test-keys-viewer-0123456789"
 CHAT = "/v1/chat/completions"
-#: Notifications, not the poll, must bring changes within this.
-PROPAGATION = 1.0
+#: Notifications, not the poll (every 5 s here), must bring changes within this: half the poll,
+#: which a loaded two-core machine leaves room for (they take milliseconds when it is quiet;
+#: 1.7 s was seen at load 8).
+PROPAGATION = 2.5
 
 
 def redis_db7(url: str) -> str:
