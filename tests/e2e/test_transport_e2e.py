@@ -8,6 +8,7 @@ timeouts and a small connection cap, so nothing here slows or disturbs other tes
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import socket
 import time
@@ -241,15 +242,19 @@ def test_an_idle_kept_alive_connection_outlives_the_clients_own_expiry(gateway: 
     """httpx (so the OpenAI and Anthropic SDKs) reuses an idle connection for up to 5 s; a
     gateway that closed its side at 5 s too (uvicorn's default) met requests sent on a
     connection it was closing. ``server.idle_timeout`` (65 s) outlasts the clients'."""
-    sock = _connect(gateway)
-    head = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n"
-    sock.sendall(head)
-    first = sock.recv(65536)
-    time.sleep(5.5)  # past every client's own expiry (and uvicorn's default)
-    sock.sendall(head)
-    second = sock.recv(65536)
-    sock.close()
-    assert first.startswith(b"HTTP/1.1 200 ") and second.startswith(b"HTTP/1.1 200 "), second
+    conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=CUT_WITHIN)
+    try:
+        conn.request("GET", "/healthz")
+        first = conn.getresponse()
+        assert (first.status, first.read()) == (200, b'{"status":"ok"}')
+        sock = conn.sock
+        time.sleep(5.5)  # past every client's own expiry (and uvicorn's default)
+        conn.request("GET", "/healthz")  # a closed connection: RemoteDisconnected here
+        second = conn.getresponse()
+        assert (second.status, second.read()) == (200, b'{"status":"ok"}')
+        assert conn.sock is sock  # the same connection, kept open
+    finally:
+        conn.close()
 
 
 def test_a_silent_connection_is_closed(gateway: Server) -> None:
