@@ -24,7 +24,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -145,6 +145,7 @@ class Runner:
         self._queued: dict[str, int] = {}
         self._purged = 0.0
         self._stopping = False
+        self._finishing: set[asyncio.Future[None]] = set()
 
     def start(self, runtime: Runtime) -> None:
         self._rt = runtime
@@ -168,6 +169,8 @@ class Runner:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._finishing:  # answered lines being stored done
+            await asyncio.wait(list(self._finishing), timeout=10)
         for batch_id in list(self._tasks):
             with contextlib.suppress(Exception):  # handed over at once, not after the lease
                 await self.store.release(batch_id, self.owner)
@@ -443,8 +446,19 @@ class Runner:
             self.metrics.count("failed")
             return
         tokens = (answer.prompt_tokens, answer.completion_tokens)  # as the body's usage says
-        await store.finish(line, "output", door.output(line.custom_id, request_id, body), tokens)
+        # Answered and charged: the line is stored done even if a stop cancels it now (else the
+        # next gateway would follow its jobs again and charge it twice).
+        output = door.output(line.custom_id, request_id, body)
+        await self._keep(store.finish(line, "output", output, tokens))
         self.metrics.count("done")
+
+    async def _keep(self, work: Awaitable[None]) -> None:
+        """Run ``work`` to its end even if the line is cancelled meanwhile; :meth:`aclose`
+        waits for it before the stores close."""
+        task = asyncio.ensure_future(work)
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+        await asyncio.shield(task)
 
     # ------------------------------------------------------------------ the end
 
