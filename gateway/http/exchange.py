@@ -39,7 +39,7 @@ class Exchange:
     ignored: list[str] = field(default_factory=list)  # request fields accepted, not forwarded
     cached: bool = False  # answered from the response cache
     #: Follows jobs another process submitted (a resumed run): its final ledger row replaces
-    #: that process's in-flight row, which this process never wrote.
+    #: that process's rows of the request (in-flight, or final for the same jobs).
     resumed: bool = False
     tokens_saved: int = 0  # tokens the grid did not generate again for this answer
     jobs_saved: int = 0  # upstream jobs not created: a hit's choices, or jobs joined

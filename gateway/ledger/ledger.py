@@ -175,8 +175,9 @@ class Ledger:
 
     def complete(self, record: UsageRecord, *, replaces: bool = False) -> None:
         """The request ended: its final row, in place of the in-flight one if there was one.
-        ``replaces``: an in-flight row of the same request id may be in the database although
-        this process did not write it (a run resumed after another process stopped)."""
+        ``replaces``: rows of the same request may be in the database although this process
+        did not write them (a run resumed after another process stopped: its in-flight row,
+        or a final row of the same jobs if it died before storing the run as done)."""
         begun = self._begun.pop(_request(record), None)
         if begun is not None:
             if begun.taken:

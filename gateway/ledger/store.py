@@ -65,8 +65,8 @@ class LedgerStore(Protocol):
     async def write_many(
         self, records: Sequence[UsageRecord], replacing: Sequence[str] = ()
     ) -> None:
-        """Insert ``records`` and delete the ``in_flight`` rows of the request ids in
-        ``replacing`` (their final rows are among ``records``), in one transaction."""
+        """Insert ``records`` and delete the rows that the final rows of the request ids in
+        ``replacing`` supersede (see :func:`superseded_sql`), in one transaction."""
         ...
 
     async def mark_interrupted(self, before: datetime) -> int:
@@ -143,6 +143,7 @@ class SqlLedgerStore:
                     f'CREATE INDEX IF NOT EXISTS {t}_key_time ON {t} (key_name, "time")'
                 )
                 await tx.execute(in_flight_index_sql(t))
+                await tx.execute(f"CREATE INDEX IF NOT EXISTS {t}_request ON {t} (request_id)")
         except BaseException:
             await self.db.close()
             raise
@@ -157,7 +158,7 @@ class SqlLedgerStore:
         async with self.db.transaction() as tx:  # nothing of a refused batch stays half-written
             if finals:  # a batch retried after a commit it never saw writes its rows once
                 await tx.execute_many(
-                    same_request_sql(self.table, final=True), [self._identity(r) for r in finals]
+                    same_request_sql(self.table), [self._identity(r) for r in finals]
                 )
             await tx.execute_many(
                 f"INSERT INTO {self.table} ({columns}) VALUES ({marks})",
@@ -166,9 +167,9 @@ class SqlLedgerStore:
             # After the inserts: an in-flight row retried in this very batch (its first write
             # failed) goes too, not only one already in the table. Rows are a request's by its
             # id and key together: a client's x-request-id may repeat, another key's row stays.
-            ending = [self._identity(r)[:2] for r in finals if r.request_id in replaced]
+            ending = [self._superseded(r) for r in finals if r.request_id in replaced]
             if ending:
-                await tx.execute_many(same_request_sql(self.table, final=False), ending)
+                await tx.execute_many(superseded_sql(self.table), ending)
 
     async def mark_interrupted(self, before: datetime) -> int:
         return await self.db.execute(interrupted_sql(self.table), [self._time(before)])
@@ -191,6 +192,11 @@ class SqlLedgerStore:
 
     async def close(self) -> None:
         await self.db.close()
+
+    def _superseded(self, record: UsageRecord) -> tuple[Any, ...]:
+        """The parameters of :func:`superseded_sql`: the rows ``record`` replaces."""
+        jobs = encode_job_ids(record.job_ids) if record.job_ids else None
+        return (record.request_id, record.key_name, jobs, self._time(record.time))
 
     def _identity(self, record: UsageRecord) -> tuple[Any, ...]:
         """The parameters of :func:`same_request_sql`: one request's rows."""
@@ -271,16 +277,27 @@ def report_query(
     return sql, params
 
 
-def same_request_sql(table: str, *, final: bool) -> str:
-    """Deletes one request's final rows (``final``: its id, key and start time, parameters
-    1-3, so a batch written again writes its rows once) or its in-flight rows (its id and key,
-    parameters 1-2: a run resumed by another process has a start of its own)."""
-    if final:
-        return (
-            f'DELETE FROM {table} WHERE request_id = ? AND key_name = ? AND "time" = ? '
-            f"AND outcome <> '{IN_FLIGHT}'"
-        )
-    return f"DELETE FROM {table} WHERE request_id = ? AND key_name = ? AND outcome = '{IN_FLIGHT}'"
+def same_request_sql(table: str) -> str:
+    """Deletes one request's final rows (its id, key and start time, parameters 1-3), so a
+    batch written again writes its rows once."""
+    return (
+        f'DELETE FROM {table} WHERE request_id = ? AND key_name = ? AND "time" = ? '
+        f"AND outcome <> '{IN_FLIGHT}'"
+    )
+
+
+def superseded_sql(table: str) -> str:
+    """Deletes the rows a final row replaces (parameters: its id, key, job ids, start time):
+    the request's in-flight row, or the row it became at a start after a crash
+    (``interrupted``), and a final row of the very same jobs written before (a process that
+    died after charging a run it had not yet stored as done: the run, resumed by another
+    process, is charged by that one row). A run resumed elsewhere has a start of its own, so
+    rows are found by id and key; job ids are the service's, never a client's."""
+    return (
+        f"DELETE FROM {table} WHERE request_id = ? AND key_name = ? "
+        f"AND (outcome IN ('{IN_FLIGHT}', '{INTERRUPTED}') "
+        f'OR (job_ids = ? AND "time" <> ?))'
+    )
 
 
 def interrupted_sql(table: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import sqlite3
 import statistics
 import threading
 import time
@@ -462,11 +463,13 @@ def test_a_database_keys_background_run_resumes_and_is_charged_once(
         text = done["output"][0]["content"][0]["text"]
         assert text == REPLY
         usage = done["usage"]
-        (line,) = access_lines(second, lambda r: r.get("request_id") == "resumed-" + rid)
+        # Followed under the request id that created it: one request, across both gateways.
+        request_id = made.headers["x-request-id"]
+        (line,) = access_lines(second, by_request(request_id))
         assert line["key"] == "resumer" and line["outcome"] == "ok"
         assert line["completion_tokens"] == usage["output_tokens"] > 0
         assert line["prompt_tokens"] == usage["input_tokens"] > 0
-        before = access_lines(first, by_request(made.headers["x-request-id"]), limit=0)
+        before = access_lines(first, by_request(request_id), limit=0)
         if sig == signal.SIGTERM:  # handed over: its line carries no tokens (charged once)
             assert [(r["outcome"], r["completion_tokens"]) for r in before] == [
                 ("handed_over", 0)
@@ -475,3 +478,12 @@ def test_a_database_keys_background_run_resumes_and_is_charged_once(
             assert before == []
     finally:
         second.stop()
+    # Charged once in the ledger: the resumed run's row replaced the first gateway's (its
+    # in-flight row when killed; its hand-over row when stopped). It was charged twice when
+    # the resumed run had a request id of its own.
+    with sqlite3.connect(tmp_path / "ledger.db") as db:
+        rows = db.execute(
+            "SELECT outcome, prompt_tokens, completion_tokens FROM gateway_usage "
+            "WHERE key_name = 'resumer'"
+        ).fetchall()
+    assert rows == [("ok", usage["input_tokens"], usage["output_tokens"])], rows

@@ -337,3 +337,37 @@ async def test_another_request_with_the_same_request_id_keeps_its_rows(
     await store.write_many([make_record(1, completion_tokens=9)], ["req-1"])  # alice's ended
     rows = sorted((r["key_name"], r["outcome"]) for r in await raw_rows(store))
     assert rows == [("alice", "ok"), ("bob", "in_flight")]
+
+
+async def test_a_resumed_runs_final_row_replaces_the_rows_of_its_jobs_only(
+    store: LedgerStore,
+) -> None:
+    """A process that charged a run (its final row written) and died before storing the run
+    done leaves it to be followed again: the resumed run's final row, of the same jobs but a
+    start of its own, replaces that row (and an in-flight or interrupted one) so the run is
+    charged once; a row of the same id and key but other jobs (a repeated x-request-id) stays."""
+    first = make_record(1, job_ids=("job-a",), completion_tokens=9)
+    crashed = make_record(1, job_ids=(), outcome="interrupted", time=T0)
+    other = make_record(1, job_ids=("job-b",), completion_tokens=3, time=T0 - timedelta(hours=1))
+    unsubmitted = make_record(2, job_ids=(), outcome="server_shutdown")
+    await store.write_many([first, crashed, other, unsubmitted])
+    resumed = make_record(
+        1, job_ids=("job-a",), completion_tokens=9, time=T0 + timedelta(minutes=5)
+    )
+    await store.write_many([resumed], ["req-1"])
+    await store.write_many(
+        [make_record(2, job_ids=(), completion_tokens=4, time=T0 + timedelta(minutes=1))], ["req-2"]
+    )
+    rows = sorted(
+        (r["request_id"], r["job_ids"], r["outcome"], r["completion_tokens"])
+        for r in await raw_rows(store)
+    )
+    assert rows == [
+        ("req-1", '["job-a"]', "ok", 9),
+        ("req-1", '["job-b"]', "ok", 3),
+        ("req-2", "[]", "ok", 4),
+        ("req-2", "[]", "server_shutdown", 5),
+    ]
+    # Written again (a commit it never saw), it still leaves one row.
+    await store.write_many([resumed], ["req-1"])
+    assert len([r for r in await raw_rows(store) if r["job_ids"] == '["job-a"]']) == 1

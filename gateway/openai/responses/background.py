@@ -179,7 +179,8 @@ class Background:
         logger.warning(
             "following background response %s again (jobs %s)", record.id, ",".join(record.job_ids)
         )
-        call = self.call(desk, key, "resumed-" + record.id)
+        # Under the request id that created it: its ledger row replaces the first gateway's.
+        call = self.call(desk, key, record.request_id or "resumed-" + record.id)
         run = desk.resume(call, plan, record.job_ids)
         run.exchange.stream = False
         follower = self.follow(record, response_run, run)

@@ -108,13 +108,15 @@ class BackgroundStart:
     """A background response once admitted: its row stored before any job is submitted,
     then the run handed to a follower and the client answered ``queued`` at once."""
 
-    def __init__(self, door: ResponsesDoor, prepared: Prepared, plan: Plan, key: KeySettings):
+    def __init__(
+        self, door: ResponsesDoor, prepared: Prepared, plan: Plan, key: KeySettings, request_id: str
+    ):
         self.door = door
         self.prepared = prepared
         self.run = ResponseRun(
             new_object(prepared, plan.model.name, "queued"), prepared.translated.namespaces
         )
-        self.record = door.record(prepared, self.run.snapshot(), key)
+        self.record = door.record(prepared, self.run.snapshot(), key, request_id)
 
     async def store(self) -> None:
         """Stored as ``submitting`` before the job exists (the client has no 200 yet). A
@@ -164,9 +166,9 @@ async def _plan(ctx: RequestContext) -> tuple[Plan, Codec]:
     conversation.stream = True  # followed piece by piece, stored as it grows
     plan = await ctx.offload(plan_conversation, conversation, catalog, limits)
     codec = ResponseCodec(door, prepared, plan, ctx.key)
-    codec.background = start = BackgroundStart(door, prepared, plan, ctx.key)
-    background = door.background
-    call = background.call(ctx.desk, ctx.key, ctx.exchange.request_id)
+    request_id = ctx.exchange.request_id
+    codec.background = start = BackgroundStart(door, prepared, plan, ctx.key, request_id)
+    call = door.background.call(ctx.desk, ctx.key, request_id)
     ctx.options.update(timeout=call.timeout, keepalive=call.keepalive, on_admitted=start.store)
     return plan, codec
 

@@ -192,7 +192,13 @@ class ResponsesDoor:
 
     # ------------------------------------------------------------------ writing
 
-    def record(self, prepared: Prepared, obj: dict[str, Any], key: KeySettings) -> StoredResponse:
+    def record(
+        self,
+        prepared: Prepared,
+        obj: dict[str, Any],
+        key: KeySettings,
+        request_id: str | None = None,
+    ) -> StoredResponse:
         now = time.time()
         return StoredResponse(
             id=str(obj["id"]),
@@ -205,6 +211,7 @@ class ResponsesDoor:
             body=obj,
             request=_request(prepared),
             previous_id=prepared.chain[0] if prepared.chain else None,
+            request_id=request_id,
         )
 
     async def save(self, record: StoredResponse, prepared: Prepared) -> None:

@@ -63,11 +63,14 @@ class StoredResponse:
     seq: int = 0
     owner: str | None = None
     lease_until: float = 0.0
+    #: The request id of the call that created it: a run resumed elsewhere is recorded (and
+    #: charged in the ledger) under it, so that its final row replaces the first one's.
+    request_id: str | None = None
 
 
 _COLUMNS = (
     "id, key_id, key_name, created_at, expires_at, status, background, body, request, "
-    "previous_id, job_ids, seq, owner, lease_until"
+    "previous_id, job_ids, seq, owner, lease_until, request_id"
 )
 #: Columns a table made by an older gateway lacks.
 _ADDED = (
@@ -75,6 +78,7 @@ _ADDED = (
     ("", "previous_id", "TEXT"),
     ("", "bytes", "BIGINT NOT NULL DEFAULT 0"),
     ("", "body_bytes", "BIGINT NOT NULL DEFAULT 0"),
+    ("", "request_id", "TEXT"),
     ("_items", "key_id", "TEXT"),
 )
 
@@ -181,7 +185,7 @@ class ResponseStore:
         async with self._tx() as tx:
             await tx.execute_many(
                 f"INSERT INTO {self.t} ({_COLUMNS}, history, bytes, body_bytes) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '[]', ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '[]', ?, ?)",
                 [[*_row(p.record, p.body, p.request), p.size, len(p.body)] for p in batch],
             )
             await self._insert_items(tx, [row for p in batch for row in p.items])
@@ -288,7 +292,8 @@ class ResponseStore:
         async with self._tx() as tx:
             found = await tx.execute(
                 f"UPDATE {t} SET status = 'deleted', body = '{{}}', request = '{{}}', "
-                "history = '[]', job_ids = '[]', bytes = 0, body_bytes = 0, lease_until = 0 "
+                "history = '[]', job_ids = '[]', bytes = 0, body_bytes = 0, lease_until = 0, "
+                "request_id = NULL "
                 "WHERE id = ? AND key_id = ? AND status <> 'deleted'",
                 [response_id, key_id],
             )
@@ -482,12 +487,13 @@ def _row(record: StoredResponse, body: str, request: str) -> list[Any]:
         record.seq,
         record.owner,
         record.lease_until,
+        record.request_id,
     ]
 
 
 def _record(row: Sequence[Any]) -> StoredResponse:
     (rid, key_id, key, created, expires, status, background, body, request, previous, jobs, seq,
-     owner, lease) = row  # fmt: skip
+     owner, lease, request_id) = row  # fmt: skip
     return StoredResponse(
         id=str(rid),
         key_id=str(key_id),
@@ -503,6 +509,7 @@ def _record(row: Sequence[Any]) -> StoredResponse:
         seq=int(seq),
         owner=None if owner is None else str(owner),
         lease_until=float(lease),
+        request_id=None if request_id is None else str(request_id),
     )
 
 
