@@ -412,7 +412,8 @@ class Runner:
         except GatewayError as error:  # refused as the live endpoint would refuse it
             wave.ready()
             await front.refuse(front.exchange(call), error)
-            await store.finish(line, "error", door.refused(line.custom_id, request_id, error))
+            refused = door.refused(line.custom_id, request_id, error)
+            await self._keep(store.finish(line, "error", refused))
             self.metrics.count("failed")
             return
         except BaseException:
@@ -427,22 +428,26 @@ class Runner:
             await planned.complete(answer)
             body = planned.codec.render(answer)
         except GatewayError as error:
+            # Each outcome below is stored even if a stop cancels the line meanwhile (a stop
+            # waits only its grace for the lines, and a slow disk takes longer to write them
+            # all): else the line stayed ``submitting`` and the next gateway sent it again.
             if rt.shutting_down or self._stopping:  # cut by the drain, not failed
                 if not (followed or resume):  # never submitted: queued again, untried
                     line.attempts -= 1
-                    await store.retry(line)
+                    await self._keep(store.retry(line))
                 return  # its jobs' ids are stored: followed by the next gateway
             if isinstance(error, RateLimited):  # the key's limits: wait, not a failed try
                 gate.pause(_retry_after(error))
                 line.attempts -= 0 if resume else 1
-                await store.retry(line)
+                await self._keep(store.retry(line))
                 self.metrics.count("retried")
                 return
             if retryable(error) and line.attempts < self.settings.max_attempts:
-                await store.retry(line)
+                await self._keep(store.retry(line))
                 self.metrics.count("retried")
                 return
-            await store.finish(line, "error", door.refused(line.custom_id, request_id, error))
+            refused = door.refused(line.custom_id, request_id, error)
+            await self._keep(store.finish(line, "error", refused))
             self.metrics.count("failed")
             return
         tokens = (answer.prompt_tokens, answer.completion_tokens)  # as the body's usage says
