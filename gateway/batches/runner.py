@@ -428,9 +428,8 @@ class Runner:
             await planned.complete(answer)
             body = planned.codec.render(answer)
         except GatewayError as error:
-            # Each outcome below is stored even if a stop cancels the line meanwhile (a stop
-            # waits only its grace for the lines, and a slow disk takes longer to write them
-            # all): else the line stayed ``submitting`` and the next gateway sent it again.
+            # Each outcome is stored even if a stop (its grace shorter than a slow disk's writes)
+            # cancels the line now: else it stayed ``submitting`` and was sent again.
             if rt.shutting_down or self._stopping:  # cut by the drain, not failed
                 if not (followed or resume):  # never submitted: queued again, untried
                     line.attempts -= 1

@@ -9,7 +9,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,9 @@ from typing import Any
 
 import httpx
 import yaml
+
+from tests.e2e import zygote
+from tests.e2e.zygote import ForkedProcess
 
 ALICE_KEY = "sk-test-alice-0123456789"
 BOB_KEY = "sk-test-bob-0123456789"
@@ -44,7 +46,7 @@ def free_port() -> int:
 
 
 def wait_ready(
-    process: subprocess.Popen[bytes], url: str, limit: float, interval: float
+    process: subprocess.Popen[bytes] | ForkedProcess, url: str, limit: float, interval: float
 ) -> str | None:
     """Wait until ``url`` answers below 500; None when it did, else what went wrong."""
     deadline = time.monotonic() + limit
@@ -68,12 +70,13 @@ class Server:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("GATEWAY_CONFIG", None)
         self._out = log.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", *args],
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
+        self.process: subprocess.Popen[bytes] | ForkedProcess
+        if zygote.enabled():  # forked from an imported gateway: see tests/e2e/zygote.py
+            self.process = zygote.zygote().spawn(args, env, log)
+        else:
+            self.process = subprocess.Popen(
+                [*zygote.COMMAND, *args], stdout=self._out, stderr=subprocess.STDOUT, env=env
+            )
         self._wait_ready(ready_path)
 
     def _wait_ready(self, path: str, limit: float = 30.0) -> None:

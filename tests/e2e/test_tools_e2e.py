@@ -9,15 +9,9 @@ fixture.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,7 +20,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from tests.e2e.servers import free_port
+from tests.e2e.servers import Server, free_port, running
 
 KEY = "sk-test-tools-0123456789"
 TOKEN = "upstream-token-tools"
@@ -63,33 +57,6 @@ ADA = 'Who wrote the first program? [[emulate:json {"name": "Ada", "age": 36} st
 # ------------------------------------------------------------------------------- servers
 
 
-@contextlib.contextmanager
-def _serve(args: list[str], port: int, ready: str, log: Path) -> Iterator[str]:
-    url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if k != "GATEWAY_CONFIG"}
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", *args], stdout=out, stderr=subprocess.STDOUT, env=env
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"server did not start:\n{log.read_text()}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(url + ready, timeout=1.0).status_code < 500:
-                        break
-                time.sleep(0.05)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
 @dataclass(frozen=True)
 class Servers:
     gateway: str
@@ -117,11 +84,12 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     path = tmp / "gateway.yaml"
     path.write_text(yaml.safe_dump(config))
     gateway_args = ["serve", "--config", str(path), "--port", str(gateway_port)]
+    emulator_log, gateway_log = tmp / "emulator.log", tmp / "gateway.log"
     with (
-        _serve(emulator_args, emulator_port, "/emulator/stats", tmp / "emulator.log") as emulator,
-        _serve(gateway_args, gateway_port, "/healthz", tmp / "gateway.log") as gateway,
+        running(Server(emulator_args, emulator_port, "/emulator/stats", emulator_log)) as emulator,
+        running(Server(gateway_args, gateway_port, "/healthz", gateway_log)) as gateway,
     ):
-        yield Servers(gateway, emulator)
+        yield Servers(gateway.url, emulator.url)
 
 
 def client(servers: Servers) -> openai.OpenAI:
