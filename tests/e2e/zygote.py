@@ -2,8 +2,8 @@
 
 Starting ``python -m gateway`` costs about a second of CPU before the server does anything
 (the interpreter and the gateway's imports: 1.2 s on the 2-core machine), and the suite starts
-hundreds of servers: that was about a third of its CPU. A *zygote*, one per test process,
-imports the gateway and the emulator once, then forks a child per server. Each child is a
+about 130 servers. A *zygote*, one per test process, imports the gateway and the emulator once,
+then forks a child per server. Each child is a
 process of its own, as ``python -m gateway`` would be: it runs :func:`gateway.cli.main` with
 the server's arguments, environment, working directory and log file, so signals, exit codes,
 workers, restarts and kills behave as they do in production. Only its parent differs (the
@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -168,6 +169,7 @@ def serve() -> None:
     for pid in list(children):  # the test process is gone: so are its servers
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(exits, ignore_errors=True)
 
 
 def _child(request: dict[str, Any], main: Any, values: Any) -> None:
