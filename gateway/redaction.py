@@ -15,7 +15,7 @@ from typing import Any
 from gateway.config import Settings
 
 MASK = "***"
-_BEARER = re.compile(r"(?i)\b(bearer)(\s+)[A-Za-z0-9\-._~+/]+=*")
+_BEARER = re.compile(r"(?i:\b(?P<bearer>bearer)(?P<space>\s+)[A-Za-z0-9\-._~+/]+=*)")
 #: Attributes every LogRecord has; anything else on a record is a structured field.
 RECORD_ATTRS = frozenset(vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None)))
 RECORD_ATTRS |= {"message", "asctime", "taskName"}
@@ -32,24 +32,24 @@ class SecretRedactor(logging.Filter):
     def __init__(self) -> None:
         super().__init__()
         self._secrets: set[str] = set()
-        self._pattern: re.Pattern[str] | None = None
+        self._pattern: re.Pattern[str] = _BEARER  # the secrets and Bearer values, one pass
 
     def register_secret(self, secret: str | None) -> None:
         """Mask ``secret`` from now on; empty values are ignored."""
         if secret and secret not in self._secrets:
             self._secrets.add(secret)
-            # Longest first, so a secret containing another is masked whole.
+            # Longest first, so a secret containing another is masked whole; one pattern with
+            # the Bearer values, so a string is scanned once (a log line has a dozen).
             ordered = sorted(self._secrets, key=len, reverse=True)
-            self._pattern = re.compile("|".join(re.escape(s) for s in ordered))
+            secrets = "|".join(re.escape(s) for s in ordered)
+            self._pattern = re.compile(f"(?P<secret>{secrets})|{_BEARER.pattern}")
 
     def register_secrets(self, secrets: Iterable[str | None]) -> None:
         for secret in secrets:
             self.register_secret(secret)
 
     def redact(self, text: str) -> str:
-        if self._pattern is not None:
-            text = self._pattern.sub(MASK, text)
-        return _BEARER.sub(rf"\1\2{MASK}", text)
+        return self._pattern.sub(_masked, text)
 
     def _redact_value(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -77,6 +77,13 @@ class SecretRedactor(logging.Filter):
             if name not in RECORD_ATTRS:
                 setattr(record, name, self._redact_value(value))
         return True
+
+
+def _masked(match: re.Match[str]) -> str:
+    """A registered secret, or the value of ``Bearer <value>``, as :data:`MASK`."""
+    if match["bearer"] is None:
+        return MASK
+    return match["bearer"] + match["space"] + MASK
 
 
 def config_secrets(settings: Settings) -> list[str | None]:
