@@ -39,6 +39,7 @@ from gateway.errors import (
     NotFound,
 )
 from gateway.http.common import error_response
+from gateway.http.routing import Router
 from gateway.http.shapes import ErrorShapes
 from gateway.ollama.errors import error_shape as ollama_error_shape
 from gateway.ollama.listener import OllamaListenerMiddleware
@@ -268,15 +269,14 @@ def create_app(
             )
         )
     app = Starlette(
-        routes=routes,
         middleware=middleware,
-        lifespan=lifespan,
         exception_handlers={
             HTTPException: _http_exception,
             GatewayError: _gateway_error,
             Exception: _unexpected,
         },
     )
+    app.router = Router(routes, lifespan=lifespan)  # Starlette's, remembering routes reached
     app.state.metrics = app_metrics
     app.state.error_shapes = shapes
     app.state.metrics_token = settings.server.metrics_token
