@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from prometheus_client import (
     CollectorRegistry,
@@ -41,6 +41,7 @@ from prometheus_client import (
 )
 from prometheus_client.context_managers import InprogressTracker
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 
 UpstreamKind = Literal["submit", "status"]
 #: ``cancelled``: the call was abandoned by the gateway (the client left, a probe timed out).
@@ -135,6 +136,19 @@ class Metrics:
     shared_joins: Counter
     jobs_saved: Counter
     tokens_saved: Counter
+    #: Labelled children by metric and label values (as many as the registry holds).
+    children: dict[tuple[int, tuple[str, ...]], Any] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def child(self, metric: MetricWrapperBase, *values: str) -> Any:
+        """``metric.labels(*values)``, looked up once: prometheus-client checks and joins the
+        values on every call (1.2-1.8 us here, and a request makes about eight)."""
+        key = (id(metric), values)
+        found = self.children.get(key)
+        if found is None:
+            found = self.children[key] = metric.labels(*values)
+        return found
 
     @classmethod
     def create(
@@ -333,21 +347,21 @@ class Metrics:
         self, route: str, model: str, key: str, status: int, seconds: float
     ) -> None:
         """Count one finished request and record its total duration."""
-        self.requests.labels(route=route, model=model, key=key, status=str(status)).inc()
-        self.request_duration.labels(route=route, model=model).observe(seconds)
+        self.child(self.requests, route, model, key, str(status)).inc()
+        self.child(self.request_duration, route, model).observe(seconds)
 
     def observe_ttft(self, model: str, seconds: float) -> None:
-        self.time_to_first_token.labels(model=model).observe(seconds)
+        self.child(self.time_to_first_token, model).observe(seconds)
 
     def observe_queue_wait(self, model: str, seconds: float) -> None:
-        self.queue_wait.labels(model=model).observe(seconds)
+        self.child(self.queue_wait, model).observe(seconds)
 
     def observe_upstream(
         self, kind: UpstreamKind, outcome: UpstreamOutcome, seconds: float
     ) -> None:
         """Count one call to the jobs API and record how long it took."""
-        self.upstream_requests.labels(kind=kind, outcome=outcome).inc()
-        self.upstream_duration.labels(kind=kind).observe(seconds)
+        self.child(self.upstream_requests, kind, outcome).inc()
+        self.child(self.upstream_duration, kind).observe(seconds)
 
     def observe_status_ids(self, count: int) -> None:
         self.status_request_ids.observe(count)
@@ -358,7 +372,7 @@ class Metrics:
     def observe_cache(self, event: str, size: int) -> None:
         """One cache event: ``hit`` / ``miss`` (a lookup), ``store`` (a write), ``join``."""
         if event in ("hit", "miss"):
-            self.cache_lookups.labels(result=event).inc()
+            self.child(self.cache_lookups, event).inc()
         if event == "join":
             self.shared_joins.inc()
         elif event in ("hit", "store"):
@@ -382,8 +396,8 @@ class Metrics:
 
     def add_tokens(self, key: str, model: str, prompt: int, completion: int) -> None:
         """Add a request's prompt and completion tokens; zero counts still create the series."""
-        self.tokens.labels(key=key, model=model, direction="prompt").inc(max(prompt, 0))
-        self.tokens.labels(key=key, model=model, direction="completion").inc(max(completion, 0))
+        self.child(self.tokens, key, model, "prompt").inc(max(prompt, 0))
+        self.child(self.tokens, key, model, "completion").inc(max(completion, 0))
 
     def track_stream(self) -> InprogressTracker:
         """``with metrics.track_stream(): ...`` keeps ``gateway_streams_active`` up to date."""
@@ -396,7 +410,7 @@ class Metrics:
         self.limits_degraded.set(1 if degraded else 0)
 
     def observe_slot_wait(self, key: str, seconds: float) -> None:
-        self.slot_wait.labels(key=key).observe(seconds)
+        self.child(self.slot_wait, key).observe(seconds)
 
     def set_keys_store(self, up: bool, loaded: int) -> None:
         self.keys_store_up.set(1 if up else 0)
