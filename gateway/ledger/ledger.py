@@ -62,6 +62,7 @@ class _Row:
     replaces: bool = False  # a final row whose in-flight row may already be in the database
     superseded: bool = False  # an in-flight row whose final row came before it was written
     taken: bool = False  # handed to the database at least once
+    again: bool = False  # handed to it before this write: it may be there already
     at: float = 0.0  # time.monotonic() when queued (a batch's age)
     replayed: bool = False  # from the spill file
 
@@ -167,7 +168,9 @@ class Ledger:
 
     def begin(self, record: UsageRecord) -> None:
         """An admitted request: its row now, ``in_flight``, with what is known so far."""
-        row = _Row(replace(record, outcome=IN_FLIGHT))
+        if record.outcome != IN_FLIGHT:
+            record = replace(record, outcome=IN_FLIGHT)
+        row = _Row(record)
         if self._push(row):
             self._begun[_request(record)] = row
             if len(self._begun) > 4 * self.capacity:  # a request never completed: forget it
@@ -352,6 +355,7 @@ class Ledger:
             if row.superseded:
                 self._replayed([row])
                 continue
+            row.again = row.taken or row.replayed  # a spilled row may have been written too
             row.taken = True
             batch.append(row)
         return batch
@@ -361,7 +365,7 @@ class Ledger:
         if not batch:
             return []
         try:
-            await self._write_rows(batch)
+            await self._write_rows(batch, first=not any(r.again for r in batch))
             return []
         except Exception as exc:
             if len(batch) == 1 and refused_row(exc):
@@ -378,9 +382,11 @@ class Ledger:
                 self._quarantine(row, exc)
         return []
 
-    async def _write_rows(self, rows: Sequence[_Row]) -> None:
+    async def _write_rows(self, rows: Sequence[_Row], *, first: bool = False) -> None:
+        """``first``: no row was handed to the database before (a failed batch may have
+        committed all the same, so the rows it retries one by one are not first)."""
         replacing = [r.record.request_id for r in rows if r.replaces]
-        await self.store.write_many([r.record for r in rows], replacing)
+        await self.store.write_many([r.record for r in rows], replacing, first=first)
         self.written += len(rows)
 
     def _quarantine(self, row: _Row, exc: BaseException) -> None:

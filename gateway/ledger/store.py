@@ -63,10 +63,12 @@ class LedgerStore(Protocol):
         ...
 
     async def write_many(
-        self, records: Sequence[UsageRecord], replacing: Sequence[str] = ()
+        self, records: Sequence[UsageRecord], replacing: Sequence[str] = (), *, first: bool = False
     ) -> None:
         """Insert ``records`` and delete the rows that the final rows of the request ids in
-        ``replacing`` supersede (see :func:`superseded_sql`), in one transaction."""
+        ``replacing`` supersede (see :func:`superseded_sql`), in one transaction. ``first``:
+        none of ``records`` was handed to the database before, so none can be there already
+        (a batch written again after a commit it never saw must not count twice)."""
         ...
 
     async def mark_interrupted(self, before: datetime) -> int:
@@ -149,25 +151,26 @@ class SqlLedgerStore:
             raise
 
     async def write_many(
-        self, records: Sequence[UsageRecord], replacing: Sequence[str] = ()
+        self, records: Sequence[UsageRecord], replacing: Sequence[str] = (), *, first: bool = False
     ) -> None:
         columns = ", ".join(f'"{c}"' for c in COLUMNS)
         marks = ", ".join("?" for _ in COLUMNS)
-        finals = [r for r in records if r.outcome != IN_FLIGHT]
+        times = [self._time(r.time) for r in records]  # each formatted once, not per statement
+        finals = [(r, t) for r, t in zip(records, times, strict=True) if r.outcome != IN_FLIGHT]
         replaced = set(replacing)
         async with self.db.transaction() as tx:  # nothing of a refused batch stays half-written
-            if finals:  # a batch retried after a commit it never saw writes its rows once
+            if finals and not first:  # a batch retried after a commit it never saw: rows once
                 await tx.execute_many(
-                    same_request_sql(self.table), [self._identity(r) for r in finals]
+                    same_request_sql(self.table), [(r.request_id, r.key_name, t) for r, t in finals]
                 )
             await tx.execute_many(
                 f"INSERT INTO {self.table} ({columns}) VALUES ({marks})",
-                [self._row(record) for record in records],
+                [self._row(r, t) for r, t in zip(records, times, strict=True)],
             )
             # After the inserts: an in-flight row retried in this very batch (its first write
             # failed) goes too, not only one already in the table. Rows are a request's by its
             # id and key together: a client's x-request-id may repeat, another key's row stays.
-            ending = [self._superseded(r) for r in finals if r.request_id in replaced]
+            ending = [self._superseded(r, t) for r, t in finals if r.request_id in replaced]
             if ending:
                 await tx.execute_many(superseded_sql(self.table), ending)
 
@@ -193,23 +196,20 @@ class SqlLedgerStore:
     async def close(self) -> None:
         await self.db.close()
 
-    def _superseded(self, record: UsageRecord) -> tuple[Any, ...]:
-        """The parameters of :func:`superseded_sql`: the rows ``record`` replaces."""
+    def _superseded(self, record: UsageRecord, time: Any) -> tuple[Any, ...]:
+        """The parameters of :func:`superseded_sql`: the rows ``record`` (started at ``time``,
+        as stored) replaces."""
         jobs = encode_job_ids(record.job_ids) if record.job_ids else None
-        return (record.request_id, record.key_name, jobs, self._time(record.time))
-
-    def _identity(self, record: UsageRecord) -> tuple[Any, ...]:
-        """The parameters of :func:`same_request_sql`: one request's rows."""
-        return (record.request_id, record.key_name, self._time(record.time))
+        return (record.request_id, record.key_name, jobs, time)
 
     def _time(self, moment: datetime) -> Any:
         return as_utc(moment) if self._pg else format_time(moment)
 
-    def _row(self, record: UsageRecord) -> tuple[Any, ...]:
+    def _row(self, record: UsageRecord, time: Any) -> tuple[Any, ...]:
         flag: Callable[[bool], Any] = bool if self._pg else int
         return (
             record.request_id,
-            self._time(record.time),
+            time,
             record.key_name,
             record.model,
             record.endpoint,

@@ -4,11 +4,11 @@ admission; at the end, metrics, the ledger's final row (replacing it) and the ac
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from gateway.http.exchange import Exchange
 from gateway.ledger import UsageRecord
+from gateway.ledger.record import IN_FLIGHT
 from gateway.ops.logs import capped_names, log_request
 
 if TYPE_CHECKING:
@@ -68,13 +68,9 @@ def begin(rt: Runtime, exchange: Exchange, charged: int) -> None:
     if exchange.key_name is None or exchange.model is None:
         return
     prompt = min(charged, exchange.prompt_tokens)
-    record = replace(
-        _usage(rt, exchange),
-        prompt_tokens=prompt,
-        completion_tokens=charged - prompt,
-        duration_ms=0,
+    rt.ledger.begin(
+        _usage(rt, exchange, prompt, charged - prompt, outcome=IN_FLIGHT, duration_ms=0.0)
     )
-    rt.ledger.begin(record)
 
 
 def _logged_prompt(rt: Runtime, exchange: Exchange) -> dict[str, Any]:
@@ -84,7 +80,16 @@ def _logged_prompt(rt: Runtime, exchange: Exchange) -> dict[str, Any]:
     return {}
 
 
-def _usage(rt: Runtime, exchange: Exchange) -> UsageRecord:
+def _usage(
+    rt: Runtime,
+    exchange: Exchange,
+    prompt_tokens: int | None = None,
+    completion_tokens: int | None = None,
+    *,
+    outcome: str | None = None,
+    duration_ms: float | None = None,
+) -> UsageRecord:
+    """The request's ledger row; :func:`begin` gives the figures it charged at admission."""
     return UsageRecord(
         request_id=exchange.request_id,
         time=exchange.wall_started,
@@ -92,12 +97,14 @@ def _usage(rt: Runtime, exchange: Exchange) -> UsageRecord:
         model=exchange.model or "-",
         endpoint=exchange.route,
         stream=exchange.stream,
-        prompt_tokens=exchange.prompt_tokens,
-        completion_tokens=exchange.completion_tokens,
+        prompt_tokens=exchange.prompt_tokens if prompt_tokens is None else prompt_tokens,
+        completion_tokens=(
+            exchange.completion_tokens if completion_tokens is None else completion_tokens
+        ),
         job_ids=tuple(exchange.job_ids),
-        outcome=exchange.outcome,
+        outcome=exchange.outcome if outcome is None else outcome,
         status_code=exchange.status,
-        duration_ms=round(exchange.duration * 1000, 1),
+        duration_ms=round(exchange.duration * 1000, 1) if duration_ms is None else duration_ms,
         queue_ms=None if exchange.queue_wait is None else exchange.queue_wait * 1000,
         ttft_ms=None if exchange.ttft is None else exchange.ttft * 1000,
         prompt_text=exchange.prompt_text if rt.settings.ledger.log_prompts else None,

@@ -50,6 +50,7 @@ class FakeStore:
         self.opened = 0
         self.open_attempted = asyncio.Event()
         self.batches: list[int] = []
+        self.firsts: list[bool] = []  # each write's ``first``
         self.hang: asyncio.Event | None = None  # when set, writes wait for it
         self.closed = False
         self.poison: set[str] = set()  # request ids whose rows the "database" refuses
@@ -61,9 +62,10 @@ class FakeStore:
             raise ConnectionRefusedError("database is down")
 
     async def write_many(
-        self, records: Sequence[UsageRecord], replacing: Sequence[str] = ()
+        self, records: Sequence[UsageRecord], replacing: Sequence[str] = (), *, first: bool = False
     ) -> None:
         self.batches.append(len(records))
+        self.firsts.append(first)
         if self.hang is not None:
             await self.hang.wait()
         if self.fail_write:

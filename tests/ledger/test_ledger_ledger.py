@@ -101,6 +101,9 @@ async def test_failing_writes_are_held_and_retried(caplog: pytest.LogCaptureFixt
     await ledger.stop()
     assert [r.request_id for r in store.rows] == [*(f"req-{n}" for n in range(5)), "req-99"]
     assert (ledger.written, ledger.dropped) == (6, 0)
+    # Every write after the first failed one may find its rows already there (a commit the
+    # writer never saw): none of them says ``first``, which would skip that check.
+    assert store.firsts[0] and not any(store.firsts[1:])
     messages = [r.getMessage() for r in caplog.records]
     assert sum("cannot write" in m for m in messages) == 1  # once per outage, not per retry
     assert any("writing again" in m for m in messages)
@@ -191,6 +194,7 @@ async def test_rows_past_memory_go_to_the_spill_file_and_come_back(tmp_path: Pat
     await _settled(again)
     await again.stop()
     assert sorted(int(r.request_id[4:]) for r in store.rows) == list(range(10))
+    assert store.firsts[-1] is False  # spilled rows may have been written before the stop
     assert all(r.prompt_text == "nul\ufffdhere" for r in store.rows)
     assert not spill.has_rows() and not spill.replay_path.exists()
 
@@ -290,9 +294,9 @@ class _Signalling(FakeStore):
         self.wrote = asyncio.Event()
 
     async def write_many(
-        self, records: Sequence[UsageRecord], replacing: Sequence[str] = ()
+        self, records: Sequence[UsageRecord], replacing: Sequence[str] = (), *, first: bool = False
     ) -> None:
-        await super().write_many(records, replacing)
+        await super().write_many(records, replacing, first=first)
         self.wrote.set()
 
 
@@ -300,6 +304,32 @@ async def _written(store: _Signalling, rows: int) -> None:
     while len(store.rows) < rows:
         store.wrote.clear()
         await store.wrote.wait()
+
+
+async def test_a_batch_never_handed_to_the_database_is_written_as_first() -> None:
+    """Rows written for the first time skip the check for copies of themselves (one DELETE
+    per request less); a batch that failed is retried one by one, none of them first."""
+    store = FakeStore()
+    ledger = Ledger(store, batch_size=10)
+    for n in range(4):
+        ledger.record(make_record(n))
+    await ledger.start()
+    await _settled(ledger)
+    assert store.firsts == [True]
+    store.poison = {"req-6"}
+    for n in range(5, 8):
+        ledger.record(make_record(n))
+    await _settled(ledger)
+    await ledger.stop()
+    assert store.firsts == [True, True, False, False, False]
+    assert [r.request_id for r in store.rows] == [
+        "req-0",
+        "req-1",
+        "req-2",
+        "req-3",
+        "req-5",
+        "req-7",
+    ]
 
 
 async def test_group_commit_gathers_rows_arriving_while_the_first_waits() -> None:

@@ -328,6 +328,17 @@ async def test_a_batch_written_again_after_an_unseen_commit_leaves_one_row_each(
     assert rows == [("req-1", 5), ("req-2", 7)]
 
 
+async def test_a_first_write_inserts_without_looking_for_its_rows(store: LedgerStore) -> None:
+    """``first`` says no row of the batch was handed to the database before: rows are
+    inserted as they are (a second write of the same batch with ``first`` would count them
+    twice, which is why the ledger says it only of a batch's first try)."""
+    batch = [make_record(1), make_record(2, completion_tokens=7)]
+    await store.write_many(batch, first=True)
+    await store.write_many(batch, first=True)
+    rows = sorted((r["request_id"], r["completion_tokens"]) for r in await raw_rows(store))
+    assert rows == [("req-1", 5), ("req-1", 5), ("req-2", 7), ("req-2", 7)]
+
+
 async def test_another_request_with_the_same_request_id_keeps_its_rows(
     store: LedgerStore,
 ) -> None:
