@@ -83,7 +83,7 @@ class ResponseCodec:
         return frames(self._final)
 
     def render(self, answer: Answer) -> dict[str, Any]:
-        return self.run.snapshot()
+        return self.run.ended or self.run.snapshot()
 
     async def complete(self, answer: Answer, exchange: Exchange) -> None:
         """The answer is whole: finish the object, store it before the client can ask."""
@@ -101,7 +101,7 @@ class ResponseCodec:
             await self.door.save(self._record(), self.prepared)
 
     def _record(self) -> StoredResponse:
-        return self.door.record(self.prepared, self.run.snapshot(), self.key)
+        return self.door.record(self.prepared, self.run.ended or self.run.snapshot(), self.key)
 
 
 class BackgroundStart:

@@ -70,6 +70,7 @@ class ResponseRun:
         "_namespaces",
         "_seen_calls",
         "_skip",
+        "ended",
         "obj",
         "seq",
     )
@@ -90,6 +91,9 @@ class ResponseRun:
         self._seen_calls = 0  # calls the engine has started
         # Restored runs: how much of the engine's text / each call's arguments to skip.
         self._skip: list[int] = [0]
+        #: The object as the terminal event sent it (finish or fail): the one to answer and
+        #: store, not copied again (nothing changes a run once it has ended).
+        self.ended: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ building blocks
 
@@ -167,7 +171,8 @@ class ResponseRun:
             self.obj["status"] = "completed"
             self.obj["completed_at"] = int(time.time())
             kind = "response.completed"
-        events.append(self._event(kind, response=self.snapshot()))
+        self.ended = self.snapshot()
+        events.append(self._event(kind, response=self.ended))
         return events
 
     def fail(
@@ -178,10 +183,12 @@ class ResponseRun:
         self.obj["status"] = "failed"
         self.obj["error"] = error_object(error)
         self.obj["usage"] = usage(prompt_tokens, completion_tokens)
-        events.append(self._event("response.failed", response=self.snapshot()))
+        self.ended = self.snapshot()
+        events.append(self._event("response.failed", response=self.ended))
         return events
 
     def cancel(self) -> None:
+        self.ended = None
         self._close_all(status="incomplete")
         self.obj.pop("_reason", None)
         self.obj["status"] = "cancelled"

@@ -168,3 +168,19 @@ def test_a_custom_call_is_a_custom_tool_call_item_with_its_input_whole() -> None
     _all_valid(sent + more)
     assert [e["type"] for e in more].count("response.output_item.added") == 0
     assert again.snapshot()["output"][0]["input"] == "x"
+
+
+def test_the_ended_object_is_the_terminal_events_and_copied_once() -> None:
+    """What a finished run answers and stores is the object its terminal event carries (one
+    copy of it, not one per use), and it no longer follows the run."""
+    run = _run()
+    assert run.ended is None
+    run.feed(TextDelta(0, "Hello"))
+    run.feed(ChoiceEnd(0, "stop"))
+    events = run.finish(3, 1)
+    assert run.ended is events[-1]["response"]
+    assert run.ended == run.snapshot() and run.ended is not run.obj
+    check("Response", run.ended)
+    failed = _run()
+    events = failed.fail(UpstreamError("boom"), 3, 0)
+    assert failed.ended is events[-1]["response"] and failed.ended["status"] == "failed"
