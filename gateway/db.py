@@ -53,6 +53,10 @@ class Tx(Protocol):
     async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
 
 
+#: Statements of one write, each with its rows of parameters (one statement may have one row).
+Statements = Sequence[tuple[str, Sequence[Sequence[Any]]]]
+
+
 class Database(Protocol):
     dialect: str
 
@@ -63,6 +67,12 @@ class Database(Protocol):
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
 
     async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+    async def write(self, statements: Statements) -> None:
+        """Run ``statements`` (each over its rows) in one transaction: all or nothing. On
+        SQLite one trip to the connection's thread, where a transaction of statements one by
+        one takes one per statement and two more."""
+        ...
 
     def transaction(self) -> contextlib.AbstractAsyncContextManager[Tx]: ...
 
@@ -169,7 +179,7 @@ class _Engine(Protocol):
     async def close(self) -> None: ...
     async def fetch(self, sql: str, params: Sequence[Any]) -> list[Row]: ...
     async def execute(self, sql: str, params: Sequence[Any]) -> int: ...
-    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+    async def write(self, statements: Statements) -> None: ...
     def transaction(self) -> contextlib.AbstractAsyncContextManager[Tx]: ...
 
 
@@ -212,7 +222,10 @@ class _Handle:
         return await self._ready().execute(sql, params)
 
     async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        await self._ready().execute_many(sql, rows)
+        await self._ready().write([(sql, rows)])
+
+    async def write(self, statements: Statements) -> None:
+        await self._ready().write(statements)
 
     def transaction(self) -> contextlib.AbstractAsyncContextManager[Tx]:
         return self._ready().transaction()
@@ -336,8 +349,24 @@ class SqliteEngine:
             return (await self._run(sql, params))[1]
 
     async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        async with self.transaction() as tx:
-            await tx.execute_many(sql, rows)
+        await self.write([(sql, rows)])
+
+    async def write(self, statements: Statements) -> None:
+        db = self._db
+        if db is None:
+            raise RuntimeError("the database is not open")
+        batch = [(sql, [tuple(r) for r in rows]) for sql, rows in statements if rows]
+        one_trip = getattr(db, "_execute", None)  # as in _run
+        if one_trip is None or not hasattr(db, "_conn"):
+            async with self.transaction() as tx:
+                for sql, rows in batch:
+                    await tx.execute_many(sql, rows)
+            return
+        async with _deadline(self.timeout, "write"), self._lock:
+            # Shielded: once in the connection's thread the transaction ends there, committed
+            # or rolled back, whatever becomes of the caller (a timeout); what comes next
+            # queues behind it in that thread.
+            await asyncio.shield(one_trip(_write_all, db._conn, batch))
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
@@ -350,6 +379,18 @@ class SqliteEngine:
                     await asyncio.shield(self._run("ROLLBACK", ()))
                 raise
             await self._run("COMMIT", ())
+
+
+def _write_all(conn: Any, statements: list[tuple[str, list[Row]]]) -> None:
+    """In the connection's thread: ``statements`` in one transaction, all or nothing."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for sql, rows in statements:
+            conn.executemany(sql, rows).close()
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def _statement(conn: Any, sql: str, params: tuple[Any, ...]) -> tuple[list[Row], int]:
@@ -461,8 +502,13 @@ class PostgresEngine:
             return _changed(await conn.execute(to_dollar(sql), *_clean(params)))
 
     async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        await self.write([(sql, rows)])
+
+    async def write(self, statements: Statements) -> None:
         async with self.transaction() as tx:
-            await tx.execute_many(sql, rows)
+            for sql, rows in statements:
+                if rows:
+                    await tx.execute_many(sql, rows)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:

@@ -158,21 +158,22 @@ class SqlLedgerStore:
         times = [self._time(r.time) for r in records]  # each formatted once, not per statement
         finals = [(r, t) for r, t in zip(records, times, strict=True) if r.outcome != IN_FLIGHT]
         replaced = set(replacing)
-        async with self.db.transaction() as tx:  # nothing of a refused batch stays half-written
-            if finals and not first:  # a batch retried after a commit it never saw: rows once
-                await tx.execute_many(
-                    same_request_sql(self.table), [(r.request_id, r.key_name, t) for r, t in finals]
-                )
-            await tx.execute_many(
+        statements: list[tuple[str, Sequence[Sequence[Any]]]] = []
+        if finals and not first:  # a batch retried after a commit it never saw: rows once
+            rows = [(r.request_id, r.key_name, t) for r, t in finals]
+            statements.append((same_request_sql(self.table), rows))
+        statements.append(
+            (
                 f"INSERT INTO {self.table} ({columns}) VALUES ({marks})",
                 [self._row(r, t) for r, t in zip(records, times, strict=True)],
             )
-            # After the inserts: an in-flight row retried in this very batch (its first write
-            # failed) goes too, not only one already in the table. Rows are a request's by its
-            # id and key together: a client's x-request-id may repeat, another key's row stays.
-            ending = [self._superseded(r, t) for r, t in finals if r.request_id in replaced]
-            if ending:
-                await tx.execute_many(superseded_sql(self.table), ending)
+        )
+        # After the inserts: an in-flight row retried in this very batch (its first write
+        # failed) goes too, not only one already in the table. Rows are a request's by its
+        # id and key together: a client's x-request-id may repeat, another key's row stays.
+        ending = [self._superseded(r, t) for r, t in finals if r.request_id in replaced]
+        statements.append((superseded_sql(self.table), ending))
+        await self.db.write(statements)  # one transaction: nothing of a refused batch stays
 
     async def mark_interrupted(self, before: datetime) -> int:
         return await self.db.execute(interrupted_sql(self.table), [self._time(before)])

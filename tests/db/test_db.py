@@ -234,3 +234,42 @@ async def test_a_sqlite_statement_is_one_trip_to_its_thread(
         assert await tx.fetch("SELECT n FROM t WHERE n > ? ORDER BY n", [1]) == [(2,), (3,)]
     assert len(trips) == 1 + 4  # the table; then BEGIN, INSERT, SELECT, COMMIT
     await database.close()
+
+
+async def test_a_write_is_all_its_statements_or_none(db: Database) -> None:
+    """``write`` runs several statements in one transaction: a refused row in the last one
+    leaves nothing of the first; an empty statement is skipped."""
+    table = db.table  # type: ignore[attr-defined]
+    insert = f"INSERT INTO {table} (n, text) VALUES (?, ?)"
+    await db.write([(insert, [[1, "a"], [2, "b"]]), (f"DELETE FROM {table} WHERE n = ?", [[1]])])
+    assert await db.fetch(f"SELECT n, text FROM {table}") == [(2, "b")]
+    with pytest.raises(Exception) as refused:
+        await db.write([(insert, [[3, "c"]]), (insert, []), (insert, [[2**70, "too big"]])])
+    assert refused_row(refused.value)
+    assert await db.fetch(f"SELECT n FROM {table} ORDER BY n") == [(2,)]
+
+
+async def test_a_sqlite_write_is_one_trip_to_its_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BEGIN, every statement and COMMIT in one hand-over (a ledger batch, a stored response),
+    where a transaction of statements takes one per statement and two more."""
+    database = Databases(timeout=5).get(f"sqlite:///{tmp_path}/trips.db")
+    await database.open()
+    await database.execute("CREATE TABLE t (n INTEGER)")
+    connection = database._engine._db  # type: ignore[attr-defined]
+    handed = connection._execute
+    trips: list[object] = []
+
+    async def counted(fn: object, *args: object) -> object:
+        trips.append(fn)
+        return await handed(fn, *args)
+
+    monkeypatch.setattr(connection, "_execute", counted)
+    insert = "INSERT INTO t VALUES (?)"
+    await database.write(
+        [(insert, [[1], [2]]), (insert, [[3]]), ("DELETE FROM t WHERE n = ?", [[2]])]
+    )
+    assert len(trips) == 1
+    assert await database.fetch("SELECT n FROM t ORDER BY n") == [(1,), (3,)]
+    await database.close()

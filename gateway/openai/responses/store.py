@@ -83,6 +83,12 @@ _ADDED = (
 )
 
 
+_ITEMS_INSERT = (
+    "INSERT INTO {t}_items (item_id, response_id, key_id, key_name, position, role, data) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
@@ -182,22 +188,29 @@ class ResponseStore:
         return size
 
     async def _write_puts(self, batch: Sequence[_Put]) -> None:
-        async with self._tx() as tx:
-            await tx.execute_many(
+        statements: list[tuple[str, Sequence[Sequence[Any]]]] = [
+            (
                 f"INSERT INTO {self.t} ({_COLUMNS}, history, bytes, body_bytes) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '[]', ?, ?)",
                 [[*_row(p.record, p.body, p.request), p.size, len(p.body)] for p in batch],
-            )
-            await self._insert_items(tx, [row for p in batch for row in p.items])
-            for put in batch:
-                if put.chain:
-                    marks = ", ".join("?" for _ in put.chain)
-                    expires = put.record.expires_at
-                    await tx.execute(
+            ),
+            (_ITEMS_INSERT.format(t=self.t), [row for p in batch for row in p.items]),
+        ]
+        for put in batch:
+            if put.chain:
+                marks = ", ".join("?" for _ in put.chain)
+                expires = put.record.expires_at
+                statements.append(
+                    (
                         f"UPDATE {self.t} SET expires_at = ? WHERE id IN ({marks}) "
                         "AND expires_at < ?",
-                        [expires, *put.chain, expires],
+                        [[expires, *put.chain, expires]],
                     )
+                )
+        try:
+            await self.db.write(statements)  # one transaction (one trip on SQLite)
+        except DatabaseUnavailable:
+            raise StoreUnavailable() from None
 
     def _item_rows(
         self, record: StoredResponse, items: Sequence[dict[str, Any]], role: str
@@ -209,12 +222,7 @@ class ResponseStore:
 
     async def _insert_items(self, tx: Tx, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
-            await tx.execute_many(
-                f"INSERT INTO {self.t}_items "
-                "(item_id, response_id, key_id, key_name, position, role, data) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+            await tx.execute_many(_ITEMS_INSERT.format(t=self.t), rows)
 
     async def submitted(self, record: StoredResponse) -> bool:
         """Its job ids are durable: ``submitting`` -> ``queued``, in one statement."""
