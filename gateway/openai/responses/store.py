@@ -151,7 +151,10 @@ class ResponseStore:
         for sql in (
             f"CREATE INDEX IF NOT EXISTS {t}_expires ON {t} (expires_at)",
             f"CREATE INDEX IF NOT EXISTS {t}_active ON {t} (status, lease_until)",
-            f"CREATE INDEX IF NOT EXISTS {t}_key ON {t} (key_id)",
+            # The quota's sum reads this index alone, not every stored row of the key with its
+            # body (it replaces the one on key_id, which older gateways made).
+            f"CREATE INDEX IF NOT EXISTS {t}_key_bytes ON {t} (key_id, expires_at, bytes)",
+            f"DROP INDEX IF EXISTS {t}_key",
             f"CREATE INDEX IF NOT EXISTS {t}_items_response ON {t}_items (response_id, position)",
             f"CREATE INDEX IF NOT EXISTS {t}_items_item2 ON {t}_items (item_id, key_id)",
         ):

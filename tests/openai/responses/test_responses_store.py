@@ -143,6 +143,29 @@ async def test_stored_bytes_count_everything_stored_once(store: ResponseStore) -
     assert await store.stored_bytes("alice", time.time()) == 0
 
 
+async def test_the_quota_sum_reads_an_index_not_the_stored_rows(tmp_path: Path) -> None:
+    """A key's stored bytes are summed from an index that holds them: the sum does not read
+    each stored response (its body) as the key's responses grow; an older gateway's index on
+    the key alone is replaced."""
+    older = ResponseStore(f"sqlite:///{tmp_path}/q.db", "q")
+    await older.open()
+    await older.db.execute("CREATE INDEX q_key ON q (key_id)")  # as an older gateway left it
+    await older.close()
+    store = ResponseStore(f"sqlite:///{tmp_path}/q.db", "q")
+    await store.open()
+    try:
+        plan = await store.db.fetch(
+            "EXPLAIN QUERY PLAN SELECT COALESCE(SUM(bytes), 0) FROM q "
+            "WHERE key_id = ? AND expires_at >= ?",
+            ["alice", 0.0],
+        )
+        assert any("COVERING INDEX q_key_bytes" in str(row[-1]) for row in plan), plan
+        names = {r[0] for r in await store.db.fetch("SELECT name FROM sqlite_master")}
+        assert "q_key" not in names and "q_key_bytes" in names
+    finally:
+        await store.close()
+
+
 async def test_the_quota_check_asks_the_database_only_when_it_matters(
     store: ResponseStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
