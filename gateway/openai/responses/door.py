@@ -27,6 +27,7 @@ from gateway.openai.responses.store import (
     StoredResponse,
     StoreUnavailable,
     dumps,
+    stored_len,
 )
 from gateway.openai.responses.translate import Translated, input_items, references, translate
 from gateway.openai.responses.wire import CreateResponse
@@ -45,6 +46,7 @@ class Prepared:
     history: list[dict[str, Any]]  # the previous chain's items (read, never stored again)
     inputs: list[dict[str, Any]]  # this input, references resolved, as stored
     chain: list[str] = field(default_factory=list)  # the ids that history comes from
+    stored_request: dict[str, Any] | None = None  # the request as stored, made once (_request)
 
 
 class ResponsesDoor:
@@ -143,9 +145,9 @@ class ResponsesDoor:
         Refused before anything runs: 400 for one too-large item or response, and 400
         ``storage_quota_exceeded`` for a key whose stored responses are at its cap."""
         caps = self.caps
-        size = len(dumps(_request(prepared)))
+        size = stored_len(dumps(_request(prepared)))
         for i, item in enumerate(prepared.inputs):
-            length = len(dumps(item))
+            length = stored_len(dumps(item))
             if length > caps.max_item_bytes:
                 raise BadRequest(
                     f"Input item {i} is {length} bytes stored; at most {caps.max_item_bytes} "
@@ -281,8 +283,11 @@ def _resolve(item: Any, resolved: dict[str, dict[str, Any]]) -> Any:
 
 
 def _request(prepared: Prepared) -> dict[str, Any]:
-    """The request as stored, to plan it again: its input lives in the items, once."""
-    data = prepared.request.model_dump(exclude_none=True)
-    data.pop("input", None)
-    data.pop("previous_response_id", None)  # the row's previous_id
-    return data
+    """The request as stored, to plan it again: its input lives in the items, once. Made
+    once per request (counted before it runs, stored when it ends)."""
+    if prepared.stored_request is None:
+        data = prepared.request.model_dump(exclude_none=True)
+        data.pop("input", None)
+        data.pop("previous_response_id", None)  # the row's previous_id
+        prepared.stored_request = data
+    return prepared.stored_request

@@ -28,6 +28,7 @@ from typing import Any
 
 from gateway.db import Database, Databases, DatabaseUnavailable, Tx, add_columns, check_url
 from gateway.errors import ServiceUnavailable
+from gateway.http.sse import dumps as json_bytes
 from gateway.openai.responses.commits import GroupCommit
 from gateway.openai.responses.quota import KeyUsage
 
@@ -90,7 +91,14 @@ _ITEMS_INSERT = (
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    """Compact JSON text as stored, by the encoder every answer uses (orjson: a tenth of the
+    standard library's time for a response object)."""
+    return json_bytes(value).decode()
+
+
+def stored_len(text: str) -> int:
+    """The bytes ``text`` takes stored (UTF-8): what the caps and quotas count."""
+    return len(text) if text.isascii() else len(text.encode())
 
 
 def stored_body(body: dict[str, Any], final: bool) -> str:
@@ -185,7 +193,7 @@ class ResponseStore:
         items = self._item_rows(record, inputs, "input")
         if final:
             items += self._item_rows(record, record.body.get("output") or [], "output")
-        size = len(body) + len(request) + sum(len(row[-1]) for row in items)
+        size = stored_len(body) + stored_len(request) + sum(stored_len(row[-1]) for row in items)
         await self._puts.submit(_Put(record, body, request, items, tuple(chain), size))
         self._usage.stored(record.key_id, size)
         return size
@@ -195,7 +203,7 @@ class ResponseStore:
             (
                 f"INSERT INTO {self.t} ({_COLUMNS}, history, bytes, body_bytes) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '[]', ?, ?)",
-                [[*_row(p.record, p.body, p.request), p.size, len(p.body)] for p in batch],
+                [[*_row(p.record, p.body, p.request), p.size, stored_len(p.body)] for p in batch],
             ),
             (_ITEMS_INSERT.format(t=self.t), [row for p in batch for row in p.items]),
         ]
@@ -253,7 +261,7 @@ class ResponseStore:
             self._item_rows(record, record.body.get("output") or [], "output") if final else []
         )
         rows = [(record.id, e["sequence_number"], dumps(e)) for e in events]
-        rewritten = len(body) + sum(len(r[-1]) for r in outputs)
+        rewritten = stored_len(body) + sum(stored_len(r[-1]) for r in outputs)
         self._usage.changed(record.key_id)  # its bytes change here: the next check reads them
         async with self._tx() as tx:
             changed = await tx.execute(
@@ -279,7 +287,7 @@ class ResponseStore:
                 )
                 await tx.execute(
                     f"UPDATE {t} SET bytes = bytes + ? WHERE id = ?",
-                    [sum(len(r[-1]) for r in rows), record.id],
+                    [sum(stored_len(r[-1]) for r in rows), record.id],
                 )
             if changed and outputs:
                 await self._insert_items(tx, outputs)
@@ -293,7 +301,7 @@ class ResponseStore:
                 f"UPDATE {self.t} SET status = 'cancelled', body = ?, lease_until = 0, "
                 "bytes = bytes - body_bytes + ?, body_bytes = ? "
                 f"WHERE id = ? AND key_id = ? AND status IN {_ACTIVE_SQL}",
-                [data, len(data), len(data), response_id, key_id],
+                [data, stored_len(data), stored_len(data), response_id, key_id],
             )
         return changed > 0
 

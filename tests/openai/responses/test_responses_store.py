@@ -143,6 +143,17 @@ async def test_stored_bytes_count_everything_stored_once(store: ResponseStore) -
     assert await store.stored_bytes("alice", time.time()) == 0
 
 
+async def test_text_is_stored_as_utf8_and_counted_in_bytes(store: ResponseStore) -> None:
+    """Non-ASCII text is stored as it is (not as ``\\u`` escapes, six bytes a character) and
+    counted by the bytes it takes: a two-byte character counts two, not one."""
+    item = {"id": "m_1", "type": "message", "role": "user", "content": "\u00e9" * 1000}
+    record = _record("r_utf8", body={"id": "r_utf8", "status": "completed", "output": []})
+    stored = await store.put(record, [item])
+    assert 2000 < stored < 2600, stored
+    assert (await store.items("r_utf8", role="input"))[0]["content"] == "\u00e9" * 1000
+    assert await store.stored_bytes("alice", time.time()) == stored
+
+
 async def test_the_quota_sum_reads_an_index_not_the_stored_rows(tmp_path: Path) -> None:
     """A key's stored bytes are summed from an index that holds them: the sum does not read
     each stored response (its body) as the key's responses grow; an older gateway's index on
