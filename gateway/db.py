@@ -387,10 +387,11 @@ def _write_all(conn: Any, statements: list[tuple[str, list[Row]]]) -> None:
     try:
         for sql, rows in statements:
             conn.executemany(sql, rows).close()
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # a COMMIT that failed (busy) leaves it open too
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
 
 
 def _statement(conn: Any, sql: str, params: tuple[Any, ...]) -> tuple[list[Row], int]:
