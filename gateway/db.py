@@ -2,7 +2,8 @@
 
 The ledger, the key store and the Responses store all speak to their database through it.
 Statements are written once with ``?`` placeholders and portable types; this module runs them
-on either engine. What it guarantees to every caller:
+on either engine (SQLite's here, PostgreSQL's in :mod:`gateway.db_postgres`, what both share in
+:mod:`gateway.db_base`). What it guarantees to every caller:
 
 - **One pool per URL.** :class:`Databases` hands out a :class:`Database` handle per user; the
   handles of one URL share one engine (one SQLite connection, one asyncpg pool), which closes
@@ -24,37 +25,41 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-Row = tuple[Any, ...]
+from gateway.db_base import (
+    DEFAULT_TIMEOUT,
+    DatabaseUnavailable,
+    Row,
+    Statements,
+    Tx,
+    clean_text,
+    deadline,
+    sanitise,
+)
+from gateway.db_postgres import PostgresEngine
 
-#: Seconds any one operation (acquire included) may take before it is given up.
-DEFAULT_TIMEOUT = 10.0
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "Database",
+    "DatabaseUnavailable",
+    "Databases",
+    "Row",
+    "Tx",
+    "add_columns",
+    "check_url",
+    "clean_text",
+    "database_for",
+    "is_postgres_url",
+    "refused_row",
+    "sanitise",
+    "sqlite_path",
+]
+
 #: Connections in one PostgreSQL pool, shared by every user of its URL.
 DEFAULT_POOL_SIZE = 10
-
-
-class DatabaseUnavailable(Exception):
-    """The database did not answer in time, or the connection to it failed."""
-
-
-class Tx(Protocol):
-    """Statements inside one transaction."""
-
-    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
-
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """Run a statement; how many rows it changed."""
-        ...
-
-    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
-
-
-#: Statements of one write, each with its rows of parameters (one statement may have one row).
-Statements = Sequence[tuple[str, Sequence[Sequence[Any]]]]
 
 
 class Database(Protocol):
@@ -150,27 +155,6 @@ def database_for(url: str, *, timeout: float = DEFAULT_TIMEOUT) -> Database:
     return Databases(timeout=timeout).get(url)
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def clean_text(text: str) -> str:
-    """``text`` as every database stores it: no NUL (PostgreSQL text refuses it) and no lone
-    surrogate (UTF-8 cannot encode one, so no driver can send it); both become U+FFFD."""
-    if "\x00" in text:
-        text = text.replace("\x00", "\ufffd")
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            text = _SURROGATE.sub("\ufffd", text)
-    return text
-
-
-def sanitise(value: Any) -> Any:
-    """A parameter PostgreSQL's text accepts (see :func:`clean_text`)."""
-    return clean_text(value) if isinstance(value, str) else value
-
-
 class _Engine(Protocol):
     dialect: str
     users: int
@@ -231,22 +215,6 @@ class _Handle:
         return self._ready().transaction()
 
 
-@contextlib.asynccontextmanager
-async def _deadline(seconds: float, what: str) -> AsyncIterator[None]:
-    """``seconds`` for the block, then :class:`DatabaseUnavailable`; lost connections too."""
-    try:
-        async with asyncio.timeout(seconds):
-            yield
-    except TimeoutError:
-        raise DatabaseUnavailable(f"the database did not answer within {seconds:g} s") from None
-    except OSError as exc:
-        raise DatabaseUnavailable(f"the database is unreachable ({what}): {exc}") from exc
-    except Exception as exc:
-        if _lost_connection(exc):
-            raise DatabaseUnavailable(f"the database connection failed ({what}): {exc}") from exc
-        raise
-
-
 def refused_row(exc: BaseException) -> bool:
     """The database refused a statement's values (a bad value, a constraint), not the
     connection: the same row would be refused again, while other rows can still be written."""
@@ -267,20 +235,6 @@ def refused_row(exc: BaseException) -> bool:
     except ImportError:  # pragma: no cover - a dependency
         return False
     return isinstance(exc, asyncpg.DataError | asyncpg.IntegrityConstraintViolationError)
-
-
-def _lost_connection(exc: Exception) -> bool:
-    try:
-        import asyncpg
-    except ImportError:  # pragma: no cover - a dependency
-        return False
-    return isinstance(
-        exc,
-        asyncpg.PostgresConnectionError
-        | asyncpg.InterfaceError
-        | asyncpg.CannotConnectNowError
-        | asyncpg.exceptions.ConnectionDoesNotExistError,
-    )
 
 
 # --------------------------------------------------------------------------------- SQLite
@@ -306,7 +260,7 @@ class SqliteEngine:
                 return
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            async with _deadline(self.timeout, "open"):
+            async with deadline(self.timeout, "open"):
                 db = await aiosqlite.connect(self.path, isolation_level=None)
                 try:
                     # Another process's lock is waited for half the timeout: SQLite gives up
@@ -341,11 +295,11 @@ class SqliteEngine:
             return rows, int(cursor.rowcount)
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        async with _deadline(self.timeout, "fetch"), self._lock:
+        async with deadline(self.timeout, "fetch"), self._lock:
             return (await self._run(sql, params))[0]
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        async with _deadline(self.timeout, "execute"), self._lock:
+        async with deadline(self.timeout, "execute"), self._lock:
             return (await self._run(sql, params))[1]
 
     async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -362,7 +316,7 @@ class SqliteEngine:
                 for sql, rows in batch:
                     await tx.execute_many(sql, rows)
             return
-        async with _deadline(self.timeout, "write"), self._lock:
+        async with deadline(self.timeout, "write"), self._lock:
             # Shielded: once in the connection's thread the transaction ends there, committed
             # or rolled back, whatever becomes of the caller (a timeout); what comes next
             # queues behind it in that thread.
@@ -370,7 +324,7 @@ class SqliteEngine:
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
-        async with _deadline(self.timeout, "transaction"), self._lock:
+        async with deadline(self.timeout, "transaction"), self._lock:
             await self._run("BEGIN IMMEDIATE", ())
             try:
                 yield _SqliteTx(self)
@@ -417,144 +371,3 @@ class _SqliteTx:
         if self._engine._db is None:
             raise RuntimeError("the database is not open")
         await self._engine._db.executemany(sql, [tuple(r) for r in rows])
-
-
-# ----------------------------------------------------------------------------- PostgreSQL
-
-_MARK = re.compile(r"\?")
-
-
-def to_dollar(sql: str) -> str:
-    """``?`` placeholders as asyncpg's ``$1, $2, ...`` (no statement here has a literal ``?``)."""
-    counter = iter(range(1, 100_000))
-    return _MARK.sub(lambda _: f"${next(counter)}", sql)
-
-
-def _clean(params: Sequence[Any]) -> list[Any]:
-    return [sanitise(p) for p in params]
-
-
-def _changed(status: str) -> int:
-    """Rows changed, from asyncpg's status line (``UPDATE 3``, ``INSERT 0 1``)."""
-    last = status.rsplit(" ", 1)[-1]
-    return int(last) if last.isdigit() else 0
-
-
-class PostgresEngine:
-    """An asyncpg pool with an acquire timeout and a command timeout."""
-
-    dialect = "postgresql"
-
-    def __init__(self, url: str, timeout: float = DEFAULT_TIMEOUT, pool_size: int = 4) -> None:
-        self.url = url
-        self.timeout = timeout
-        self.pool_size = pool_size
-        self.users = 0
-        self._pool: Any = None
-        self._opening = asyncio.Lock()
-
-    async def open(self) -> None:
-        import asyncpg
-
-        async with self._opening:
-            if self._pool is None:
-                async with _deadline(self.timeout, "open"):
-                    self._pool = await asyncpg.create_pool(
-                        self.url,
-                        min_size=0,  # no floor to restore in the background, logging
-                        max_size=self.pool_size,
-                        command_timeout=self.timeout,
-                        timeout=self.timeout,
-                    )
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            try:
-                await asyncio.wait_for(pool.close(), self.timeout)
-            except (TimeoutError, Exception):
-                pool.terminate()
-
-    def _ready(self) -> Any:
-        if self._pool is None:
-            raise RuntimeError("the database is not open")
-        return self._pool
-
-    @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[Any]:
-        """A pooled connection; one that timed out is closed, not handed to the next user
-        (a stalled connection would otherwise hold up whoever gets it, and its release)."""
-        pool = self._ready()
-        conn = await pool.acquire(timeout=self.timeout)
-        try:
-            yield conn
-        except (TimeoutError, asyncio.CancelledError):
-            conn.terminate()
-            raise
-        finally:
-            await pool.release(conn, timeout=self.timeout)
-
-    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        async with _deadline(self.timeout, "fetch"), self._connection() as conn:
-            return [tuple(r) for r in await conn.fetch(to_dollar(sql), *_clean(params))]
-
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        async with _deadline(self.timeout, "execute"), self._connection() as conn:
-            return _changed(await conn.execute(to_dollar(sql), *_clean(params)))
-
-    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        await self.write([(sql, rows)])
-
-    async def write(self, statements: Statements) -> None:
-        async with self.transaction() as tx:
-            for sql, rows in statements:
-                if rows:
-                    await tx.execute_many(sql, rows)
-
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Tx]:
-        async with _deadline(self.timeout, "transaction"), self._connection() as conn:
-            tx = conn.transaction()
-            await tx.start()
-            try:
-                yield _PostgresTx(conn)
-            except (TimeoutError, asyncio.CancelledError):
-                raise  # the connection is closed: the server rolls the transaction back
-            except BaseException:
-                await asyncio.wait_for(tx.rollback(), self.timeout)
-                raise
-            await tx.commit()
-
-
-class _PostgresTx:
-    def __init__(self, conn: Any) -> None:
-        self._conn = conn
-
-    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        return [tuple(r) for r in await self._conn.fetch(to_dollar(sql), *_clean(params))]
-
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return _changed(await self._conn.execute(to_dollar(sql), *_clean(params)))
-
-    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        await self._conn.executemany(to_dollar(sql), [_clean(r) for r in rows])
-
-
-async def listen(
-    url: str, channel: str, on_notify: Callable[[], None], *, connect_timeout: float = 5.0
-) -> None:
-    """Call ``on_notify`` for every PostgreSQL NOTIFY on ``channel``; return when the connection
-    is lost (the caller reconnects). LISTEN needs a connection of its own, outside the pool."""
-    import asyncpg
-
-    conn = None
-    try:
-        conn = await asyncpg.connect(url, timeout=connect_timeout)
-        lost = asyncio.Event()
-        conn.add_termination_listener(lambda *_: lost.set())
-        await conn.add_listener(channel, lambda *_: on_notify())
-        await lost.wait()
-    finally:
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.close(timeout=1.0)

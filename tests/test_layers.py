@@ -54,6 +54,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("gateway.ops",),  # metrics, logs, traces, shutdown, the live view's records
     ("gateway.upstream",),  # the jobs API: client, poller, batcher, slots
     ("gateway.auth",),
+    ("gateway.db_base",),  # what the engines share: transactions, timeouts, clean text
+    ("gateway.db_postgres",),  # the PostgreSQL engine
     ("gateway.db",),  # one database layer (issue 22 item 6, engineer "storage")
     ("gateway.ledger",),
     ("gateway.limits",),

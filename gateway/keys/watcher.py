@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from gateway.db import listen
+from gateway.db_postgres import listen
 from gateway.keys.registry import KeyRegistry
 from gateway.keys.store import KeyStore
 

@@ -21,14 +21,9 @@ from gateway.http.bodies import validate
 from gateway.keys.digests import owner
 from gateway.openai.responses.background import Background
 from gateway.openai.responses.render import response_object, stored_items
+from gateway.openai.responses.rows import dumps, stored_len
 from gateway.openai.responses.run import TERMINAL, ResponseRun
-from gateway.openai.responses.store import (
-    ResponseStore,
-    StoredResponse,
-    StoreUnavailable,
-    dumps,
-    stored_len,
-)
+from gateway.openai.responses.store import ResponseStore, StoredResponse, StoreUnavailable
 from gateway.openai.responses.translate import Translated, input_items, references, translate
 from gateway.openai.responses.wire import CreateResponse
 

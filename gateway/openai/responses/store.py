@@ -23,14 +23,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.db import Database, Databases, DatabaseUnavailable, Tx, add_columns, check_url
 from gateway.errors import ServiceUnavailable
-from gateway.http.sse import dumps as json_bytes
 from gateway.openai.responses.commits import GroupCommit
 from gateway.openai.responses.quota import KeyUsage
+from gateway.openai.responses.rows import (
+    COLUMNS,
+    ITEMS_INSERT,
+    StoredResponse,
+    dumps,
+    from_row,
+    stored_body,
+    stored_len,
+    to_row,
+)
 
 ACTIVE = ("submitting", "queued", "in_progress")
 _ACTIVE_SQL = "('submitting', 'queued', 'in_progress')"
@@ -48,31 +57,6 @@ class StoreUnavailable(ServiceUnavailable):
         )
 
 
-@dataclass(slots=True)
-class StoredResponse:
-    id: str
-    key_id: str
-    key_name: str
-    created_at: float
-    expires_at: float
-    status: str
-    background: bool
-    body: dict[str, Any]
-    request: dict[str, Any] = field(default_factory=dict)
-    previous_id: str | None = None
-    job_ids: list[str] = field(default_factory=list)
-    seq: int = 0
-    owner: str | None = None
-    lease_until: float = 0.0
-    #: The request id of the call that created it: a run resumed elsewhere is recorded (and
-    #: charged in the ledger) under it, so that its final row replaces the first one's.
-    request_id: str | None = None
-
-
-_COLUMNS = (
-    "id, key_id, key_name, created_at, expires_at, status, background, body, request, "
-    "previous_id, job_ids, seq, owner, lease_until, request_id"
-)
 #: Columns a table made by an older gateway lacks.
 _ADDED = (
     ("", "key_id", "TEXT"),
@@ -82,28 +66,6 @@ _ADDED = (
     ("", "request_id", "TEXT"),
     ("_items", "key_id", "TEXT"),
 )
-
-
-_ITEMS_INSERT = (
-    "INSERT INTO {t}_items (item_id, response_id, key_id, key_name, position, role, data) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-
-
-def dumps(value: Any) -> str:
-    """Compact JSON text as stored, by the encoder every answer uses (orjson: a tenth of the
-    standard library's time for a response object)."""
-    return json_bytes(value).decode()
-
-
-def stored_len(text: str) -> int:
-    """The bytes ``text`` takes stored (UTF-8): what the caps and quotas count."""
-    return len(text) if text.isascii() else len(text.encode())
-
-
-def stored_body(body: dict[str, Any], final: bool) -> str:
-    """A final object is stored without its output: that lives in T_items, once."""
-    return dumps({k: v for k, v in body.items() if k != "output"} if final else body)
 
 
 class ResponseStore:
@@ -201,11 +163,11 @@ class ResponseStore:
     async def _write_puts(self, batch: Sequence[_Put]) -> None:
         statements: list[tuple[str, Sequence[Sequence[Any]]]] = [
             (
-                f"INSERT INTO {self.t} ({_COLUMNS}, history, bytes, body_bytes) "
+                f"INSERT INTO {self.t} ({COLUMNS}, history, bytes, body_bytes) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '[]', ?, ?)",
-                [[*_row(p.record, p.body, p.request), p.size, stored_len(p.body)] for p in batch],
+                [[*to_row(p.record, p.body, p.request), p.size, stored_len(p.body)] for p in batch],
             ),
-            (_ITEMS_INSERT.format(t=self.t), [row for p in batch for row in p.items]),
+            (ITEMS_INSERT.format(t=self.t), [row for p in batch for row in p.items]),
         ]
         for put in batch:
             if put.chain:
@@ -233,7 +195,7 @@ class ResponseStore:
 
     async def _insert_items(self, tx: Tx, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
-            await tx.execute_many(_ITEMS_INSERT.format(t=self.t), rows)
+            await tx.execute_many(ITEMS_INSERT.format(t=self.t), rows)
 
     async def submitted(self, record: StoredResponse) -> bool:
         """Its job ids are durable: ``submitting`` -> ``queued``, in one statement."""
@@ -336,13 +298,13 @@ class ResponseStore:
 
     async def get(self, response_id: str, key_id: str, now: float) -> StoredResponse | None:
         rows = await self._fetch(
-            f"SELECT {_COLUMNS} FROM {self.t} WHERE id = ? AND key_id = ? AND expires_at >= ? "
+            f"SELECT {COLUMNS} FROM {self.t} WHERE id = ? AND key_id = ? AND expires_at >= ? "
             "AND status <> 'deleted'",
             [response_id, key_id, now],
         )
         if not rows:
             return None
-        record = _record(rows[0])
+        record = from_row(rows[0])
         if "output" not in record.body:  # final: its output items are stored once, apart
             record.body["output"] = await self.items(record.id, role="output")
         return record
@@ -429,13 +391,13 @@ class ResponseStore:
     async def claim(self, owner: str, now: float, lease: float) -> list[StoredResponse]:
         """Background runs nobody follows (their lease ran out): now ``owner``'s."""
         rows = await self._fetch(
-            f"SELECT {_COLUMNS} FROM {self.t} WHERE background = 1 "
+            f"SELECT {COLUMNS} FROM {self.t} WHERE background = 1 "
             f"AND status IN {_ACTIVE_SQL} AND lease_until < ?",
             [now],
         )
         claimed = []
         for row in rows:
-            record = _record(row)
+            record = from_row(row)
             async with self._tx() as tx:
                 taken = await tx.execute(
                     f"UPDATE {self.t} SET owner = ?, lease_until = ? "
@@ -488,48 +450,6 @@ class _Guarded:
             return await self._cm.__aexit__(*exc)
         except DatabaseUnavailable:
             raise StoreUnavailable() from None
-
-
-def _row(record: StoredResponse, body: str, request: str) -> list[Any]:
-    return [
-        record.id,
-        record.key_id,
-        record.key_name,
-        record.created_at,
-        record.expires_at,
-        record.status,
-        int(record.background),
-        body,
-        request,
-        record.previous_id,
-        dumps(record.job_ids),
-        record.seq,
-        record.owner,
-        record.lease_until,
-        record.request_id,
-    ]
-
-
-def _record(row: Sequence[Any]) -> StoredResponse:
-    (rid, key_id, key, created, expires, status, background, body, request, previous, jobs, seq,
-     owner, lease, request_id) = row  # fmt: skip
-    return StoredResponse(
-        id=str(rid),
-        key_id=str(key_id),
-        key_name=str(key),
-        created_at=float(created),
-        expires_at=float(expires),
-        status=str(status),
-        background=bool(background),
-        body=json.loads(body),
-        request=json.loads(request),
-        previous_id=None if previous is None else str(previous),
-        job_ids=[str(j) for j in json.loads(jobs)],
-        seq=int(seq),
-        owner=None if owner is None else str(owner),
-        lease_until=float(lease),
-        request_id=None if request_id is None else str(request_id),
-    )
 
 
 __all__ = ["ResponseStore", "StoreUnavailable", "StoredResponse"]
