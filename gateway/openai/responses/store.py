@@ -21,6 +21,8 @@ never its name: another key's id, or a new key that reuses a name, finds nothing
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -82,6 +84,7 @@ class ResponseStore:
         self.t = table
         self.db: Database = (databases or Databases()).get(url)
         self._usage = KeyUsage()  # each key's stored bytes, between quota checks
+        self._reading: dict[str, asyncio.Future[int]] = {}  # key id -> its sum being read
         self._puts: GroupCommit[_Put] = GroupCommit(self._write_puts)
 
     async def open(self) -> None:
@@ -377,8 +380,30 @@ class ResponseStore:
         known = self._usage.answer(key_id, now, adding, cap)
         if known is not None:
             return known
-        used = await self.stored_bytes(key_id, now)
+        reading = self._reading.get(key_id)
+        if reading is not None:  # checks arriving during a read share it, not one read each
+            with contextlib.suppress(Exception):  # it failed: read alone, below
+                await asyncio.shield(reading)
+            known = self._usage.answer(key_id, now, adding, cap)
+            if known is not None:
+                return known
+        return await self._read_usage(key_id, now)
+
+    async def _read_usage(self, key_id: str, now: float) -> int:
+        """Read the key's sum and remember it; the checks that come meanwhile wait for it."""
+        reading: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._reading[key_id] = reading
+        try:
+            used = await self.stored_bytes(key_id, now)
+        except BaseException:
+            reading.set_exception(RuntimeError("the quota read failed"))  # they read alone
+            reading.exception()  # retrieved, whether or not anyone waits
+            raise
+        finally:
+            if self._reading.get(key_id) is reading:
+                del self._reading[key_id]
         self._usage.read(key_id, now, used)
+        reading.set_result(used)
         return used
 
     async def events(self, response_id: str, after: int) -> list[dict[str, Any]]:

@@ -207,6 +207,48 @@ async def test_the_quota_check_asks_the_database_only_when_it_matters(
     assert asked == ["alice"] * 3 + ["bob"]
 
 
+async def test_quota_checks_arriving_during_a_read_share_it(
+    store: ResponseStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fifty checks of one key with nothing remembered make one read of its sum, not fifty
+    queued one after another on the database (which held each request back in turn); a check
+    the shared figure would refuse still reads for itself, and a failed read fails only its
+    own check."""
+    await store.put(_record("s1"), [{"id": "in_1", "type": "message"}])
+    asked: list[str] = []
+    exact = store.stored_bytes
+
+    async def slow(key_id: str, now: float) -> int:
+        asked.append(key_id)
+        await asyncio.sleep(0.05)
+        return await exact(key_id, now)
+
+    monkeypatch.setattr(store, "stored_bytes", slow)
+    now = time.time()
+    used = await asyncio.gather(*(store.quota_used("alice", now, 10, 10**9) for _ in range(50)))
+    assert asked == ["alice"] and len(set(used)) == 1 and used[0] > 0
+    tight = used[0] + 5  # 10 more would pass it: refused only on a read of its own
+    assert await store.quota_used("alice", now, 10, tight) == used[0]
+    assert asked == ["alice", "alice"]
+
+    async def failing(key_id: str, now: float) -> int:
+        asked.append(key_id)
+        await asyncio.sleep(0.05)
+        if len(asked) == 3:
+            raise OSError("database away")
+        return await exact(key_id, now)
+
+    monkeypatch.setattr(store, "stored_bytes", failing)
+    later = now + 5
+    first = asyncio.ensure_future(store.quota_used("alice", later, 1, 10**9))
+    await asyncio.sleep(0.01)
+    second = asyncio.ensure_future(store.quota_used("alice", later, 1, 10**9))
+    with pytest.raises(OSError):
+        await first
+    assert await second == used[0]  # read alone after the shared read failed
+    assert asked == ["alice"] * 4
+
+
 async def test_puts_arriving_together_share_one_transaction(
     store: ResponseStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
