@@ -212,13 +212,8 @@ async def test_a_table_in_use_is_not_locked_to_add_columns_it_has() -> None:
         await starting.close()
 
 
-async def test_a_sqlite_statement_is_one_trip_to_its_thread(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Execute, fetch and close in the connection's thread: one hand-over per statement,
-    whose rows and changed-row count come back together."""
-    database = Databases(timeout=5).get(f"sqlite:///{tmp_path}/trips.db")
-    await database.open()
+def _counting_trips(database: Database, monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The functions handed to a SQLite connection's thread from now on, one per trip."""
     connection = database._engine._db  # type: ignore[attr-defined]
     handed = connection._execute
     trips: list[object] = []
@@ -228,6 +223,17 @@ async def test_a_sqlite_statement_is_one_trip_to_its_thread(
         return await handed(fn, *args)
 
     monkeypatch.setattr(connection, "_execute", counted)
+    return trips
+
+
+async def test_a_sqlite_statement_is_one_trip_to_its_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Execute, fetch and close in the connection's thread: one hand-over per statement,
+    whose rows and changed-row count come back together."""
+    database = Databases(timeout=5).get(f"sqlite:///{tmp_path}/trips.db")
+    await database.open()
+    trips = _counting_trips(database, monkeypatch)
     await database.execute("CREATE TABLE t (n INTEGER)")
     async with database.transaction() as tx:
         assert await tx.execute("INSERT INTO t VALUES (1), (2), (3)") == 3
@@ -257,15 +263,7 @@ async def test_a_sqlite_write_is_one_trip_to_its_thread(
     database = Databases(timeout=5).get(f"sqlite:///{tmp_path}/trips.db")
     await database.open()
     await database.execute("CREATE TABLE t (n INTEGER)")
-    connection = database._engine._db  # type: ignore[attr-defined]
-    handed = connection._execute
-    trips: list[object] = []
-
-    async def counted(fn: object, *args: object) -> object:
-        trips.append(fn)
-        return await handed(fn, *args)
-
-    monkeypatch.setattr(connection, "_execute", counted)
+    trips = _counting_trips(database, monkeypatch)
     insert = "INSERT INTO t VALUES (?)"
     await database.write(
         [(insert, [[1], [2]]), (insert, [[3]]), ("DELETE FROM t WHERE n = ?", [[2]])]
