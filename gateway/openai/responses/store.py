@@ -123,7 +123,11 @@ class ResponseStore:
             await add_columns(tx, self.db.dialect, t + suffix, [(name, declaration)])
         for sql in (
             f"CREATE INDEX IF NOT EXISTS {t}_expires ON {t} (expires_at)",
-            f"CREATE INDEX IF NOT EXISTS {t}_active ON {t} (status, lease_until)",
+            # Only runs still going are indexed for the claim (a finished response, most of
+            # them, adds no entry); it replaces the index on every row that older gateways made.
+            f"CREATE INDEX IF NOT EXISTS {t}_running ON {t} (lease_until) "
+            f"WHERE status IN {_ACTIVE_SQL}",
+            f"DROP INDEX IF EXISTS {t}_active",
             # The quota's sum reads this index alone, not every stored row of the key with its
             # body (it replaces the one on key_id, which older gateways made).
             f"CREATE INDEX IF NOT EXISTS {t}_key_bytes ON {t} (key_id, expires_at, bytes)",

@@ -177,6 +177,33 @@ async def test_the_quota_sum_reads_an_index_not_the_stored_rows(tmp_path: Path) 
         await store.close()
 
 
+async def test_only_runs_still_going_are_indexed_for_the_claim(tmp_path: Path) -> None:
+    """The claim of abandoned background runs reads an index of the runs still going; a
+    finished response (most of them) adds no entry to it. An older gateway's index of every
+    row by status is replaced."""
+    older = ResponseStore(f"sqlite:///{tmp_path}/c.db", "c")
+    await older.open()
+    await older.db.execute("CREATE INDEX c_active ON c (status, lease_until)")  # as it was
+    await older.close()
+    store = ResponseStore(f"sqlite:///{tmp_path}/c.db", "c")
+    await store.open()
+    try:
+        await store.put(_record("done"), [])
+        await store.put(_record("going", status="queued", background=True, lease_until=1.0), [])
+        plan = await store.db.fetch(
+            "EXPLAIN QUERY PLAN SELECT id FROM c WHERE background = 1 "
+            "AND status IN ('submitting', 'queued', 'in_progress') AND lease_until < ?",
+            [time.time()],
+        )
+        assert any("INDEX c_running" in str(row[-1]) for row in plan), plan
+        names = {r[0] for r in await store.db.fetch("SELECT name FROM sqlite_master")}
+        assert "c_active" not in names
+        claimed = await store.claim("me", time.time(), 30)
+        assert [r.id for r in claimed] == ["going"]
+    finally:
+        await store.close()
+
+
 async def test_the_quota_check_asks_the_database_only_when_it_matters(
     store: ResponseStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
