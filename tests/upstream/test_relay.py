@@ -99,7 +99,18 @@ async def test_one_process_polls_and_every_process_gets_its_jobs_whole(
     ticks = elapsed / INTERVAL
     assert engine.stats.status_requests <= ticks * 1.5 + 6, (engine.stats.status_requests, ticks)
     relays = [p.hub.poller(TOKEN, "alice").relay for p in processes]
-    assert sum(1 for r in relays if r is not None and r.leading) == 1
+    # One leads. A relay whose last tick failed (a Redis error, say, in a test worker starved
+    # by the rest of the suite) polls alone until its next tick answers, so the count is read
+    # once the ticks have had up to a second to settle. It read 3 once in a CI run, cause not
+    # found: each relay's (alone, led) is printed should it happen again.
+    leading: list[bool] = []
+    for _ in range(20):
+        leading = [r is not None and r.leading for r in relays]
+        if sum(leading) == 1:
+            break
+        await asyncio.sleep(INTERVAL)
+    states = [(r._alone, r._led) if r is not None else None for r in relays]
+    assert sum(leading) == 1, states
     # Every entry extended what its reader held: none overtook another, none was lost.
     assert sum(getattr(r, "gaps", 0) for r in relays) == 0
 
