@@ -59,7 +59,9 @@ class ResponseCodec:
         self.prepared = prepared
         self.plan = plan
         self.run = ResponseRun(
-            new_object(prepared, plan.model.name, "in_progress"), prepared.translated.namespaces
+            new_object(prepared, plan.model.name, "in_progress"),
+            prepared.translated.namespaces,
+            quiet=not plan.stream,  # answered whole: its events are never sent
         )
         self.key = key
         self._final: list[StreamEvent] = []
@@ -128,7 +130,8 @@ class BackgroundStart:
         self.record.status = "submitting"
         self.record.lease_until = time.time() + background.lease + background.submit_seconds
         store = await self.door.ready_store()
-        await store.put(self.record, self.prepared.inputs, chain=self.prepared.chain)
+        prepared = self.prepared
+        await store.put(self.record, prepared.inputs, chain=prepared.chain, dumped=prepared.dumped)
 
     async def start(self, run: Run, keepalive: float) -> Response:
         self.record.job_ids = list(run.exchange.job_ids)

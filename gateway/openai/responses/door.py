@@ -21,7 +21,7 @@ from gateway.http.bodies import validate
 from gateway.keys.digests import owner
 from gateway.openai.responses.background import Background
 from gateway.openai.responses.render import response_object, stored_items
-from gateway.openai.responses.rows import dumps, stored_len
+from gateway.openai.responses.rows import Dumped, dumps, stored_len
 from gateway.openai.responses.run import TERMINAL, ResponseRun
 from gateway.openai.responses.store import ResponseStore, StoredResponse, StoreUnavailable
 from gateway.openai.responses.translate import Translated, input_items, references, translate
@@ -42,6 +42,7 @@ class Prepared:
     inputs: list[dict[str, Any]]  # this input, references resolved, as stored
     chain: list[str] = field(default_factory=list)  # the ids that history comes from
     stored_request: dict[str, Any] | None = None  # the request as stored, made once (_request)
+    dumped: Dumped | None = None  # its text and the inputs', once counted (_check_size)
 
 
 class ResponsesDoor:
@@ -129,7 +130,8 @@ class ResponsesDoor:
         refs = [ref for ref in references(items) if storable_id(ref)]  # the others: not found
         resolved = await (await self.ready_store()).find_items(refs, owner(key)) if refs else {}
         translated = translate(request, history, items, resolved)
-        inputs = stored_items([_resolve(item, resolved) for item in items])
+        # Only a stored response keeps its input items (with ids given here).
+        inputs = stored_items([_resolve(i, resolved) for i in items]) if request.store else []
         prepared = Prepared(request, translated, history, inputs, chain)
         if request.store:
             await self._check_size(prepared, key)
@@ -140,9 +142,12 @@ class ResponsesDoor:
         Refused before anything runs: 400 for one too-large item or response, and 400
         ``storage_quota_exceeded`` for a key whose stored responses are at its cap."""
         caps = self.caps
-        size = stored_len(dumps(_request(prepared)))
-        for i, item in enumerate(prepared.inputs):
-            length = stored_len(dumps(item))
+        request = dumps(_request(prepared))
+        texts = [dumps(item) for item in prepared.inputs]
+        prepared.dumped = Dumped(request, texts)
+        size = stored_len(request)
+        for i, text in enumerate(texts):
+            length = stored_len(text)
             if length > caps.max_item_bytes:
                 raise BadRequest(
                     f"Input item {i} is {length} bytes stored; at most {caps.max_item_bytes} "
@@ -214,7 +219,8 @@ class ResponsesDoor:
     async def save(self, record: StoredResponse, prepared: Prepared) -> None:
         """Store a finished foreground response; a database failure loses only the copy."""
         try:
-            await (await self.ready_store()).put(record, prepared.inputs, chain=prepared.chain)
+            store = await self.ready_store()
+            await store.put(record, prepared.inputs, chain=prepared.chain, dumped=prepared.dumped)
         except GatewayError as exc:  # the database is away: the answer went out, the copy not
             logger.warning("could not store response %s: %s", record.id, exc)
         except Exception:

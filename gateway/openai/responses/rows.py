@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from gateway.http.sse import dumps as json_bytes
 
@@ -33,6 +33,14 @@ class StoredResponse:
     #: The request id of the call that created it: a run resumed elsewhere is recorded (and
     #: charged in the ledger) under it, so that its final row replaces the first one's.
     request_id: str | None = None
+
+
+class Dumped(NamedTuple):
+    """A request's stored text and its input items' (as :func:`dumps` makes them), made once:
+    counted against the caps before the run, written with it after."""
+
+    request: str
+    inputs: list[str]
 
 
 COLUMNS = (

@@ -68,6 +68,7 @@ class ResponseRun:
         "_ids",
         "_message",
         "_namespaces",
+        "_quiet",
         "_seen_calls",
         "_skip",
         "ended",
@@ -80,8 +81,13 @@ class ResponseRun:
         obj: dict[str, Any],
         namespaces: Mapping[str, str] | None = None,
         ids: list[str] | None = None,
+        *,
+        quiet: bool = False,
     ) -> None:
         self.obj = obj
+        #: Nobody reads the events (a response answered whole): they carry no copies, and the
+        #: ended object is ``obj`` itself.
+        self._quiet = quiet
         self.seq = 0
         self._ids = ids or []  # item ids to use before making new ones (replaying a stored run)
         self._namespaces = dict(namespaces or {})
@@ -122,6 +128,18 @@ class ResponseRun:
         """The object now, safe to store or send (a copy)."""
         copied: dict[str, Any] = _copy(self.obj)
         return copied
+
+    def _shown(self, value: dict[str, Any]) -> dict[str, Any]:
+        """``value`` as an event carries it: a copy, unless no event is read (quiet)."""
+        return value if self._quiet else _copy(value)
+
+    def _end(self) -> dict[str, Any]:
+        """The ended object: a copy, unless quiet (the run is read no more) and it holds no
+        private key."""
+        obj = self.obj
+        if self._quiet and not _private(obj) and not any(_private(i) for i in self.output):
+            return obj
+        return self.snapshot()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -171,7 +189,7 @@ class ResponseRun:
             self.obj["status"] = "completed"
             self.obj["completed_at"] = int(time.time())
             kind = "response.completed"
-        self.ended = self.snapshot()
+        self.ended = self._end()
         events.append(self._event(kind, response=self.ended))
         return events
 
@@ -183,7 +201,7 @@ class ResponseRun:
         self.obj["status"] = "failed"
         self.obj["error"] = error_object(error)
         self.obj["usage"] = usage(prompt_tokens, completion_tokens)
-        self.ended = self.snapshot()
+        self.ended = self._end()
         events.append(self._event("response.failed", response=self.ended))
         return events
 
@@ -216,7 +234,9 @@ class ResponseRun:
             index = len(self.output)
             self.output.append(message)
             events.append(
-                self._event("response.output_item.added", output_index=index, item=_copy(message))
+                self._event(
+                    "response.output_item.added", output_index=index, item=self._shown(message)
+                )
             )
             message["content"].append(_text_part())
             events.append(
@@ -263,7 +283,7 @@ class ResponseRun:
                     self._event(
                         "response.output_item.added",
                         output_index=len(self.output) - 1,
-                        item=_copy(item),
+                        item=self._shown(item),
                     )
                 )
         item = self._call_item[piece.index]
@@ -343,9 +363,9 @@ class ResponseRun:
                 item_id=message["id"],
                 output_index=index,
                 content_index=0,
-                part=_copy(part),
+                part=self._shown(part),
             ),
-            self._event("response.output_item.done", output_index=index, item=_copy(message)),
+            self._event("response.output_item.done", output_index=index, item=self._shown(message)),
         ]
 
     def _close_calls(self, status: str = "completed") -> list[StreamEvent]:
@@ -370,7 +390,7 @@ class ResponseRun:
                 )
             )
             events.append(
-                self._event("response.output_item.done", output_index=index, item=_copy(item))
+                self._event("response.output_item.done", output_index=index, item=self._shown(item))
             )
         return events
 
@@ -396,7 +416,7 @@ class ResponseRun:
             )
         )
         events.append(
-            self._event("response.output_item.done", output_index=index, item=_copy(item))
+            self._event("response.output_item.done", output_index=index, item=self._shown(item))
         )
         return events
 
@@ -468,10 +488,20 @@ def custom_names(tools: list[Any]) -> frozenset[str]:
     return frozenset(names)
 
 
+_CONTAINERS = (dict, list)
+
+
 def _copy(value: Any) -> Any:
-    """A deep copy of JSON data without the run's private ``_`` keys."""
-    if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items() if not k.startswith("_")}
-    if isinstance(value, list):
-        return [_copy(v) for v in value]
+    """A deep copy of JSON data without the run's private ``_`` keys (a scalar is not
+    passed down: most values are)."""
+    if type(value) is dict:
+        return {
+            k: _copy(v) if type(v) in _CONTAINERS else v for k, v in value.items() if k[:1] != "_"
+        }
+    if type(value) is list:
+        return [_copy(v) if type(v) in _CONTAINERS else v for v in value]
     return value
+
+
+def _private(value: dict[str, Any]) -> bool:
+    return any(k[:1] == "_" for k in value)

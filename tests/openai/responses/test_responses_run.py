@@ -184,3 +184,47 @@ def test_the_ended_object_is_the_terminal_events_and_copied_once() -> None:
     failed = _run()
     events = failed.fail(UpstreamError("boom"), 3, 0)
     assert failed.ended is events[-1]["response"] and failed.ended["status"] == "failed"
+
+
+def _same_but_ids(a: dict[str, Any], b: dict[str, Any]) -> None:
+    def bare(obj: dict[str, Any]) -> dict[str, Any]:
+        output = [{k: v for k, v in item.items() if k != "id"} for item in obj["output"]]
+        return {**obj, "id": None, "output": output, "created_at": 0, "completed_at": 0}
+
+    assert bare(a) == bare(b)
+
+
+def test_a_quiet_run_ends_with_the_same_object_and_copies_nothing() -> None:
+    """A response answered whole sends no events: its run builds them without copies, and
+    the object it ends with is its own (nothing reads the run after it ends)."""
+    events = [
+        TextDelta(0, "Let me look."),
+        ToolCallDelta(0, ToolCallChunk(0, "call_1", "get_weather", '{"city"')),
+        ToolCallDelta(0, ToolCallChunk(0, None, None, ': "Paris"}')),
+        ToolCallDelta(0, ToolCallChunk(1, "call_2", "apply_patch", '{"input": "*** x"}')),
+        ChoiceEnd(0, "tool_calls"),
+    ]
+    loud, quiet = _run(tools=[WEATHER, PATCH]), _run(tools=[WEATHER, PATCH])
+    quiet = ResponseRun(quiet.obj, quiet._namespaces, quiet=True)
+    for event in events:
+        loud.feed(event)
+        quiet.feed(event)
+    loud.finish(5, 7)
+    quiet.finish(5, 7)
+    assert quiet.ended is quiet.obj and loud.ended is not loud.obj
+    _same_but_ids(quiet.ended, loud.ended)
+    assert [i["type"] for i in quiet.ended["output"]] == [
+        "message",
+        "function_call",
+        "custom_tool_call",
+    ]
+    assert not any(k.startswith("_") for i in quiet.ended["output"] for k in i)
+    check("Response", quiet.ended)
+
+    # A key the run keeps for itself is never answered: then the ended object is a copy.
+    held = _run()
+    held = ResponseRun(held.obj, quiet=True)
+    held.feed(TextDelta(0, "Hi"))
+    held.obj["output"][0]["_note"] = 0  # any private key left on an item
+    held.finish(1, 1)
+    assert held.ended is not held.obj and "_note" not in held.ended["output"][0]

@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from gateway.openai.responses.rows import Dumped, dumps
 from gateway.openai.responses.store import ResponseStore, StoredResponse
 
 DATABASE_URL = os.environ.get("DATABASE_URL")
@@ -154,6 +155,18 @@ async def test_text_is_stored_as_utf8_and_counted_in_bytes(store: ResponseStore)
     assert await store.stored_bytes("alice", time.time()) == stored
 
 
+async def test_text_counted_before_the_run_is_the_text_stored(store: ResponseStore) -> None:
+    """The door counts the request and its inputs against the caps before the run, and hands
+    that text to the store: written as counted, not made again."""
+    item = {"id": "m_2", "type": "message", "role": "user", "content": "hello"}
+    record = _record("r_dumped", body={"id": "r_dumped", "status": "completed", "output": []})
+    counted = Dumped(dumps(record.request), ['{"id":"m_2","note":"as counted"}'])
+    stored = await store.put(record, [item], dumped=counted)
+    assert (await store.items("r_dumped", role="input")) == [{"id": "m_2", "note": "as counted"}]
+    alone = await store.put(_record("r_alone", body=record.body), [item])
+    assert stored - alone == len(counted.inputs[0]) - len(dumps(item))
+
+
 async def test_the_quota_sum_reads_an_index_not_the_stored_rows(tmp_path: Path) -> None:
     """A key's stored bytes are summed from an index that holds them: the sum does not read
     each stored response (its body) as the key's responses grow; an older gateway's index on
@@ -183,23 +196,47 @@ async def test_only_runs_still_going_are_indexed_for_the_claim(tmp_path: Path) -
     row by status is replaced."""
     older = ResponseStore(f"sqlite:///{tmp_path}/c.db", "c")
     await older.open()
-    await older.db.execute("CREATE INDEX c_active ON c (status, lease_until)")  # as it was
-    await older.close()
+    try:
+        await older.db.execute("CREATE INDEX c_active ON c (status, lease_until)")  # as it was
+        await older.db.execute(  # and as it was next, with an IN list
+            "CREATE INDEX c_running ON c (lease_until) "
+            "WHERE status IN ('submitting', 'queued', 'in_progress')"
+        )
+    finally:
+        await older.close()
     store = ResponseStore(f"sqlite:///{tmp_path}/c.db", "c")
     await store.open()
     try:
         await store.put(_record("done"), [])
         await store.put(_record("going", status="queued", background=True, lease_until=1.0), [])
         plan = await store.db.fetch(
-            "EXPLAIN QUERY PLAN SELECT id FROM c WHERE background = 1 "
-            "AND status IN ('submitting', 'queued', 'in_progress') AND lease_until < ?",
+            "EXPLAIN QUERY PLAN SELECT id FROM c WHERE background = 1 AND (status = "
+            "'submitting' OR status = 'queued' OR status = 'in_progress') AND lease_until < ?",
             [time.time()],
         )
-        assert any("INDEX c_running" in str(row[-1]) for row in plan), plan
+        assert any("INDEX c_going" in str(row[-1]) for row in plan), plan
         names = {r[0] for r in await store.db.fetch("SELECT name FROM sqlite_master")}
-        assert "c_active" not in names
+        assert "c_active" not in names and "c_running" not in names
         claimed = await store.claim("me", time.time(), 30)
         assert [r.id for r in claimed] == ["going"]
+    finally:
+        await store.close()
+
+
+async def test_storing_a_response_builds_no_temporary_table(tmp_path: Path) -> None:
+    """The partial index's condition is evaluated on every insert: written as an IN list,
+    SQLite built a temporary table for it each time (a fifth of a stored response's cost)."""
+    store = ResponseStore(f"sqlite:///{tmp_path}/e.db", "e")
+    await store.open()
+    try:
+        program = await store.db.fetch(
+            "EXPLAIN INSERT INTO e (id, key_name, created_at, expires_at, status, background, "
+            "body, history, request, job_ids, seq, lease_until) "
+            "VALUES ('r', 'k', 0, 0, 'completed', 0, '{}', '[]', '{}', '[]', 0, 0)"
+        )
+        opcodes = {str(row[1]) for row in program}
+        assert "IdxInsert" in opcodes  # the program was read (its index inserts are there)
+        assert "OpenEphemeral" not in opcodes
     finally:
         await store.close()
 
