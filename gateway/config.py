@@ -6,6 +6,7 @@ This module is the only reader of the environment. Everything else receives a fr
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -166,9 +167,11 @@ class KeySettings(_Frozen):
             raise ValueError("give exactly one of 'key' or 'key_sha256'")
         return self
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
-        """The sha256 hex digest the gateway compares presented keys against."""
+        """The sha256 hex digest the gateway compares presented keys against (worked out once:
+        every stored response asks for its key's owner; settings are copied with other fields
+        changed, never ``key``)."""
         if self.key_sha256 is not None:
             return self.key_sha256
         assert self.key is not None
