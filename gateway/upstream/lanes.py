@@ -125,6 +125,8 @@ class Lanes:
         return True
 
     def _merge_smallest(self) -> None:
+        if self.max_ids is not None and len(self._lane_of) > (len(self._lanes) - 1) * self.max_ids:
+            return  # one lane fewer could not hold every id: no merge (the usual case, busy)
         busy = [lane for lane in self._lanes if lane.ids]
         if len(busy) < 2:
             return
@@ -144,6 +146,10 @@ class Lanes:
         room = sum(max(0.0, self.url_budget * MERGE_FILL - other.length) for other in others)
         if lane.length > room:
             return False  # the usual answer, found without walking the ids
+        if self.max_ids is not None:  # the same by count: ids are short, so it binds first
+            most = int(self.max_ids * MERGE_FILL)
+            if len(lane) > sum(max(0, most - len(other)) for other in others):
+                return False
         # Place them greedily, as the merge itself will.
         lengths = {id(other): other.length for other in others}
         counts = {id(other): len(other) for other in others}
