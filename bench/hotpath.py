@@ -155,12 +155,44 @@ def idle_jobs(number: int) -> None:
         print(f"idle job per tick: {label:<20} {us:5.2f} us (JSON parsing included)")
 
 
+def lane_churn(number: int) -> None:
+    """A job ends and another starts, with 300, 600 and 1,000 in flight (status_max_ids 100):
+    what ``Lanes`` costs per pair (the merge check at each end included)."""
+    for live in (300, 600, 1000):
+        us = per_call_us(_churn(live), number)
+        print(f"lanes, a job ends and one starts: {live:>5} in flight {us:5.2f} us")
+
+
+def _churn(live: int) -> Callable[[], None]:
+    import itertools
+    import random
+
+    from gateway.upstream.lanes import Lanes
+
+    rng = random.Random(1)
+    lanes = Lanes(0.25, 8000, 100)
+    ids = [f"{i:036x}" for i in range(live)]
+    for job_id in ids:
+        lanes.place(job_id, 0.0)
+    serial = itertools.count(live)
+
+    def pair() -> None:
+        old = ids.pop(rng.randrange(len(ids)))
+        lanes.remove(old)
+        new = f"{next(serial):036x}"
+        lanes.place(new, 0.0)
+        ids.append(new)
+
+    return pair
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--number", type=int, default=20000, help="calls per timing run")
     args = parser.parse_args()
     middleware(args.number // 4)
     idle_jobs(args.number)
+    lane_churn(args.number)
     if importlib.util.find_spec("gateway.engine.preset_render") is not None:
         prompts(args.number)
 
