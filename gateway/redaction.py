@@ -52,6 +52,11 @@ class SecretRedactor(logging.Filter):
         return self._pattern.sub(_masked, text)
 
     def _redact_value(self, value: Any) -> Any:
+        kind = type(value)
+        if kind is str:
+            return self._pattern.sub(_masked, value)
+        if value is None or kind is int or kind is float or kind is bool:
+            return value  # most fields of an access line: nothing to mask
         if isinstance(value, str):
             return self.redact(value)
         if isinstance(value, list | tuple):
@@ -73,9 +78,10 @@ class SecretRedactor(logging.Filter):
             record.exc_text = self.redact(record.exc_text)
         if record.stack_info:
             record.stack_info = self.redact(record.stack_info)
-        for name, value in list(vars(record).items()):
+        fields = vars(record)
+        for name, value in list(fields.items()):
             if name not in RECORD_ATTRS:
-                setattr(record, name, self._redact_value(value))
+                fields[name] = self._redact_value(value)
         return True
 
 
