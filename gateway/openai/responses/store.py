@@ -206,7 +206,7 @@ class ResponseStore:
         role: str,
         texts: Sequence[str] | None = None,
     ) -> list[tuple[Any, ...]]:
-        if texts is None or len(texts) != len(items):
+        if texts is None:
             texts = [dumps(item) for item in items]
         rid, kid, name = record.id, record.key_id, record.key_name
         return [
