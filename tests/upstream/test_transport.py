@@ -97,7 +97,9 @@ async def test_connect_and_read_failures_are_httpx_errors(server: TinyServer) ->
     stalled.stall = True
     port = await stalled.start()
     try:
-        async with httpx.AsyncClient(transport=AsyncioTransport(LIMITS), timeout=0.2) as client:
+        # Only the read is short: a busy machine once took over 0.2 s to connect on loopback.
+        timeout = httpx.Timeout(0.2, connect=10.0)
+        async with httpx.AsyncClient(transport=AsyncioTransport(LIMITS), timeout=timeout) as client:
             with pytest.raises(httpx.ReadTimeout):
                 await client.get(f"http://127.0.0.1:{port}/slow")
     finally:
