@@ -23,6 +23,11 @@ from gateway.http.sse import dumps
 #: The media type of a stream unless its door says otherwise (Ollama's door streams NDJSON).
 EVENT_STREAM = "text/event-stream; charset=utf-8"
 
+
+class LastChunk(bytes):
+    """A stream body's last bytes: they leave with the end of the response, in one write."""
+
+
 #: Called once the exchange is over: (HTTP status sent, outcome such as "ok").
 OnClose = Callable[[int, str], Awaitable[None]]
 #: A door's error answer: (error, headers) -> the response in the door's own error shape.
@@ -169,9 +174,15 @@ class EventStreamResponse(_ClosingResponse):
                     "headers": _raw_headers(headers, self.media_type),
                 }
             )
-            await send({"type": "http.response.body", "body": first, "more_body": True})
+            last = type(first) is LastChunk
+            await send({"type": "http.response.body", "body": first, "more_body": not last})
+            if last:
+                return
             async for chunk in self.body:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                last = type(chunk) is LastChunk
+                await send({"type": "http.response.body", "body": chunk, "more_body": not last})
+                if last:
+                    return
             await send({"type": "http.response.body", "body": b""})
         finally:
             aclose = getattr(self.body, "aclose", None)

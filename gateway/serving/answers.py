@@ -17,11 +17,11 @@ from typing import Any, Protocol
 
 from gateway.engine.answer import Answer, AnswerBuilder
 from gateway.engine.choices import ChoiceState
-from gateway.engine.events import Event, TextDelta, ToolCallDelta
+from gateway.engine.events import ChoiceEnd, Event, TextDelta, ToolCallDelta
 from gateway.engine.planning import Plan
 from gateway.errors import GatewayError, InternalError
 from gateway.http.exchange import Exchange
-from gateway.http.responses import EVENT_STREAM
+from gateway.http.responses import EVENT_STREAM, LastChunk
 from gateway.serving.charging import abandon, charge
 
 logger = logging.getLogger("gateway.streaming")
@@ -92,12 +92,23 @@ async def stream_body(
         raise
     list_jobs(headers, exchange, choices)
     builder = AnswerBuilder(plan.n_choices) if codec.keeps_answer else None
-    yield codec.opening()
+    # Bytes that leave together leave in one write: the opening with the first event, and
+    # the events after which every choice has ended with the closing (``tail``).
+    tail = b""
+    ended = 0  # choices ended: once all have, the rest waits for the closing
     try:
-        if first is not None:
-            yield _encode(codec, first, exchange, builder)
+        if first is None:
+            yield codec.opening()
+        else:
+            ended = int(type(first) is ChoiceEnd)
+            yield codec.opening() + _encode(codec, first, exchange, builder)
             async for event in events:
-                yield _encode(codec, event, exchange, builder)
+                data = _encode(codec, event, exchange, builder)
+                ended += type(event) is ChoiceEnd
+                if ended >= plan.n_choices:
+                    tail += data
+                else:
+                    yield data
     except (GeneratorExit, asyncio.CancelledError):  # the client left: count what it got
         exchange.mark("generated")
         abandon(exchange, plan, choices, estimate_tokens)
@@ -112,16 +123,19 @@ async def stream_body(
         exchange.mark("generated")
         charge(exchange, plan, choices, estimate_tokens, error)
         await exchange.release()
-        yield codec.failure(error)
+        yield LastChunk(tail + codec.failure(error))
         return
     exchange.mark("generated")
     charge(exchange, plan, choices, estimate_tokens)
     if builder is not None:
+        if tail:  # storing the answer takes a write to the database: the text does not wait
+            yield tail
+            tail = b""
         await codec.complete(
             builder.answer(plan.prompt_tokens, exchange.completion_tokens), exchange
         )
     await exchange.release()  # before the last bytes: the client may send its next request at once
-    yield codec.closing(plan.prompt_tokens, exchange.completion_tokens)
+    yield LastChunk(tail + codec.closing(plan.prompt_tokens, exchange.completion_tokens))
 
 
 def list_jobs(

@@ -65,7 +65,16 @@ class RelayFactory(Protocol):
 class JobWatch:
     """One request's window on its jobs: the newest snapshot of each and a way to await change."""
 
-    __slots__ = ("_changed", "_poller", "_waiter", "ids", "latest", "poll_error")
+    __slots__ = (
+        "_changed",
+        "_poller",
+        "_timer",
+        "_until",
+        "_waiter",
+        "ids",
+        "latest",
+        "poll_error",
+    )
 
     def __init__(self, poller: AccountPoller, ids: Sequence[str]) -> None:
         self._poller = poller
@@ -74,6 +83,10 @@ class JobWatch:
         self.poll_error: UpstreamFailure | None = None
         self._changed: dict[str, None] = {}
         self._waiter: asyncio.Future[None] | None = None
+        # One timer for the waits of :meth:`changes`, moved on rather than made per wait: a
+        # stream waits four times a second, and its limit (the keepalive) is seconds away.
+        self._timer: asyncio.TimerHandle | None = None
+        self._until = 0.0
 
     def deliver(self, snapshot: JobSnapshot) -> None:
         previous = self.latest.get(snapshot.id)
@@ -98,27 +111,41 @@ class JobWatch:
             loop = asyncio.get_running_loop()
             waiter = loop.create_future()
             self._waiter = waiter
-            handle = loop.call_later(within, _finish, waiter)
+            self._until = until = loop.time() + within
+            timer = self._timer
+            if timer is None or timer.when() > until:
+                if timer is not None:
+                    timer.cancel()
+                self._timer = loop.call_at(until, self._expire)
             try:
                 await waiter
             finally:
-                handle.cancel()
                 self._waiter = None
         changed = [self.latest[job_id] for job_id in self._changed]
         self._changed.clear()
         return changed
+
+    def _expire(self) -> None:
+        """The timer fired: end the wait if its limit passed, else wait on to that limit."""
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        loop = waiter.get_loop()
+        if loop.time() + 0.001 < self._until:  # set for an earlier wait, with a nearer limit
+            self._timer = loop.call_at(self._until, self._expire)
+        else:
+            waiter.set_result(None)
 
     def release(self, job_id: str) -> None:
         """This request needs no more news of ``job_id`` (its answer is complete)."""
         self._poller.unwatch(self, (job_id,))
 
     def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._poller.unwatch(self, self.ids)
-
-
-def _finish(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 class AccountPoller:

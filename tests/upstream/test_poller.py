@@ -12,7 +12,7 @@ import respx
 
 from gateway.config import UpstreamSettings
 from gateway.upstream.client import JobsClient
-from gateway.upstream.models import JobPhase
+from gateway.upstream.models import JobPhase, JobSnapshot
 from gateway.upstream.poller import PollerHub
 
 BASE = "https://upstream.test/v2"
@@ -247,5 +247,47 @@ async def test_a_watch_joining_a_job_with_nothing_new_still_gets_it(fake: FakeJo
         assert await first.changes(0) == []  # polled again, nothing new: nothing handed
         with poller.watch([a]) as second:
             assert [s.log for s in await second.changes(5)] == ["so far"]
+    await hub.aclose()
+    await client.aclose()
+
+
+async def test_a_wait_ends_after_its_own_limit_whatever_waits_came_before() -> None:
+    """One timer serves a watch's waits: a wait with a far limit after one with a near limit
+    is not ended early by the near one's timer, and a nearer limit after a far one is kept."""
+    hub, client = _hub(poll_interval=60.0)  # nothing is polled while the test waits
+    poller = hub.poller("token", "alice")
+    loop = asyncio.get_running_loop()
+    with poller.watch(["a" * 32]) as watch:
+        started = loop.time()
+        assert await watch.changes(0.05) == []
+        assert loop.time() - started >= 0.045
+        watch.latest.clear()
+        # The first wait's timer is due at once; this wait must last its own 0.3 s.
+        started = loop.time()
+        assert await watch.changes(0.3) == []
+        assert loop.time() - started >= 0.29
+        # Far first (its timer stays armed after the news), then near: the near limit holds.
+        waiting = asyncio.ensure_future(watch.changes(5.0))
+        await asyncio.sleep(0.01)
+        watch.wake()
+        assert await waiting == []  # woken with nothing changed
+        started = loop.time()
+        assert await asyncio.wait_for(watch.changes(0.05), 2.0) == []
+        assert loop.time() - started < 1.0
+    await hub.aclose()
+    await client.aclose()
+
+
+async def test_news_ends_a_wait_at_once_and_closing_leaves_no_timer() -> None:
+    hub, client = _hub(poll_interval=60.0)
+    poller = hub.poller("token", "alice")
+    with poller.watch(["a" * 32]) as watch:
+        waiting = asyncio.ensure_future(watch.changes(30.0))
+        await asyncio.sleep(0.01)
+        snapshot = JobSnapshot("a" * 32, JobPhase.PENDING, "running", "Hello")
+        watch.deliver(snapshot)
+        assert await asyncio.wait_for(waiting, 1.0) == [snapshot]
+        assert watch._timer is not None  # kept for the next wait
+    assert watch._timer is None
     await hub.aclose()
     await client.aclose()
