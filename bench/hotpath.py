@@ -186,6 +186,43 @@ def _churn(live: int) -> Callable[[], None]:
     return pair
 
 
+def socket_writes(number: int) -> None:
+    """What one write to a socket costs, by size: a process sends to a reader (its child) that
+    sleeps in ``epoll`` between reads, as a client waiting for the next chunk does. On loopback
+    the sender's system call also delivers the bytes and wakes the reader: why a stream's
+    pieces should leave in as few writes as they can (gateway/http/connections.py)."""
+    import os
+    import select
+    import socket
+
+    for size in (250, 4000):
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        pid = os.fork()
+        if pid == 0:  # the reader
+            peer, _ = server.accept()
+            poll = select.epoll()
+            poll.register(peer.fileno(), select.EPOLLIN)
+            while True:
+                poll.poll()
+                if not peer.recv(1 << 20):
+                    os._exit(0)
+        sender = socket.create_connection(server.getsockname())
+        sender.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        data = b"x" * size
+        started = time.process_time()
+        for i in range(number):
+            sender.send(data)
+            if i % 10 == 0:
+                time.sleep(0.0005)  # the reader drains and sleeps again
+        us = (time.process_time() - started) / number * 1e6
+        sender.close()
+        os.waitpid(pid, 0)
+        server.close()
+        print(f"a write to a socket on loopback: {size:>5} bytes {us:5.2f} us (CPU, kernel too)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--number", type=int, default=20000, help="calls per timing run")
@@ -193,6 +230,7 @@ def main() -> None:
     middleware(args.number // 4)
     idle_jobs(args.number)
     lane_churn(args.number)
+    socket_writes(args.number)
     if importlib.util.find_spec("gateway.engine.preset_render") is not None:
         prompts(args.number)
 

@@ -40,9 +40,10 @@ def _shortcut_works() -> bool:
         return False
 
 
-def join(base: httpx.URL, path: str) -> httpx.URL | str:
-    """``base`` with ``path`` (starting with "/") appended to its path, or, when that needs
-    escaping, ``path`` itself for the client to merge with its base URL the usual way."""
+def join(base: httpx.URL, path: str) -> httpx.URL:
+    """``base`` with ``path`` (starting with "/") appended to its path (and its query, if any,
+    dropped), as ``httpx.AsyncClient(base_url=base)`` would merge them."""
     if _shortcut_works() and _PLAIN_PATH.fullmatch(path) and not base.query:
         return _joined(base, path)
-    return path
+    relative = httpx.URL(path)  # escapes what needs it, checking every character
+    return base.copy_with(raw_path=base.raw_path.split(b"?")[0].rstrip(b"/") + relative.raw_path)

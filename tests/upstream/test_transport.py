@@ -24,6 +24,7 @@ class TinyServer:
 
     def __init__(self) -> None:
         self.connections = 0
+        self.heads: list[bytes] = []
         self.close_after_reply = False
         self.stall = False
         self._server: asyncio.Server | None = None
@@ -43,6 +44,7 @@ class TinyServer:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
+                self.heads.append(head)
                 path = head.split(b" ", 2)[1]
                 if self.stall:
                     await asyncio.sleep(10)
@@ -152,6 +154,45 @@ async def test_the_jobs_client_talks_through_it(server: TinyServer) -> None:
     finally:
         await client.aclose()
     assert server.connections == 1
+
+
+async def test_calls_carry_what_httpxs_client_would_send(
+    server: TinyServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    port = await server.start()
+    base = f"http://127.0.0.1:{port}/v2"
+    client = JobsClient(UpstreamSettings(base_url=base), base)
+    try:
+        with pytest.raises(Exception, match="success"):
+            await client.status("token-123", ["a" * 32, "b" * 32])
+    finally:
+        await client.aclose()
+    lines = server.heads[0].decode().split("\r\n")
+    assert lines[0] == f"GET /v2/jobs/{'a' * 32},{'b' * 32} HTTP/1.1"
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:] if line)
+    assert headers["host"] == f"127.0.0.1:{port}"
+    assert headers["authorization"] == "bearer token-123"
+    assert headers["user-agent"] == "llm-gateway"
+    assert "gzip" in headers["accept-encoding"] and headers["accept"] == "*/*"
+
+
+async def test_a_proxy_named_by_the_environment_carries_the_calls(
+    server: TinyServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = await server.start()
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+    for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    base = "http://upstream.invalid"
+    client = JobsClient(UpstreamSettings(base_url=base), base)
+    try:
+        with pytest.raises(Exception, match="success"):
+            await client.status("token", ["a" * 32])
+    finally:
+        await client.aclose()
+    assert server.heads[0].startswith(f"GET {base}/jobs/{'a' * 32} HTTP/1.1".encode())
 
 
 async def test_idle_upstream_connections_expire_before_the_services_own_timeout(

@@ -19,9 +19,10 @@ def test_plain_ids_are_joined_directly_to_the_same_url(base: str) -> None:
     assert httpx.AsyncClient(base_url=base).build_request("GET", joined).url == joined
 
 
-def test_ids_that_need_escaping_are_left_to_httpx() -> None:
-    base = httpx.URL("https://upstream.test/v2")
-    assert join(base, "/jobs/a b,c%2F") == "/jobs/a b,c%2F"
-    client = httpx.AsyncClient(base_url=base)
-    url = client.build_request("GET", join(base, "/jobs/a b")).url
-    assert url.raw_path == b"/v2/jobs/a%20b"
+@pytest.mark.parametrize(
+    "base", ["https://upstream.test/v2", "https://upstream.test/v2/", "http://127.0.0.1:8080"]
+)
+@pytest.mark.parametrize("path", ["/jobs/a b,c%2F", "/jobs/a:b", "/jobs", "/jobs/ü"])
+def test_paths_that_need_escaping_are_joined_as_httpx_merges_them(base: str, path: str) -> None:
+    joined = join(httpx.URL(base), path)
+    assert joined == httpx.AsyncClient(base_url=base).build_request("GET", path).url
