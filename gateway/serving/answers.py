@@ -95,7 +95,7 @@ async def stream_body(
     # Bytes that leave together leave in one write: the opening with the first event, and
     # the events after which every choice has ended with the closing (``tail``).
     tail = b""
-    ended = 0  # choices ended: once all have, the rest waits for the closing
+    ended, choices_in_all = 0, plan.n_choices  # once all have ended, the rest waits for closing
     try:
         if first is None:
             yield codec.opening()
@@ -105,7 +105,7 @@ async def stream_body(
             async for event in events:
                 data = _encode(codec, event, exchange, builder)
                 ended += type(event) is ChoiceEnd
-                if ended >= plan.n_choices:
+                if ended >= choices_in_all:
                     tail += data
                 else:
                     yield data
