@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -90,26 +90,35 @@ APP = Starlette(
 )
 
 
-async def _request(path: str, done: bytes) -> RecordingTransport:
-    config = Config(app=APP, lifespan="off", log_config=None, access_log=False)
+async def _exchange(app: Any, request: bytes, done: Callable[[bytes], bool]) -> list[bytes]:
+    """``request`` through the gateway's protocol to ``app``; the writes, once ``done`` holds
+    for what was written (a bound of 20 s on a loaded machine, not a timing claim)."""
+    config = Config(app=app, lifespan="off", log_config=None, access_log=False)
     config.load()
     protocol = GuardedHttpToolsProtocol(
         config, ServerState(), {}, asyncio.get_running_loop(), limits=ServerSettings()
     )
     transport = RecordingTransport()
     protocol.connection_made(transport)
-    protocol.data_received(f"GET {path} HTTP/1.1\r\nhost: test\r\n\r\n".encode())
-    async with asyncio.timeout(5):
-        while not b"".join(transport.writes).endswith(done):  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
-    protocol.connection_lost(None)
-    return transport
+    protocol.data_received(request)
+    try:
+        async with asyncio.timeout(20):
+            while not done(b"".join(transport.writes)):  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+    finally:
+        protocol.connection_lost(None)
+    return transport.writes
+
+
+async def _get(path: str, end: bytes) -> list[bytes]:
+    request = f"GET {path} HTTP/1.1\r\nhost: test\r\n\r\n".encode()
+    return await _exchange(APP, request, lambda written: written.endswith(end))
 
 
 async def test_a_stream_writes_its_head_with_its_first_bytes_and_its_last_with_its_end() -> None:
-    transport = await _request("/events", b"0\r\n\r\n")
-    assert len(transport.writes) == 3, transport.writes
-    first, middle, last = transport.writes
+    writes = await _get("/events", b"0\r\n\r\n")
+    assert len(writes) == 3, writes
+    first, middle, last = writes
     assert first.startswith(b"HTTP/1.1 200 OK\r\n")
     assert first.endswith(b"\r\n\r\n9\r\ndata: a\n\n\r\n")
     assert middle == b"9\r\ndata: b\n\n\r\n"
@@ -117,32 +126,18 @@ async def test_a_stream_writes_its_head_with_its_first_bytes_and_its_last_with_i
 
 
 async def test_a_json_answer_is_one_write() -> None:
-    transport = await _request("/json", b'{"ok":true}')
-    assert len(transport.writes) == 1
-    assert transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
-    assert transport.writes[0].endswith(b'\r\n\r\n{"ok":true}')
+    writes = await _get("/json", b'{"ok":true}')
+    assert len(writes) == 1
+    assert writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert writes[0].endswith(b'\r\n\r\n{"ok":true}')
 
 
 async def test_a_head_whose_body_is_late_leaves_alone_and_first() -> None:
-    config = Config(app=APP, lifespan="off", log_config=None, access_log=False)
-    config.load()
-    protocol = GuardedHttpToolsProtocol(
-        config, ServerState(), {}, asyncio.get_running_loop(), limits=ServerSettings()
-    )
-    transport = RecordingTransport()
-    protocol.connection_made(transport)
-    protocol.data_received(b"GET /slow HTTP/1.1\r\nhost: test\r\n\r\n")
-    async with asyncio.timeout(5):
-        while not transport.writes:  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
-    assert len(transport.writes) == 1
-    assert transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
-    assert transport.writes[0].endswith(b"\r\n\r\n")  # the head alone, before the body came
-    async with asyncio.timeout(5):
-        while not b"".join(transport.writes).endswith(b"0\r\n\r\n"):  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
-    assert transport.writes[1:] == [b"4\r\nlate\r\n", b"0\r\n\r\n"]
-    protocol.connection_lost(None)
+    writes = await _get("/slow", b"0\r\n\r\n")
+    head, *rest = writes
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert head.endswith(b"\r\n\r\n")  # the head alone, written before the body came
+    assert rest == [b"4\r\nlate\r\n", b"0\r\n\r\n"]
 
 
 # -- the real app: a streamed chat answer and a JSON one, against the real emulator
@@ -155,28 +150,16 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 async def _chat(emulator: Server, body: dict[str, Any]) -> list[bytes]:
-    settings = parse_settings(gateway_config(emulator.url))
-    async with started(settings) as app:
-        config = Config(app=app, lifespan="off", log_config=None, access_log=False)
-        config.load()
-        protocol = GuardedHttpToolsProtocol(
-            config, ServerState(), {}, asyncio.get_running_loop(), limits=ServerSettings()
-        )
-        transport = RecordingTransport()
-        protocol.connection_made(transport)
-        data = json.dumps(body).encode()
-        protocol.data_received(
-            b"POST /v1/chat/completions HTTP/1.1\r\nhost: test\r\n"
-            + f"authorization: Bearer {ALICE_KEY}\r\ncontent-type: application/json\r\n".encode()
-            + f"content-length: {len(data)}\r\n\r\n".encode()
-            + data
-        )
-        end = b"0\r\n\r\n" if body.get("stream") else b"}"
-        async with asyncio.timeout(20):
-            while not b"".join(transport.writes).endswith(end):  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
-        protocol.connection_lost(None)
-    return transport.writes
+    data = json.dumps(body).encode()
+    request = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: test\r\n"
+        + f"authorization: Bearer {ALICE_KEY}\r\ncontent-type: application/json\r\n".encode()
+        + f"content-length: {len(data)}\r\n\r\n".encode()
+        + data
+    )
+    end = b"0\r\n\r\n" if body.get("stream") else b"}"
+    async with started(parse_settings(gateway_config(emulator.url))) as app:
+        return await _exchange(app, request, lambda written: written.endswith(end))
 
 
 async def test_a_streamed_chat_answer_opens_and_ends_in_one_write_each(emulator: Server) -> None:

@@ -143,16 +143,21 @@ async def test_https_with_a_trusted_certificate(
             await client.get(f"https://localhost:{port}/secure")
 
 
+async def _status(base: str, token: str, ids: list[str]) -> None:
+    """One status call of a fresh client. The tiny server's answer is not a jobs answer:
+    reaching it (and what reached it) is what counts here."""
+    client = JobsClient(UpstreamSettings(base_url=base), base)
+    try:
+        with pytest.raises(Exception, match="success"):
+            await client.status(token, ids)
+    finally:
+        await client.aclose()
+
+
 async def test_the_jobs_client_talks_through_it(server: TinyServer) -> None:
     port = await server.start()
     base = f"http://127.0.0.1:{port}"
-    client = JobsClient(UpstreamSettings(base_url=base), base)
-    try:
-        # The tiny server's answer is not a jobs answer; reaching it is what counts here.
-        with pytest.raises(Exception, match="success"):
-            await client.status("token", ["a" * 32])
-    finally:
-        await client.aclose()
+    await _status(base, "token", ["a" * 32])
     assert server.connections == 1
 
 
@@ -163,12 +168,7 @@ async def test_calls_carry_what_httpxs_client_would_send(
         monkeypatch.delenv(name, raising=False)
     port = await server.start()
     base = f"http://127.0.0.1:{port}/v2"
-    client = JobsClient(UpstreamSettings(base_url=base), base)
-    try:
-        with pytest.raises(Exception, match="success"):
-            await client.status("token-123", ["a" * 32, "b" * 32])
-    finally:
-        await client.aclose()
+    await _status(base, "token-123", ["a" * 32, "b" * 32])
     lines = server.heads[0].decode().split("\r\n")
     assert lines[0] == f"GET /v2/jobs/{'a' * 32},{'b' * 32} HTTP/1.1"
     headers = dict(line.lower().split(": ", 1) for line in lines[1:] if line)
@@ -186,12 +186,7 @@ async def test_a_proxy_named_by_the_environment_carries_the_calls(
     for name in ("NO_PROXY", "no_proxy", "http_proxy"):
         monkeypatch.delenv(name, raising=False)
     base = "http://upstream.invalid"
-    client = JobsClient(UpstreamSettings(base_url=base), base)
-    try:
-        with pytest.raises(Exception, match="success"):
-            await client.status("token", ["a" * 32])
-    finally:
-        await client.aclose()
+    await _status(base, "token", ["a" * 32])
     assert server.heads[0].startswith(f"GET {base}/jobs/{'a' * 32} HTTP/1.1".encode())
 
 
