@@ -42,13 +42,14 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
+import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.upstream.client import JobsClient
 from gateway.upstream.errors import UpstreamFailure
 from gateway.upstream.lease import LeaseKeeper
-from gateway.upstream.models import JobPhase, JobSnapshot
+from gateway.upstream.models import JobPhase, JobSnapshot, parse_json
 from gateway.upstream.poller import AccountPoller
 
 logger = logging.getLogger("gateway.poller")
@@ -75,6 +76,15 @@ STREAM_MAXLEN = 10_000
 ENDED_MEMORY_SECONDS = 30.0
 #: A stalled event loop keeps its leases this long at least (gateway/upstream/lease.py).
 STALL_SECONDS = 3.0
+
+
+def encode_entry(jobs: list[list[Any]]) -> bytes:
+    """A stream entry's jobs as JSON: orjson (the leader encodes every job's news each tick),
+    or the standard library for text orjson refuses (a lone surrogate the upstream escaped)."""
+    try:
+        return orjson.dumps(jobs)
+    except orjson.JSONEncodeError:
+        return json.dumps(jobs, separators=(",", ":")).encode()
 
 
 class PollRelay:
@@ -197,7 +207,7 @@ class PollRelay:
                             stream = self._stream_prefix + process
                             pipe.xadd(
                                 stream,
-                                {"jobs": json.dumps(jobs, separators=(",", ":"))},
+                                {"jobs": encode_entry(jobs)},
                                 maxlen=STREAM_MAXLEN,
                                 approximate=True,
                             )
@@ -331,7 +341,7 @@ class PollRelay:
             for _, entries in answer or ():
                 for entry_id, fields in entries:
                     last = entry_id.decode()
-                    await self._apply(json.loads(fields[b"jobs"]))
+                    await self._apply(parse_json(fields[b"jobs"]))
 
     async def _apply(self, jobs: list[list[Any]]) -> None:
         gapped: list[str] = []
