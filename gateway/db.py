@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+import functools
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -319,8 +320,13 @@ class SqliteEngine:
         async with deadline(self.timeout, "write"), self._lock:
             # Shielded: once in the connection's thread the transaction ends there, committed
             # or rolled back, whatever becomes of the caller (a timeout); what comes next
-            # queues behind it in that thread.
-            await asyncio.shield(one_trip(_write_all, db._conn, batch))
+            # queues behind it in that thread. The trip is queued here, as aiosqlite's
+            # ``_execute`` queues it: shielding that coroutine made a task per write, shielding
+            # the trip's future makes none.
+            trip = _queued(db, _write_all, db._conn, batch)
+            if trip is None:
+                trip = one_trip(_write_all, db._conn, batch)
+            await asyncio.shield(trip)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
@@ -333,6 +339,20 @@ class SqliteEngine:
                     await asyncio.shield(self._run("ROLLBACK", ()))
                 raise
             await self._run("COMMIT", ())
+
+
+def _queued(db: Any, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any] | None:
+    """``fn(*args)`` put on the queue of aiosqlite's thread now, as ``Connection._execute``
+    does, and the future its result comes back on; None when this aiosqlite is not running or
+    keeps its queue otherwise (then ``_execute`` itself is awaited, and says why)."""
+    queue = getattr(db, "_tx", None)
+    if not getattr(db, "_running", False) or not getattr(db, "_connection", None):
+        return None
+    if queue is None or not hasattr(queue, "put_nowait"):
+        return None
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    queue.put_nowait((future, functools.partial(fn, *args)))
+    return future
 
 
 def _write_all(conn: Any, statements: list[tuple[str, list[Row]]]) -> None:

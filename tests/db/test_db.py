@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -212,17 +213,23 @@ async def test_a_table_in_use_is_not_locked_to_add_columns_it_has() -> None:
         await starting.close()
 
 
+class _CountingQueue:
+    """aiosqlite's queue to its thread, each hand-over counted on the way."""
+
+    def __init__(self, queue: Any, trips: list[object]) -> None:
+        self._queue = queue
+        self._trips = trips
+
+    def put_nowait(self, item: tuple[object, object]) -> None:
+        self._trips.append(item[1])
+        self._queue.put_nowait(item)
+
+
 def _counting_trips(database: Database, monkeypatch: pytest.MonkeyPatch) -> list[object]:
     """The functions handed to a SQLite connection's thread from now on, one per trip."""
     connection = database._engine._db  # type: ignore[attr-defined]
-    handed = connection._execute
     trips: list[object] = []
-
-    async def counted(fn: object, *args: object) -> object:
-        trips.append(fn)
-        return await handed(fn, *args)
-
-    monkeypatch.setattr(connection, "_execute", counted)
+    monkeypatch.setattr(connection, "_tx", _CountingQueue(connection._tx, trips))
     return trips
 
 
