@@ -9,12 +9,20 @@ prompts (no cache hit), the counters dumped; printed per request and against cha
 with the upstream requests each completion cost (read from the emulator).
 
 Requests go one at a time by default: then every door makes the same upstream requests (one
-submission per completion), and the figures compare the doors' own work. With
+submission and one status request per completion: the emulator writes a million words a
+second, so a job has ended by the first poll), and the figures compare the doors' own work.
+(At 1,000 words a second, as before 2026-12-08, a job of 20 words sometimes outlived the first
+poll: chat completions, the quickest door, then made 1.14-1.52 status requests per completion
+against 1.00 for Responses, and its figure rose by up to 700k.) With
 ``--concurrency`` above 1 submissions are batched, but how many gather depends on timing,
 and under callgrind the gateway runs about 50 times slower than natively: compare figures of
 this script with each other only.
 
-    .venv/bin/python bench/instructions.py                  # ~6 minutes
+The doors take turns (``--rounds``, 3 by default) and each door's median is printed: one
+door's figure moved by up to 4% between runs of the script with nothing else changed (chat
+completions 6,127k to 6,368k on 2026-12-08), by 1.2% between the turns of one run.
+
+    .venv/bin/python bench/instructions.py                  # ~15 minutes
     .venv/bin/python bench/instructions.py --doors chat,responses --requests 300
     PYTHONPATH=/path/to/other/checkout .venv/bin/python bench/instructions.py  # that one's code
 """
@@ -26,6 +34,7 @@ import asyncio
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -92,14 +101,19 @@ def measure(
     job = f"[[emulate:words {args.words}]] [[emulate:queue 0]]"
     figures: dict[str, float] = {}
     upstream: dict[str, tuple[float, ...]] = {}
-    extra = ("--queue-seconds", "0", "--words-per-second", "1000")
+    extra = ("--queue-seconds", "0", "--words-per-second", "1000000")
     with running(start_emulator(tmp, *extra)) as emulator:
         config = gateway_config(
             emulator.url,
             upstream={"base_url": emulator.url, "poll_interval": 0.05},
             logging={"format": "json", "level": "info"},  # the access line, as deployed
             limits={"keepalive_interval": 30.0, "default_deadline": 600},
-            ledger={"url": f"sqlite:///{tmp / 'usage.db'}"},
+            # Every ledger row at once, as for a request that outlasts the batch wait (a real
+            # one lasts seconds): then each door writes the same rows per completion (an
+            # in-flight row, the final row in its place). With the default 50 ms, whether a
+            # request of ~50 ms here had its in-flight row written moved chat completions'
+            # figure by 3%.
+            ledger={"url": f"sqlite:///{tmp / 'usage.db'}", "batch_wait_seconds": 0},
         )
         path = tmp / "gateway.yaml"
         path.write_text(yaml.safe_dump(config))
@@ -125,28 +139,34 @@ def measure(
             )
             try:
                 _wait_ready(url, gateway)
-                for name in args.doors.split(","):
-                    door = NAMES[name]
-                    route, body = DOORS[door]
-                    for stream in (False, True) if args.streamed else (False,):
-                        warm = [body(f"warm {door} {n} {job}", stream) for n in range(20)]
-                        asyncio.run(_send(url, route, warm, args.concurrency))
-                        before = _upstream(emulator.url)
-                        _callgrind(gateway.pid, "-z")
-                        prompts = [
-                            body(f"{door} {stream} {n} {job}", stream) for n in range(args.requests)
-                        ]
-                        asyncio.run(_send(url, route, prompts, args.concurrency))
-                        after = _upstream(emulator.url)
-                        for old in tmp.glob("callgrind.out*"):
-                            old.unlink()
-                        _callgrind(gateway.pid, "-d")
-                        name = door + (", streamed" if stream else "")
-                        figures[name] = _total(_dumped(tmp)) / args.requests
-                        upstream[name] = tuple(
-                            (a - b) / args.requests for a, b in zip(after, before, strict=True)
-                        )
-                        print(f"{name:>30}: {figures[name] / 1e3:,.0f}k", flush=True)
+                rounds: dict[str, list[float]] = {}
+                for turn in range(args.rounds):
+                    for name in args.doors.split(","):
+                        door = NAMES[name]
+                        route, body = DOORS[door]
+                        for stream in (False, True) if args.streamed else (False,):
+                            if turn == 0:
+                                warm = [body(f"warm {door} {n} {job}", stream) for n in range(20)]
+                                asyncio.run(_send(url, route, warm, args.concurrency))
+                            before = _upstream(emulator.url)
+                            _callgrind(gateway.pid, "-z")
+                            prompts = [
+                                body(f"{door} {stream} {turn} {n} {job}", stream)
+                                for n in range(args.requests)
+                            ]
+                            asyncio.run(_send(url, route, prompts, args.concurrency))
+                            after = _upstream(emulator.url)
+                            for old in tmp.glob("callgrind.out*"):
+                                old.unlink()
+                            _callgrind(gateway.pid, "-d")
+                            name = door + (", streamed" if stream else "")
+                            count = _total(_dumped(tmp)) / args.requests
+                            rounds.setdefault(name, []).append(count)
+                            figures[name] = statistics.median(rounds[name])
+                            upstream[name] = tuple(
+                                (a - b) / args.requests for a, b in zip(after, before, strict=True)
+                            )
+                            print(f"{name:>30}: {count / 1e3:,.0f}k", flush=True)
             finally:
                 gateway.send_signal(signal.SIGINT)
                 try:
@@ -190,13 +210,16 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=1, help="requests at once")
     parser.add_argument("--words", type=int, default=20, help="words per answer")
     parser.add_argument("--streamed", action="store_true", help="also streamed requests")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="turns through the doors; each door's median"
+    )
     args = parser.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         sys.exit("valgrind is not installed (apt-get install valgrind)")
     figures, upstream = measure(args)
     print(
-        f"\nInstructions per completion ({args.requests} requests per door, "
-        f"{args.concurrency} at a time, {args.words} words)"
+        f"\nInstructions per completion ({args.requests} requests per door and round, "
+        f"{args.concurrency} at a time, {args.words} words; median of {args.rounds} rounds)"
     )
     print(f"{'door':>30} {'instructions':>12} {'vs chat':>8} {'submits':>8} {'statuses':>9}")
     base = figures.get("chat completions")
