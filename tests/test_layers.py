@@ -46,6 +46,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "gateway.config_batches",
         "gateway.errors",
         "gateway.config",
+        "gateway.ids",
     ),
     # Programs of their own that share only the config: the emulator and the demo defaults.
     ("gateway.emulator", "gateway.demo"),
@@ -71,7 +72,13 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 )
 
 #: What ``gateway.http`` may import of the gateway, besides itself.
-HTTP_ALLOWED = ("gateway.config", "gateway.config_env", "gateway.config_errors", "gateway.errors")
+HTTP_ALLOWED = (
+    "gateway.config",
+    "gateway.config_env",
+    "gateway.config_errors",
+    "gateway.errors",
+    "gateway.ids",
+)
 
 
 def _module_name(path: Path) -> str:

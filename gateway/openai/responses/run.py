@@ -17,7 +17,6 @@ where it stopped with the same item ids and sequence numbers.
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 from gateway.engine.events import ChoiceEnd, ChoiceReset, Event, KeepAlive, TextDelta, ToolCallDelta
 from gateway.engine.tools import ToolCallChunk
 from gateway.errors import GatewayError
+from gateway.ids import sortable_hex
 from gateway.openai.codec import custom
 
 #: Output items that are calls of the client's tools.
@@ -36,7 +36,9 @@ TERMINAL = frozenset({"completed", "incomplete", "failed", "cancelled"})
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(24)}"
+    """48 hex digits after the prefix, in time order: responses and items are stored, and
+    their ids are index keys (:mod:`gateway.ids`)."""
+    return f"{prefix}_{sortable_hex(48)}"
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
