@@ -39,6 +39,7 @@ from gateway.db_base import (
     clean_text,
     deadline,
     sanitise,
+    within,
 )
 from gateway.db_postgres import PostgresEngine
 
@@ -296,12 +297,33 @@ class SqliteEngine:
             return rows, int(cursor.rowcount)
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        async with deadline(self.timeout, "fetch"), self._lock:
-            return (await self._run(sql, params))[0]
+        return (await self._one(sql, params, "fetch"))[0]
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        async with deadline(self.timeout, "execute"), self._lock:
-            return (await self._run(sql, params))[1]
+        return (await self._one(sql, params, "execute"))[1]
+
+    async def _one(self, sql: str, params: Sequence[Any], what: str) -> tuple[list[Row], int]:
+        """One statement outside any transaction: see :meth:`_handed`."""
+        db = self._db
+        if db is None:
+            raise RuntimeError("the database is not open")
+        trip = None
+        if hasattr(db, "_conn"):  # see _run
+            trip = self._handed(db, _statement, db._conn, sql, tuple(params))
+        if trip is not None:
+            return await within(trip, self.timeout, what)  # type: ignore[no-any-return]
+        async with deadline(self.timeout, what), self._lock:
+            return await self._run(sql, params)
+
+    def _handed(self, db: Any, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any] | None:
+        """``fn(*args)`` queued on the connection's thread now, if no transaction holds the
+        connection: the thread takes its work in order, so it runs whole before anything
+        queued later (a transaction waiting for the lock starts after it). None while a
+        transaction is open (or this aiosqlite keeps its queue otherwise): then wait for the
+        lock."""
+        if self._lock.locked():
+            return None
+        return _queued(db, fn, *args)
 
     async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         await self.write([(sql, rows)])
@@ -317,12 +339,14 @@ class SqliteEngine:
                 for sql, rows in batch:
                     await tx.execute_many(sql, rows)
             return
+        # Once in the connection's thread the transaction ends there, committed or rolled
+        # back, whatever becomes of the caller (a timeout); what comes next queues behind it
+        # in that thread. The trip is queued here, as aiosqlite's ``_execute`` queues it.
+        trip = self._handed(db, _write_all, db._conn, batch)
+        if trip is not None:
+            await within(trip, self.timeout, "write")
+            return
         async with deadline(self.timeout, "write"), self._lock:
-            # Shielded: once in the connection's thread the transaction ends there, committed
-            # or rolled back, whatever becomes of the caller (a timeout); what comes next
-            # queues behind it in that thread. The trip is queued here, as aiosqlite's
-            # ``_execute`` queues it: shielding that coroutine made a task per write, shielding
-            # the trip's future makes none.
             trip = _queued(db, _write_all, db._conn, batch)
             if trip is None:
                 trip = one_trip(_write_all, db._conn, batch)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import time
 import uuid
@@ -278,3 +279,64 @@ async def test_a_sqlite_write_is_one_trip_to_its_thread(
     assert len(trips) == 1
     assert await database.fetch("SELECT n FROM t ORDER BY n") == [(1,), (3,)]
     await database.close()
+
+
+async def test_a_statement_waits_for_an_open_transaction_and_stays_out_of_it(
+    tmp_path: Path,
+) -> None:
+    """A statement or write outside a transaction goes straight to the connection's thread
+    unless a transaction holds the connection: then it waits, and a rollback does not take
+    it along."""
+    database = Databases(timeout=5).get(f"sqlite:///{tmp_path}/order.db")
+    await database.open()
+    await database.execute("CREATE TABLE t (n INTEGER)")
+    started = asyncio.Event()
+    late: list[asyncio.Task[Any]] = []
+
+    async def rolled_back() -> None:
+        async with database.transaction() as tx:
+            await tx.execute("INSERT INTO t VALUES (1)")
+            late.append(asyncio.create_task(database.execute("INSERT INTO t VALUES (2)")))
+            late.append(asyncio.create_task(database.write([("INSERT INTO t VALUES (?)", [[3]])])))
+            started.set()
+            await asyncio.sleep(0.05)
+            assert not any(task.done() for task in late)  # they wait for the transaction
+            raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        await rolled_back()
+    await asyncio.gather(*late)
+    assert await database.fetch("SELECT n FROM t ORDER BY n") == [(2,), (3,)]
+    await database.close()
+
+
+async def test_a_stalled_sqlite_thread_answers_in_time_and_the_work_still_ends(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The caller gets its 503-shaped error at the timeout; the statement, handed over
+    already, runs once the thread is free (and one whose caller is cancelled too), and one
+    that fails then is not reported as an error nobody looked at."""
+    from gateway.db import _queued
+
+    database = Databases(timeout=0.3).get(f"sqlite:///{tmp_path}/stall.db")
+    await database.open()
+    await database.execute("CREATE TABLE t (n INTEGER)")
+    connection = database._engine._db  # type: ignore[attr-defined]
+    stall = _queued(connection, time.sleep, 1.0)
+    assert stall is not None
+    began = time.monotonic()
+    with pytest.raises(DatabaseUnavailable, match=r"within 0\.3 s"):
+        await database.write([("INSERT INTO t VALUES (?)", [[1]])])
+    assert time.monotonic() - began < 0.9  # the thread is still asleep
+    with pytest.raises(DatabaseUnavailable):  # it fails later too: nobody is told
+        await database.execute("INSERT INTO missing VALUES (1)")
+    cancelled = asyncio.create_task(database.execute("INSERT INTO t VALUES (2)"))
+    await asyncio.sleep(0.05)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    await stall
+    assert await database.fetch("SELECT n FROM t ORDER BY n") == [(1,), (2,)]
+    await database.close()
+    gc.collect()  # an abandoned future says it was never looked at when it is collected
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
