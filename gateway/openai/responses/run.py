@@ -139,7 +139,8 @@ class ResponseRun:
         """The ended object: a copy, unless quiet (the run is read no more) and it holds no
         private key."""
         obj = self.obj
-        if self._quiet and not _private(obj) and not any(_private(i) for i in self.output):
+        held = any(k in obj for k in _OBJECT_PRIVATE) or any(_private(i) for i in self.output)
+        if self._quiet and not held:
             return obj
         return self.snapshot()
 
@@ -507,3 +508,8 @@ def _copy(value: Any) -> Any:
 
 def _private(value: dict[str, Any]) -> bool:
     return any(k[:1] == "_" for k in value)
+
+
+#: The private keys a run sets on the object itself (its items have their own): the object's
+#: thirty-odd keys are its own making, so naming them is enough (and cheaper than a scan).
+_OBJECT_PRIVATE = ("_reason",)

@@ -206,8 +206,8 @@ def _refuse(request: CreateResponse) -> None:
 
 
 def _ignored(request: CreateResponse) -> list[str]:
-    extra = request.model_extra or {}
-    names = [n for n in IGNORED_FIELDS if extra.get(n) is not None]
+    extra = request.model_extra
+    names = [n for n in IGNORED_FIELDS if extra.get(n) is not None] if extra else []
     typed = ("metadata", "store", "temperature", "top_p")
     return names + [n for n in typed if n in request.model_fields_set]
 

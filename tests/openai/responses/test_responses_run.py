@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 from gateway.engine.events import ChoiceEnd, KeepAlive, TextDelta, ToolCallDelta
 from gateway.engine.tools import ToolCallChunk
 from gateway.errors import UpstreamError
+from gateway.openai.responses import run as run_module
 from gateway.openai.responses.render import response_object
 from gateway.openai.responses.run import ResponseRun, replay
 from gateway.openai.responses.translate import translate
@@ -228,3 +231,20 @@ def test_a_quiet_run_ends_with_the_same_object_and_copies_nothing() -> None:
     held.obj["output"][0]["_note"] = 0  # any private key left on an item
     held.finish(1, 1)
     assert held.ended is not held.obj and "_note" not in held.ended["output"][0]
+
+
+def test_every_private_key_the_run_sets_on_its_object_is_one_it_checks() -> None:
+    """A quiet run answers with its own object unless a private key is left on it; for the
+    object itself the check looks only for the keys the run names, so a new one must be
+    named there too (items are scanned whole)."""
+    source = Path(run_module.__file__).read_text()
+    on_object = set(re.findall(r'self\.obj\[\s*"(_[a-z_]+)"\s*\]\s*=', source))
+    assert on_object == {"_reason"}
+    assert on_object <= set(run_module._OBJECT_PRIVATE)
+    held = _run()
+    held = ResponseRun(held.obj, quiet=True)
+    held.feed(TextDelta(0, "Hi"))
+    held.obj["_reason"] = "stop"
+    held.obj["_other"] = 1  # not the run's: a copy drops it all the same
+    ended = held._end()
+    assert ended is not held.obj and "_reason" not in ended and "_other" not in ended
