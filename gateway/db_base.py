@@ -93,15 +93,12 @@ async def within(trip: asyncio.Future[T], seconds: float, what: str) -> T:
     timer = loop.call_later(seconds, wake, None)
     try:
         await waiter
-    except BaseException:  # the caller gave up: the trip's outcome is nobody's to read
-        trip.remove_done_callback(wake)
-        trip.add_done_callback(_retrieved)
-        raise
     finally:
         timer.cancel()
+        if not trip.done():  # given up (cancelled, or the timer): its outcome is nobody's
+            trip.remove_done_callback(wake)
+            trip.add_done_callback(_retrieved)
     if not trip.done():
-        trip.remove_done_callback(wake)
-        trip.add_done_callback(_retrieved)
         raise DatabaseUnavailable(f"the database did not answer within {seconds:g} s")
     try:
         return trip.result()

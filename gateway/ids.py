@@ -3,8 +3,9 @@
 A random id lands on a random page of every index that holds it, so each insert dirties a page
 of its own (written whole to the write-ahead log at commit) and, once the index outgrows the
 cache, reads one from disk first. An id that starts with the time it was made lands next to
-the one before it: a batch of rows dirties a page or two. The rest of the id is random, as long
-as before, so an id is no easier to guess (and every stored id is read only by its owner).
+the one before it: the new entries of a batch share a page or two of each index. The rest of
+the id is random, so an id is no easier to guess than before (and every stored id is read
+only by its owner); what it tells is when it was made, to the millisecond.
 """
 
 from __future__ import annotations

@@ -139,8 +139,9 @@ class ResponseRun:
         """The ended object: a copy, unless quiet (the run is read no more) and it holds no
         private key."""
         obj = self.obj
-        held = any(k in obj for k in _OBJECT_PRIVATE) or any(_private(i) for i in self.output)
-        if self._quiet and not held:
+        if self._quiet and not (
+            any(k in obj for k in _OBJECT_PRIVATE) or any(_private(i) for i in self.output)
+        ):
             return obj
         return self.snapshot()
 
