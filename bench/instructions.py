@@ -22,7 +22,7 @@ The doors take turns (``--rounds``, 3 by default) and each door's median is prin
 door's figure moved by up to 4% between runs of the script with nothing else changed (chat
 completions 6,127k to 6,368k on 2026-12-08), by 1.2% between the turns of one run.
 
-    .venv/bin/python bench/instructions.py                  # ~15 minutes
+    .venv/bin/python bench/instructions.py                  # ~8 minutes
     .venv/bin/python bench/instructions.py --doors chat,responses --requests 300
     PYTHONPATH=/path/to/other/checkout .venv/bin/python bench/instructions.py  # that one's code
 """
